@@ -1,0 +1,120 @@
+"""Finishing a file job: the results report and summary in S3, and the "file completed" event.
+
+The report is one paginated Query of the job's row items in row order, streamed into a
+spooled temporary file, so memory stays flat whatever the file's size. Every data row has one
+item by the time the job is settled; a row without one (which would be a bug) is written as
+FAILED with a reason that says so instead of silently missing from the report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+from typing import Any
+
+from .observability import logger, metrics
+from .reports import ReportWriter
+from .store import Store
+
+STATUSES = ("ACCEPTED", "REJECTED", "DUPLICATE", "FAILED")
+EVENT_SOURCE = "phonon-outbound"
+EVENT_DETAIL_TYPE = "File completed"
+
+
+def report_keys(key: str) -> tuple[str, str]:
+    return f"reports/{key}.results.csv", f"reports/{key}.summary.json"
+
+
+class JobFinisher:
+    def __init__(self, store: Store, s3: Any, bucket: str, events: Any = None, event_bus: str = "default"):
+        self.store = store
+        self.s3 = s3
+        self.bucket = bucket
+        self.events = events
+        self.event_bus = event_bus
+
+    def maybe_finalize(self, job: str, meta: dict) -> bool:
+        if meta.get("ingest_done") and int(meta.get("chunks_settled", 0)) >= int(meta.get("chunks_total", -1)):
+            return self.finalize(job)
+        return False
+
+    def finalize(self, job: str, force: bool = False, missing_reason: str | None = None) -> bool:
+        """Write the report once (the caller that wins `claim_finalize`), or again with force
+        (e.g. after flow-end webhooks brought phonon-uuids)."""
+        if not force and not self.store.claim_finalize(job):
+            return False
+        meta = self.store.get_job(job) or {}
+        total = int(meta.get("total_rows", 0))
+        counts = dict.fromkeys(STATUSES, 0)
+        missing = 0
+        csv_key, summary_key = report_keys(meta.get("key", job))
+        fill_reason = missing_reason or "no outcome was recorded for this row (internal error; please report it)"
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+b") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            writer = ReportWriter(text)
+            expected = 1
+            filled: list[dict] = []
+
+            def fill_to(row: int) -> None:
+                nonlocal expected, missing
+                while expected < row:
+                    filled.append({"row": expected, "status": "FAILED", "reason": fill_reason})
+                    writer.write(expected, "", "FAILED", "", "", fill_reason)
+                    counts["FAILED"] += 1
+                    missing += 1
+                    expected += 1
+
+            for item in self.store.iter_rows(job):
+                row = int(item["row"])
+                if row < expected:
+                    continue
+                fill_to(row)
+                status = item.get("status", "FAILED")
+                counts[status] = counts.get(status, 0) + 1
+                writer.write(row, item.get("cid", ""), status, item.get("phonon_uuid", ""),
+                             item.get("request_id", ""), item.get("reason", ""))
+                expected = row + 1
+            if meta.get("status") != "REJECTED":
+                fill_to(total + 1)
+            text.flush()
+            raw.seek(0)
+            self.s3.upload_fileobj(raw, self.bucket, csv_key, ExtraArgs={"ContentType": "text/csv; charset=utf-8"})
+            text.detach()
+        if filled and missing_reason:
+            self.store.put_rows(job, filled)
+        if missing and not missing_reason:
+            logger.error("rows without outcome", extra={"job": job, "missing": missing})
+        now = time.time()
+        summary: dict[str, Any] = {
+            "file": meta.get("key", ""), "bucket": meta.get("bucket", ""), "job": job, "flow": meta.get("flow", ""),
+            "rows": total, "accepted": counts["ACCEPTED"], "rejected": counts["REJECTED"],
+            "duplicate": counts["DUPLICATE"], "failed": counts["FAILED"],
+            "api_requests": int(meta.get("api_requests", 0)),
+            "started_at": meta.get("created_at"), "finished_at": round(now, 3),
+            "elapsed_s": round(now - float(meta.get("created_at") or now), 3),
+            "notes": meta.get("notes", []) or [], "report": f"s3://{self.bucket}/{csv_key}",
+        }
+        if meta.get("error"):
+            summary["error"] = meta["error"]
+        self.s3.put_object(Bucket=self.bucket, Key=summary_key, Body=json.dumps(summary, indent=2).encode(),
+                           ContentType="application/json")
+        self.store.update_job(job, status="REJECTED" if meta.get("error") else "COMPLETED", completed=True,
+                              counts={k.lower(): v for k, v in counts.items()})
+        if not force:
+            metrics.add_metric(name="FilesCompleted", unit="Count", value=1)
+            self._publish(summary)
+        logger.info("report written", extra={"job": job, "report": csv_key, **{k.lower(): v for k, v in counts.items()}})
+        return True
+
+    def _publish(self, summary: dict) -> None:
+        if self.events is None:
+            return
+        try:
+            self.events.put_events(Entries=[{
+                "Source": EVENT_SOURCE, "DetailType": EVENT_DETAIL_TYPE,
+                "Detail": json.dumps(summary), "EventBusName": self.event_bus,
+            }])
+        except Exception:  # the report is written; a lost notification must not undo that
+            logger.exception("could not publish the file-completed event")

@@ -1,0 +1,74 @@
+"""Every setting of the three functions, read once from the environment into a typed object.
+
+The template's `Globals.Function.Environment` sets these on AWS; the local runner sets the same
+names from the same template. Nothing here is read at import time: call `Settings.from_env()`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class Settings(BaseModel):
+    bucket_name: str = ""
+    chunk_queue_url: str = ""
+    state_table: str = ""
+    results_table: str = ""
+    event_bus_name: str = "default"
+
+    api_url: str = ""
+    api_connect_timeout_s: float = 3.05
+    api_read_timeout_s: float = 30.0
+
+    default_flow_id: str = ""
+    flow_secret_prefix: str = "phonon-outbound/flows/"
+    webhook_secret_name: str = "phonon-outbound/webhook"
+    correlation_key: str = "OutboundRef"
+
+    batch_size: int = Field(500, ge=1, le=10_000)
+    records_per_minute: int = Field(30_000, ge=1)
+    requests_per_minute: int = Field(0, ge=0)  # 0 = no request cap
+    rate_jitter_allowance_s: float = Field(0.5, ge=0)
+
+    time_zone: str = "Asia/Kolkata"
+    default_region: str = "IN"
+    max_file_bytes: int = 2 * 1024**3
+    dedupe_window_hours: float = Field(24.0, ge=0)
+
+    max_receive_count: int = Field(8, ge=1)
+    retry_base_s: float = Field(5.0, ge=0)
+    retry_max_s: float = Field(900.0, ge=0)
+    breaker_open_s: float = Field(60.0, ge=1)
+    chunk_lease_s: float = Field(120.0, ge=1)
+    ingest_time_margin_s: float = Field(60.0, ge=0)
+    dispatch_max_wait_s: float = Field(20.0, ge=0)
+    dispatch_parallelism: int = Field(4, ge=1, le=32)
+
+    @field_validator("default_flow_id", "api_url", "bucket_name", mode="before")
+    @classmethod
+    def _strip(cls, v: object) -> object:
+        return v.strip() if isinstance(v, str) else v
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values = {}
+        for name in cls.model_fields:
+            raw = env.get(name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        return cls(**values)
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings (for the local runner)."""
+        return {name.upper(): str(value) for name, value in self.model_dump().items()}
+
+
+@lru_cache(maxsize=1)
+def current() -> Settings:
+    """The settings of this Lambda execution environment (cached; `current.cache_clear()` in tests)."""
+    return Settings.from_env()

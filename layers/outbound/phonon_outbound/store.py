@@ -1,0 +1,373 @@
+"""All DynamoDB access: one class, so every key layout lives in one file.
+
+State table (`pk`/`sk`, see docs/design.md):
+  JOB#<job>/META          the file job: object, flow, counts, checkpoint, chunk counters
+  JOB#<job>/ROW#<row>     one item per data row: its final status (the report is a Query of these)
+  JOB#<job>/CHUNK#<n>     the chunk ledger: lease while a dispatcher sends it, DONE when settled
+  OBJ#<object identity>/- an S3 object version claimed by one job (duplicate notifications)
+  DEDUPE#<hash>/-         a call claimed for the dedupe window
+  LIMIT#<name>/-          the global rate limiter
+  BREAKER#<flow>/-        the per-flow circuit breaker
+Results table: one item per call Phonon accepted, keyed by `phonon-uuid`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+ROW_PAD = 10
+CHUNK_PAD = 8
+
+
+def job_pk(job: str) -> str:
+    return f"JOB#{job}"
+
+
+def row_sk(row: int) -> str:
+    return f"ROW#{row:0{ROW_PAD}d}"
+
+
+def chunk_sk(chunk: int) -> str:
+    return f"CHUNK#{chunk:0{CHUNK_PAD}d}"
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; hand the rest of the code plain ints and floats."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(str(round(value, 6)))
+
+
+def _conditional_failed(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class ChunkClaim:
+    state: str  # "claimed", "done", "busy"
+    attempts: int = 0
+    lease_left_s: float = 0.0
+    item: dict | None = None
+
+
+class Store:
+    def __init__(self, state_table: str, results_table: str, resource: Any = None):
+        self._ddb = resource or boto3.resource("dynamodb")
+        self.state = self._ddb.Table(state_table)
+        self.results = self._ddb.Table(results_table)
+        self.client = self._ddb.meta.client
+
+    # ---------------------------------------------------------------- S3 object claims
+    def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
+        """Claim an S3 object version for ingest. Returns "new", "resume" (a crashed or paused
+        ingest whose lease ran out) or "duplicate" (ingested or being ingested)."""
+        now = time.time() if now is None else now
+        key = {"pk": f"OBJ#{identity}", "sk": "-"}
+        try:
+            self.state.put_item(
+                Item={**key, "job": job, "lease_until": _dec(now + lease_s), "done": False},
+                ConditionExpression=Attr("pk").not_exists(),
+            )
+            return "new"
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+        try:
+            self.state.update_item(
+                Key=key,
+                UpdateExpression="SET lease_until = :l",
+                ConditionExpression="done = :f AND lease_until < :now",
+                ExpressionAttributeValues={":l": _dec(now + lease_s), ":f": False, ":now": _dec(now)},
+            )
+            return "resume"
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+            return "duplicate"
+
+    def renew_object(self, identity: str, lease_s: float, done: bool = False) -> None:
+        self.state.update_item(
+            Key={"pk": f"OBJ#{identity}", "sk": "-"},
+            UpdateExpression="SET lease_until = :l, done = :d",
+            ExpressionAttributeValues={":l": _dec(time.time() + lease_s), ":d": done},
+        )
+
+    # ---------------------------------------------------------------- file jobs
+    def put_job(self, job: str, attrs: dict) -> None:
+        self.state.put_item(Item={"pk": job_pk(job), "sk": "META", **attrs})
+
+    def get_job(self, job: str) -> dict | None:
+        item = self.state.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True).get("Item")
+        return _plain(item) if item else None
+
+    def update_job(self, job: str, **attrs: Any) -> dict:
+        names = {f"#{k}": k for k in attrs}
+        values = {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()}
+        expr = "SET " + ", ".join(f"#{k} = :{k}" for k in attrs)
+        out = self.state.update_item(
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression=expr,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return _plain(out["Attributes"])
+
+    def add_to_job(self, job: str, **counters: int) -> dict:
+        names = {f"#{k}": k for k in counters}
+        values = {f":{k}": v for k, v in counters.items()}
+        out = self.state.update_item(
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="ADD " + ", ".join(f"#{k} :{k}" for k in counters),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return _plain(out["Attributes"])
+
+    def claim_finalize(self, job: str) -> bool:
+        """Exactly one caller wins the right to write the job's report."""
+        try:
+            self.state.update_item(
+                Key={"pk": job_pk(job), "sk": "META"},
+                UpdateExpression="SET finalizing = :t",
+                ConditionExpression=Attr("finalizing").not_exists(),
+                ExpressionAttributeValues={":t": True},
+            )
+            return True
+        except ClientError as err:
+            if _conditional_failed(err):
+                return False
+            raise
+
+    # ---------------------------------------------------------------- row outcomes
+    def put_rows(self, job: str, rows: Iterable[dict]) -> int:
+        """Write row outcome items (idempotent puts). Each dict has at least row and status."""
+        n = 0
+        with self.state.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+            for row in rows:
+                item = {k: v for k, v in row.items() if v is not None and v != ""}
+                item["pk"] = job_pk(job)
+                item["sk"] = row_sk(row["row"])
+                batch.put_item(Item=item)
+                n += 1
+        return n
+
+    def get_row(self, job: str, row: int) -> dict | None:
+        item = self.state.get_item(Key={"pk": job_pk(job), "sk": row_sk(row)}).get("Item")
+        return _plain(item) if item else None
+
+    def set_row_uuid(self, job: str, row: int, uuid: str) -> None:
+        self.state.update_item(
+            Key={"pk": job_pk(job), "sk": row_sk(row)},
+            UpdateExpression="SET phonon_uuid = :u",
+            ConditionExpression=Attr("pk").exists(),
+            ExpressionAttributeValues={":u": uuid},
+        )
+
+    def iter_rows(self, job: str) -> Iterator[dict]:
+        """Every row item of a job, in row order, a page at a time (bounded memory)."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(job_pk(job)) & Key("sk").begins_with("ROW#"),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.state.query(**kwargs)
+            for item in page.get("Items", []):
+                yield _plain(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # ---------------------------------------------------------------- chunk ledger
+    def claim_chunk(self, job: str, chunk: int, lease_s: float, now: float | None = None) -> ChunkClaim:
+        """Take the chunk's lease. A DONE chunk is never sent again; a chunk whose holder died is
+        taken over once its lease runs out (the resend is byte-identical, so Phonon answers 201)."""
+        now = time.time() if now is None else now
+        key = {"pk": job_pk(job), "sk": chunk_sk(chunk)}
+        try:
+            out = self.state.update_item(
+                Key=key,
+                UpdateExpression="SET #s = :ip, lease_until = :l ADD attempts :one",
+                ConditionExpression="attribute_not_exists(pk) OR (#s <> :done AND (#s <> :ip OR lease_until < :now))",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={
+                    ":ip": "IN_PROGRESS", ":done": "DONE", ":l": _dec(now + lease_s),
+                    ":now": _dec(now), ":one": 1,
+                },
+                ReturnValues="ALL_NEW",
+            )
+            item = _plain(out["Attributes"])
+            return ChunkClaim("claimed", attempts=item.get("attempts", 1), item=item)
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+        item = _plain(self.state.get_item(Key=key, ConsistentRead=True).get("Item") or {})
+        if item.get("state") == "DONE":
+            return ChunkClaim("done", attempts=item.get("attempts", 0), item=item)
+        return ChunkClaim("busy", attempts=item.get("attempts", 0),
+                          lease_left_s=max(0.0, float(item.get("lease_until", now)) - now), item=item)
+
+    def note_chunk(self, job: str, chunk: int, **attrs: Any) -> None:
+        """Remember facts about a chunk while it is in progress (e.g. that a send may have been delivered)."""
+        names = {f"#{k}": k for k in attrs}
+        values = {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()}
+        self.state.update_item(
+            Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in attrs),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> bool:
+        """Record a chunk's final state (DONE, or FAILED when retries ran out). Returns True only
+        the first time the chunk settles, so the job's settled counter counts each chunk once
+        even when a redriven chunk settles again."""
+        attrs = {**attrs, "state": state, "settled": True, "lease_until": 0}
+        names = {f"#{k}": k for k in attrs}
+        values = {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()}
+        out = self.state.update_item(
+            Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in attrs),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="UPDATED_OLD",
+        )
+        return not out.get("Attributes", {}).get("settled")
+
+    def reopen_chunk(self, job: str, chunk: int) -> None:
+        """Operator redrive of a chunk that ended FAILED: let it be claimed again."""
+        self.state.update_item(
+            Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+            UpdateExpression="SET #s = :r, attempts = :z",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":r": "REDRIVEN", ":z": 0},
+        )
+
+    # ---------------------------------------------------------------- dedupe claims
+    def claim_dedupe(self, claims: list[tuple[str, str]], window_s: float,
+                     now: float | None = None) -> dict[str, str]:
+        """Claim each (hash, owner) for the window. Returns {hash: other owner} for the claims
+        that another owner already holds (those calls are duplicates). Claims we already hold
+        are renewed, so a retry of the same chunk decides the same way."""
+        now = time.time() if now is None else now
+        conflicts: dict[str, str] = {}
+        pending = list(claims)
+        while pending:
+            group, pending = pending[:100], pending[100:]
+            while group:
+                items = [{
+                    "Put": {
+                        "TableName": self.state.name,
+                        "Item": {"pk": f"DEDUPE#{h}", "sk": "-", "owner": owner,
+                                 "expires": _dec(now + window_s), "ttl": int(now + window_s) + 3600},
+                        "ConditionExpression": "attribute_not_exists(pk) OR expires < :now OR #o = :me",
+                        "ExpressionAttributeNames": {"#o": "owner"},
+                        "ExpressionAttributeValues": {":now": _dec(now), ":me": owner},
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }} for h, owner in group]
+                try:
+                    self.client.transact_write_items(TransactItems=items)
+                    group = []
+                except ClientError as err:
+                    reasons = err.response.get("CancellationReasons") or []
+                    if err.response.get("Error", {}).get("Code") != "TransactionCanceledException" or not reasons:
+                        raise
+                    keep = []
+                    lost = False
+                    for (h, owner), reason in zip(group, reasons, strict=False):
+                        if reason.get("Code") == "ConditionalCheckFailed":
+                            old = reason.get("Item") or {}
+                            other = old.get("owner")
+                            other = other.get("S") if isinstance(other, dict) else other
+                            conflicts[h] = str(other or "another file")
+                            lost = True
+                        else:
+                            keep.append((h, owner))
+                    if not lost:  # cancelled for another reason (conflict, throttling): try again
+                        time.sleep(0.05)
+                        continue
+                    group = keep
+        return conflicts
+
+    def release_dedupe(self, claims: list[tuple[str, str]]) -> None:
+        """Give back claims of calls that ended FAILED, so a later send is not called a duplicate."""
+        for h, owner in claims:
+            try:
+                self.state.delete_item(
+                    Key={"pk": f"DEDUPE#{h}", "sk": "-"},
+                    ConditionExpression="#o = :me",
+                    ExpressionAttributeNames={"#o": "owner"},
+                    ExpressionAttributeValues={":me": owner},
+                )
+            except ClientError as err:
+                if not _conditional_failed(err):
+                    raise
+
+    # ---------------------------------------------------------------- small shared items
+    def get_item(self, pk: str) -> dict | None:
+        item = self.state.get_item(Key={"pk": pk, "sk": "-"}, ConsistentRead=True).get("Item")
+        return _plain(item) if item else None
+
+    def put_if(self, pk: str, attrs: dict, expect: dict | None) -> bool:
+        """Optimistic write of a small shared item: succeeds only if the item still has the
+        attribute values in `expect` (None: only if it does not exist)."""
+        item = {"pk": pk, "sk": "-", **{k: (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()}}
+        kwargs: dict[str, Any] = {"Item": item}
+        if expect is None:
+            kwargs["ConditionExpression"] = Attr("pk").not_exists()
+        else:
+            cond = None
+            for k, v in expect.items():
+                c = Attr(k).eq(_dec(v) if isinstance(v, float) else v)
+                cond = c if cond is None else cond & c
+            kwargs["ConditionExpression"] = cond
+        try:
+            self.state.put_item(**kwargs)
+            return True
+        except ClientError as err:
+            if _conditional_failed(err):
+                return False
+            raise
+
+    # ---------------------------------------------------------------- results
+    def put_results(self, items: Iterable[dict]) -> int:
+        n = 0
+        with self.results.batch_writer(overwrite_by_pkeys=["phonon-uuid"]) as batch:
+            for item in items:
+                batch.put_item(Item={k: v for k, v in item.items() if v is not None and v != ""})
+                n += 1
+        return n
+
+    def upsert_result(self, uuid: str, attrs: dict) -> None:
+        attrs = {k: v for k, v in attrs.items() if v is not None and v != ""}
+        if not attrs:
+            return
+        names = {f"#a{i}": k for i, k in enumerate(attrs)}
+        values = {f":v{i}": v for i, v in enumerate(attrs.values())}
+        self.results.update_item(
+            Key={"phonon-uuid": uuid},
+            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attrs))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def get_result(self, uuid: str) -> dict | None:
+        item = self.results.get_item(Key={"phonon-uuid": uuid}).get("Item")
+        return _plain(item) if item else None

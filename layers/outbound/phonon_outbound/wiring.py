@@ -1,0 +1,106 @@
+"""Builds the services from `Settings`, lazily, once per execution environment.
+
+Nothing is created at import time, so tests and the local runner can set the environment (or
+pass their own clients) first. `reset()` forgets everything (tests, local runner restarts).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+from .api.client import PhononClient
+from .dispatch import DispatchService, requeue_with
+from .flows import FlowSecrets
+from .ingest import IngestService
+from .jobs import JobFinisher
+from .settings import Settings, current
+from .store import Store
+from .webhook import Credentials, WebhookService
+
+_lock = threading.Lock()
+_cache: dict[str, Any] = {}
+
+
+def reset() -> None:
+    with _lock:
+        _cache.clear()
+    current.cache_clear()
+
+
+def _once(name: str, build: Any) -> Any:
+    with _lock:
+        if name not in _cache:
+            _cache[name] = build()
+        return _cache[name]
+
+
+def settings() -> Settings:
+    return current()
+
+
+def client(service: str) -> Any:
+    return _once(f"client:{service}", lambda: boto3.client(service))
+
+
+def store() -> Store:
+    s = settings()
+    return _once("store", lambda: Store(s.state_table, s.results_table, boto3.resource("dynamodb")))
+
+
+def secrets() -> FlowSecrets:
+    return _once("secrets", lambda: FlowSecrets(settings().flow_secret_prefix, client("secretsmanager")))
+
+
+def finisher() -> JobFinisher:
+    s = settings()
+    return _once("finisher", lambda: JobFinisher(store(), client("s3"), s.bucket_name, client("events"),
+                                                 s.event_bus_name))
+
+
+def ingest_service() -> IngestService:
+    return _once("ingest", lambda: IngestService(settings(), store(), client("s3"), client("sqs"), secrets(),
+                                                 finisher(), throttle=_cache.get("throttle")))
+
+
+def dispatch_service() -> DispatchService:
+    s = settings()
+    return _once("dispatch", lambda: DispatchService(
+        s, store(), PhononClient(s.api_url, s.api_connect_timeout_s, s.api_read_timeout_s), secrets(), finisher(),
+        requeue_with(client("sqs"), s.chunk_queue_url)))
+
+
+def webhook_service() -> WebhookService:
+    return _once("webhook", lambda: WebhookService(store(), settings().correlation_key))
+
+
+def webhook_credentials() -> Credentials:
+    """Read through powertools' parameters cache (5 minutes), so a rotated secret is picked up."""
+    provider = _once("secrets_provider", lambda: SecretsProvider(boto3_client=client("secretsmanager")))
+    return Credentials.from_secret(provider.get(settings().webhook_secret_name, max_age=300))
+
+
+def continue_ingest(event: dict, context: Any) -> None:
+    """Run the rest of a paused ingest in a fresh invocation (asynchronous self-invoke).
+    The local runner replaces this with its own scheduler via `set_continuation`."""
+    hook = _cache.get("continuation")
+    if hook is not None:
+        hook(event)
+        return
+    client("lambda").invoke(FunctionName=context.invoked_function_arn, InvocationType="Event",
+                            Payload=json.dumps(event).encode())
+
+
+def set_continuation(fn: Any) -> None:
+    with _lock:
+        _cache["continuation"] = fn
+
+
+def set_throttle(fn: Any) -> None:
+    """The local runner's back-pressure hook for ingest (see IngestService.throttle)."""
+    with _lock:
+        _cache["throttle"] = fn
