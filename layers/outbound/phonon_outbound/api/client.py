@@ -15,6 +15,7 @@ import email.utils
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -130,12 +131,27 @@ def _retry_after(headers: Any) -> float | None:
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
 
 
-def _excerpt(content: bytes) -> str:
+_SECID_IN_BODY = re.compile(rb'"security-id"\s*:\s*"([^"\\]{1,512})"')
+
+
+def _secret_of(body: bytes) -> str | None:
+    """The security-id inside a body (build_body puts it near the start), to scrub it."""
+    m = _SECID_IN_BODY.search(body, 0, 2048)
+    return m.group(1).decode("utf-8", errors="replace") if m else None
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return redact(text)
+
+
+def _excerpt(content: bytes, secret: str | None = None) -> str:
     text = content[: _EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-    text = " ".join(text.split())
+    text = _scrub(" ".join(text.split()), secret)
     if len(text) > _EXCERPT_CHARS:
         text = text[:_EXCERPT_CHARS] + "…"
-    return redact(text)
+    return text
 
 
 def _surely_not_sent(exc: BaseException) -> bool:
@@ -159,8 +175,12 @@ def _surely_not_sent(exc: BaseException) -> bool:
     return False
 
 
-def parse_response(status: int, content: bytes, headers: Any, elapsed_s: float) -> ApiAnswer:
-    """Turn an HTTP response into an :class:`ApiAnswer` (exposed for tests and tools)."""
+def parse_response(status: int, content: bytes, headers: Any, elapsed_s: float,
+                   secret: str | None = None) -> ApiAnswer:
+    """Turn an HTTP response into an :class:`ApiAnswer` (exposed for tests and tools).
+
+    ``secret``: a string (the security-id) scrubbed from every text taken from the response.
+    """
     retry_after = _retry_after(headers)
     if not content or not content.strip():
         return ApiAnswer(status, None, None, None, None, "empty response body",
@@ -169,11 +189,11 @@ def parse_response(status: int, content: bytes, headers: Any, elapsed_s: float) 
         data = json.loads(content.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError):
         return ApiAnswer(status, None, None, None, None, "response body is not JSON",
-                         elapsed_s, True, retry_after, _excerpt(content))
+                         elapsed_s, True, retry_after, _excerpt(content, secret))
     if not isinstance(data, dict):
         return ApiAnswer(status, None, None, None, None,
                          "response JSON is not an object",
-                         elapsed_s, True, retry_after, _excerpt(content))
+                         elapsed_s, True, retry_after, _excerpt(content, secret))
     code = _as_int(data.get("api-response-code"))
     message = data.get("api-response-message")
     if message is not None and not isinstance(message, str):
@@ -181,15 +201,15 @@ def parse_response(status: int, content: bytes, headers: Any, elapsed_s: float) 
     if code is None:
         # Some other JSON (a gateway's {"message": "..."}): keep its message for the reason.
         alt = message or data.get("message") or data.get("error") or data.get("Message")
-        return ApiAnswer(status, None, redact(str(alt)) if alt is not None else None, None, None,
+        return ApiAnswer(status, None, _scrub(str(alt), secret) if alt is not None else None, None, None,
                          "response JSON has no api-response-code",
-                         elapsed_s, True, retry_after, _excerpt(content))
+                         elapsed_s, True, retry_after, _excerpt(content, secret))
     request_id = data.get("request-id")
     if request_id is not None:
         request_id = str(request_id) if str(request_id).strip() else None
     details_raw = data.get("call-details")
     call_details = [d for d in details_raw if isinstance(d, dict)] if isinstance(details_raw, list) else None
-    return ApiAnswer(status, code, redact(message) if message is not None else None, request_id,
+    return ApiAnswer(status, code, _scrub(message, secret) if message is not None else None, request_id,
                      call_details, None, elapsed_s, True, retry_after, None)
 
 
@@ -214,6 +234,7 @@ class PhononClient:
         """Send one body. Never raises for HTTP or network problems."""
         if not isinstance(body, (bytes, bytearray)):
             raise TypeError("body must be bytes (build it with api.body.build_body)")
+        secret = _secret_of(bytes(body))
         started = time.monotonic()
         try:
             resp = self.session.post(
@@ -230,12 +251,12 @@ class PhononClient:
             return self._failure(started, f"read timeout after {_fmt_s(self.read_timeout)}", True)
         except requests.exceptions.ConnectionError as exc:
             if _surely_not_sent(exc):
-                return self._failure(started, f"connection failed: {self._describe(exc)}", False)
-            return self._failure(started, f"connection lost before an answer: {self._describe(exc)}", True)
+                return self._failure(started, f"connection failed: {self._describe(exc, secret)}", False)
+            return self._failure(started, f"connection lost before an answer: {self._describe(exc, secret)}", True)
         except requests.exceptions.RequestException as exc:
-            return self._failure(started, f"request failed: {self._describe(exc)}", True)
+            return self._failure(started, f"request failed: {self._describe(exc, secret)}", True)
         elapsed = time.monotonic() - started
-        answer = parse_response(resp.status_code, content, resp.headers, elapsed)
+        answer = parse_response(resp.status_code, content, resp.headers, elapsed, secret)
         logger.debug(
             "Phonon POST answered HTTP %s code %s request-id %s in %.3f s (body %d bytes)%s",
             answer.http_status, answer.code, answer.request_id, elapsed, len(body),
@@ -249,7 +270,7 @@ class PhononClient:
         return ApiAnswer(None, None, None, None, None, error, elapsed, maybe_delivered)
 
     @staticmethod
-    def _describe(exc: BaseException) -> str:
+    def _describe(exc: BaseException, secret: str | None = None) -> str:
         # Walk to the innermost cause for a short, useful text; never includes the body.
         inner: BaseException = exc
         for _ in range(5):
@@ -262,7 +283,7 @@ class PhononClient:
                 break
             inner = nxt
         text = f"{type(inner).__name__}: {inner}"
-        return redact(text[:300])
+        return _scrub(text, secret)[:300]
 
     def close(self) -> None:
         if self._own_session:
