@@ -46,6 +46,7 @@ class ChunkMessage(BaseModel):
     chunk: int = Field(ge=0)
     rows: list[int]
     calls: list[dict]
+    warn: dict[str, str] = Field(default_factory=dict)
 
 
 class RetryLater(Exception):
@@ -221,13 +222,15 @@ class DispatchService:
                 "accepted by an earlier attempt: Phonon answered 201 Checksum Repeated to the identical resend")
             for row, call in zip(rows, calls, strict=True):
                 uuid = verdict.accepted_ids.get(str(call["client-identifier"]), "")
-                out.rows[row] = self._row(call, "ACCEPTED", request_id=verdict.request_id, uuid=uuid, reason=note)
+                reason = "; ".join(x for x in (msg.warn.get(str(row), ""), note) if x)
+                out.rows[row] = self._row(call, "ACCEPTED", request_id=verdict.request_id, uuid=uuid, reason=reason)
                 out.accepted += 1
         elif kind is Kind.PARTIAL:
             for row, call in zip(rows, calls, strict=True):
                 uuid = verdict.accepted_ids.get(str(call["client-identifier"]))
                 if uuid:
-                    out.rows[row] = self._row(call, "ACCEPTED", request_id=verdict.request_id, uuid=uuid)
+                    out.rows[row] = self._row(call, "ACCEPTED", request_id=verdict.request_id, uuid=uuid,
+                                              reason=msg.warn.get(str(row), ""))
                     out.accepted += 1
                 else:
                     out.rows[row] = self._row(call, "FAILED", request_id=verdict.request_id,
@@ -316,7 +319,8 @@ class DispatchService:
         metrics.add_metric(name="CallsFailed", unit="Count", value=out.failed)
         metrics.add_metric(name="CallsDuplicate", unit="Count", value=out.duplicate)
         if first:
-            meta = self.store.add_to_job(msg.job, chunks_settled=1)
+            meta = self.store.add_to_job(msg.job, chunks_settled=1, accepted=out.accepted, failed=out.failed,
+                                         duplicate=out.duplicate)
             self.finisher.maybe_finalize(msg.job, meta)
         else:  # a redriven chunk settled again: refresh a report that was already written
             meta = self.store.get_job(msg.job) or {}

@@ -68,7 +68,8 @@ class IngestResult:
     notes: list[str] = field(default_factory=list)
 
 
-def chunk_message(job: str, flow: str, chunk_no: int, chunk: Chunk, correlation_name: str) -> str:
+def chunk_message(job: str, flow: str, chunk_no: int, chunk: Chunk, correlation_name: str,
+                  warnings: dict[int, str] | None = None) -> str:
     """The SQS body of one chunk. No security-id. The correlation key is not repeated in the
     message (the dispatcher re-adds it from job and row, in the same place), which keeps
     messages small enough for 10 full chunks per SendMessageBatch."""
@@ -78,8 +79,12 @@ def chunk_message(job: str, flow: str, chunk_no: int, chunk: Chunk, correlation_
         if keys and keys[-1]["name"] == correlation_name:
             call = {**call, "keys": keys[:-1]}
         calls.append(call)
-    return json.dumps({"v": 1, "job": job, "flow": flow, "chunk": chunk_no, "rows": chunk.rows, "calls": calls},
-                      ensure_ascii=False, separators=(",", ":"))
+    doc: dict = {"v": 1, "job": job, "flow": flow, "chunk": chunk_no, "rows": chunk.rows, "calls": calls}
+    if warnings:
+        warn = {str(r): warnings.pop(r) for r in chunk.rows if r in warnings}
+        if warn:
+            doc["warn"] = warn  # e.g. a dropped invalid number: reported with the ACCEPTED row
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
 class IngestService:
@@ -179,13 +184,15 @@ class IngestService:
         chunker = Chunker(batch_size=s.batch_size, security_id_len=len(security_id), flow_id=flow)
         pending: list[tuple[int, Chunk, str]] = []  # (chunk no, chunk, message body)
         rejected: list[dict] = []
+        warnings: dict[int, str] = {}
         last_row = checkpoint
         n_rejected = 0
 
         def queue_chunks(chunks: list[Chunk]) -> None:
             nonlocal next_chunk
             for chunk in chunks:
-                pending.append((next_chunk, chunk, chunk_message(job, flow, next_chunk, chunk, self.correlation_name)))
+                pending.append((next_chunk, chunk,
+                                chunk_message(job, flow, next_chunk, chunk, self.correlation_name, warnings)))
                 next_chunk += 1
 
         def send_pending(all_: bool) -> None:
@@ -215,9 +222,12 @@ class IngestService:
             if isinstance(item, ValidRow):
                 call = item.call
                 call["keys"].append({"name": self.correlation_name, "value": f"{job}.{item.row}"})
+                if item.warnings:
+                    warnings[item.row] = "; ".join(item.warnings)
                 try:
                     queue_chunks(chunker.add(item.row, call))
                 except CallTooLarge as err:
+                    warnings.pop(item.row, None)
                     n_rejected += 1
                     rejected.append({"row": item.row, "status": "REJECTED", "cid": item.client_id,
                                      "reason": str(err)})

@@ -1,0 +1,72 @@
+"""`phonon-outbound check`: the ingest rules on local files, with the same report, no AWS.
+
+ACCEPTED here means "would be sent". The flow is resolved as ingest resolves it (the JSON
+file's own flow-id, else --flow-id); without AWS a flow can only be checked for its shape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .chunking import CallTooLarge, Chunker
+from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
+from .flows import FLOW_ID_RE, resolve_flow
+from .reports import ReportWriter
+from .settings import Settings
+
+PLACEHOLDER_JOB = "0" * 20  # same length as a real job id, so sizes match what ingest measures
+
+
+def check_file(path: Path, settings: Settings, out_dir: Path) -> dict:
+    started = time.monotonic()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = out_dir / f"{path.name}.results.csv"
+    counts = {"rows": 0, "accepted": 0, "rejected": 0, "duplicate": 0, "failed": 0}
+    summary: dict = {"file": str(path), "flow": ""}
+    correlation = f"$flow.key.{settings.correlation_key}"
+    with report.open("w", encoding="utf-8", newline="") as fh:
+        writer = ReportWriter(fh)
+        try:
+            size = path.stat().st_size
+            if size > settings.max_file_bytes:
+                raise FileRejected(f"file is {size:,} bytes, larger than the configured limit of "
+                                   f"{settings.max_file_bytes:,} bytes")
+            with path.open("rb") as stream:
+                contacts = open_contacts(stream, path.name, ParseOptions(
+                    default_region=settings.default_region, time_zone=settings.time_zone,
+                    max_bytes=settings.max_file_bytes, correlation_key=settings.correlation_key))
+                flow, _ = resolve_flow(None, contacts.flow_id, f"incoming/{path.name}", settings.default_flow_id)
+                if not flow:
+                    raise FileRejected("no flow for this file: give --flow-id or a 'flow-id' in the JSON")
+                if not FLOW_ID_RE.match(flow):
+                    raise FileRejected(f"flow-id '{flow}' is not a Phonon flow id (8 letters or digits)")
+                summary["flow"] = flow
+                chunker = Chunker(batch_size=settings.batch_size, security_id_len=64, flow_id=flow)
+                for item in contacts.rows():
+                    counts["rows"] += 1
+                    if isinstance(item, ValidRow):
+                        item.call["keys"].append({"name": correlation, "value": f"{PLACEHOLDER_JOB}.{item.row}"})
+                        try:
+                            chunker.add(item.row, item.call)
+                        except CallTooLarge as err:
+                            counts["rejected"] += 1
+                            writer.write(item.row, item.client_id, "REJECTED", "", "", str(err))
+                            continue
+                        counts["accepted"] += 1
+                        writer.write(item.row, item.client_id, "ACCEPTED", "", "", "; ".join(item.warnings))
+                    elif isinstance(item, RejectedRow):
+                        counts["rejected"] += 1
+                        writer.write(item.row, item.client_id, "REJECTED", "", "", item.reason)
+                summary["notes"] = list(contacts.notes)
+        except FileRejected as err:
+            counts = dict.fromkeys(counts, 0)
+            summary["error"] = err.reason
+            fh.seek(0)
+            fh.truncate()
+            ReportWriter(fh)
+    summary.update(counts)
+    summary.update({"api_requests": 0, "elapsed_s": round(time.monotonic() - started, 3), "report": str(report)})
+    (out_dir / f"{path.name}.summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
