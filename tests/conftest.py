@@ -1,0 +1,49 @@
+"""Shared fixtures: AWS resources are created from template.yaml's own definitions (moto's
+in-process `mock_aws`), so tests and the template cannot drift apart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "PhononOutboundTest")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
+@pytest.fixture
+def stack(aws_env):
+    """Every storage resource of template.yaml, in moto."""
+    from moto import mock_aws
+
+    from phonon_outbound.local.cfn import LocalStack, load_template
+
+    with mock_aws():
+        s = LocalStack(load_template(ROOT / "template.yaml"), ROOT)
+        s.create_resources(boto3.session.Session(region_name="us-east-1"))
+        yield s
+
+
+@pytest.fixture
+def store(stack):
+    from phonon_outbound.store import Store
+
+    env = stack.function_environment()
+    return Store(env["STATE_TABLE"], env["RESULTS_TABLE"], boto3.resource("dynamodb", region_name="us-east-1"))

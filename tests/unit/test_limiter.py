@@ -1,0 +1,136 @@
+"""The global limiter and the circuit breaker, against DynamoDB (moto) with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from phonon_outbound.limiter import CircuitBreaker, RateLimiter
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def simulate(limiter: RateLimiter, clock: Clock, n: int, seconds: float) -> list[tuple[float, int]]:
+    """A greedy sender: reserve, sleep the granted wait (advance the clock), send; repeat."""
+    sends = []
+    end = clock.t + seconds
+    while clock.t < end:
+        res = limiter.reserve(n, max_wait_s=10)
+        assert res.granted
+        clock.t += res.wait_s
+        sends.append((clock.t, n))
+    return sends
+
+
+def max_window(sends: list[tuple[float, int]], window: float = 60.0) -> int:
+    best, j, total = 0, 0, 0
+    for i, (t, n) in enumerate(sends):
+        total += n
+        while sends[j][0] <= t - window:
+            total -= sends[j][1]
+            j += 1
+        best = max(best, total)
+        _ = i
+    return best
+
+
+def test_given_a_deep_backlog_when_sending_greedily_then_no_60s_window_exceeds_the_limit(store):
+    clock = Clock()
+    limiter = RateLimiter.for_records(store, per_minute=30_000, batch_size=500, jitter_s=0.5, clock=clock)
+    sends = simulate(limiter, clock, 500, 300)
+    assert max_window(sends) <= 30_000
+    # and the sustained rate after the first minute is at least 97% of the limit
+    late = [s for s in sends if s[0] >= sends[0][0] + 60]
+    rate = sum(n for _, n in late) / (late[-1][0] - late[0][0]) * 60
+    assert rate >= 0.97 * 30_000
+
+
+def test_given_the_jitter_allowance_then_a_window_shifted_by_latency_still_fits(store):
+    clock = Clock()
+    limiter = RateLimiter.for_records(store, per_minute=6_000, batch_size=100, jitter_s=1.0, clock=clock)
+    sends = simulate(limiter, clock, 100, 240)
+    # Arrival = send + latency in [0, 1 s]: the worst case squeezes every send 1 s earlier except the last ones.
+    shifted = sorted((t + (1.0 if i % 2 else 0.0), n) for i, (t, n) in enumerate(sends))
+    assert max_window(shifted) <= 6_000
+
+
+def test_given_a_wait_longer_than_allowed_then_nothing_is_reserved(store):
+    clock = Clock()
+    limiter = RateLimiter.for_records(store, per_minute=600, batch_size=10, jitter_s=0, clock=clock)
+    first = limiter.reserve(10, max_wait_s=0)
+    assert first.granted and first.wait_s == 0
+    denied = limiter.reserve(10, max_wait_s=0)
+    assert not denied.granted and denied.wait_s > 0
+    # the denied call took nothing: after waiting as told, a reservation is granted at once
+    clock.t += denied.wait_s
+    again = limiter.reserve(10, max_wait_s=0)
+    assert again.granted
+
+
+def test_given_two_instances_then_they_share_one_budget(store):
+    clock = Clock()
+    a = RateLimiter.for_records(store, per_minute=6_000, batch_size=100, jitter_s=0, clock=clock)
+    b = RateLimiter.for_records(store, per_minute=6_000, batch_size=100, jitter_s=0, clock=clock)
+    sends = []
+    end = clock.t + 120
+    turn = 0
+    while clock.t < end:
+        lim = (a, b)[turn % 2]
+        turn += 1
+        res = lim.reserve(100, max_wait_s=10)
+        clock.t += res.wait_s
+        sends.append((clock.t, 100))
+    assert max_window(sends) <= 6_000
+
+
+def test_given_a_rate_refusal_then_every_instance_slows_down_and_recovers(store):
+    clock = Clock()
+    limiter = RateLimiter.for_records(store, per_minute=6_000, batch_size=100, jitter_s=0, clock=clock)
+    simulate(limiter, clock, 100, 10)
+    before = limiter.reserve(100, max_wait_s=100).wait_s
+    clock.t += before
+    other = RateLimiter.for_records(store, per_minute=6_000, batch_size=100, jitter_s=0, clock=clock)
+    other.penalize(pause_s=2.0)
+    after = limiter.reserve(100, max_wait_s=100).wait_s
+    assert after >= 2.0
+    clock.t += 120  # the shared factor recovers within a minute
+    item = store.get_item("LIMIT#records")
+    assert limiter._factor(item, clock.t) == pytest.approx(1.0)
+
+
+def test_given_an_account_refusal_then_the_breaker_opens_for_everyone_and_one_probe_closes_it(store):
+    clock = Clock()
+    a = CircuitBreaker(store, "Flow0001", open_s=60, clock=clock)
+    b = CircuitBreaker(store, "Flow0001", open_s=60, clock=clock)
+    assert a.check().allow
+    a.trip("Phonon answered 401 IP Not Whitelisted", 401)
+    state = b.check()
+    assert not state.allow and state.wait_s == pytest.approx(60)
+    assert "401" in state.reason
+    clock.t += 61
+    first, second = a.check(), b.check()
+    assert first.allow and first.probe
+    assert not second.allow  # only one probe at a time
+    a.close()
+    assert b.check().allow
+
+
+def test_given_a_failed_probe_then_the_breaker_reopens_for_longer(store):
+    clock = Clock()
+    br = CircuitBreaker(store, "Flow0002", open_s=60, clock=clock)
+    br.trip("401", 401)
+    clock.t += 61
+    assert br.check().probe
+    br.trip("401 again", 401)
+    assert br.check().wait_s == pytest.approx(120)
+
+
+def test_other_flows_are_not_affected_by_an_open_breaker(store):
+    clock = Clock()
+    CircuitBreaker(store, "Flow0003", clock=clock).trip("expired", 211)
+    assert CircuitBreaker(store, "Flow0004", clock=clock).check().allow
