@@ -327,7 +327,7 @@ class _WebhookPusher:
         self.sim = sim
         self.n_threads = max(1, threads)
         self.retries = max(0, retries)
-        self.q: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue(maxsize=max(1, queue_size))
+        self.q: queue.Queue[tuple[float, dict[str, Any]] | None] = queue.Queue(maxsize=max(1, queue_size))
         self.stop_event = threading.Event()
         self.cond = threading.Condition()
         self.pending = 0
@@ -372,17 +372,21 @@ class _WebhookPusher:
     def stop(self, timeout: float = 5.0) -> int:
         """Stop the workers; returns the number of webhooks abandoned."""
         self.stop_event.set()
+        for _ in self.threads:  # wake idle workers at once
+            with contextlib.suppress(queue.Full):
+                self.q.put_nowait(None)
         for t in self.threads:
             t.join(timeout)
         self.threads.clear()
         abandoned = 0
         while True:
             try:
-                self.q.get_nowait()
+                item = self.q.get_nowait()
             except queue.Empty:
                 break
-            abandoned += 1
-            self._done()
+            if item is not None:
+                abandoned += 1
+                self._done()
         return abandoned
 
     def _session(self) -> requests.Session:
@@ -395,10 +399,10 @@ class _WebhookPusher:
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
-            try:
-                due, record = self.q.get(timeout=0.1)
-            except queue.Empty:
-                continue
+            item = self.q.get()
+            if item is None:  # stop sentinel
+                break
+            due, record = item
             try:
                 delay = due - time.monotonic()
                 if delay > 0 and self.stop_event.wait(delay):
@@ -579,7 +583,7 @@ class PhononSimulator:
         self._port = server.server_address[1]
         self._pusher.start()
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="phonon-sim-http", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="phonon-sim-http", daemon=True
         )
         self._thread.start()
         logger.info("Phonon simulator listening on %s (shape %s)", self.url, self.shape)
