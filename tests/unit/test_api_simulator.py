@@ -127,6 +127,7 @@ def test_202_shape_accepts(sim, client):
     assert [n for _, n in s["accepted"]] == [3]
     calls = sim.accepted_calls()
     assert [c["client-identifier"] for c in calls] == ["c0", "c1", "c2"]
+    assert sim.accepted_bodies() == [body_of(make_calls(3))]
     assert {c["request-id"] for c in calls} == {a.request_id}
 
 

@@ -479,6 +479,7 @@ class PhononSimulator:
         webhook_retries: int = 3,
         webhook_queue_size: int = 100_000,
         did_number: str = "918045550100",
+        keep_bodies: int = 1000,
     ) -> None:
         self.host = host
         self._port = port
@@ -500,6 +501,7 @@ class PhononSimulator:
         self.max_body_bytes = int(max_body_bytes)
         self.checksum_scope = checksum_scope
         self.did_number = did_number
+        self.keep_bodies = max(0, int(keep_bodies))
         self.webhook_outcomes = dict(webhook_outcomes) if webhook_outcomes else {"NORMAL_CLEARING": 1.0}
         if any(p < 0 for p in self.webhook_outcomes.values()) or sum(self.webhook_outcomes.values()) <= 0:
             raise ValueError("webhook_outcomes must be non-negative weights with a positive sum")
@@ -570,6 +572,7 @@ class PhononSimulator:
             self._window: deque[tuple[float, int]] = deque()
             self._seen: set[str] = set()
             self._calls: list[dict[str, Any]] = []
+            self._bodies: deque[bytes] = deque(maxlen=self.keep_bodies)
             self._webhooks: Counter[str] = Counter()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -680,6 +683,12 @@ class PhononSimulator:
         """Every accepted call: request-id, phonon-uuid, client-identifier, flow-id, numbers, keys."""
         with self._lock:
             return [dict(c) for c in self._calls]
+
+    def accepted_bodies(self) -> list[bytes]:
+        """The raw bytes of the last ``keep_bodies`` (1000) accepted requests, oldest first.
+        In memory only (they contain security-ids); not served over HTTP."""
+        with self._lock:
+            return list(self._bodies)
 
     def _webhook_event(self, what: str, n: int = 1) -> None:
         with self._lock:
@@ -844,6 +853,8 @@ class PhononSimulator:
                     return reply
                 self._window.append((now_mono, len(take)))
             self._seen.add(digest)
+            if self.keep_bodies:
+                self._bodies.append(body)
             request_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
             details = []
             webhooks = []
