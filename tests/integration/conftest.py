@@ -1,0 +1,171 @@
+"""A harness that drives the real Lambda handlers against moto (built from template.yaml) and
+the bundled Phonon simulator on loopback, one step at a time, so tests can interleave faults,
+duplicate deliveries and crashes between the steps."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import boto3
+import pytest
+
+from phonon_outbound import wiring
+from phonon_outbound.api.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
+from phonon_outbound.ingest import ObjectRef
+from phonon_outbound.jobs import report_keys
+
+
+class Ctx:
+    def __init__(self, name: str = "fn", seconds: float = 60.0):
+        self.function_name = name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+        self.memory_limit_in_mb = 1024
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = "/aws/lambda/test"
+        self.log_stream_name = "test"
+        self._deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class Harness:
+    stack: object
+    sim: PhononSimulator
+    s3: object
+    sqs: object
+    env: dict
+
+    @property
+    def bucket(self) -> str:
+        return self.env["BUCKET_NAME"]
+
+    @property
+    def queue_url(self) -> str:
+        return self.env["CHUNK_QUEUE_URL"]
+
+    @property
+    def dlq_url(self) -> str:
+        return self.stack.physical["ChunkDeadLetterQueue"]["Ref"]
+
+    def upload(self, name: str, data: bytes, metadata: dict | None = None) -> ObjectRef:
+        key = name if name.startswith("incoming/") else f"incoming/{name}"
+        put = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=metadata or {})
+        return ObjectRef(self.bucket, key, put.get("VersionId"), put.get("ETag"), len(data))
+
+    def s3_event(self, obj: ObjectRef) -> dict:
+        return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                             "eventName": "ObjectCreated:Put",
+                             "s3": {"bucket": {"name": obj.bucket}, "object": {
+                                 "key": obj.key, "size": obj.size, "eTag": obj.etag, "versionId": obj.version_id}}}]}
+
+    def ingest(self, obj: ObjectRef, seconds: float = 900.0) -> dict:
+        import ingest_handler
+
+        pending: list[dict] = []
+        wiring.set_continuation(pending.append)
+        out = ingest_handler.handler(self.s3_event(obj), Ctx("ingest", seconds))
+        while pending:
+            out = ingest_handler.handler(pending.pop(0), Ctx("ingest", seconds))
+        return out
+
+    def receive(self, n: int = 10, wait: float = 0) -> list[dict]:
+        return self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=n, AttributeNames=["All"],
+                                        WaitTimeSeconds=int(wait)).get("Messages", [])
+
+    def sqs_event(self, messages: list[dict]) -> dict:
+        arn = self.stack.physical["ChunkQueue"]["Arn"]
+        return {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                             "attributes": m.get("Attributes", {}), "messageAttributes": {},
+                             "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": arn,
+                             "awsRegion": "us-east-1"} for m in messages]}
+
+    def dispatch(self, messages: list[dict], delete: bool = True) -> dict:
+        import dispatch_handler
+
+        result = dispatch_handler.handler(self.sqs_event(messages), Ctx("dispatch", 60))
+        failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        if delete:
+            for m in messages:
+                if m["MessageId"] not in failed:
+                    self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        return result
+
+    def drain(self, timeout: float = 30.0) -> int:
+        """Run dispatch until the queue is empty (waiting out visibility timeouts and delays)."""
+        invocations = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            messages = self.receive()
+            if messages:
+                self.dispatch(messages)
+                invocations += 1
+                continue
+            attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["All"])["Attributes"]
+            if all(int(attrs.get(k, 0)) == 0 for k in ("ApproximateNumberOfMessages",
+                                                         "ApproximateNumberOfMessagesNotVisible",
+                                                         "ApproximateNumberOfMessagesDelayed")):
+                return invocations
+            time.sleep(0.2)
+        raise AssertionError("queue did not drain")
+
+    def dlq_depth(self) -> int:
+        attrs = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+    def report(self, obj: ObjectRef) -> list[dict]:
+        body = self.s3.get_object(Bucket=self.bucket, Key=report_keys(obj.key)[0])["Body"].read().decode()
+        return list(csv.DictReader(io.StringIO(body)))
+
+    def report_text(self, obj: ObjectRef) -> str:
+        return self.s3.get_object(Bucket=self.bucket, Key=report_keys(obj.key)[0])["Body"].read().decode()
+
+    def summary(self, obj: ObjectRef) -> dict:
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=report_keys(obj.key)[1])["Body"].read())
+
+    def job(self, obj: ObjectRef) -> dict:
+        return wiring.store().get_job(obj.job_id) or {}
+
+
+@pytest.fixture
+def make_harness(stack, monkeypatch):
+    sims: list[PhononSimulator] = []
+
+    def make(shape: str = "202", **settings) -> Harness:
+        sim = PhononSimulator(shape=shape, flows={DEMO_FLOW_ID: DEMO_SECURITY_ID}, seed=7).start()
+        sims.append(sim)
+        env = stack.function_environment()
+        env.update({"API_URL": sim.url, "DEFAULT_FLOW_ID": DEMO_FLOW_ID, "RETRY_BASE_S": "0",
+                    "RETRY_MAX_S": "0", "BREAKER_OPEN_S": "1", "CHUNK_LEASE_S": "2", "INGEST_TIME_MARGIN_S": "0",
+                    "DISPATCH_MAX_WAIT_S": "5", "API_READ_TIMEOUT_S": "5", "POWERTOOLS_METRICS_DISABLED": "true"})
+        env.update({k.upper(): str(v) for k, v in settings.items()})
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        sm = boto3.client("secretsmanager", region_name="us-east-1")
+        name = f"{env['FLOW_SECRET_PREFIX']}{DEMO_FLOW_ID}"
+        try:
+            sm.create_secret(Name=name, SecretString=json.dumps({"security-id": DEMO_SECURITY_ID}))
+        except sm.exceptions.ResourceExistsException:
+            pass
+        wiring.reset()
+        return Harness(stack, sim, boto3.client("s3", region_name="us-east-1"),
+                       boto3.client("sqs", region_name="us-east-1"), env)
+
+    yield make
+    for sim in sims:
+        sim.stop()
+    wiring.reset()
+
+
+def csv_rows(n: int, prefix: str = "C", start: int = 0) -> bytes:
+    lines = ["client-identifier,phone,CustomerName"]
+    for i in range(start, start + n):
+        lines.append(f"{prefix}-{i:06d},98{i:08d},Customer {i}")
+    return ("\n".join(lines) + "\n").encode()
