@@ -274,7 +274,7 @@ class PhononClient:
         # Walk to the innermost cause for a short, useful text; never includes the body.
         inner: BaseException = exc
         for _ in range(5):
-            nxt = None
+            nxt: BaseException | None = None
             if isinstance(inner, MaxRetryError) and inner.reason is not None:
                 nxt = inner.reason
             elif inner.args and isinstance(inner.args[0], BaseException):
