@@ -241,7 +241,7 @@ def test_given_a_flow_end_webhook_then_the_results_item_is_written_under_the_pho
     assert resp["statusCode"] == 200
     item = wiring.store().get_result("11111111-2222-3333-4444-555555555555")
     assert item["client-identifier"] == "C-000001" and item["row"] == 2
-    assert item["connected"] is True and item["duration_s"] == 42 and item["sms_status"] == "DELIVERED"
+    assert item["connected"] is True and item["duration"] == 42 and item["sms_status"] == "DELIVERED"
     assert item["request-id"] == h.report(obj)[1]["request-id"]
     event["headers"]["authorization"] = "Basic " + base64.b64encode(b"phonon:wrong").decode()
     assert webhook_handler.handler(event, Ctx("webhook"))["statusCode"] == 401

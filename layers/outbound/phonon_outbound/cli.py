@@ -51,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true")
     check.add_argument("--batch-size", type=_batch, default=500)
 
-    sim = sub.add_parser("simulate", help="run the Phonon simulator standalone")
-    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("simulate", help="run the Phonon simulator standalone (simulate --help for its options)")
     return p
 
 
@@ -133,19 +132,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return _exit_code(result)
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from .api import simulator
-
-    return int(simulator.main(args.rest) or 0)
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["simulate"]:  # the simulator parses its own options (--port, --shape, …)
+        from .api import simulator
+
+        return int(simulator.main(argv[1:]) or 0)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
-    handlers = {"run": cmd_run, "check": cmd_check, "simulate": cmd_simulate}
+    handlers = {"run": cmd_run, "check": cmd_check}
     return handlers[args.command](args)
 
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,12 +96,13 @@ def backoff_s(attempt: int, base: float, cap: float) -> float:
 
 
 class DispatchService:
-    def __init__(self, settings: Settings, store: Store, client: PhononClient, secrets: FlowSecrets,
+    def __init__(self, settings: Settings, store: Store, client: Callable[[], PhononClient], secrets: FlowSecrets,
                  finisher: JobFinisher, requeue: Callable[[str, float], None],
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.s = settings
         self.store = store
-        self.client = client
+        self._client_factory = client  # PhononClient is not thread-safe: one per worker thread
+        self._local = threading.local()
         self.secrets = secrets
         self.finisher = finisher
         self.requeue = requeue
@@ -115,6 +117,13 @@ class DispatchService:
     @property
     def correlation_name(self) -> str:
         return f"$flow.key.{self.s.correlation_key}"
+
+    @property
+    def client(self) -> PhononClient:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._client_factory()
+        return client
 
     # ------------------------------------------------------------------ entry point
     def handle(self, body: str, receive_count: int, remaining_s: Callable[[], float]) -> Outcome:
@@ -254,9 +263,10 @@ class DispatchService:
             raise _HandBack(self.s.breaker_open_s, verdict.reason)
         elif kind is Kind.RATE_LIMITED:
             self.records_limiter.penalize()
+            delay = max(1.0, verdict.retry_after_s or 5.0)
             if top and out.requests == 1:
-                raise _HandBack(5.0, verdict.reason)
-            raise RetryLater(5.0, verdict.reason)
+                raise _HandBack(delay, verdict.reason)
+            raise RetryLater(delay, verdict.reason)
         else:  # TRANSIENT, UNKNOWN: keep the message, never call it a success
             if receive_count >= self.s.max_receive_count:
                 reason = f"retries exhausted after {receive_count} attempts: {verdict.reason}"

@@ -83,8 +83,8 @@ def outcome_of(doc: dict) -> dict:
         out["connected"] = bool(connected)
         last = connected[-1] if connected else attempts[-1]
         if isinstance(last, dict):
-            if last.get("duration") is not None:
-                out["duration_s"] = _num(last.get("duration"))
+            if last.get("duration") not in (None, ""):
+                out["duration"] = _num(last.get("duration"))  # as Phonon sends it (its samples: ms)
             if last.get("hangupCause"):
                 out["hangup_cause"] = str(last["hangupCause"])
             if last.get("startTime"):

@@ -70,7 +70,8 @@ def ingest_service() -> IngestService:
 def dispatch_service() -> DispatchService:
     s = settings()
     return _once("dispatch", lambda: DispatchService(
-        s, store(), PhononClient(s.api_url, s.api_connect_timeout_s, s.api_read_timeout_s), secrets(), finisher(),
+        s, store(), lambda: PhononClient(s.api_url, s.api_connect_timeout_s, s.api_read_timeout_s), secrets(),
+        finisher(),
         requeue_with(client("sqs"), s.chunk_queue_url)))
 
 

@@ -1,0 +1,117 @@
+"""`phonon-outbound` as a user runs it: a separate process, real loopback HTTP, the embedded AWS."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phonon_outbound.api.simulator import FaultPlan, PhononSimulator
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "phonon_outbound.cli"]
+FLOW = "Flow1234"
+SID = "S" * 64
+
+pytestmark = pytest.mark.e2e
+
+
+def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound")}
+    env.pop("AWS_ENDPOINT_URL", None)
+    return subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_csv(path: Path, n: int, prefix: str = "E") -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["client-identifier", "phone", "Name"])
+        for i in range(n):
+            w.writerow([f"{prefix}-{i:05d}", f"98{i:08d}", f"Name {i}"])
+    return path
+
+
+def read_report(path: str) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_make_run_sample_file_every_row_has_a_status(tmp_path):
+    proc = run_cli("run", "--json", "--out", str(tmp_path), "--flow-id", "DemoFlw1", "events/sample-contacts.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    f = result["files"][0]
+    assert f["rows"] == 24 and f["accepted"] == 24
+    report = read_report(f["report"])
+    assert len(report) == 24 and all(r["status"] == "ACCEPTED" and r["request-id"] for r in report)
+    # the simulator's flow-end webhooks came back through the local webhook handler
+    assert result["webhooks_received"] == 24
+    assert all(r["phonon-uuid"] for r in report)
+    assert "chunks settled" in proc.stderr  # progress on stderr
+
+
+@pytest.mark.parametrize("shape", ["200", "202"])
+def test_1200_rows_against_an_independent_server_make_exactly_three_requests(tmp_path, shape):
+    data = write_csv(tmp_path / "big.csv", 1200)
+    with PhononSimulator(shape=shape, flows={FLOW: SID}) as sim:
+        proc = run_cli("run", "--json", "--api-url", sim.url, "--flow-id", FLOW, "--security-id", SID,
+                       "--out", str(tmp_path / "out"), str(data))
+        stats = sim.stats()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["totals"]["accepted"] == 1200 and result["api_requests"] == 3
+    assert stats["requests"] == 3
+    assert len(stats["calls_by_client_identifier"]) == 1200
+    assert set(stats["calls_by_client_identifier"].values()) == {1}
+    report = read_report(result["files"][0]["report"])
+    assert all(r["request-id"] for r in report)
+    if shape == "200":
+        assert all(r["phonon-uuid"] for r in report)
+        assert len({r["phonon-uuid"] for r in report}) == 1200
+
+
+def test_an_account_level_refusal_ends_the_run_with_a_reason_and_nothing_accepted(tmp_path):
+    data = write_csv(tmp_path / "acct.csv", 50)
+    with PhononSimulator(flows={FLOW: SID}, faults=FaultPlan(probabilities={"http403": 1.0})) as sim:
+        proc = run_cli("run", "--json", "--api-url", sim.url, "--flow-id", FLOW, "--security-id", SID,
+                       "--out", str(tmp_path / "out"), str(data))
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert "403" in result["error"] or "whitelist" in result["error"].lower()
+    assert result["totals"]["accepted"] == 0 and result["totals"]["failed"] == 50
+    report = read_report(result["files"][0]["report"])
+    assert len(report) == 50 and all(r["status"] == "FAILED" and "not sent" in r["reason"] for r in report)
+
+
+def test_a_wrong_security_id_is_an_account_level_stop(tmp_path):
+    data = write_csv(tmp_path / "sid.csv", 5)
+    with PhononSimulator(flows={FLOW: SID}) as sim:
+        proc = run_cli("run", "--json", "--api-url", sim.url, "--flow-id", FLOW, "--security-id", "X" * 64,
+                       "--out", str(tmp_path / "out"), str(data))
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert "security" in result["error"].lower()
+    assert result["totals"]["accepted"] == 0
+
+
+def test_check_writes_the_same_report_without_sending(tmp_path):
+    proc = run_cli("check", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path), "events/sample-contacts-mixed.csv")
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    report = read_report(result["files"][0]["report"])
+    by_id = {r["row"]: r for r in report}
+    assert by_id["1"]["status"] == "ACCEPTED"
+    assert by_id["2"]["status"] == "REJECTED" and "12345" in by_id["2"]["reason"]
+    assert result["api_requests"] == 0
+
+
+def test_usage_errors_exit_2_and_send_nothing(tmp_path):
+    assert run_cli("run", str(tmp_path / "missing.csv")).returncode == 2
+    assert run_cli("run", "--batch-size", "0", "events/sample-contacts.csv").returncode == 2
+    assert run_cli("run", "--api-url", "http://127.0.0.1:9/x", "--flow-id", FLOW,
+                   "events/sample-contacts.csv").returncode == 2

@@ -1,0 +1,68 @@
+"""Flow-end push parsing: lenient, as phonon-api.md says (wrapped or not, fields optional)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from phonon_outbound.webhook import Credentials, WebhookError, WebhookService, outcome_of, parse_push
+
+
+def test_a_wrapped_push_is_unwrapped():
+    doc = parse_push(json.dumps({"body": {"phonon-uuid": "u-1", "keys": []}}))
+    assert doc["phonon-uuid"] == "u-1"
+
+
+def test_a_push_wrapped_in_a_json_string_is_unwrapped():
+    doc = parse_push(json.dumps({"body": json.dumps({"phonon-uuid": "u-2"})}))
+    assert doc["phonon-uuid"] == "u-2"
+
+
+@pytest.mark.parametrize("body", ["not json", "[1,2]", json.dumps({"keys": []})])
+def test_unusable_pushes_are_refused_with_400(body):
+    with pytest.raises(WebhookError) as err:
+        parse_push(body)
+    assert err.value.status == 400
+
+
+def test_outcome_of_a_connected_call_after_a_failed_attempt():
+    doc = {"callDetails": [
+        {"calleeNumber": "91981", "duration": "0", "hangupCause": "NO_ANSWER"},
+        {"calleeNumber": "91982", "connectTime": "2026-11-26 10:00:05", "duration": "61000", "hangupCause": "16"},
+    ], "smsDetails": [{"deliveryStatus": "DELIVERED"}], "emailDetails": [{"deliveryStatus": "BOUNCED"}]}
+    out = outcome_of(doc)
+    assert out == {"attempts": 2, "connected": True, "duration": 61000, "hangup_cause": "16",
+                   "sms_status": "DELIVERED", "email_status": "BOUNCED"}
+
+
+def test_outcome_of_an_unanswered_call():
+    out = outcome_of({"callDetails": [{"hangupCause": "NO_ANSWER", "duration": 0}]})
+    assert out["connected"] is False and out["attempts"] == 1 and out["hangup_cause"] == "NO_ANSWER"
+
+
+def test_outcome_of_a_push_without_details_is_empty():
+    assert outcome_of({"phonon-uuid": "x"}) == {}
+
+
+def test_the_correlation_key_is_found_with_or_without_its_prefix():
+    svc = WebhookService(store=None, correlation_key="OutboundRef")  # type: ignore[arg-type]
+    assert svc.correlation_ref({"keys": [{"name": "$flow.key.OutboundRef", "value": "job.3"}]}) == "job.3"
+    assert svc.correlation_ref({"keys": [{"name": "OutboundRef", "value": "job.4"}]}) == "job.4"
+    assert svc.correlation_ref({"keys": {"$flow.key.OutboundRef": "job.5"}}) == "job.5"
+    assert svc.correlation_ref({"keys": [{"name": "$flow.key.Other", "value": "x"}]}) is None
+
+
+def _basic(user: str, pw: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+
+
+def test_basic_auth_accepts_only_the_configured_credentials():
+    creds = Credentials("phonon", "s3cret")
+    assert creds.check(_basic("phonon", "s3cret"))
+    assert not creds.check(_basic("phonon", "wrong"))
+    assert not creds.check(_basic("other", "s3cret"))
+    assert not creds.check(None)
+    assert not creds.check("Bearer abc")
+    assert not creds.check("Basic !!!notbase64")
