@@ -1,0 +1,122 @@
+"""Packing calls into chunks that are each exactly one API request's worth of calls.
+
+A chunk holds at most ``batch_size`` calls and its request body -- as built by
+:func:`build_body`, security-id included -- is at most ``max_body_bytes`` (256 KiB: Phonon
+silently drops larger bodies, phonon-api.md). The size is computed incrementally from each
+call's own serialization, never by re-serializing the chunk:
+
+    len(build_body(sid, flow, calls)) == overhead(len(sid), flow) + sum(len(serialize_call(c))) + (n - 1)
+
+because ``json.dumps`` with fixed separators writes a nested object exactly as it writes the
+object alone, and the calls are joined by one comma each. ``security_id_len`` is the length of
+the security-id, which is 64 alphanumeric characters and so needs no JSON escaping.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .api.body import build_body
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "CallTooLarge",
+    "Chunk",
+    "Chunker",
+    "body_overhead",
+    "build_body",
+    "serialize_call",
+]
+
+MAX_BODY_BYTES = 256 * 1024
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def serialize_call(call: dict) -> bytes:
+    """A call exactly as it appears inside a request body (compact JSON, UTF-8)."""
+    return _encode(call).encode("utf-8")
+
+
+def body_overhead(security_id_len: int, flow_id: str) -> int:
+    """Bytes of a body with an empty call list, for a security-id of that many ASCII characters."""
+    return len(build_body("x" * security_id_len, flow_id, []))
+
+
+class CallTooLarge(ValueError):
+    """One call alone does not fit in a request body: the ingest reports its row as REJECTED."""
+
+    def __init__(self, row: int, size: int, limit: int) -> None:
+        self.row = row
+        self.size = size
+        self.limit = limit
+        self.reason = (f"the call is too large to send: {size:,} bytes in a request body, over the API's "
+                       f"limit of {limit:,} bytes (shorten its keys' values)")
+        super().__init__(self.reason)
+
+
+@dataclass(slots=True)
+class Chunk:
+    rows: list[int]
+    calls: list[dict]
+    body_bytes: int  # == len(build_body(security_id, flow_id, calls))
+    calls_json: bytes = field(default=b"[]", repr=False)  # == serialize_call(calls): reuse, don't re-serialize
+
+
+class Chunker:
+    """``add(row, call)`` returns the chunks it completed (usually none); ``flush()`` the rest.
+
+    A chunk is completed as soon as it holds ``batch_size`` calls, or when the next call would
+    push its body over ``max_body_bytes``. Calls keep their order; rows are the file's row
+    numbers of the calls, in the same order.
+    """
+
+    def __init__(self, batch_size: int, security_id_len: int = 64, *, flow_id: str,
+                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self.max_body_bytes = max_body_bytes
+        self.overhead = body_overhead(security_id_len, flow_id)
+        if self.overhead >= max_body_bytes:
+            raise ValueError("max_body_bytes leaves no room for calls")
+        self._rows: list[int] = []
+        self._calls: list[dict] = []
+        self._parts: list[bytes] = []
+        self._size = self.overhead  # body bytes of the open chunk
+
+    def add(self, row: int, call: dict) -> list[Chunk]:
+        part = serialize_call(call)
+        n = len(part)
+        if self.overhead + n > self.max_body_bytes:
+            raise CallTooLarge(row, self.overhead + n, self.max_body_bytes)
+        done: list[Chunk] = []
+        if self._calls and self._size + 1 + n > self.max_body_bytes:
+            done.append(self._close())
+        self._size += n + 1 if self._calls else n
+        self._rows.append(row)
+        self._calls.append(call)
+        self._parts.append(part)
+        if len(self._calls) >= self.batch_size:
+            done.append(self._close())
+        return done
+
+    def flush(self) -> list[Chunk]:
+        return [self._close()] if self._calls else []
+
+    @property
+    def pending(self) -> int:
+        """Calls added but not yet in a returned chunk."""
+        return len(self._calls)
+
+    @property
+    def pending_rows(self) -> list[int]:
+        """Rows of the calls added but not yet in a returned chunk (a copy)."""
+        return list(self._rows)
+
+    def _close(self) -> Chunk:
+        chunk = Chunk(self._rows, self._calls, self._size, b"[" + b",".join(self._parts) + b"]")
+        self._rows, self._calls, self._parts = [], [], []
+        self._size = self.overhead
+        return chunk

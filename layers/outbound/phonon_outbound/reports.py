@@ -1,0 +1,85 @@
+"""The per-file results report (CSV) and summary (JSON) -- SPEC.md "Reports".
+
+``reports/<input key>.results.csv``: UTF-8, exactly the columns
+``row,client-identifier,status,phonon-uuid,request-id,reason``, one line per data row in input
+order. Cells a spreadsheet would run as a formula are neutralised (OWASP "CSV Injection"):
+a cell starting with ``=`` ``+`` ``-`` ``@``, a tab or a carriage return gets a leading
+apostrophe, which spreadsheets show as text and do not evaluate.
+
+``reports/<input key>.summary.json``: built by :func:`summary_dict`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+__all__ = ["HEADER", "STATUSES", "ReportWriter", "neutralize", "summary_dict"]
+
+HEADER = ("row", "client-identifier", "status", "phonon-uuid", "request-id", "reason")
+STATUSES = ("ACCEPTED", "REJECTED", "DUPLICATE", "FAILED")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize(cell: str) -> str:
+    """``'=1+2'`` -> ``"'=1+2"``; everything else unchanged."""
+    if cell and cell.startswith(_FORMULA_START):
+        return "'" + cell
+    return cell
+
+
+class ReportWriter:
+    """Writes the results CSV to a text file object opened with ``newline=""`` (UTF-8).
+
+    The header line is written at construction, so a whole-file rejection still leaves a
+    report with its header only (SPEC). Lines end in CRLF (RFC 4180; what Excel expects).
+    """
+
+    def __init__(self, fileobj_text: IO[str]) -> None:
+        self._w = csv.writer(fileobj_text, lineterminator="\r\n")
+        self._w.writerow(HEADER)
+        self.rows = 0
+
+    def write(self, row: int, client_id: str, status: str, phonon_uuid: str = "", request_id: str = "",
+              reason: str = "") -> None:
+        self._w.writerow((row, neutralize(client_id or ""), status, neutralize(phonon_uuid or ""),
+                          neutralize(request_id or ""), neutralize(reason or "")))
+        self.rows += 1
+
+    def write_many(self, rows: Iterable[tuple[int, str, str, str, str, str]]) -> None:
+        for r in rows:
+            self.write(*r)
+
+
+def summary_dict(*, file: str, flow: str | None, counts: Mapping[str, int] | None = None,
+                 api_requests: int = 0, timings: Mapping[str, float] | None = None,
+                 notes: Iterable[str] = (), report: str | None = None, error: str | None = None,
+                 **extra: Any) -> dict[str, Any]:
+    """The summary JSON object.
+
+    ``counts`` maps statuses (``ACCEPTED``… or ``accepted``…) to numbers; ``rows`` is their
+    sum unless given. A whole-file rejection passes ``error``: the counts are then all zero
+    (SPEC: "zero counts"). ``timings`` are seconds (e.g. ``{"ingest_s": 1.2, "elapsed_s": 9.8}``);
+    ``elapsed_s`` is also copied to the top level, where the command line's ``--json`` has it.
+    Extra keyword arguments are added as they are (e.g. ``job=…``, ``bucket=…``).
+    """
+    lower = {k.lower(): int(v) for k, v in (counts or {}).items()}
+    out: dict[str, Any] = {"file": file, "flow": flow or ""}
+    if error is not None:
+        lower = {}
+    per_status = {s.lower(): lower.get(s.lower(), 0) for s in STATUSES}
+    out["rows"] = lower.get("rows", sum(per_status.values()))
+    out.update(per_status)
+    out["api_requests"] = 0 if error is not None else int(api_requests)
+    timings = {k: round(float(v), 3) for k, v in (timings or {}).items()}
+    if "elapsed_s" in timings:
+        out["elapsed_s"] = timings["elapsed_s"]
+    out["timings"] = timings
+    out["notes"] = list(notes)
+    if report is not None:
+        out["report"] = report
+    if error is not None:
+        out["error"] = error
+    out.update(extra)
+    return out
