@@ -6,82 +6,98 @@ its row would cost ~100 bytes per row in Python objects, so it is done in two pa
 
 1. The validation pre-pass (`reader.open_contacts`) feeds a 64-bit digest of every claimed
    identifier (Python's ``hash()``, stable within one process) to :class:`DigestSpill`, which
-   buffers at most ``FLUSH_EVERY`` digests in memory and appends them, partitioned by their
-   low byte, to temporary files. :meth:`DigestSpill.repeated` then sorts one partition at a time
+   keeps at most ``FLUSH_EVERY`` digests in memory and writes them as sorted runs to a
+   temporary file. :meth:`DigestSpill.repeated` then counts one 1/256 value range at a time
    and returns the set of digests seen more than once -- usually tiny.
 2. During the row pass :class:`ClaimTracker` remembers identifier -> first row only for
    identifiers whose digest is in that set, keyed by the identifier itself, so the answer is
    exact: a digest collision only makes one more identifier tracked, never a false duplicate.
 
-Memory: about 1 MB of buffers plus the repeated identifiers; disk: 8 bytes per row.
+Memory: a few MB of buffers plus the repeated identifiers; disk: 8 bytes per row.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from array import array
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable
 
 __all__ = ["ClaimTracker", "DigestSpill"]
 
+FLUSH_EVERY = 1 << 16
 _PARTS = 256
-FLUSH_EVERY = 1 << 17
+# Range partitions of the signed 64-bit digest space: a sorted run splits into them by bisection.
+_BOUNDS = [-(1 << 63) + (k << 56) for k in range(_PARTS)] + [1 << 63]
 
 
 class DigestSpill:
+    """Finds the digests added more than once, holding at most ``FLUSH_EVERY`` of them in memory.
+
+    Every ``FLUSH_EVERY`` digests are sorted (in C) and appended to one temporary file as a
+    run, remembering where each of 256 value ranges starts in it. ``repeated()`` then reads
+    one range of every run at a time (1/256 of the digests) and counts it.
+    """
+
     def __init__(self) -> None:
-        self._bufs = [array("q") for _ in range(_PARTS)]
-        self._pending = 0
-        self._dir: str | None = None
+        self._pending: list[int] = []
+        self._file = None
+        self._runs: list[tuple[int, list[int]]] = []  # (byte offset, 257 indexes into the run)
 
     def add(self, digest: int) -> None:
-        self._bufs[digest & 0xFF].append(digest)
-        self._pending += 1
-        if self._pending >= FLUSH_EVERY:
+        self._pending.append(digest)
+        if len(self._pending) >= FLUSH_EVERY:
+            self._flush()
+
+    def add_many(self, digests: Iterable[int]) -> None:
+        self._pending.extend(digests)
+        if len(self._pending) >= FLUSH_EVERY:
             self._flush()
 
     def _flush(self) -> None:
-        if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="phonon-ids-")
-        for i, buf in enumerate(self._bufs):
-            if buf:
-                with open(os.path.join(self._dir, f"{i:03d}"), "ab") as f:
-                    buf.tofile(f)
-                self._bufs[i] = array("q")
-        self._pending = 0
+        run = sorted(self._pending)
+        self._pending = []
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="phonon-ids-")  # noqa: SIM115 - closed by close()
+        offset = self._file.seek(0, os.SEEK_END)
+        array("q", run).tofile(self._file)
+        self._file.flush()
+        self._runs.append((offset, [bisect_left(run, b) for b in _BOUNDS]))
 
     def repeated(self) -> set[int]:
-        """Digests added more than once. Frees the buffers and the temporary files."""
-        out: set[int] = set()
+        """Digests added more than once. Frees the buffers and the temporary file."""
         try:
-            for i in range(_PARTS):
-                part = self._bufs[i]
-                self._bufs[i] = array("q")
-                if self._dir is not None:
-                    path = os.path.join(self._dir, f"{i:03d}")
-                    if os.path.exists(path):
-                        spilled = array("q")
-                        with open(path, "rb") as f:
-                            spilled.frombytes(f.read())
-                        spilled.extend(part)
-                        part = spilled
-                if len(part) < 2:
-                    continue
-                ordered = sorted(part)
-                prev = ordered[0]
-                for d in ordered[1:]:
-                    if d == prev:
-                        out.add(d)
-                    prev = d
+            if self._file is None:
+                return _repeats(self._pending)
+            if self._pending:
+                self._flush()
+            out: set[int] = set()
+            fd = self._file.fileno()
+            for p in range(_PARTS):
+                part = array("q")
+                for offset, idx in self._runs:
+                    lo, hi = idx[p], idx[p + 1]
+                    if hi > lo:
+                        part.frombytes(os.pread(fd, (hi - lo) * 8, offset + lo * 8))
+                out |= _repeats(part)
+            return out
         finally:
             self.close()
-        return out
 
     def close(self) -> None:
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        self._pending = []
+        self._runs = []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _repeats(digests) -> set[int]:
+    if len(digests) < 2 or len(set(digests)) == len(digests):
+        return set()
+    return {d for d, n in Counter(digests).items() if n > 1}
 
 
 class ClaimTracker:

@@ -17,7 +17,8 @@ matches, a leading zero, another country code, letters, extensions, ...) the tok
 ``phonenumbers`` itself. ``tests/unit/test_contacts_phones.py`` checks the equivalence on
 hundreds of thousands of generated tokens for several regions.
 
-Results are memoised per token in a bounded dict (campaign files repeat numbers).
+Results of the slow path are memoised per token in a bounded dict (campaign files repeat
+numbers; the fast path is cheaper than a cache).
 """
 
 from __future__ import annotations
@@ -39,8 +40,17 @@ SCIENTIFIC_PROBLEM = (
     "text in the spreadsheet and export the file again"
 )
 
-_CACHE_MAX = 200_000
+_CACHE_MAX = 8_192
 _MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' _MIN_LENGTH_FOR_NSN / _MAX_LENGTH_FOR_NSN
+
+
+def _prefix_test(pattern: str | None):
+    """``re.match(pattern, s)`` as a callable; a plain digit string becomes ``str.startswith``."""
+    if not pattern:
+        return None
+    if pattern.isdigit():
+        return lambda s: s.startswith(pattern)
+    return re.compile(pattern).match
 
 
 def is_scientific_notation(token: str) -> bool:
@@ -77,12 +87,14 @@ class PhoneNormalizer:
     # -- public -------------------------------------------------------------------------
     def normalize(self, token: str) -> tuple[str | None, str | None]:
         """``token`` is one stripped, non-empty number as written in the file."""
+        if self._fast:
+            result = self._fast_path(token)
+            if result is not None:
+                return result
         hit = self._cache.get(token)
         if hit is not None:
             return hit
-        result = self._fast_path(token) if self._fast else None
-        if result is None:
-            result = self._slow_path(token)
+        result = self._slow_path(token)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[token] = result
@@ -126,8 +138,11 @@ class PhoneNormalizer:
         self._general = general
         self._general_lengths = sorted(meta.general_desc.possible_length or ())
         self._local_lengths = frozenset(meta.general_desc.possible_length_local_only or ())
-        self._npp = re.compile(meta.national_prefix_for_parsing) if meta.national_prefix_for_parsing else None
-        self._idd = re.compile(meta.international_prefix) if meta.international_prefix else None
+        npp, idd = meta.national_prefix_for_parsing, meta.international_prefix
+        self._npp = _prefix_test(npp)
+        self._idd = _prefix_test(idd)
+        literal = [p for p in (npp, idd) if p]
+        self._no_plus_bad_start = tuple(literal) if all(p.isdigit() for p in literal) else None
         # Most likely first: the order of the alternation below does not change its answer.
         kinds = [meta.fixed_line, meta.premium_rate, meta.toll_free, meta.shared_cost, meta.voip,
                  meta.personal_number, meta.pager, meta.uan, meta.voicemail]
@@ -151,34 +166,41 @@ class PhoneNormalizer:
     def _fast_path(self, token: str) -> tuple[str | None, str | None] | None:
         plus = token[0] == "+"
         digits = token[1:] if plus else token
-        if " " in digits or "-" in digits:
+        if not (digits.isdigit() and digits.isascii()):
             if not digits[:1].isdigit() or not digits[-1:].isdigit():
                 return None
             digits = digits.replace(" ", "").replace("-", "")
-        if not (digits.isdigit() and digits.isascii()) or len(digits) < 3:
+            if not (digits.isdigit() and digits.isascii()):
+                return None
+        if len(digits) < 3:
             return None
         cc = self._cc
+        npp = self._npp
         if plus:
             if not digits.startswith(cc) or len(digits) <= _MIN_NSN:
                 return None
             nsn = digits[len(cc):]
-            if not nsn or (self._npp is not None and self._npp.match(nsn)):
+            if not nsn or (npp is not None and npp(nsn)):
                 return None
         else:
-            if self._idd is not None and self._idd.match(digits):
+            if self._no_plus_bad_start is not None:
+                # IDD and national prefix are plain digits (e.g. "00" and "0"): one test for both
+                if digits.startswith(self._no_plus_bad_start):
+                    return None
+            elif (self._idd is not None and self._idd(digits)) or (npp is not None and npp(digits)):
                 return None
             nsn = digits
             if digits.startswith(cc):
                 potential = digits[len(cc):]
-                if not potential or (self._npp is not None and self._npp.match(potential)):
+                if not potential or (npp is not None and npp(potential)):
                     return None
                 n = len(digits)
                 too_long = n not in self._local_lengths and n > self._general_lengths[-1]
                 if too_long or (not self._general.pattern.fullmatch(digits)
                                 and self._general.pattern.fullmatch(potential)):
                     nsn = potential
-            if self._npp is not None and self._npp.match(nsn):
-                return None
+                    if npp is not None and npp(nsn):
+                        return None
         if nsn[0] == "0" or not (_MIN_NSN <= len(nsn) <= _MAX_NSN):
             return None
         valid = self._valid_by_len.get(len(nsn))

@@ -299,27 +299,35 @@ class ContactFile:
         ci = cols.client
         spill = DigestSpill() if ci is not None else None
         count = 0
+        cells_of_ids: list[str] = []  # raw client-identifier cells, hashed in C every 64k rows
+        keep = cells_of_ids.append
+        strip = str.strip
         try:
             while True:
                 try:
-                    cells = next(reader)
-                except StopIteration:
+                    for cells in reader:
+                        if not cells:
+                            continue
+                        c0 = cells[0]
+                        if (not c0 or c0.isspace()) and not "".join(cells).strip():
+                            continue
+                        count += 1
+                        if spill is not None:
+                            try:  # noqa: SIM105 - cheaper than a length test per row
+                                keep(cells[ci])  # type: ignore[index]
+                            except IndexError:
+                                pass
+                            if not count & 0xFFFF:
+                                spill.add_many(map(hash, filter(None, map(strip, cells_of_ids))))
+                                cells_of_ids.clear()
                     break
-                except csv.Error:
+                except csv.Error:  # the reader goes on with the next record; the bad one is a row
                     count += 1
-                    continue
-                if not cells:
-                    continue
-                c0 = cells[0]
-                if (not c0 or c0.isspace()) and not "".join(cells).strip():
-                    continue
-                count += 1
-                if spill is not None and ci < len(cells):  # type: ignore[operator]
-                    cid = cells[ci].strip()  # type: ignore[index]
-                    if cid:
-                        spill.add(hash(cid))
+            if spill is not None:
+                spill.add_many(map(hash, filter(None, map(strip, cells_of_ids))))
+                cells_of_ids.clear()
+                self._repeated = spill.repeated()
             self.row_count = count
-            self._repeated = spill.repeated() if spill is not None else None
         finally:
             if spill is not None:
                 spill.close()
@@ -451,6 +459,7 @@ class ContactFile:
 
     def _csv_rows(self, reader: Iterator[list[str]], cols: Columns, build: _RowBuilder,
                   claims: ClaimTracker, start_row: int) -> Iterator[Row]:
+        # The hot loop: ~1M rows a file, so locals only, and the common case inline.
         width = cols.width
         ci = cols.client
         phones = cols.phones
@@ -460,60 +469,82 @@ class ContactFile:
         stem = self._stem
         claim = claims.claim
         numbers_of = build.numbers
+        normalize = build.phones.normalize
         finish = build.finish
         delim = "tab" if self.delimiter == "\t" else f"'{self.delimiter}'"
         rowno = 0
         while True:
             try:
-                cells = next(reader)
-            except StopIteration:
+                for cells in reader:
+                    if not cells:
+                        continue
+                    c0 = cells[0]
+                    if (not c0 or c0.isspace()) and not "".join(cells).strip():
+                        continue
+                    rowno += 1
+                    n = len(cells)
+                    if ci is not None:
+                        cid = cells[ci].strip() if ci < n else ""
+                        if not cid:
+                            if rowno > start_row:
+                                yield RejectedRow(rowno, "", "client-identifier is empty")
+                            continue
+                        first = claim(cid, rowno)
+                        if first is not None:
+                            if rowno > start_row:
+                                yield RejectedRow(rowno, cid, f"duplicate client-identifier, first seen in row {first}")
+                            continue
+                    else:
+                        cid = f"{stem}-{rowno}"
+                    if rowno <= start_row:
+                        continue
+                    if n > width:
+                        yield RejectedRow(rowno, cid, f"row has {n} cells but the header has {width} (a value "
+                                                       f"that contains the delimiter {delim} must be in double "
+                                                       f"quotes)")
+                        continue
+                    nums = []
+                    problems = []
+                    for i, col in phones:  # numbers_of() inlined for the usual one-number cells
+                        if i >= n:
+                            continue
+                        cell = cells[i]
+                        if not cell:
+                            continue
+                        if ";" in cell or "|" in cell:
+                            more, more_problems = numbers_of([cell], 1, [(0, col)])
+                            nums.extend(d for d in more if d not in nums)
+                            problems.extend(more_problems)
+                            continue
+                        cell = cell.strip()
+                        if cell:
+                            digits, problem = normalize(cell)
+                            if digits is None:
+                                problems.append(f"contact number '{cell}' in {col} {problem}")
+                            elif digits not in nums:
+                                nums.append(digits)
+                    kv = []
+                    for i, name in keys:
+                        if i < n:
+                            v = cells[i].strip()
+                            if v:
+                                kv.append({"name": name, "value": v})
+                    warnings = None
+                    if reserved:
+                        for i, written in reserved:
+                            if i < n and cells[i].strip():
+                                warnings = [f"column '{written}' ignored: {build.reserved_key} is reserved for "
+                                            f"the pipeline's own tracking reference"]
+                    start = cells[si].strip() if si is not None and si < n else ""
+                    if nums and not start and not problems and warnings is None:
+                        yield ValidRow(rowno, cid, {"client-identifier": cid, "contact-numbers": nums, "keys": kv}, [])
+                    else:
+                        yield finish(rowno, cid, nums, problems, phones, start, kv, warnings)
                 return
-            except csv.Error as exc:
+            except csv.Error as exc:  # the reader goes on with the next record; the bad one is a row
                 rowno += 1
                 if rowno > start_row:
                     yield RejectedRow(rowno, "", f"row cannot be read as CSV ({exc})")
-                continue
-            if not cells:
-                continue
-            c0 = cells[0]
-            if (not c0 or c0.isspace()) and not "".join(cells).strip():
-                continue
-            rowno += 1
-            n = len(cells)
-            if ci is not None:
-                cid = cells[ci].strip() if ci < n else ""
-                if not cid:
-                    if rowno > start_row:
-                        yield RejectedRow(rowno, "", "client-identifier is empty")
-                    continue
-                first = claim(cid, rowno)
-                if first is not None:
-                    if rowno > start_row:
-                        yield RejectedRow(rowno, cid, f"duplicate client-identifier, first seen in row {first}")
-                    continue
-            else:
-                cid = f"{stem}-{rowno}"
-            if rowno <= start_row:
-                continue
-            if n > width:
-                yield RejectedRow(rowno, cid, f"row has {n} cells but the header has {width} (a value that "
-                                               f"contains the delimiter {delim} must be in double quotes)")
-                continue
-            nums, problems = numbers_of(cells, n, phones)
-            start = cells[si].strip() if si is not None and si < n else ""
-            kv = []
-            for i, name in keys:
-                if i < n:
-                    v = cells[i].strip()
-                    if v:
-                        kv.append({"name": name, "value": v})
-            warnings = None
-            if reserved:
-                for i, written in reserved:
-                    if i < n and cells[i].strip():
-                        warnings = [f"column '{written}' ignored: {build.reserved_key} is reserved for the "
-                                    f"pipeline's own tracking reference"]
-            yield finish(rowno, cid, nums, problems, phones, start, kv, warnings)
 
 
 def _sniff_delimiter(line: str, prefer_tab: bool) -> str:

@@ -28,7 +28,7 @@ _ISO = re.compile(
 _NOT_YEAR_FIRST = re.compile(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?!\d)(?:[Tt ,]+\s*(\d{1,2}:\d{2}(?::\d{2})?))?.*")
 _SERIAL = re.compile(r"\d{5}(?:\.\d+)?")
 
-_CACHE_MAX = 50_000
+_CACHE_MAX = 4_096
 
 
 class StartTimeParser:
