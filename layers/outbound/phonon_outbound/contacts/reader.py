@@ -243,10 +243,10 @@ class ContactFile:
         if text.startswith("{"):
             first_line = text.split("\n", 1)[0].strip()
             try:
-                json.loads(first_line)
-                return "jsonl"
+                obj = json.loads(first_line)
             except ValueError:
                 return "json"
+            return "json" if isinstance(obj, dict) and "calls" in obj else "jsonl"
         return "csv"
 
     def _scan(self, opened: Opened) -> None:
