@@ -65,11 +65,17 @@ def test_only_a_sep_line_is_no_header():
     (b"PK\x03\x04\x14\x00\x06\x00", "Excel workbook (.xlsx)"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "old Excel workbook (.xls)"),
     (b"%PDF-1.7\n", "PDF"),
-    (b"phone\n98765\x0043210\n", "NUL bytes"),
+    (b"phone\n" + b"\x00\x01\x02\x00" * 10, "NUL bytes"),
+    ("phone\n".encode("utf-16-le"), "UTF-16 without a byte-order mark"),
 ])
 def test_binary_content_is_not_decodable_as_text(data, words):
     reason = reject_reason(data)
     assert reason.startswith("not decodable as text: ") and words in reason
+
+
+def test_a_stray_nul_in_a_text_file_is_just_a_character():
+    cf = open_contacts(io.BytesIO(b"client-identifier,phone,x\nC1,9876543210,a\x00b\n"), "f.csv", OPTS)
+    assert [r.call["keys"] for r in cf.rows()] == [[{"name": "$flow.key.x", "value": "a\x00b"}]]
 
 
 def test_invalid_utf16_is_not_decodable():

@@ -193,7 +193,8 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
                            "CSV UTF-8 and upload that")
     if head.startswith(b"%PDF"):
         raise FileRejected("not decodable as text: this is a PDF document")
-    if b"\x00" in head:
+    nul = head.count(0)
+    if 0 in head[:4] or (nul >= 4 and nul * 16 >= len(head)):  # binary or BOM-less UTF-16; a stray NUL is text
         raise FileRejected("not decodable as text: it contains NUL bytes (binary data, or UTF-16 without "
                            "a byte-order mark); save it as CSV UTF-8")
     return "utf-8-sig", 0
