@@ -7,17 +7,17 @@ from collections.abc import Callable
 
 from tests.bench import ingest_bench
 
-# Each entry is a bench's main(argv) -> dict of results; add new benches here.
-BENCHES: list[tuple[str, Callable[[list[str]], dict]]] = [
-    ("ingest", ingest_bench.main),
+# Each entry is (name, a bench's main called with no arguments); add new benches here.
+# A bench prints its own figures; `make bench` runs them all with their defaults.
+BENCHES: list[tuple[str, Callable[[], object]]] = [
+    ("ingest", lambda: ingest_bench.main([])),
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def main() -> int:
     for name, bench in BENCHES:
         print(f"== {name} ==", flush=True)
-        bench(argv)
+        bench()
     return 0
 
 

@@ -181,6 +181,18 @@ def test_stream_factory_is_used_for_the_second_pass():
     assert opened == [1] and len(rows) == 2 and all(isinstance(r, ValidRow) for r in rows)
 
 
+def test_streams_from_the_factory_are_closed_when_the_rows_are_done():
+    made = []
+
+    def factory():
+        made.append(io.BytesIO(CSV))
+        return made[-1]
+
+    cf = open_contacts(io.BytesIO(CSV), "f.csv", OPTS, stream_factory=factory)
+    list(cf.rows())
+    assert made and all(s.closed for s in made)
+
+
 def test_a_seekable_stream_is_rewound_to_where_it_started():
     buf = io.BytesIO(b"JUNK" + CSV)
     buf.seek(4)

@@ -174,6 +174,13 @@ def test_invalid_json_rejects_the_whole_file_before_any_row(text):
     assert exc.value.reason.startswith("not valid JSON")
 
 
+def test_json_lines_in_a_json_file_get_a_hint():
+    with pytest.raises(FileRejected) as exc:
+        read('{"client-identifier": "a"}\n{"client-identifier": "b"}\n')
+    assert exc.value.reason.startswith("not valid JSON: parse error: trailing garbage")
+    assert exc.value.reason.endswith("name the file .jsonl)")
+
+
 def test_a_truncated_array_says_it_is_truncated():
     with pytest.raises(FileRejected) as exc:
         read('[{"client-identifier": "a"}, ')

@@ -563,8 +563,10 @@ def _sniff_delimiter(line: str, prefer_tab: bool) -> str:
 
 def _ijson_reason(exc: Exception) -> str:
     msg = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0].strip()
-    if "premature EOF" in msg or "Incomplete" in exc.__class__.__name__:
+    if "premature EOF" in msg:
         return f"{msg} (the file is truncated or a bracket is not closed)"
+    if "trailing garbage" in msg:
+        return f"{msg} (more than one JSON value; for one call object per line, name the file .jsonl)"
     return msg
 
 

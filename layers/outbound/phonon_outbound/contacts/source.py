@@ -111,6 +111,7 @@ class Source:
         self._start: int | None = None
         self._first: _Counting | None = None
         self._drained = False
+        self._opened_streams: list = []  # from stream_factory: ours to close
         self.gz = gz_by_name
         self.notes: list[str] = []
         if stream_factory is None:
@@ -128,6 +129,7 @@ class Source:
         else:
             if self._factory is not None:
                 raw = self._factory()
+                self._opened_streams.append(raw)
             elif self._start is not None:
                 self._stream.seek(self._start)
                 raw = self._stream
@@ -162,6 +164,11 @@ class Source:
         self._drained = True
 
     def close(self) -> None:
+        for s in self._opened_streams:
+            close = getattr(s, "close", None)
+            if close is not None:
+                close()
+        self._opened_streams.clear()
         if self._spool is not None:
             self._spool.close()
             self._spool = None
