@@ -54,6 +54,9 @@ def record_handler(record: SQSRecord) -> str:
         logger.warning("chunk handed back for retry", extra={"message_id": record.message_id,
                                                              "receive_count": receive_count, "reason": err.reason})
         raise
+    except Exception:
+        logger.exception("chunk failed", extra={"message_id": record.message_id, "receive_count": receive_count})
+        raise
     return outcome.status
 
 

@@ -143,6 +143,9 @@ class DispatchService:
         claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
         if claim.state == "done":
             logger.info("chunk already settled: redelivery dropped", extra={"job": msg.job, "chunk": msg.chunk})
+            meta = self.store.get_job(msg.job) or {}
+            if not meta.get("completed"):  # an earlier attempt may have died writing the report
+                self.finisher.maybe_finalize(msg.job, meta)
             return Outcome("duplicate-delivery")
         if claim.state == "busy":
             self.requeue(body, claim.lease_left_s + 1)

@@ -151,7 +151,10 @@ class IngestService:
             if size > self.settings.max_file_bytes:
                 raise FileRejected(f"file is {size:,} bytes, larger than the configured limit of "
                                    f"{self.settings.max_file_bytes:,} bytes")
-            contacts = open_contacts(body, obj.key, self._parse_options())
+            # The reader validates the whole file first (nothing is sent from a file that turns
+            # out broken at row N), then reads it again: a fresh GET of the same version.
+            contacts = open_contacts(body, obj.key, self._parse_options(),
+                                     stream_factory=lambda: self._open(obj)[0])
             if meta:
                 flow = meta["flow"]
             else:
@@ -174,6 +177,7 @@ class IngestService:
         except FileRejected as err:  # detected before any row was yielded
             return self._reject_file(job, {**base, **meta}, err.reason)
         finally:
+            contacts.close()
             body.close()
 
     def _stream(self, obj: ObjectRef, job: str, meta: dict, flow: str, security_id: str, contacts: Any,

@@ -45,6 +45,14 @@ class JobFinisher:
         (e.g. after flow-end webhooks brought phonon-uuids)."""
         if not force and not self.store.claim_finalize(job):
             return False
+        try:
+            return self._write(job, force, missing_reason)
+        except BaseException:
+            if not force:
+                self.store.release_finalize(job)  # a redelivery or the next settle tries again
+            raise
+
+    def _write(self, job: str, force: bool, missing_reason: str | None) -> bool:
         meta = self.store.get_job(job) or {}
         total = int(meta.get("total_rows", 0))
         counts = dict.fromkeys(STATUSES, 0)
@@ -79,9 +87,9 @@ class JobFinisher:
             if meta.get("status") != "REJECTED":
                 fill_to(total + 1)
             text.flush()
+            text.detach()  # keep `raw` open for the upload
             raw.seek(0)
             self.s3.upload_fileobj(raw, self.bucket, csv_key, ExtraArgs={"ContentType": "text/csv; charset=utf-8"})
-            text.detach()
         if filled and missing_reason:
             self.store.put_rows(job, filled)
         if missing and not missing_reason:

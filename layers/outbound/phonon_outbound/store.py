@@ -14,6 +14,7 @@ Results table: one item per call Phonon accepted, keyed by `phonon-uuid`.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -156,6 +157,9 @@ class Store:
                 return False
             raise
 
+    def release_finalize(self, job: str) -> None:
+        self.state.update_item(Key={"pk": job_pk(job), "sk": "META"}, UpdateExpression="REMOVE finalizing")
+
     # ---------------------------------------------------------------- row outcomes
     def put_rows(self, job: str, rows: Iterable[dict]) -> int:
         """Write row outcome items (idempotent puts). Each dict has at least row and status."""
@@ -265,45 +269,54 @@ class Store:
                      now: float | None = None) -> dict[str, str]:
         """Claim each (hash, owner) for the window. Returns {hash: other owner} for the claims
         that another owner already holds (those calls are duplicates). Claims we already hold
-        are renewed, so a retry of the same chunk decides the same way."""
+        are kept, so a retry of the same chunk decides the same way.
+
+        One conditional PutItem per new claim (the only race-free primitive for "first one
+        wins"), issued in parallel; a BatchGetItem first skips the writes for claims that
+        already exist. Not TransactWriteItems: a transaction fails whole on one conflict, and
+        moto copies the entire table per transaction (slow, and unsafe beside other writers)."""
         now = time.time() if now is None else now
         conflicts: dict[str, str] = {}
-        pending = list(claims)
-        while pending:
-            group, pending = pending[:100], pending[100:]
-            while group:
-                items = [{
-                    "Put": {
-                        "TableName": self.state.name,
-                        "Item": {"pk": f"DEDUPE#{h}", "sk": "-", "owner": owner,
-                                 "expires": _dec(now + window_s), "ttl": int(now + window_s) + 3600},
-                        "ConditionExpression": "attribute_not_exists(pk) OR expires < :now OR #o = :me",
-                        "ExpressionAttributeNames": {"#o": "owner"},
-                        "ExpressionAttributeValues": {":now": _dec(now), ":me": owner},
-                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                    }} for h, owner in group]
-                try:
-                    self.client.transact_write_items(TransactItems=items)
-                    group = []
-                except ClientError as err:
-                    reasons = err.response.get("CancellationReasons") or []
-                    if err.response.get("Error", {}).get("Code") != "TransactionCanceledException" or not reasons:
-                        raise
-                    keep = []
-                    lost = False
-                    for (h, owner), reason in zip(group, reasons, strict=False):
-                        if reason.get("Code") == "ConditionalCheckFailed":
-                            old = reason.get("Item") or {}
-                            other = old.get("owner")
-                            other = other.get("S") if isinstance(other, dict) else other
-                            conflicts[h] = str(other or "another file")
-                            lost = True
-                        else:
-                            keep.append((h, owner))
-                    if not lost:  # cancelled for another reason (conflict, throttling): try again
-                        time.sleep(0.05)
-                        continue
-                    group = keep
+        existing: dict[str, dict] = {}
+        by_hash = dict(claims)
+        keys = [{"pk": f"DEDUPE#{h}", "sk": "-"} for h in by_hash]
+        for i in range(0, len(keys), 100):
+            request = {self.state.name: {"Keys": keys[i:i + 100], "ConsistentRead": True}}
+            while request:
+                out = self._ddb.batch_get_item(RequestItems=request)
+                for item in out.get("Responses", {}).get(self.state.name, []):
+                    existing[item["pk"][len("DEDUPE#"):]] = _plain(item)
+                request = out.get("UnprocessedKeys") or None
+        todo = []
+        for h, owner in by_hash.items():
+            old = existing.get(h)
+            if old is None or float(old.get("expires", 0)) < now:
+                todo.append((h, owner))
+            elif old.get("owner") != owner:
+                conflicts[h] = str(old.get("owner"))
+
+        def put(claim: tuple[str, str]) -> tuple[str, str | None]:
+            h, owner = claim
+            try:
+                self.state.put_item(
+                    Item={"pk": f"DEDUPE#{h}", "sk": "-", "owner": owner, "expires": _dec(now + window_s),
+                          "ttl": int(now + window_s) + 3600},
+                    ConditionExpression="attribute_not_exists(pk) OR expires < :now OR #o = :me",
+                    ExpressionAttributeNames={"#o": "owner"},
+                    ExpressionAttributeValues={":now": _dec(now), ":me": owner},
+                )
+                return h, None
+            except ClientError as err:
+                if not _conditional_failed(err):
+                    raise
+                item = self.state.get_item(Key={"pk": f"DEDUPE#{h}", "sk": "-"}, ConsistentRead=True).get("Item")
+                return h, str((item or {}).get("owner", "another file"))
+
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+                for h, other in pool.map(put, todo):
+                    if other is not None:
+                        conflicts[h] = other
         return conflicts
 
     def release_dedupe(self, claims: list[tuple[str, str]]) -> None:

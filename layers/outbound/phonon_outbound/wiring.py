@@ -22,7 +22,7 @@ from .settings import Settings, current
 from .store import Store
 from .webhook import Credentials, WebhookService
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # builders call one another
 _cache: dict[str, Any] = {}
 
 
