@@ -42,6 +42,7 @@ class Harness:
     s3: object
     sqs: object
     env: dict
+    ingest_invocations: int = 0
 
     @property
     def bucket(self) -> str:
@@ -72,8 +73,10 @@ class Harness:
         pending: list[dict] = []
         wiring.set_continuation(pending.append)
         out = ingest_handler.handler(self.s3_event(obj), Ctx("ingest", seconds))
+        self.ingest_invocations = 1
         while pending:
             out = ingest_handler.handler(pending.pop(0), Ctx("ingest", seconds))
+            self.ingest_invocations += 1
         return out
 
     def receive(self, n: int = 10, wait: float = 0) -> list[dict]:
