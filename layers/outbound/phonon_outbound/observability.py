@@ -6,12 +6,16 @@ message that must point at one.
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
 SERVICE = "phonon-outbound"
 NAMESPACE = "PhononOutbound"
 
-logger = Logger(service=SERVICE)
+# stderr: Lambda sends both streams to CloudWatch, and locally stdout is reserved for `--json`.
+logger = Logger(service=SERVICE, logger_handler=logging.StreamHandler(sys.stderr))
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE, disabled=None)
 

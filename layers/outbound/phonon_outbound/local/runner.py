@@ -190,6 +190,9 @@ class LocalPipeline:
         local.update(self.o.settings)
         env.update({k.upper(): str(v) for k, v in local.items()})
         self._setenv(env)
+        from ..observability import logger as domain_logger
+
+        domain_logger.setLevel(os.environ.get("PHONON_OUTBOUND_LOG_LEVEL", "WARNING"))
         wiring.reset()
         wiring.set_continuation(self._continue_ingest)
         wiring.set_throttle(self._throttle)
