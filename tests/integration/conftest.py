@@ -4,6 +4,7 @@ duplicate deliveries and crashes between the steps."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -153,10 +154,8 @@ def make_harness(stack, monkeypatch):
             monkeypatch.setenv(k, v)
         sm = boto3.client("secretsmanager", region_name="us-east-1")
         name = f"{env['FLOW_SECRET_PREFIX']}{DEMO_FLOW_ID}"
-        try:
+        with contextlib.suppress(sm.exceptions.ResourceExistsException):
             sm.create_secret(Name=name, SecretString=json.dumps({"security-id": DEMO_SECURITY_ID}))
-        except sm.exceptions.ResourceExistsException:
-            pass
         wiring.reset()
         return Harness(stack, sim, boto3.client("s3", region_name="us-east-1"),
                        boto3.client("sqs", region_name="us-east-1"), env)

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from phonon_outbound.api.body import (
     API_VERSION,
     MAX_BODY_BYTES,

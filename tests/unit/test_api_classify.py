@@ -4,6 +4,7 @@ and the HTTP-status fall-backs."""
 import json
 
 import pytest
+
 from phonon_outbound.api.classify import CODES, RETRY_SAME_BYTES, SUCCESS, Kind, Verdict, classify
 from phonon_outbound.api.client import ApiAnswer, parse_response
 

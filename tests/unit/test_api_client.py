@@ -8,8 +8,6 @@ from email.utils import format_datetime
 
 import pytest
 import requests
-from phonon_outbound.api.body import build_body
-from phonon_outbound.api.client import ApiAnswer, PhononClient, parse_response
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -18,6 +16,9 @@ from urllib3.exceptions import (
     NewConnectionError,
     ProtocolError,
 )
+
+from phonon_outbound.api.body import build_body
+from phonon_outbound.api.client import ApiAnswer, PhononClient, parse_response
 
 URL = "https://central-api.phonon.io/kairos-apis/outbound/create"
 SEC = "a0095e7ac42205cb1388d7ac0d2db4afad1b5b2304907a27a6154bf93253088c"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from phonon_outbound.api.body import MAX_BODY_BYTES, build_body
 from phonon_outbound.api.classify import Kind, classify
 from phonon_outbound.api.client import PhononClient

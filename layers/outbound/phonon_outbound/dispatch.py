@@ -35,7 +35,7 @@ from .api.client import PhononClient
 from .flows import FlowSecrets, UnknownFlow
 from .jobs import JobFinisher
 from .limiter import CircuitBreaker, RateLimiter
-from .observability import logger, metrics
+from .observability import count, logger
 from .settings import Settings
 from .store import Store
 
@@ -180,7 +180,8 @@ class DispatchService:
         if self.s.dedupe_window_hours > 0:
             for row, call in zip(rows, calls, strict=True):
                 claims[row] = (dedupe_hash(msg.flow, call, self.correlation_name), f"{msg.job}.{row}")
-            conflicts = self.store.claim_dedupe(list(claims.values()), self.s.dedupe_window_hours * 3600, self.clock())
+            conflicts = self.store.claim_dedupe(msg.flow, list(claims.values()), self.s.dedupe_window_hours * 3600,
+                                                self.clock())
             if conflicts:
                 keep_calls, keep_rows = [], []
                 for row, call in zip(rows, calls, strict=True):
@@ -223,7 +224,7 @@ class DispatchService:
         out.requests += 1
         self.store.add_to_job(msg.job, api_requests=1)
         verdict = classify(answer, on_retry=receive_count > 1)
-        metrics.add_metric(name=f"Api{verdict.kind.name.title().replace('_', '')}", unit="Count", value=1)
+        count(f"Api{verdict.kind.name.title().replace('_', '')}")
         if probe and verdict.kind is not Kind.ACCOUNT:
             breaker.close()
             probe = False
@@ -260,7 +261,7 @@ class DispatchService:
                 out.failed += 1
         elif kind is Kind.ACCOUNT:
             breaker.trip(verdict.reason, verdict.code)
-            metrics.add_metric(name="AccountRefusals", unit="Count", value=1)
+            count("AccountRefusals", 1)
             logger.error("account-level refusal: sending paused for the flow",
                          extra={"flow": msg.flow, "reason": verdict.reason})
             raise _HandBack(self.s.breaker_open_s, verdict.reason)
@@ -324,13 +325,13 @@ class DispatchService:
             self.store.put_results(results)
         failed = [claims[row] for row, item in out.rows.items() if item["status"] == "FAILED" and row in claims]
         if failed:
-            self.store.release_dedupe(failed)
+            self.store.release_dedupe(msg.flow, failed)
         state = "FAILED" if out.status == "exhausted" else "DONE"
         first = self.store.settle_chunk(msg.job, msg.chunk, state, accepted=out.accepted, failed=out.failed,
                                         duplicate=out.duplicate, requests=out.requests)
-        metrics.add_metric(name="CallsAccepted", unit="Count", value=out.accepted)
-        metrics.add_metric(name="CallsFailed", unit="Count", value=out.failed)
-        metrics.add_metric(name="CallsDuplicate", unit="Count", value=out.duplicate)
+        count("CallsAccepted", out.accepted)
+        count("CallsFailed", out.failed)
+        count("CallsDuplicate", out.duplicate)
         if first:
             meta = self.store.add_to_job(msg.job, chunks_settled=1, accepted=out.accepted, failed=out.failed,
                                          duplicate=out.duplicate)

@@ -23,7 +23,7 @@ from .chunking import CallTooLarge, Chunk, Chunker
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
 from .jobs import JobFinisher
-from .observability import logger, metrics
+from .observability import count, logger
 from .settings import Settings
 from .store import Store
 
@@ -42,7 +42,8 @@ class ObjectRef:
 
     @property
     def identity(self) -> str:
-        return f"{self.bucket}/{self.key}#{self.version_id or (self.etag or '').strip('\"') or '-'}"
+        version = self.version_id or (self.etag or "").strip('"') or "-"
+        return f"{self.bucket}/{self.key}#{version}"
 
     @property
     def job_id(self) -> str:
@@ -257,7 +258,7 @@ class IngestService:
         send_pending(True)
         flush_rejected()
         total_rows = max(last_row, checkpoint)
-        metrics.add_metric(name="RowsIngested", unit="Count", value=rows_seen)
+        count("RowsIngested", rows_seen)
         meta = self.store.update_job(job, ingest_done=True, total_rows=total_rows, chunks_total=next_chunk,
                                      checkpoint_row=total_rows, next_chunk=next_chunk, status="DISPATCHING",
                                      notes=list(getattr(contacts, "notes", []) or []))
@@ -275,7 +276,7 @@ class IngestService:
             resp = self.sqs.send_message_batch(QueueUrl=self.settings.chunk_queue_url, Entries=entries)
             failed = {f["Id"] for f in resp.get("Failed", [])}
             if not failed:
-                metrics.add_metric(name="ChunksQueued", unit="Count", value=len(batch))
+                count("ChunksQueued", len(batch))
                 return
             entries = [e for e in entries if e["Id"] in failed]
             time.sleep(min(2.0, 0.1 * 2**attempt))
@@ -283,7 +284,7 @@ class IngestService:
 
     def _reject_file(self, job: str, base: dict, reason: str) -> IngestResult:
         logger.warning("file rejected", extra={"job": job, "key": base.get("key"), "reason": reason})
-        metrics.add_metric(name="FilesRejected", unit="Count", value=1)
+        count("FilesRejected", 1)
         self.store.put_job(job, {**base, "created_at": int(base.get("created_at") or self.clock()),
                                  "flow": base.get("flow", ""), "status": "REJECTED", "error": reason,
                                  "ingest_done": True, "total_rows": 0, "chunks_total": 0, "chunks_settled": 0,

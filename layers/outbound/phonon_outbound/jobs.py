@@ -14,7 +14,7 @@ import tempfile
 import time
 from typing import Any
 
-from .observability import logger, metrics
+from .observability import count, logger
 from .reports import ReportWriter
 from .store import Store
 
@@ -111,7 +111,7 @@ class JobFinisher:
         self.store.update_job(job, status="REJECTED" if meta.get("error") else "COMPLETED", completed=True,
                               counts={k.lower(): v for k, v in counts.items()})
         if not force:
-            metrics.add_metric(name="FilesCompleted", unit="Count", value=1)
+            count("FilesCompleted", 1)
             self._publish(summary)
         logger.info("report written", extra={"job": job, "report": csv_key, **{k.lower(): v for k, v in counts.items()}})
         return True

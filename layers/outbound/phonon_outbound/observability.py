@@ -26,3 +26,20 @@ def mask_number(number: str) -> str:
     if len(digits) <= 6:
         return "*" * len(digits)
     return digits[:2] + "*" * (len(digits) - 6) + digits[-4:]
+
+
+_metrics_on = True
+
+
+def count(name: str, value: float = 1, unit: str = "Count") -> None:
+    """Add to a CloudWatch metric (EMF). The local runner turns metrics off: powertools' own
+    switch (POWERTOOLS_METRICS_DISABLED) stops the flush but not the automatic flush at 100
+    values, which would then print metric blobs into `--json` output."""
+    if _metrics_on:
+        metrics.add_metric(name=name, unit=unit, value=value)
+
+
+def disable_metrics() -> None:
+    global _metrics_on
+    _metrics_on = False
+    metrics.clear_metrics()

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .observability import logger, metrics
+from .observability import count, logger
 from .store import Store
 
 
@@ -114,6 +114,15 @@ class WebhookService:
         self.store = store
         self.correlation_name = f"$flow.key.{correlation_key}"
         self.correlation_key = correlation_key
+        self._jobs: dict[str, dict] = {}  # a job's key and flow never change: one read per job
+
+    def _job(self, job: str) -> dict:
+        meta = self._jobs.get(job)
+        if meta is None:
+            meta = self.store.get_job(job) or {}
+            if meta:
+                self._jobs[job] = {"flow": meta.get("flow"), "key": meta.get("key")}
+        return meta
 
     def correlation_ref(self, doc: dict) -> str | None:
         keys = doc.get("keys") or []
@@ -133,17 +142,16 @@ class WebhookService:
         if ref and "." in ref:
             job, _, row = ref.rpartition(".")
             if row.isdigit():
-                row_item = self.store.get_row(job, int(row))
+                row_item = self.store.set_row_uuid(job, int(row), uuid)
                 if row_item:
-                    meta = self.store.get_job(job) or {}
+                    meta = self._job(job)
                     attrs.update({"client-identifier": row_item.get("cid"), "request-id": row_item.get("request_id"),
                                   "flow-id": meta.get("flow"), "job": job, "file": meta.get("key"),
                                   "row": int(row), "numbers": row_item.get("numbers")})
-                    self.store.set_row_uuid(job, int(row), uuid)
         if row_item is None:
             attrs["unmatched"] = True
-            metrics.add_metric(name="WebhooksUnmatched", unit="Count", value=1)
+            count("WebhooksUnmatched", 1)
             logger.warning("flow-end push matched no row", extra={"phonon_uuid": uuid, "has_ref": bool(ref)})
         self.store.upsert_result(uuid, attrs)
-        metrics.add_metric(name="WebhooksReceived", unit="Count", value=1)
+        count("WebhooksReceived", 1)
         return {"phonon-uuid": uuid, "matched": row_item is not None}

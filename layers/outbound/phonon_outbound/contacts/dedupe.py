@@ -113,6 +113,10 @@ class ClaimTracker:
         self._repeated = repeated
         self._first: dict[str, int] = {}
 
+    @property
+    def repeated(self) -> set[int] | None:
+        return self._repeated
+
     def claim(self, client_id: str, row: int) -> int | None:
         if self._repeated is not None and hash(client_id) not in self._repeated:
             return None

@@ -468,6 +468,7 @@ class ContactFile:
         reserved = cols.reserved
         stem = self._stem
         claim = claims.claim
+        repeated = claims.repeated
         numbers_of = build.numbers
         normalize = build.phones.normalize
         finish = build.finish
@@ -489,7 +490,10 @@ class ContactFile:
                             if rowno > start_row:
                                 yield RejectedRow(rowno, "", "client-identifier is empty")
                             continue
-                        first = claim(cid, rowno)
+                        if repeated is None or hash(cid) in repeated:  # ClaimTracker.claim, inlined
+                            first = claim(cid, rowno)
+                        else:
+                            first = None
                         if first is not None:
                             if rowno > start_row:
                                 yield RejectedRow(rowno, cid, f"duplicate client-identifier, first seen in row {first}")
@@ -523,12 +527,10 @@ class ContactFile:
                                 problems.append(f"contact number '{cell}' in {col} {problem}")
                             elif digits not in nums:
                                 nums.append(digits)
-                    kv = []
-                    for i, name in keys:
-                        if i < n:
-                            v = cells[i].strip()
-                            if v:
-                                kv.append({"name": name, "value": v})
+                    if n >= width:
+                        kv = [{"name": name, "value": v} for i, name in keys if (v := cells[i].strip())]
+                    else:
+                        kv = [{"name": name, "value": v} for i, name in keys if i < n and (v := cells[i].strip())]
                     warnings = None
                     if reserved:
                         for i, written in reserved:

@@ -17,10 +17,14 @@ import importlib.util
 import json
 import logging
 import os
+import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +52,45 @@ def find_root() -> Path:
     if (pkg / "template.yaml").is_file():
         return pkg
     raise FileNotFoundError("template.yaml not found: run from the phonon-outbound project folder")
+
+
+class MotoServer:
+    """moto's server mode in a child process on a free loopback port.
+
+    A child process rather than moto's ThreadedMotoServer: the emulated AWS then runs on its
+    own core instead of sharing this process's interpreter lock with the handlers, the
+    simulator and the webhook server (measured: a 1,200-row run took about half as long)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 30.0) -> MotoServer:
+        for _ in range(5):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=1):
+                        return self
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+        raise RuntimeError("the embedded AWS (moto server) did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
 
 
 class FakeContext:
@@ -121,13 +164,10 @@ class LocalPipeline:
 
     # ------------------------------------------------------------------ set-up / tear-down
     def __enter__(self) -> LocalPipeline:
-        from moto.server import ThreadedMotoServer
-
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.moto.start()
-        host, port = self.moto.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        self.moto = MotoServer().start()
+        self.endpoint = self.moto.url
         self._setenv({
             "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
@@ -190,8 +230,10 @@ class LocalPipeline:
         local.update(self.o.settings)
         env.update({k.upper(): str(v) for k, v in local.items()})
         self._setenv(env)
+        from ..observability import disable_metrics
         from ..observability import logger as domain_logger
 
+        disable_metrics()
         domain_logger.setLevel(os.environ.get("PHONON_OUTBOUND_LOG_LEVEL", "WARNING"))
         wiring.reset()
         wiring.set_continuation(self._continue_ingest)
@@ -234,6 +276,9 @@ class LocalPipeline:
     # ------------------------------------------------------------------ webhook server
     def _start_webhook_server(self) -> None:
         pipeline = self
+        # One push at a time: on AWS each push is its own Lambda, but here every push shares
+        # the one emulated DynamoDB with dispatch, and unbounded pushes would starve it.
+        one_at_a_time = threading.Semaphore(1)
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -246,7 +291,8 @@ class LocalPipeline:
                                        "requestId": str(uuid.uuid4()), "accountId": "anonymous"},
                     "body": body, "isBase64Encoded": False,
                 }
-                resp = pipeline._webhook_handler(event, FakeContext("webhook", 15))
+                with one_at_a_time:
+                    resp = pipeline._webhook_handler(event, FakeContext("webhook", 15))
                 pipeline.webhook_pushes += 1
                 pipeline.last_push = time.monotonic()
                 payload = (resp.get("body") or "").encode()
