@@ -156,6 +156,11 @@ def make_harness(stack, monkeypatch):
         name = f"{env['FLOW_SECRET_PREFIX']}{DEMO_FLOW_ID}"
         with contextlib.suppress(sm.exceptions.ResourceExistsException):
             sm.create_secret(Name=name, SecretString=json.dumps({"security-id": DEMO_SECURITY_ID}))
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        if "max_receive_count" in settings:  # the queue's redrive policy and the setting agree, as on AWS
+            sqs.set_queue_attributes(QueueUrl=env["CHUNK_QUEUE_URL"], Attributes={"RedrivePolicy": json.dumps({
+                "deadLetterTargetArn": stack.physical["ChunkDeadLetterQueue"]["Arn"],
+                "maxReceiveCount": int(settings["max_receive_count"])})})
         wiring.reset()
         return Harness(stack, sim, boto3.client("s3", region_name="us-east-1"),
                        boto3.client("sqs", region_name="us-east-1"), env)

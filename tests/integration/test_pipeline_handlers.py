@@ -258,3 +258,25 @@ def test_the_sample_events_drive_the_handlers(make_harness):
     for name in ("s3-put.json", "s3-eventbridge.json"):
         refs = ingest_handler.objects_in(json.loads((root / name).read_text()))
         assert [r.key for r in refs] == ["incoming/DemoFlw1/sample-contacts.csv"]
+
+
+def test_given_a_dead_lettered_chunk_when_the_operator_redrives_it_then_it_is_sent_once_and_the_report_updates(
+        make_harness):
+    from phonon_outbound.redrive import redrive
+
+    h = make_harness(max_receive_count=2)
+    h.sim.set_faults(FaultPlan(sequence=["drop_after_accept"], probabilities={"http500": 1.0}))
+    obj = h.upload("redrive.csv", csv_rows(5))
+    h.ingest(obj)
+    h.drain(timeout=60)
+    assert statuses(h.report(obj)) == {"FAILED": 5} and h.dlq_depth() == 1
+    # The first attempt was in fact accepted (its answer was lost): a redrive must not call again.
+    h.sim.set_faults(None)
+    assert redrive(h.sqs, h.dlq_url, h.queue_url) == 1
+    h.drain(timeout=60)
+    report = h.report(obj)
+    assert statuses(report) == {"ACCEPTED": 5}
+    assert "201" in report[0]["reason"]
+    assert set(h.sim.stats()["calls_by_client_identifier"].values()) == {1}
+    assert h.dlq_depth() == 0
+    assert h.job(obj)["chunks_settled"] == 1

@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--batch-size", type=_batch, default=500)
 
     sub.add_parser("simulate", help="run the Phonon simulator standalone (simulate --help for its options)")
+
+    rd = sub.add_parser("redrive", help="move dead-lettered chunks back to the chunk queue (deployed stack)")
+    where = rd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--stack", help="CloudFormation stack name (reads ChunkQueueUrl / ChunkDeadLetterQueueUrl)")
+    where.add_argument("--dlq-url", help="the dead-letter queue URL (with --queue-url)")
+    rd.add_argument("--queue-url", help="the chunk queue URL")
+    rd.add_argument("--limit", type=_positive, help="move at most this many messages")
     return p
 
 
@@ -132,6 +139,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     return _exit_code(result)
 
 
+def cmd_redrive(args: argparse.Namespace) -> int:
+    import boto3
+
+    from .redrive import redrive, stack_queues
+
+    if args.dlq_url and not args.queue_url:
+        print("phonon-outbound: --queue-url is required with --dlq-url", file=sys.stderr)
+        return EXIT_USAGE
+    queue_url, dlq_url = (stack_queues(boto3.client("cloudformation"), args.stack) if args.stack
+                          else (args.queue_url, args.dlq_url))
+    moved = redrive(boto3.client("sqs"), dlq_url, queue_url, args.limit)
+    print(f"moved {moved} chunk message(s) back to the chunk queue", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["simulate"]:  # the simulator parses its own options (--port, --shape, …)
@@ -143,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
-    handlers = {"run": cmd_run, "check": cmd_check}
+    handlers = {"run": cmd_run, "check": cmd_check, "redrive": cmd_redrive}
     return handlers[args.command](args)
 
 

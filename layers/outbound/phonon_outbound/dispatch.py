@@ -140,6 +140,10 @@ class DispatchService:
             self.requeue(body, state.wait_s)
             return Outcome("waiting", reason=f"flow {msg.flow} paused: {state.reason}")
 
+        if receive_count > self.s.max_receive_count:
+            # Settled FAILED on its last attempt already; SQS has not moved it to the DLQ yet
+            # (its maxReceiveCount is higher than ours): do not send again, let it go there.
+            raise Exhausted(0, f"retries exhausted ({receive_count - 1} attempts)")
         claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
         if claim.state == "done":
             logger.info("chunk already settled: redelivery dropped", extra={"job": msg.job, "chunk": msg.chunk})

@@ -256,14 +256,17 @@ class Store:
         attrs = {**attrs, "state": state, "settled": True, "lease_until": 0}
         names = {f"#{k}": k for k in attrs}
         values = {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()}
-        out = self.state.update_item(
-            Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
-            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in attrs),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ReturnValues="UPDATED_OLD",
-        )
-        return not out.get("Attributes", {}).get("settled")
+        update = {"Key": {"pk": job_pk(job), "sk": chunk_sk(chunk)},
+                  "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in attrs),
+                  "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+        try:
+            self.state.update_item(**update, ConditionExpression="attribute_not_exists(#settled)")
+            return True
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+        self.state.update_item(**update)  # settled before (a redriven chunk): update, count nothing
+        return False
 
     def reopen_chunk(self, job: str, chunk: int) -> None:
         """Operator redrive of a chunk that ended FAILED: let it be claimed again."""
