@@ -490,10 +490,8 @@ class ContactFile:
                             if rowno > start_row:
                                 yield RejectedRow(rowno, "", "client-identifier is empty")
                             continue
-                        if repeated is None or hash(cid) in repeated:  # ClaimTracker.claim, inlined
-                            first = claim(cid, rowno)
-                        else:
-                            first = None
+                        # ClaimTracker.claim, with its first test inlined
+                        first = claim(cid, rowno) if repeated is None or hash(cid) in repeated else None
                         if first is not None:
                             if rowno > start_row:
                                 yield RejectedRow(rowno, cid, f"duplicate client-identifier, first seen in row {first}")
