@@ -211,6 +211,11 @@ def test_a_bad_start_time_rejects_the_row_and_reasons_are_combined():
 
 # -- shape of the file ----------------------------------------------------------------------
 
+def test_many_blank_lines_before_the_header_are_skipped():
+    cf, rows = read("\r\n" * 20_000 + "client-identifier,phone\nC1,9876543210\n")
+    assert [r.client_id for r in rows] == ["C1"]
+
+
 def test_blank_lines_are_skipped_and_are_not_rows():
     cf, rows = read("\n\nclient-identifier,phone\n\nC1,9876543210\n   \n,,\nC2,9876543211\n\n")
     assert [(r.row, r.client_id) for r in rows] == [(1, "C1"), (2, "C2")]

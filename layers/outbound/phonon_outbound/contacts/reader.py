@@ -51,6 +51,7 @@ _SPLIT_NUMBERS = re.compile(r"[;|]")
 _SEP_LINE = re.compile(r'\s*"?sep=(.)"?[,;\t]*\s*', re.IGNORECASE)
 _DATA_LIKE = re.compile(r"[+(]?\d[\d ()\-.]{5,}\d|\d+(?:[.,]\d+)?[eE]\+?\d+")
 _BLANK_LINE_CHARS = " \t\r\n,;\"'"
+_HEAD_BYTES = 8192  # looked at before the pre-pass: BOM, binary signatures, format guess
 
 Row = ValidRow | RejectedRow
 
@@ -213,10 +214,10 @@ class ContactFile:
         for attempt in (1, 2):
             try:
                 opened = self._source.open()
-                head = ensure_head(opened)
+                head = ensure_head(opened, _HEAD_BYTES)
                 if attempt == 1:
                     self._encoding, bom = detect_encoding(head)
-                    if not head[bom:].strip():
+                    if len(head) < _HEAD_BYTES and not head[bom:].strip():
                         raise FileRejected("empty file")
                     if self._kind is None:
                         self._kind = self.format = self._guess_kind(head[bom:])
