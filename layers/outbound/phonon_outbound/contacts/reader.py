@@ -51,6 +51,7 @@ _SPLIT_NUMBERS = re.compile(r"[;|]")
 _SEP_LINE = re.compile(r'\s*"?sep=(.)"?[,;\t]*\s*', re.IGNORECASE)
 _DATA_LIKE = re.compile(r"[+(]?\d[\d ()\-.]{5,}\d|\d+(?:[.,]\d+)?[eE]\+?\d+")
 _BLANK_LINE_CHARS = " \t\r\n,;\"'"
+_JSON_LINE = json.JSONDecoder(parse_float=Decimal)  # numbers as written: 9.18E+11 stays recognisable
 _HEAD_BYTES = 8192  # looked at before the pre-pass: BOM, binary signatures, format guess
 
 Row = ValidRow | RejectedRow
@@ -341,14 +342,14 @@ class ContactFile:
     def _scan_jsonl(self, opened: Opened) -> None:
         spill = DigestSpill()
         count = 0
-        loads = json.loads
+        loads = _JSON_LINE.decode
         try:
             for line in self._text(opened):
                 if not line.strip():
                     continue
                 count += 1
                 try:
-                    obj = loads(line, parse_float=Decimal)
+                    obj = loads(line)
                 except ValueError:
                     continue
                 if isinstance(obj, dict):
@@ -442,14 +443,14 @@ class ContactFile:
 
     def _jsonl_rows(self, opened: Opened, build: _RowBuilder, claims: ClaimTracker,
                     start_row: int) -> Iterator[Row]:
-        loads = json.loads
+        loads = _JSON_LINE.decode
         lineno = 0
         for line in self._text(opened):
             if not line.strip():
                 continue
             lineno += 1
             try:
-                obj = loads(line, parse_float=Decimal)
+                obj = loads(line)
             except ValueError as exc:
                 if lineno > start_row:
                     yield RejectedRow(lineno, "", f"line is not valid JSON ({exc})")
