@@ -15,6 +15,17 @@ The second read uses ``stream_factory()`` when given (in Lambda: a fresh S3 GetO
 same version), else ``seek`` on a seekable stream, else a temporary copy spooled during the
 first pass. Memory stays bounded: both passes stream.
 
+Choices where SPEC.md is silent:
+- The JSON file's own ``flow-id`` is found wherever it stands in the object (the pre-pass
+  reads it all), not only before ``"calls"``.
+- A column or key named like the correlation key (``OutboundRef`` or ``$flow.key.OutboundRef``,
+  any case) is the pipeline's own: it is dropped, the summary notes it, and each row that had a
+  value for it carries a warning. The row is still sent.
+- Key values are trimmed; a whitespace-only cell adds no variable. A record whose cells are all
+  blank is a blank line. A stray NUL character is text; a file starting with NUL bytes or
+  full of them is binary.
+- ``max_bytes`` applies to the stored bytes (compressed size for ``.gz``).
+
 Row numbers are 1-based data rows, contiguous from 1 to ``row_count``: for CSV the header
 and blank lines are not rows; for a JSON array the element number; for JSON Lines the line
 number counting non-blank lines only (as in CSV, a blank line is not a row; for a file without
