@@ -19,9 +19,9 @@ Choices where SPEC.md is silent:
 - The JSON file's own ``flow-id`` is found wherever it stands in the object (the pre-pass
   reads it all), not only before ``"calls"``.
 - A column or key named like the correlation key (``OutboundRef`` or ``$flow.key.OutboundRef``,
-  any case) is the pipeline's own: it is dropped, the summary notes it, and each row that had a
-  value for it carries a warning. The row is still sent.
-- Key values are trimmed; a whitespace-only cell adds no variable. A record whose cells are all
+  any case) is the pipeline's own: it is dropped, each row that had a value for it carries a
+  warning (and for CSV the summary notes the column). The row is still sent.
+- CSV cells are trimmed; a whitespace-only cell or JSON value adds no variable. A record whose cells are all
   blank is a blank line. A stray NUL character is text; a file starting with NUL bytes or
   full of them is binary.
 - ``max_bytes`` applies to the stored bytes (compressed size for ``.gz``).
