@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from phonon_outbound.contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 
 OPTS = ParseOptions(now=datetime(2026, 6, 1, 6, 0, tzinfo=UTC))
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def read_all(data: bytes, name: str):
