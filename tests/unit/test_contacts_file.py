@@ -247,3 +247,14 @@ def test_claim_tracker_only_remembers_repeated_digests():
     assert tracker.claim("b", 3) is None and tracker.claim("b", 4) == 3
     everything = ClaimTracker(None)
     assert everything.claim("a", 1) is None and everything.claim("a", 2) == 1
+
+
+def test_a_one_shot_gzip_stream_read_three_times_spool_and_all():
+    # Given a one-shot gzip stream whose late Windows-1252 byte forces a second pre-pass
+    text = b"client-identifier,phone,n\n" + b"".join(b"C%d,9876543210,x\n" % i for i in range(30_000)) \
+        + b"C1,9876543211,\xe9\n"
+    cf = open_contacts(OneShot(gzip.compress(text), piece=5000), "f.csv.gz", OPTS)
+    rows = list(cf.rows())
+    # Then every pass saw the whole file: the late duplicate names row 2
+    assert cf.notes == ["not valid UTF-8: read as Windows-1252"]
+    assert rows[-1] == RejectedRow(30_001, "C1", "duplicate client-identifier, first seen in row 2")
