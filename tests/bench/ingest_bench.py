@@ -20,9 +20,7 @@ and within 10 MB of the 100k-row figure, >= 4,000 rows per SendMessageBatch.
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
-import gzip
 import json
 import os
 import random
@@ -149,18 +147,10 @@ class BatchPacker:
 
 
 def message_size(chunk_no: int, chunk) -> int:
-    """Bytes of the design's chunk message: {"v":1,"job":…,"flow":…,"chunk":n,"rows":[…],"calls":[…]}."""
-    head = json.dumps({"v": 1, "job": JOB, "flow": FLOW, "chunk": chunk_no, "rows": chunk.rows},
-                      separators=(",", ":")).encode()
-    return len(head) - 1 + len(b',"calls":') + len(chunk.calls_json) + 1
+    """Bytes of the chunk message ingest really sends (phonon_outbound.ingest.chunk_message)."""
+    from phonon_outbound.ingest import chunk_message
 
-
-def message_size_gz(chunk_no: int, chunk) -> int:
-    """The same message with the calls as base64(gzip(calls)) in "calls_gz" (a proposal, not the design)."""
-    head = json.dumps({"v": 1, "job": JOB, "flow": FLOW, "chunk": chunk_no, "rows": chunk.rows},
-                      separators=(",", ":")).encode()
-    packed = base64.b64encode(gzip.compress(chunk.calls_json, compresslevel=1, mtime=0))
-    return len(head) - 1 + len(b',"calls_gz":""') + len(packed) + 1
+    return len(chunk_message(JOB, FLOW, chunk_no, chunk).encode())
 
 
 def worker(path: Path) -> dict:
@@ -171,7 +161,6 @@ def worker(path: Path) -> dict:
     opts = ParseOptions(default_region="IN", time_zone="Asia/Kolkata")
     correlation = "$flow.key." + opts.correlation_key
     packer = BatchPacker()
-    packer_gz = BatchPacker()
     chunker = Chunker(BATCH_SIZE, 64, flow_id=FLOW)
     counts = {"valid": 0, "rejected": 0, "too_large": 0}
     chunk_no = 0
@@ -195,7 +184,6 @@ def worker(path: Path) -> dict:
                     p = time.perf_counter()
                     for chunk in done:
                         packer.add(message_size(chunk_no, chunk))
-                        packer_gz.add(message_size_gz(chunk_no, chunk))
                         chunk_no += 1
                         rows_in_chunks += len(chunk.rows)
                     pack_s += time.perf_counter() - p
@@ -203,7 +191,6 @@ def worker(path: Path) -> dict:
                 counts["rejected"] += 1
         for chunk in chunker.flush():
             packer.add(message_size(chunk_no, chunk))
-            packer_gz.add(message_size_gz(chunk_no, chunk))
             chunk_no += 1
             rows_in_chunks += len(chunk.rows)
     t2 = time.perf_counter()
@@ -217,8 +204,6 @@ def worker(path: Path) -> dict:
         "chunks": chunk_no, "batches": packer.batches, "rows_in_chunks": rows_in_chunks,
         "rows_per_batch": round(rows_in_chunks / max(packer.batches, 1)),
         "max_message_bytes": packer.max_message,
-        "rows_per_batch_gz": round(rows_in_chunks / max(packer_gz.batches, 1)),
-        "max_message_bytes_gz": packer_gz.max_message,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -275,7 +260,6 @@ def main(argv: list[str] | None = None) -> dict:
         ("rows per SendMessageBatch", f"{res_big['rows_per_batch']:,}", f">= {TARGET_ROWS_PER_BATCH:,}",
          res_big["rows_per_batch"] >= TARGET_ROWS_PER_BATCH),
         ("  largest chunk message", f"{res_big['max_message_bytes']:,} B", "", True),
-        ("  same, calls gzip+base64 (proposal)", f"{res_big['rows_per_batch_gz']:,}", "", True),
     ]
     result["checks"] = [{"what": w, "value": v, "target": t, "ok": ok} for w, v, t, ok in checks]
     print(f"\ningest core ({args.rows:,} rows: pre-pass {res_big['prepass_s']} s + rows {res_big['rows_pass_s']} s; "

@@ -280,3 +280,37 @@ def test_given_a_dead_lettered_chunk_when_the_operator_redrives_it_then_it_is_se
     assert set(h.sim.stats()["calls_by_client_identifier"].values()) == {1}
     assert h.dlq_depth() == 0
     assert h.job(obj)["chunks_settled"] == 1
+
+
+def test_given_a_dispatcher_killed_after_sending_then_the_redelivery_resends_the_same_bytes_and_nobody_is_called_twice(
+        make_harness, monkeypatch):
+    import time
+
+    from phonon_outbound.store import Store
+
+    h = make_harness()
+    obj = h.upload("killed.csv", csv_rows(12))
+    h.ingest(obj)
+    real_put_rows = Store.put_rows
+    crashed = []
+
+    def dies_once(self, job, rows):
+        if not crashed:
+            crashed.append(job)
+            raise RuntimeError("Lambda killed after the API call, before recording it")
+        return real_put_rows(self, job, rows)
+
+    monkeypatch.setattr(Store, "put_rows", dies_once)
+    messages = h.receive()
+    result = h.dispatch(messages)
+    assert result["batchItemFailures"] and h.sim.stats()["requests"] == 1
+    # The visibility timeout runs out and the chunk's lease expires: SQS delivers it again.
+    h.sqs.change_message_visibility(QueueUrl=h.queue_url, ReceiptHandle=messages[0]["ReceiptHandle"],
+                                    VisibilityTimeout=0)
+    time.sleep(2.1)
+    h.drain()
+    report = h.report(obj)
+    assert statuses(report) == {"ACCEPTED": 12}
+    stats = h.sim.stats()
+    assert stats["requests"] == 2 and stats["checksum_repeats"] == 1
+    assert set(stats["calls_by_client_identifier"].values()) == {1}

@@ -17,6 +17,8 @@ their rows FAILED and the reason recorded.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 import math
@@ -41,13 +43,24 @@ from .store import Store
 
 
 class ChunkMessage(BaseModel):
+    """v2 (what ingest writes): `calls_gz` = base64(gzip(calls JSON)), correlation key included.
+    v1 (hand-written, e.g. events/sqs-chunk-batch.json): plain `calls` without the correlation
+    key, which the dispatcher adds."""
+
     v: int = 1
     job: str = Field(min_length=1)
     flow: str = Field(min_length=1)
     chunk: int = Field(ge=0)
     rows: list[int]
-    calls: list[dict]
+    calls: list[dict] = Field(default_factory=list)
+    calls_gz: str | None = None
     warn: dict[str, str] = Field(default_factory=dict)
+
+    def complete_calls(self, correlation_name: str) -> list[dict]:
+        if self.calls_gz is not None:
+            return json.loads(gzip.decompress(base64.b64decode(self.calls_gz)))
+        return [{**call, "keys": [*call.get("keys", []), {"name": correlation_name, "value": f"{self.job}.{row}"}]}
+                for row, call in zip(self.rows, self.calls, strict=True)]
 
 
 class RetryLater(Exception):
@@ -129,9 +142,12 @@ class DispatchService:
     def handle(self, body: str, receive_count: int, remaining_s: Callable[[], float]) -> Outcome:
         try:
             msg = ChunkMessage.model_validate_json(body)
+            calls = msg.complete_calls(self.correlation_name)
         except ValidationError as err:
             raise PoisonMessage(f"not a chunk message: {err.error_count()} validation errors") from None
-        if len(msg.rows) != len(msg.calls):
+        except (ValueError, OSError, EOFError) as err:  # bad base64 / gzip / JSON
+            raise PoisonMessage(f"chunk message calls cannot be decoded: {type(err).__name__}") from None
+        if len(msg.rows) != len(calls) or not all(isinstance(c, dict) for c in calls):
             raise PoisonMessage("chunk message has a different number of rows and calls")
 
         breaker = CircuitBreaker(self.store, msg.flow, self.s.breaker_open_s, self.clock)
@@ -156,7 +172,7 @@ class DispatchService:
             return Outcome("waiting", reason="another dispatcher holds this chunk")
 
         try:
-            outcome = self._dispatch(msg, receive_count, remaining_s, breaker, state.probe)
+            outcome = self._dispatch(msg, calls, receive_count, remaining_s, breaker, state.probe)
         except Exhausted:
             raise
         except RetryLater:
@@ -169,15 +185,10 @@ class DispatchService:
         return outcome
 
     # ------------------------------------------------------------------ the work
-    def _dispatch(self, msg: ChunkMessage, receive_count: int, remaining_s: Callable[[], float],
+    def _dispatch(self, msg: ChunkMessage, calls: list[dict], receive_count: int, remaining_s: Callable[[], float],
                   breaker: CircuitBreaker, probe: bool) -> Outcome:
         out = Outcome("settled")
-        calls: list[dict] = []
-        rows: list[int] = []
-        for row, call in zip(msg.rows, msg.calls, strict=True):
-            call = {**call, "keys": [*call.get("keys", []), {"name": self.correlation_name, "value": f"{msg.job}.{row}"}]}
-            calls.append(call)
-            rows.append(row)
+        rows = list(msg.rows)
 
         # Dedupe across files, decided once per chunk and identically on every retry.
         claims: dict[int, tuple[str, str]] = {}
