@@ -148,7 +148,10 @@ def make_harness(stack, monkeypatch):
         env = stack.function_environment()
         env.update({"API_URL": sim.url, "DEFAULT_FLOW_ID": DEMO_FLOW_ID, "RETRY_BASE_S": "0",
                     "RETRY_MAX_S": "0", "BREAKER_OPEN_S": "1", "CHUNK_LEASE_S": "2", "INGEST_TIME_MARGIN_S": "0",
-                    "DISPATCH_MAX_WAIT_S": "5", "API_READ_TIMEOUT_S": "5", "POWERTOOLS_METRICS_DISABLED": "true"})
+                    "DISPATCH_MAX_WAIT_S": "5", "API_READ_TIMEOUT_S": "5", "POWERTOOLS_METRICS_DISABLED": "true",
+                    # in-process moto is not thread-safe for writes to one item; the concurrent
+                    # path runs in the e2e tests, against moto's server
+                    "DISPATCH_PARALLELISM": "1"})
         env.update({k.upper(): str(v) for k, v in settings.items()})
         for k, v in env.items():
             monkeypatch.setenv(k, v)

@@ -314,3 +314,28 @@ def test_given_a_dispatcher_killed_after_sending_then_the_redelivery_resends_the
     stats = h.sim.stats()
     assert stats["requests"] == 2 and stats["checksum_repeats"] == 1
     assert set(stats["calls_by_client_identifier"].values()) == {1}
+
+
+def test_given_a_dispatcher_killed_between_settling_and_counting_then_the_redelivery_completes_the_report(
+        make_harness, monkeypatch):
+    from phonon_outbound.store import Store
+
+    h = make_harness()
+    obj = h.upload("count.csv", csv_rows(3))
+    h.ingest(obj)
+    real = Store.count_settled
+    calls = []
+
+    def dies_once(self, job, chunk, **counters):
+        calls.append(chunk)
+        if len(calls) == 1:
+            raise RuntimeError("killed after the chunk settled, before the job counted it")
+        return real(self, job, chunk, **counters)
+
+    monkeypatch.setattr(Store, "count_settled", dies_once)
+    messages = h.receive()
+    assert h.dispatch(messages, delete=False)["batchItemFailures"]
+    h.dispatch(messages)  # SQS delivers it again: nothing is sent, the count and the report complete
+    assert h.sim.stats()["requests"] == 1
+    assert statuses(h.report(obj)) == {"ACCEPTED": 3}
+    assert h.job(obj)["chunks_settled"] == 1

@@ -163,8 +163,10 @@ class DispatchService:
         claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
         if claim.state == "done":
             logger.info("chunk already settled: redelivery dropped", extra={"job": msg.job, "chunk": msg.chunk})
-            meta = self.store.get_job(msg.job) or {}
-            if not meta.get("completed"):  # an earlier attempt may have died writing the report
+            # An earlier attempt may have died after settling: counting is idempotent, and so
+            # is the report (written once, by whoever completes the count).
+            _, meta = self.store.count_settled(msg.job, msg.chunk)
+            if not meta.get("completed"):
                 self.finisher.maybe_finalize(msg.job, meta)
             return Outcome("duplicate-delivery")
         if claim.state == "busy":
@@ -342,19 +344,17 @@ class DispatchService:
         if failed:
             self.store.release_dedupe(msg.flow, failed)
         state = "FAILED" if out.status == "exhausted" else "DONE"
-        first = self.store.settle_chunk(msg.job, msg.chunk, state, accepted=out.accepted, failed=out.failed,
-                                        duplicate=out.duplicate, requests=out.requests)
+        self.store.settle_chunk(msg.job, msg.chunk, state, accepted=out.accepted, failed=out.failed,
+                                duplicate=out.duplicate, requests=out.requests)
         count("CallsAccepted", out.accepted)
         count("CallsFailed", out.failed)
         count("CallsDuplicate", out.duplicate)
-        if first:
-            meta = self.store.add_to_job(msg.job, chunks_settled=1, accepted=out.accepted, failed=out.failed,
-                                         duplicate=out.duplicate)
+        first, meta = self.store.count_settled(msg.job, msg.chunk, accepted=out.accepted, failed=out.failed,
+                                               duplicate=out.duplicate)
+        if first or not meta.get("completed"):
             self.finisher.maybe_finalize(msg.job, meta)
-        else:  # a redriven chunk settled again: refresh a report that was already written
-            meta = self.store.get_job(msg.job) or {}
-            if meta.get("completed"):
-                self.finisher.finalize(msg.job, force=True)
+        else:  # a redriven chunk settled again: refresh the report that was already written
+            self.finisher.finalize(msg.job, force=True)
         if out.status == "exhausted":
             raise Exhausted(0, out.reason)  # to the DLQ: this was the last receive
 

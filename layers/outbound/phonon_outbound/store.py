@@ -144,6 +144,28 @@ class Store:
         )
         return _plain(out["Attributes"])
 
+    def count_settled(self, job: str, chunk: int, **counters: int) -> tuple[bool, dict]:
+        """Count a settled chunk on its job, once: the chunk number goes into the job's
+        `settled_set` in the same conditional update that increments `chunks_settled`, so a
+        retry after a crash between settling and counting can simply call this again.
+        Returns (counted now, the job item)."""
+        names = {"#set": "settled_set", "#n": "chunks_settled", **{f"#{k}": k for k in counters}}
+        values = {":chunk": {chunk}, ":c": chunk, ":one": 1, **{f":{k}": v for k, v in counters.items()}}
+        try:
+            out = self.state.update_item(
+                Key={"pk": job_pk(job), "sk": "META"},
+                UpdateExpression="ADD #set :chunk, #n :one" + "".join(f", #{k} :{k}" for k in counters),
+                ConditionExpression="attribute_not_exists(#set) OR NOT contains(#set, :c)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+            return True, _plain(out["Attributes"])
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+        return False, self.get_job(job) or {}
+
     def claim_finalize(self, job: str) -> bool:
         """Exactly one caller wins the right to write the job's report."""
         try:
@@ -249,32 +271,16 @@ class Store:
             ExpressionAttributeValues=values,
         )
 
-    def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> bool:
-        """Record a chunk's final state (DONE, or FAILED when retries ran out). Returns True only
-        the first time the chunk settles, so the job's settled counter counts each chunk once
-        even when a redriven chunk settles again."""
+    def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> None:
+        """Record a chunk's final state: DONE, or FAILED when its retries ran out (a FAILED
+        chunk can be claimed again after an operator's redrive). Counting it on the job is
+        `count_settled`'s job, idempotently."""
         attrs = {**attrs, "state": state, "settled": True, "lease_until": 0}
-        names = {f"#{k}": k for k in attrs}
-        values = {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()}
-        update = {"Key": {"pk": job_pk(job), "sk": chunk_sk(chunk)},
-                  "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in attrs),
-                  "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
-        try:
-            self.state.update_item(**update, ConditionExpression="attribute_not_exists(#settled)")
-            return True
-        except ClientError as err:
-            if not _conditional_failed(err):
-                raise
-        self.state.update_item(**update)  # settled before (a redriven chunk): update, count nothing
-        return False
-
-    def reopen_chunk(self, job: str, chunk: int) -> None:
-        """Operator redrive of a chunk that ended FAILED: let it be claimed again."""
         self.state.update_item(
             Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
-            UpdateExpression="SET #s = :r, attempts = :z",
-            ExpressionAttributeNames={"#s": "state"},
-            ExpressionAttributeValues={":r": "REDRIVEN", ":z": 0},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in attrs),
+            ExpressionAttributeNames={f"#{k}": k for k in attrs},
+            ExpressionAttributeValues={f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()},
         )
 
     # ---------------------------------------------------------------- dedupe claims
