@@ -110,8 +110,10 @@ class IngestService:
             logger.info("duplicate notification ignored", extra={"job": job, "key": obj.key})
             return IngestResult("duplicate", job)
         meta = self.store.get_job(job) if claim == "resume" else None
-        if meta and meta.get("ingest_done"):
+        if meta and meta.get("ingest_done"):  # the last run died after finishing: only the report may be owed
             self.store.renew_object(obj.identity, 0, done=True)
+            if not meta.get("completed"):
+                self.finisher.maybe_finalize(job, meta)
             return IngestResult("duplicate", job)
         try:
             result = self._run(obj, job, meta, remaining_s)

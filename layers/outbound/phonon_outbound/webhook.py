@@ -148,6 +148,8 @@ class WebhookService:
                     attrs.update({"client-identifier": row_item.get("cid"), "request-id": row_item.get("request_id"),
                                   "flow-id": meta.get("flow"), "job": job, "file": meta.get("key"),
                                   "row": int(row), "numbers": row_item.get("numbers")})
+        if ref:
+            attrs["ref"] = ref  # kept even when unmatched, for reconciliation
         if row_item is None:
             attrs["unmatched"] = True
             count("WebhooksUnmatched", 1)
