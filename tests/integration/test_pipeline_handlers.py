@@ -339,3 +339,22 @@ def test_given_a_dispatcher_killed_between_settling_and_counting_then_the_redeli
     assert h.sim.stats()["requests"] == 1
     assert statuses(h.report(obj)) == {"ACCEPTED": 3}
     assert h.job(obj)["chunks_settled"] == 1
+
+
+def test_given_the_rate_limit_is_used_up_then_a_chunk_waits_in_the_queue_without_spending_an_attempt(make_harness):
+    # 120 records/min with 60-call chunks: the second chunk must wait ~30 s, longer than a
+    # dispatcher may sleep (5 s here), so it is re-queued as a fresh message with a delay.
+    h = make_harness(records_per_minute=120, batch_size=60, dispatch_max_wait_s=1, rate_jitter_allowance_s=0)
+    obj = h.upload("limited.csv", csv_rows(120))
+    h.ingest(obj)
+    messages = h.receive()
+    assert len(messages) == 2
+    result = h.dispatch(messages)
+    assert result["batchItemFailures"] == []  # nothing failed: one sent, one handed back
+    assert h.sim.stats()["requests"] == 1
+    attrs = h.sqs.get_queue_attributes(QueueUrl=h.queue_url, AttributeNames=["All"])["Attributes"]
+    assert int(attrs["ApproximateNumberOfMessagesDelayed"]) == 1
+    assert h.dlq_depth() == 0
+    chunk = wiring.store().state.get_item(Key={"pk": f"JOB#{obj.job_id}", "sk": "CHUNK#00000001"})["Item"]
+    assert chunk["state"] == "WAITING" and int(chunk["lease_until"]) == 0
+    assert not h.job(obj).get("completed")

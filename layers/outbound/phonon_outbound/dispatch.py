@@ -228,11 +228,11 @@ class DispatchService:
     def _send(self, msg: ChunkMessage, calls: list[dict], rows: list[int], security_id: str, receive_count: int,
               remaining_s: Callable[[], float], breaker: CircuitBreaker, probe: bool, out: Outcome, top: bool) -> None:
         max_wait = max(0.0, min(self.s.dispatch_max_wait_s, remaining_s() - self.s.api_read_timeout_s - 5))
-        wait = self._reserve(len(calls), max_wait)
-        if wait is None:
+        granted, wait = self._reserve(len(calls), max_wait)
+        if not granted:  # `wait`: when to come back
             if top and not out.requests:
-                raise _HandBack(self._retry_after, "waiting for the rate limit")
-            raise RetryLater(self._retry_after, "waiting for the rate limit while splitting a chunk")
+                raise _HandBack(wait, "waiting for the rate limit")
+            raise RetryLater(wait, "waiting for the rate limit while splitting a chunk")
         if wait > 0:
             self.sleep(wait)
 
@@ -299,21 +299,19 @@ class DispatchService:
                 return
             raise RetryLater(backoff_s(receive_count, self.s.retry_base_s, self.s.retry_max_s), verdict.reason)
 
-    _retry_after = 1.0
-
-    def _reserve(self, n: int, max_wait: float) -> float | None:
+    def _reserve(self, n: int, max_wait: float) -> tuple[bool, float]:
+        """(granted, seconds): granted → sleep that long, then send; not granted → nothing was
+        taken, come back after that long."""
         res = self.records_limiter.reserve(n, max_wait)
         if not res.granted:
-            self._retry_after = res.wait_s
-            return None
+            return False, res.wait_s
         wait = res.wait_s
         if self.requests_limiter is not None:
             req = self.requests_limiter.reserve(1, max(0.0, max_wait - wait))
             if not req.granted:
-                self._retry_after = req.wait_s
-                return None
+                return False, req.wait_s
             wait = max(wait, req.wait_s)
-        return wait
+        return True, wait
 
     # ------------------------------------------------------------------ recording
     def _row(self, call: dict, status: str, request_id: str | None = None, uuid: str | None = None,
