@@ -13,7 +13,7 @@ from pathlib import Path
 from .chunking import CallTooLarge, Chunker
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FLOW_ID_RE, resolve_flow
-from .reports import ReportWriter
+from .reports import ReportWriter, summary_dict
 from .settings import Settings
 
 PLACEHOLDER_JOB = "0" * 20  # same length as a real job id, so sizes match what ingest measures
@@ -66,7 +66,8 @@ def check_file(path: Path, settings: Settings, out_dir: Path) -> dict:
             fh.seek(0)
             fh.truncate()
             ReportWriter(fh)
-    summary.update(counts)
-    summary.update({"api_requests": 0, "elapsed_s": round(time.monotonic() - started, 3), "report": str(report)})
+    summary = summary_dict(file=str(path), flow=summary.get("flow"), counts=counts, api_requests=0,
+                           timings={"elapsed_s": time.monotonic() - started}, notes=summary.get("notes", []),
+                           report=str(report), error=summary.get("error"))
     (out_dir / f"{path.name}.summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -15,10 +15,9 @@ import time
 from typing import Any
 
 from .observability import count, logger
-from .reports import ReportWriter
+from .reports import STATUSES, ReportWriter, summary_dict
 from .store import Store
 
-STATUSES = ("ACCEPTED", "REJECTED", "DUPLICATE", "FAILED")
 EVENT_SOURCE = "phonon-outbound"
 EVENT_DETAIL_TYPE = "File completed"
 
@@ -95,17 +94,12 @@ class JobFinisher:
         if missing and not missing_reason:
             logger.error("rows without outcome", extra={"job": job, "missing": missing})
         now = time.time()
-        summary: dict[str, Any] = {
-            "file": meta.get("key", ""), "bucket": meta.get("bucket", ""), "job": job, "flow": meta.get("flow", ""),
-            "rows": total, "accepted": counts["ACCEPTED"], "rejected": counts["REJECTED"],
-            "duplicate": counts["DUPLICATE"], "failed": counts["FAILED"],
-            "api_requests": int(meta.get("api_requests", 0)),
-            "started_at": meta.get("created_at"), "finished_at": round(now, 3),
-            "elapsed_s": round(now - float(meta.get("created_at") or now), 3),
-            "notes": meta.get("notes", []) or [], "report": f"s3://{self.bucket}/{csv_key}",
-        }
-        if meta.get("error"):
-            summary["error"] = meta["error"]
+        summary = summary_dict(
+            file=meta.get("key", ""), flow=meta.get("flow", ""), counts={**counts, "rows": total},
+            api_requests=int(meta.get("api_requests", 0)),
+            timings={"elapsed_s": now - float(meta.get("created_at") or now)},
+            notes=meta.get("notes", []) or [], report=f"s3://{self.bucket}/{csv_key}", error=meta.get("error"),
+            bucket=meta.get("bucket", ""), job=job, started_at=meta.get("created_at"), finished_at=round(now, 3))
         self.s3.put_object(Bucket=self.bucket, Key=summary_key, Body=json.dumps(summary, indent=2).encode(),
                            ContentType="application/json")
         self.store.update_job(job, status="REJECTED" if meta.get("error") else "COMPLETED", completed=True,

@@ -1,7 +1,7 @@
 """Logger, Metrics and Tracer in one place (powertools), so every module shares them.
 
-Phone numbers and secrets are never passed to the logger; `mask_number` is for the rare
-message that must point at one.
+Phone numbers and secrets are never passed to the logger: log lines name jobs, chunks,
+rows and message ids instead.
 """
 
 from __future__ import annotations
@@ -18,14 +18,6 @@ NAMESPACE = "PhononOutbound"
 logger = Logger(service=SERVICE, logger_handler=logging.StreamHandler(sys.stderr))
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE, disabled=None)
-
-
-def mask_number(number: str) -> str:
-    """'916262772728' → '91******2728': enough to tell rows apart in a log, not to dial."""
-    digits = str(number)
-    if len(digits) <= 6:
-        return "*" * len(digits)
-    return digits[:2] + "*" * (len(digits) - 6) + digits[-4:]
 
 
 _metrics_on = True

@@ -197,10 +197,6 @@ class Store:
                 n += 1
         return n
 
-    def get_row(self, job: str, row: int) -> dict | None:
-        item = self.state.get_item(Key={"pk": job_pk(job), "sk": row_sk(row)}).get("Item")
-        return _plain(item) if item else None
-
     def set_row_uuid(self, job: str, row: int, phonon_uuid: str) -> dict | None:
         """Record the phonon-uuid on the row; returns the row item (None: no such row)."""
         try:
