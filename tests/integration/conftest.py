@@ -179,3 +179,19 @@ def csv_rows(n: int, prefix: str = "C", start: int = 0) -> bytes:
     for i in range(start, start + n):
         lines.append(f"{prefix}-{i:06d},98{i:08d},Customer {i}")
     return ("\n".join(lines) + "\n").encode()
+
+
+def fail_once(monkeypatch, cls: type, name: str, message: str) -> list:
+    """Make `cls.name` raise once (a Lambda killed at that point), then behave as before.
+    Returns the list of calls made to it."""
+    real = getattr(cls, name)
+    calls: list = []
+
+    def dies_once(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError(message)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, dies_once)
+    return calls

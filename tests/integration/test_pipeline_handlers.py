@@ -11,7 +11,7 @@ import pytest
 from phonon_outbound import wiring
 from phonon_outbound.api.simulator import FaultPlan
 
-from .conftest import Ctx, csv_rows
+from .conftest import Ctx, csv_rows, fail_once
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -291,16 +291,7 @@ def test_given_a_dispatcher_killed_after_sending_then_the_redelivery_resends_the
     h = make_harness()
     obj = h.upload("killed.csv", csv_rows(12))
     h.ingest(obj)
-    real_put_rows = Store.put_rows
-    crashed = []
-
-    def dies_once(self, job, rows):
-        if not crashed:
-            crashed.append(job)
-            raise RuntimeError("Lambda killed after the API call, before recording it")
-        return real_put_rows(self, job, rows)
-
-    monkeypatch.setattr(Store, "put_rows", dies_once)
+    fail_once(monkeypatch, Store, "put_rows", "Lambda killed after the API call, before recording it")
     messages = h.receive()
     result = h.dispatch(messages)
     assert result["batchItemFailures"] and h.sim.stats()["requests"] == 1
@@ -323,16 +314,7 @@ def test_given_a_dispatcher_killed_between_settling_and_counting_then_the_redeli
     h = make_harness()
     obj = h.upload("count.csv", csv_rows(3))
     h.ingest(obj)
-    real = Store.count_settled
-    calls = []
-
-    def dies_once(self, job, chunk, **counters):
-        calls.append(chunk)
-        if len(calls) == 1:
-            raise RuntimeError("killed after the chunk settled, before the job counted it")
-        return real(self, job, chunk, **counters)
-
-    monkeypatch.setattr(Store, "count_settled", dies_once)
+    fail_once(monkeypatch, Store, "count_settled", "killed after the chunk settled, before the job counted it")
     messages = h.receive()
     assert h.dispatch(messages, delete=False)["batchItemFailures"]
     h.dispatch(messages)  # SQS delivers it again: nothing is sent, the count and the report complete

@@ -319,12 +319,16 @@ class DispatchService:
         return {"status": status, "cid": str(call.get("client-identifier", "")), "request_id": request_id or "",
                 "phonon_uuid": uuid or "", "reason": reason, "numbers": list(call.get("contact-numbers", []))}
 
-    def _duplicate_reason(self, owner: str) -> str:
-        job, _, row = owner.rpartition(".")
+    def _file_of(self, job: str) -> str:
+        """The S3 key of a job's file ("" when unknown), read once per job."""
         key = self._job_keys.get(job)
         if key is None:
-            meta = self.store.get_job(job) or {}
-            key = self._job_keys[job] = meta.get("key", "another file")
+            key = self._job_keys[job] = (self.store.get_job(job) or {}).get("key", "")
+        return key
+
+    def _duplicate_reason(self, owner: str) -> str:
+        job, _, row = owner.rpartition(".")
+        key = self._file_of(job) or "another file"
         window = self.s.dedupe_window_hours
         return f"the same call was already accepted from {key} row {row} within the last {window:g} h"
 
@@ -357,11 +361,9 @@ class DispatchService:
             raise Exhausted(0, out.reason)  # to the DLQ: this was the last receive
 
     def _result_item(self, msg: ChunkMessage, row: int, item: dict, now: int) -> dict:
-        key = self._job_keys.get(msg.job)
-        if key is None:
-            key = self._job_keys[msg.job] = (self.store.get_job(msg.job) or {}).get("key", "")
         return {"phonon-uuid": item["phonon_uuid"], "client-identifier": item["cid"],
-                "request-id": item["request_id"], "flow-id": msg.flow, "job": msg.job, "file": key, "row": row,
+                "request-id": item["request_id"], "flow-id": msg.flow, "job": msg.job, "file": self._file_of(msg.job),
+                "row": row,
                 "numbers": item["numbers"], "status": "ACCEPTED", "accepted_at": now}
 
 

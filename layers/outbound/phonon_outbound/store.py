@@ -57,6 +57,15 @@ def _dec(value: float) -> Decimal:
     return Decimal(str(round(value, 6)))
 
 
+def _set_update(attrs: dict[str, Any]) -> dict[str, Any]:
+    """`SET #a = :a, …` with its names and values (floats as Decimal), for update_item."""
+    return {
+        "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in attrs),
+        "ExpressionAttributeNames": {f"#{k}": k for k in attrs},
+        "ExpressionAttributeValues": {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()},
+    }
+
+
 def _conditional_failed(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -120,16 +129,8 @@ class Store:
         return _plain(item) if item else None
 
     def update_job(self, job: str, **attrs: Any) -> dict:
-        names = {f"#{k}": k for k in attrs}
-        values = {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()}
-        expr = "SET " + ", ".join(f"#{k} = :{k}" for k in attrs)
-        out = self.state.update_item(
-            Key={"pk": job_pk(job), "sk": "META"},
-            UpdateExpression=expr,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
-        )
+        out = self.state.update_item(Key={"pk": job_pk(job), "sk": "META"}, ReturnValues="ALL_NEW",
+                                     **_set_update(attrs))
         return _plain(out["Attributes"])
 
     def add_to_job(self, job: str, **counters: int) -> dict:
@@ -258,26 +259,14 @@ class Store:
 
     def note_chunk(self, job: str, chunk: int, **attrs: Any) -> None:
         """Remember facts about a chunk while it is in progress (e.g. that a send may have been delivered)."""
-        names = {f"#{k}": k for k in attrs}
-        values = {f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()}
-        self.state.update_item(
-            Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
-            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in attrs),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, **_set_update(attrs))
 
     def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> None:
         """Record a chunk's final state: DONE, or FAILED when its retries ran out (a FAILED
         chunk can be claimed again after an operator's redrive). Counting it on the job is
         `count_settled`'s job, idempotently."""
         attrs = {**attrs, "state": state, "settled": True, "lease_until": 0}
-        self.state.update_item(
-            Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
-            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in attrs),
-            ExpressionAttributeNames={f"#{k}": k for k in attrs},
-            ExpressionAttributeValues={f":{k}": (_dec(v) if isinstance(v, float) else v) for k, v in attrs.items()},
-        )
+        self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, **_set_update(attrs))
 
     # ---------------------------------------------------------------- dedupe claims
     def claim_dedupe(self, flow: str, claims: list[tuple[str, str]], window_s: float,
