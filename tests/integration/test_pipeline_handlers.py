@@ -291,7 +291,7 @@ def test_given_a_dispatcher_killed_after_sending_then_the_redelivery_resends_the
     h = make_harness()
     obj = h.upload("killed.csv", csv_rows(12))
     h.ingest(obj)
-    fail_once(monkeypatch, Store, "put_rows", "Lambda killed after the API call, before recording it")
+    fail_once(monkeypatch, Store, "put_outcomes", "Lambda killed after the API call, before recording it")
     messages = h.receive()
     result = h.dispatch(messages)
     assert result["batchItemFailures"] and h.sim.stats()["requests"] == 1

@@ -334,8 +334,7 @@ class DispatchService:
 
     def _record(self, msg: ChunkMessage, out: Outcome, claims: dict[int, tuple[str, str]]) -> None:
         now = int(self.clock())
-        self.store.put_rows(msg.job, ({"row": row, **item, "chunk": msg.chunk, "at": now}
-                                      for row, item in out.rows.items()))
+        self.store.put_outcomes(msg.job, msg.chunk, [{"row": row, **item} for row, item in out.rows.items()], now)
         results = []
         for row, item in out.rows.items():
             if item["status"] == "ACCEPTED" and item["phonon_uuid"]:

@@ -1,9 +1,10 @@
 """Finishing a file job: the results report and summary in S3, and the "file completed" event.
 
-The report is one paginated Query of the job's row items in row order, streamed into a
-spooled temporary file, so memory stays flat whatever the file's size. Every data row has one
-item by the time the job is settled; a row without one (which would be a bug) is written as
-FAILED with a reason that says so instead of silently missing from the report.
+The report streams every row's outcome in row order (`Store.iter_outcomes`: the settled
+chunks' outcome items merged with the row items, both read a page at a time) into a spooled
+temporary file, so memory stays flat whatever the file's size. Every data row has an outcome by
+the time the job is settled; a row without one (which would be a bug, or an aborted local run)
+is written as FAILED with a reason that says so instead of silently missing from the report.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from .store import Store
 
 EVENT_SOURCE = "phonon-outbound"
 EVENT_DETAIL_TYPE = "File completed"
+
+
+WEBHOOK_ONLY_REASON = ("accepted: known from Phonon's flow-end webhook; the API's answer to the request was "
+                       "not recorded")
 
 
 def report_keys(key: str) -> tuple[str, str]:
@@ -73,12 +78,15 @@ class JobFinisher:
                     missing += 1
                     expected += 1
 
-            for item in self.store.iter_rows(job):
+            for item in self.store.iter_outcomes(job):
                 row = int(item["row"])
                 if row < expected:
                     continue
                 fill_to(row)
-                status = item.get("status", "FAILED")
+                status = item.get("status")
+                if status is None:  # only a webhook's phonon-uuid: Phonon ran the call, our answer was lost
+                    status = "ACCEPTED" if item.get("phonon_uuid") else "FAILED"
+                    item["reason"] = (WEBHOOK_ONLY_REASON if item.get("phonon_uuid") else fill_reason)
                 counts[status] = counts.get(status, 0) + 1
                 writer.write(row, item.get("cid", ""), status, item.get("phonon_uuid", ""),
                              item.get("request_id", ""), item.get("reason", ""))

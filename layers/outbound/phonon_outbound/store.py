@@ -2,7 +2,10 @@
 
 State table (`pk`/`sk`, see docs/design.md):
   JOB#<job>/META          the file job: object, flow, counts, checkpoint, chunk counters
-  JOB#<job>/ROW#<row>     one item per data row: its final status (the report is a Query of these)
+  JOB#<job>/ROW#<row>     one row's outcome when it is not in a chunk's outcome item: rows that
+                          ingest rejected, rows filled in by an aborted run, and the phonon-uuid
+                          a flow-end webhook brought (a "patch": no status of its own)
+  JOB#<job>/OUT#<row>     a settled chunk's row outcomes in one item, keyed by its first row
   JOB#<job>/CHUNK#<n>     the chunk ledger: lease while a dispatcher sends it, DONE when settled
   OBJ#<object identity>/- an S3 object version claimed by one job (duplicate notifications)
   DEDUPE#<hash>/-         a call claimed for the dedupe window
@@ -13,6 +16,9 @@ Results table: one item per call Phonon accepted, keyed by `phonon-uuid`.
 
 from __future__ import annotations
 
+import gzip
+import heapq
+import json
 import random
 import time
 import uuid
@@ -40,6 +46,29 @@ def row_sk(row: int) -> str:
 
 def chunk_sk(chunk: int) -> str:
     return f"CHUNK#{chunk:0{CHUNK_PAD}d}"
+
+
+def outcome_sk(first_row: int) -> str:
+    return f"OUT#{first_row:0{ROW_PAD}d}"
+
+
+# A chunk's row outcomes travel as gzip(JSON {"f": fields, "r": [[values], ...]}) in one item.
+OUTCOME_FIELDS = ("row", "status", "cid", "request_id", "phonon_uuid", "reason", "numbers")
+# DynamoDB's item limit is 400 KB; a 500-call chunk's blob is ~10-25 KB. A bigger one (huge
+# batch sizes, long reasons) falls back to one item per row.
+MAX_OUTCOME_BLOB = 300_000
+
+
+def encode_outcomes(rows: list[dict]) -> bytes:
+    values = [[r.get(f, "") for f in OUTCOME_FIELDS] for r in sorted(rows, key=lambda r: int(r["row"]))]
+    raw = json.dumps({"f": OUTCOME_FIELDS, "r": values}, separators=(",", ":"), ensure_ascii=False)
+    return gzip.compress(raw.encode("utf-8"), compresslevel=6)
+
+
+def decode_outcomes(blob: Any) -> list[dict]:
+    data = json.loads(gzip.decompress(bytes(getattr(blob, "value", blob))))
+    fields = data["f"]
+    return [{f: v for f, v in zip(fields, values, strict=True) if v not in ("", None, [])} for values in data["r"]]
 
 
 def _plain(value: Any) -> Any:
@@ -198,26 +227,45 @@ class Store:
                 n += 1
         return n
 
-    def set_row_uuid(self, job: str, row: int, phonon_uuid: str) -> dict | None:
-        """Record the phonon-uuid on the row; returns the row item (None: no such row)."""
-        try:
-            out = self.state.update_item(
-                Key={"pk": job_pk(job), "sk": row_sk(row)},
-                UpdateExpression="SET phonon_uuid = :u",
-                ConditionExpression=Attr("pk").exists(),
-                ExpressionAttributeValues={":u": phonon_uuid},
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as err:
-            if _conditional_failed(err):
-                return None
-            raise
+    def set_row_uuid(self, job: str, row: int, phonon_uuid: str) -> dict:
+        """Record the phonon-uuid on the row's own item (creating a status-less "patch" item
+        when the row's outcome lives in its chunk's outcome item); returns the item."""
+        out = self.state.update_item(
+            Key={"pk": job_pk(job), "sk": row_sk(row)},
+            UpdateExpression="SET phonon_uuid = :u, #r = :r",
+            ExpressionAttributeNames={"#r": "row"},
+            ExpressionAttributeValues={":u": phonon_uuid, ":r": row},
+            ReturnValues="ALL_NEW",
+        )
         return _plain(out["Attributes"])
 
-    def iter_rows(self, job: str) -> Iterator[dict]:
-        """Every row item of a job, in row order, a page at a time (bounded memory)."""
+    def put_outcomes(self, job: str, chunk: int, rows: list[dict], at: int) -> None:
+        """A settled chunk's row outcomes (dicts with OUTCOME_FIELDS) as one item, keyed by its
+        first row (idempotent: a re-settled chunk overwrites it). One write instead of one per
+        row: the report reads a 1M-row file's outcomes as ~2,000 items instead of 1M."""
+        if not rows:
+            return
+        blob = encode_outcomes(rows)
+        if len(blob) > MAX_OUTCOME_BLOB:
+            self.put_rows(job, ({**r, "chunk": chunk, "at": at} for r in rows))
+            return
+        first = min(int(r["row"]) for r in rows)
+        self.state.put_item(Item={"pk": job_pk(job), "sk": outcome_sk(first), "chunk": chunk, "n": len(rows),
+                                  "last_row": max(int(r["row"]) for r in rows), "at": at, "outcomes": blob})
+
+    def find_outcome(self, job: str, row: int) -> dict | None:
+        """The outcome item holding `row` (the one with the greatest first row <= row), or None."""
+        out = self.state.query(
+            KeyConditionExpression=Key("pk").eq(job_pk(job)) & Key("sk").between(outcome_sk(0), outcome_sk(row)),
+            ScanIndexForward=False, Limit=1, ConsistentRead=True)
+        items = out.get("Items", [])
+        if not items or int(items[0].get("last_row", -1)) < row:
+            return None
+        return _plain(items[0])
+
+    def _query(self, job: str, prefix: str) -> Iterator[dict]:
         kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("pk").eq(job_pk(job)) & Key("sk").begins_with("ROW#"),
+            "KeyConditionExpression": Key("pk").eq(job_pk(job)) & Key("sk").begins_with(prefix),
             "ConsistentRead": True,
         }
         while True:
@@ -227,6 +275,37 @@ class Store:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def iter_rows(self, job: str) -> Iterator[dict]:
+        """Every ROW# item of a job, in row order, a page at a time (bounded memory)."""
+        return self._query(job, "ROW#")
+
+    def iter_outcomes(self, job: str) -> Iterator[dict]:
+        """Every row's outcome, in row order, merged from the chunks' outcome items and the row
+        items (bounded memory: both are read a page at a time, in row order, and merged). A
+        chunk's outcome wins over a row item of the same row (e.g. a row an aborted run filled
+        in as not sent, whose chunk settled after all); a phonon-uuid only a webhook patch
+        carries is added to it."""
+        def from_chunks() -> Iterator[tuple[int, int, dict]]:
+            for item in self._query(job, "OUT#"):
+                for r in decode_outcomes(item["outcomes"]):
+                    yield int(r["row"]), 0, r
+
+        def from_rows() -> Iterator[tuple[int, int, dict]]:
+            for item in self.iter_rows(job):
+                yield int(item["row"]), 1, item
+
+        current: dict | None = None
+        for row, _, item in heapq.merge(from_chunks(), from_rows(), key=lambda t: (t[0], t[1])):
+            if current is not None and int(current["row"]) == row:
+                if not current.get("phonon_uuid") and item.get("phonon_uuid"):
+                    current["phonon_uuid"] = item["phonon_uuid"]
+                continue
+            if current is not None:
+                yield current
+            current = dict(item)
+        if current is not None:
+            yield current
 
     # ---------------------------------------------------------------- chunk ledger
     def claim_chunk(self, job: str, chunk: int, lease_s: float, now: float | None = None) -> ChunkClaim:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .observability import count, logger
-from .store import Store
+from .store import Store, decode_outcomes
 
 
 class WebhookError(Exception):
@@ -115,6 +115,7 @@ class WebhookService:
         self.correlation_name = f"$flow.key.{correlation_key}"
         self.correlation_key = correlation_key
         self._jobs: dict[str, dict] = {}  # a job's key and flow never change: one read per job
+        self._outcomes: dict[tuple[str, int], tuple[int, dict[int, dict]]] = {}
 
     def _job(self, job: str) -> dict:
         meta = self._jobs.get(job)
@@ -138,22 +139,42 @@ class WebhookService:
         uuid = str(_first(doc, "phonon-uuid", "phononUuid", "phononUUID", "uuid"))
         attrs: dict[str, Any] = {**outcome_of(doc), "status": "COMPLETED", "webhook_at": int(time.time())}
         ref = self.correlation_ref(doc)
-        row_item = None
+        matched = False
         if ref and "." in ref:
             job, _, row = ref.rpartition(".")
-            if row.isdigit():
-                row_item = self.store.set_row_uuid(job, int(row), uuid)
-                if row_item:
-                    meta = self._job(job)
-                    attrs.update({"client-identifier": row_item.get("cid"), "request-id": row_item.get("request_id"),
-                                  "flow-id": meta.get("flow"), "job": job, "file": meta.get("key"),
-                                  "row": int(row), "numbers": row_item.get("numbers")})
+            meta = self._job(job) if row.isdigit() else {}
+            if meta:
+                matched = True
+                row_item = self.store.set_row_uuid(job, int(row), uuid)  # the report's phonon-uuid
+                info = row_item if row_item.get("status") else self._outcome(job, int(row))
+                attrs.update({"flow-id": meta.get("flow"), "job": job, "file": meta.get("key"), "row": int(row)})
+                if info:
+                    attrs.update({"client-identifier": info.get("cid"), "request-id": info.get("request_id"),
+                                  "numbers": info.get("numbers")})
+                else:  # the dispatcher has not recorded its answer yet (or lost it)
+                    logger.info("flow-end push for a row whose chunk is not settled yet", extra={"job": job})
         if ref:
             attrs["ref"] = ref  # kept even when unmatched, for reconciliation
-        if row_item is None:
+        if not matched:
             attrs["unmatched"] = True
             count("WebhooksUnmatched", 1)
             logger.warning("flow-end push matched no row", extra={"phonon_uuid": uuid, "has_ref": bool(ref)})
         self.store.upsert_result(uuid, attrs)
         count("WebhooksReceived", 1)
-        return {"phonon-uuid": uuid, "matched": row_item is not None}
+        return {"phonon-uuid": uuid, "matched": matched}
+
+    def _outcome(self, job: str, row: int) -> dict | None:
+        """The row's outcome from its chunk's outcome item. Pushes for one chunk arrive close
+        together, so the last few decoded items are kept (a chunk's client-identifiers, numbers
+        and request-id do not change once it is settled)."""
+        for (cached_job, first), (last, rows) in self._outcomes.items():
+            if cached_job == job and first <= row <= last:
+                return rows.get(row)
+        item = self.store.find_outcome(job, row)
+        if item is None:
+            return None
+        rows = {int(r["row"]): r for r in decode_outcomes(item["outcomes"])}
+        self._outcomes[(job, min(rows))] = (int(item["last_row"]), rows)
+        while len(self._outcomes) > 32:
+            self._outcomes.pop(next(iter(self._outcomes)))
+        return rows.get(row)
