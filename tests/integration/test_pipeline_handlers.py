@@ -324,10 +324,11 @@ def test_given_a_dispatcher_killed_between_settling_and_counting_then_the_redeli
 
 
 def test_given_the_rate_limit_is_used_up_then_a_chunk_waits_in_the_queue_without_spending_an_attempt(make_harness):
-    # 120 records/min with 60-call chunks: the second chunk must wait ~30 s, longer than a
-    # dispatcher may sleep (5 s here), so it is re-queued as a fresh message with a delay.
-    h = make_harness(records_per_minute=120, batch_size=60, dispatch_max_wait_s=1, rate_jitter_allowance_s=0)
-    obj = h.upload("limited.csv", csv_rows(120))
+    # 120 records/min: chunks of one second's worth (2 calls, even though 60 were asked for);
+    # the second chunk must wait a second, longer than this dispatcher may sleep (not at all),
+    # so it is re-queued as a fresh message with a delay.
+    h = make_harness(records_per_minute=120, batch_size=60, dispatch_max_wait_s=0, rate_jitter_allowance_s=0)
+    obj = h.upload("limited.csv", csv_rows(4))
     h.ingest(obj)
     messages = h.receive()
     assert len(messages) == 2

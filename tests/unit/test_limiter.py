@@ -134,3 +134,54 @@ def test_other_flows_are_not_affected_by_an_open_breaker(store):
     clock = Clock()
     CircuitBreaker(store, "Flow0003", clock=clock).trip("expired", 211)
     assert CircuitBreaker(store, "Flow0004", clock=clock).check().allow
+
+
+def test_given_latency_that_varies_by_the_allowance_then_no_window_of_arrivals_exceeds_the_limit(store):
+    # Given 30,000/min, 500-call chunks and arrivals 0.3-1.3 s after the send (spread = J = 1 s)
+    import random as _random
+
+    rng = _random.Random(5)
+    clock = Clock()
+    limiter = RateLimiter.for_records(store, per_minute=30_000, batch_size=500, jitter_s=1.0, clock=clock)
+    sends = simulate(limiter, clock, 500, 400)
+    arrivals = sorted((t + rng.uniform(0.3, 1.3), n) for t, n in sends)
+    # Then no 60 s window of arrivals holds more than the limit, whatever the draw
+    assert max_window(arrivals) <= 30_000
+    # and the worst case for the window (oldest sends late, newest early) fits too
+    worst = sorted((t + (1.3 if t < sends[len(sends) // 2][0] else 0.3), n) for t, n in sends)
+    assert max_window(worst) <= 30_000
+    # and once the backlog is deep the pace is 60 / 61.1 of the limit, not the token bucket's 0.975
+    late = [s for s in sends if s[0] >= sends[0][0] + 60]
+    rate = sum(n for _, n in late[:-1]) / (late[-1][0] - late[0][0]) * 60
+    assert rate == pytest.approx(30_000 * 60 / 61.1, rel=0.005)
+
+
+def test_given_a_full_bucket_then_the_burst_is_at_most_one_chunk_or_one_second(store):
+    clock = Clock()
+    limiter = RateLimiter.for_records(store, per_minute=6_000, batch_size=20, jitter_s=1.0, clock=clock)
+    sends = simulate(limiter, clock, 20, 30)
+    # B = max(20, 100) records at once, then the limit's pace: 100/s
+    assert max_window(sends, window=0.001) <= 100
+    assert max_window(sends, window=1.0) <= 100 + 100
+
+
+def test_the_window_log_stays_small_whatever_the_chunk_size(store):
+    clock = Clock()
+    # one-call chunks at 600/min: a send every 0.1 s, each in a bucket of its own
+    limiter = RateLimiter.for_records(store, per_minute=600, batch_size=1, jitter_s=1.0, clock=clock)
+    sends = simulate(limiter, clock, 1, 75)
+    log = store.get_item("LIMIT#records")["log"].split(",")
+    assert 400 <= len(log) <= (60 + 1.0) / 0.1 + 2  # the window's buckets, older ones pruned
+    assert max_window(sends) <= 600
+
+
+@pytest.mark.parametrize(("rate", "asked", "used"), [
+    (30_000, None, 500), (6_000, None, 100), (600, None, 10), (30, None, 1),
+    (60_000, 1_000, 1_000), (30_000, 1_000, 500), (30_000, 50, 50),
+])
+def test_a_chunk_is_never_more_than_one_seconds_worth_of_the_limit(rate, asked, used):
+    from phonon_outbound.settings import Settings, fit_batch_size
+
+    assert fit_batch_size(rate, asked) == used
+    settings = Settings(records_per_minute=rate, **({"batch_size": asked} if asked else {}))
+    assert settings.batch_size == used  # what ingest chunks by and the limiter's burst is built on

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--security-id", default=os.environ.get("PHONON_SECURITY_ID"),
                      help="security-id for --flow-id (also env PHONON_SECURITY_ID)")
     run.add_argument("--rate", type=_positive, default=30_000, help="records per minute, global (30000)")
-    run.add_argument("--batch-size", type=_batch, default=500, help="calls per API request, 1-10000 (500)")
+    run.add_argument("--batch-size", type=_batch, default=None,
+                     help="calls per API request, 1-10000 (500; never more than one second's worth of --rate)")
     run.add_argument("--concurrency", type=_positive, default=2, help="dispatch workers running at once (2)")
     run.add_argument("--out", type=Path, default=Path("outbound-reports"), help="where reports are written")
     run.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
@@ -92,6 +93,7 @@ def _missing(files: list[Path]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .local.runner import LocalPipeline, RunOptions
+    from .settings import fit_batch_size
 
     if missing := _missing(args.files):
         print(f"phonon-outbound: no such file: {', '.join(missing)}", file=sys.stderr)
@@ -102,8 +104,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.api_url and args.flow_id and not args.security_id:
         print("phonon-outbound: --security-id (or PHONON_SECURITY_ID) is required with --api-url", file=sys.stderr)
         return EXIT_USAGE
+    batch_size = fit_batch_size(args.rate, args.batch_size)
+    if args.batch_size and batch_size < args.batch_size:
+        print(f"phonon-outbound: --batch-size {args.batch_size} lowered to {batch_size}: a request may carry at most "
+              f"one second's worth of --rate {args.rate}/min", file=sys.stderr)
     opts = RunOptions(flow_id=args.flow_id, api_url=args.api_url, security_id=args.security_id, rate=args.rate,
-                      batch_size=args.batch_size, concurrency=args.concurrency, out_dir=args.out, shape=args.shape)
+                      batch_size=batch_size, concurrency=args.concurrency, out_dir=args.out, shape=args.shape)
     try:
         with LocalPipeline(opts) as pipeline:
             result = pipeline.run(args.files)

@@ -123,7 +123,8 @@ class DispatchService:
         self.sleep = sleep
         self.records_limiter = RateLimiter.for_records(store, settings.records_per_minute, settings.batch_size,
                                                        settings.rate_jitter_allowance_s, clock)
-        self.requests_limiter = (RateLimiter.for_requests(store, settings.requests_per_minute, clock)
+        self.requests_limiter = (RateLimiter.for_requests(store, settings.requests_per_minute,
+                                                          settings.rate_jitter_allowance_s, clock)
                                  if settings.requests_per_minute else None)
         self._job_keys: dict[str, str] = {}
 

@@ -4,25 +4,34 @@ Both live in the state table and change only through conditional writes on a ver
 so any number of Lambda instances (or local workers) share one view.
 
 Why our own limiter instead of a library: powertools has none, and the limit must hold across
-processes. The algorithm is GCRA (the "virtual scheduling" form of a token bucket) with
-*reservations*: a caller atomically moves the theoretical arrival time (TAT) forward by its
-cost and learns the moment it may send. It then sleeps until that moment, or, when that is
-further away than it can wait, takes nothing and hands its message back for later.
+processes. It is two rules checked in one conditional write, with *reservations*: a caller
+asks for n records and learns the moment it may send; it then sleeps until that moment, or,
+when that is further away than it can wait, takes nothing and hands its message back.
 
-Arithmetic (docs/rate-limit.md has the long form). With bucket capacity B (records) and
-refill rate r (records/s) no 60 s window can hold more than B + 60·r sends. Phonon counts on
-arrival, and arrival = send + latency, so latency jitter J (seconds) can squeeze up to r·J more
-into a window. We therefore refill at
-    r = (limit_per_minute - B - limit_per_minute·J/60) / 60
-which for 30,000/min, B = 500 (one chunk) and J = 0.5 s is 29,250/min: 0.975 of the limit
-sustained, and never a window above it. B = max(one chunk, one second's worth).
+1. Pace and burst: GCRA (the "virtual scheduling" form of a token bucket) at the limit's own
+   rate L/60 per second with a capacity B = max(one chunk, one second's worth): sends are
+   spread evenly and never burst by more than B.
+2. The window itself: a log of the granted sends (their send moments, in 0.1 s buckets) for
+   the last W = 60 s + J, and a send is granted only at a moment when the log's sends in the
+   W seconds before it, plus this one, are at most L. Phonon counts sends when they arrive,
+   and arrival = send + latency; latency that varies by up to J seconds maps any 60 s window
+   of arrivals onto at most W seconds of sends, so no 60 s window at Phonon can hold more
+   than L. Grant moments never go backwards, so the check at each grant covers every window
+   that ends after it.
 
-Back-pressure: a rate refusal from the API (429) halves the shared rate factor and pushes the
+A token bucket alone has to refill at (L − B − L·J/60)/60 to keep that promise after an idle
+spell (a full bucket plus a minute of refill), which costs 2.5 % of the limit for good at
+30,000/min; the window rule keeps the promise exactly, so the pace can be the limit itself
+and the sustained rate is L·60/(W + 0.1) (0.982 of the limit with J = 1 s). docs/rate-limit.md
+has the long form.
+
+Back-pressure: a rate refusal from the API (429) halves the shared pace factor and pushes the
 TAT forward, so every instance slows at once; the factor recovers linearly over a minute.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -32,6 +41,8 @@ from .store import Store
 
 RECOVERY_S = 60.0
 MIN_FACTOR = 0.125
+WINDOW_S = 60.0
+BUCKET_S = 0.1  # the log's resolution: a send counts as late as the end of its bucket
 
 
 @dataclass(frozen=True)
@@ -40,17 +51,28 @@ class Reservation:
     wait_s: float  # granted: sleep this long, then send; not granted: try again after this long
 
 
+def _parse_log(text: str) -> list[tuple[int, int]]:
+    """The window log, "bucket:n,bucket:n" (bucket = floor(send moment / BUCKET_S)), oldest first."""
+    out = []
+    for part in text.split(",") if text else ():
+        k, _, n = part.partition(":")
+        out.append((int(k), int(n)))
+    return out
+
+
+def _format_log(log: list[tuple[int, int]]) -> str:
+    return ",".join(f"{k}:{n}" for k, n in log)
+
+
 class RateLimiter:
     def __init__(self, store: Store, name: str, per_minute: int, burst: float,
-                 jitter_allowance_s: float = 0.5, clock: Callable[[], float] = time.time):
+                 jitter_allowance_s: float = 1.0, clock: Callable[[], float] = time.time):
         self.store = store
         self.pk = f"LIMIT#{name}"
         self.per_minute = per_minute
         self.burst = float(burst)
-        margin = self.burst + per_minute * jitter_allowance_s / 60.0
-        # Never below half the limit: a tiny limit with a big chunk cannot keep the window
-        # guarantee at all, and the README says to lower --batch-size then.
-        self.rate = max(per_minute * 0.5, per_minute - margin) / 60.0
+        self.rate = per_minute / 60.0
+        self.window_s = WINDOW_S + max(0.0, jitter_allowance_s)
         self.clock = clock
 
     @classmethod
@@ -59,34 +81,55 @@ class RateLimiter:
         return cls(store, "records", per_minute, max(batch_size, per_minute / 60.0), jitter_s, clock)
 
     @classmethod
-    def for_requests(cls, store: Store, per_minute: int,
+    def for_requests(cls, store: Store, per_minute: int, jitter_s: float = 1.0,
                      clock: Callable[[], float] = time.time) -> RateLimiter:
-        return cls(store, "requests", per_minute, max(1.0, per_minute / 60.0), 0.0, clock)
+        return cls(store, "requests", per_minute, max(1.0, per_minute / 60.0), jitter_s, clock)
 
     def _factor(self, item: dict, now: float) -> float:
         factor = float(item.get("factor", 1.0))
         since = now - float(item.get("factor_at", now))
         return min(1.0, factor + (1.0 - factor) * max(0.0, since) / RECOVERY_S) if factor < 1 else 1.0
 
+    def _window_slot(self, log: list[tuple[int, int]], t: float, n: float) -> float:
+        """The first moment >= t at which the sends logged in the window before it, plus n,
+        are at most the limit. A bucket k counts until (k + 1)·BUCKET_S + W."""
+        live = [(k, c) for k, c in log if (k + 1) * BUCKET_S + self.window_s > t]
+        total = sum(c for _, c in live)
+        for k, c in live:  # oldest first: each one leaves the window in turn
+            if total + n <= self.per_minute:
+                return t
+            total -= c
+            t = max(t, (k + 1) * BUCKET_S + self.window_s)
+        return t
+
     def reserve(self, n: int, max_wait_s: float) -> Reservation:
         """Reserve n units. Granted: the caller sleeps `wait_s` then sends. Not granted: nothing
         was taken; the caller should come back after `wait_s`."""
-        n = min(float(n), self.burst)
+        # A cost above the burst or the limit could never be granted; ingest's chunks are
+        # sized below both (the run lowers --batch-size to fit the rate).
+        n = min(float(n), self.burst, float(self.per_minute))
         for _ in range(50):
             now = self.clock()
-            item = self.store.get_item(self.pk)
-            tat = float(item["tat"]) if item else now
-            factor = self._factor(item or {}, now)
+            item = self.store.get_item(self.pk) or {}
+            tat = float(item.get("tat", now))
+            last = float(item.get("last", 0.0))
+            log = _parse_log(str(item.get("log", "")))
+            factor = self._factor(item, now)
             rate = self.rate * factor
             tau = (self.burst - n) / rate
-            start = max(now, tat - tau)
+            start = self._window_slot(log, max(now, tat - tau, last), n)
             wait = start - now
             if wait > max_wait_s:
                 return Reservation(False, wait - max_wait_s / 2 if max_wait_s else wait)
-            new_tat = max(tat, start) + n / rate
-            attrs = {"tat": new_tat, "ver": (item or {}).get("ver", 0) + 1, "factor": factor, "factor_at": now}
-            expect = {"ver": item["ver"]} if item else None
-            if self.store.put_if(self.pk, attrs, expect):
+            bucket = math.floor(start / BUCKET_S)
+            keep = [(k, c) for k, c in log if (k + 1) * BUCKET_S + self.window_s > now]
+            if keep and keep[-1][0] == bucket:
+                keep[-1] = (bucket, keep[-1][1] + int(math.ceil(n)))
+            else:
+                keep.append((bucket, int(math.ceil(n))))
+            attrs = {"tat": max(tat, start) + n / rate, "last": start, "log": _format_log(keep),
+                     "ver": item.get("ver", 0) + 1, "factor": factor, "factor_at": now}
+            if self.store.put_if(self.pk, attrs, {"ver": item["ver"]} if item else None):
                 return Reservation(True, wait)
             time.sleep(random.uniform(0.001, 0.02))
         return Reservation(False, 1.0)
@@ -95,11 +138,12 @@ class RateLimiter:
         """The API refused for rate: every instance slows down (shared), then recovers."""
         for _ in range(20):
             now = self.clock()
-            item = self.store.get_item(self.pk)
-            tat = float(item["tat"]) if item else now
-            factor = max(MIN_FACTOR, self._factor(item or {}, now) * 0.5)
-            attrs = {"tat": max(tat, now) + pause_s, "ver": (item or {}).get("ver", 0) + 1,
-                     "factor": factor, "factor_at": now}
+            item = self.store.get_item(self.pk) or {}
+            tat = float(item.get("tat", now))
+            factor = max(MIN_FACTOR, self._factor(item, now) * 0.5)
+            attrs = {**{k: v for k, v in item.items() if k not in ("pk", "sk")},
+                     "tat": max(tat, now) + pause_s, "ver": item.get("ver", 0) + 1, "factor": factor,
+                     "factor_at": now}
             if self.store.put_if(self.pk, attrs, {"ver": item["ver"]} if item else None):
                 return
             time.sleep(random.uniform(0.001, 0.02))

@@ -10,7 +10,17 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+DEFAULT_BATCH_SIZE = 500
+
+
+def fit_batch_size(records_per_minute: int, batch_size: int | None = None) -> int:
+    """Calls per request for a rate limit: the requested size (500 by default), but never more
+    than one second's worth of the limit. A bigger chunk is a bigger burst, and the limiter can
+    only grant whole chunks: at 600/min a 500-call chunk would fit once per minute (0.83 of the
+    limit) where 10-call chunks use all of it (docs/rate-limit.md)."""
+    return max(1, min(batch_size or DEFAULT_BATCH_SIZE, records_per_minute // 60))
 
 
 class Settings(BaseModel):
@@ -29,10 +39,10 @@ class Settings(BaseModel):
     webhook_secret_name: str = "phonon-outbound/webhook"
     correlation_key: str = "OutboundRef"
 
-    batch_size: int = Field(500, ge=1, le=10_000)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=10_000)  # lowered by fit_batch_size
     records_per_minute: int = Field(30_000, ge=1)
     requests_per_minute: int = Field(0, ge=0)  # 0 = no request cap
-    rate_jitter_allowance_s: float = Field(0.5, ge=0)
+    rate_jitter_allowance_s: float = Field(1.0, ge=0)
 
     time_zone: str = "Asia/Kolkata"
     default_region: str = "IN"
@@ -52,6 +62,11 @@ class Settings(BaseModel):
     @classmethod
     def _strip(cls, v: object) -> object:
         return v.strip() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _fit_batch(self) -> Settings:
+        self.batch_size = fit_batch_size(self.records_per_minute, self.batch_size)
+        return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
