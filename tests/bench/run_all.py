@@ -12,6 +12,8 @@ from tests.bench import ingest_bench, rate_bench
 BENCHES: list[tuple[str, Callable[[], object]]] = [
     ("ingest", lambda: ingest_bench.main([])),
     ("rate limit", lambda: rate_bench.main([])),
+    ("rate limit at 30,000/min, the checker's way (separate processes)",
+     lambda: rate_bench.main(["--rate", "30000", "--minutes", "2", "--concurrency", "2", "--processes"])),
 ]
 
 
