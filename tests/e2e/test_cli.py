@@ -115,3 +115,18 @@ def test_usage_errors_exit_2_and_send_nothing(tmp_path):
     assert run_cli("run", "--batch-size", "0", "events/sample-contacts.csv").returncode == 2
     assert run_cli("run", "--api-url", "http://127.0.0.1:9/x", "--flow-id", FLOW,
                    "events/sample-contacts.csv").returncode == 2
+
+
+def test_a_batch_size_bigger_than_one_second_of_the_rate_is_lowered_and_said_and_one_dispatcher_is_two(tmp_path):
+    # Given 600 records/min (10 a second) and a request for 50-call chunks
+    data = write_csv(tmp_path / "slow.csv", 30)
+    with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
+        proc = run_cli("run", "--json", "--rate", "600", "--batch-size", "50", "--concurrency", "1", "--api-url", sim.url,
+                       "--flow-id", FLOW, "--security-id", SID, "--out", str(tmp_path / "out"), str(data))
+        stats = sim.stats()
+    # Then the run says so and sends 10-call requests, none refused for rate
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--batch-size 50 lowered to 10" in proc.stderr
+    assert "--concurrency 1 raised to 2" in proc.stderr  # as AWS's event source, never fewer than two
+    assert json.loads(proc.stdout)["totals"]["accepted"] == 30
+    assert stats["requests"] == 3 and stats.get("rate_refusals", 0) == 0

@@ -4,6 +4,7 @@ against moto built from template.yaml. Given/When/Then."""
 from __future__ import annotations
 
 import json
+import time
 
 import boto3
 import pytest
@@ -341,3 +342,29 @@ def test_given_the_rate_limit_is_used_up_then_a_chunk_waits_in_the_queue_without
     chunk = wiring.store().state.get_item(Key={"pk": f"JOB#{obj.job_id}", "sk": "CHUNK#00000001"})["Item"]
     assert chunk["state"] == "WAITING" and int(chunk["lease_until"]) == 0
     assert not h.job(obj).get("completed")
+
+
+def test_given_the_flows_dedupe_lock_stays_busy_then_the_chunk_waits_in_the_queue_without_spending_an_attempt(
+        make_harness):
+    from phonon_outbound.api.simulator import DEMO_FLOW_ID
+
+    h = make_harness()
+    obj = h.upload("locked.csv", csv_rows(3))
+    h.ingest(obj)
+    # Given another dispatcher holds the flow's dedupe lock (and does not give it back soon)
+    store = wiring.store()
+    store.lock_wait_s = 0.3
+    store.state.put_item(Item={"pk": f"DEDUPE-LOCK#{DEMO_FLOW_ID}", "sk": "-", "token": "other",
+                               "lease_until": int(time.time()) + 600})
+    # When the chunk is dispatched
+    result = h.dispatch(h.receive())
+    # Then nothing is sent, nothing failed, and a delayed copy waits in the queue
+    assert result["batchItemFailures"] == [] and h.sim.stats()["requests"] == 0
+    attrs = h.sqs.get_queue_attributes(QueueUrl=h.queue_url, AttributeNames=["All"])["Attributes"]
+    assert int(attrs["ApproximateNumberOfMessagesDelayed"]) == 1
+    chunk = store.state.get_item(Key={"pk": f"JOB#{obj.job_id}", "sk": "CHUNK#00000000"})["Item"]
+    assert chunk["state"] == "WAITING"
+    # and once the lock is free the copy is sent, once
+    store.state.delete_item(Key={"pk": f"DEDUPE-LOCK#{DEMO_FLOW_ID}", "sk": "-"})
+    h.drain(timeout=30)
+    assert statuses(h.report(obj)) == {"ACCEPTED": 3} and h.sim.stats()["requests"] == 1

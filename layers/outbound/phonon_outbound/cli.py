@@ -12,6 +12,12 @@ EXIT_OK, EXIT_ROWS, EXIT_USAGE = 0, 1, 2
 COUNTS = ("rows", "accepted", "rejected", "duplicate", "failed")
 
 
+# A dispatcher (one Lambda instance) sends a batch of up to 10 chunks and takes the next batch
+# only after the batch's last answer: alone, it leaves the limiter's slots unused for that long
+# (measured at 30,000/min, 0.3-1 s latency: 0.92 of the limit with one, 0.99 with two).
+MIN_DISPATCHERS = 2
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -39,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=_positive, default=30_000, help="records per minute, global (30000)")
     run.add_argument("--batch-size", type=_batch, default=None,
                      help="calls per API request, 1-10000 (500; never more than one second's worth of --rate)")
-    run.add_argument("--concurrency", type=_positive, default=2, help="dispatch workers running at once (2)")
+    run.add_argument("--concurrency", type=_positive, default=2, help="dispatch workers running at once (2, at least 2)")
     run.add_argument("--out", type=Path, default=Path("outbound-reports"), help="where reports are written")
     run.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
     run.add_argument("--shape", choices=("202", "200"), default="202",
@@ -108,8 +114,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.batch_size and batch_size < args.batch_size:
         print(f"phonon-outbound: --batch-size {args.batch_size} lowered to {batch_size}: a request may carry at most "
               f"one second's worth of --rate {args.rate}/min", file=sys.stderr)
+    concurrency = max(MIN_DISPATCHERS, args.concurrency)
+    if concurrency > args.concurrency:
+        print(f"phonon-outbound: --concurrency {args.concurrency} raised to {concurrency}: as the SQS event source on "
+              f"AWS (MaximumConcurrency 2-1000), the local run keeps at least two dispatchers, so the wait for "
+              f"one batch's last answer never stops the sending", file=sys.stderr)
     opts = RunOptions(flow_id=args.flow_id, api_url=args.api_url, security_id=args.security_id, rate=args.rate,
-                      batch_size=batch_size, concurrency=args.concurrency, out_dir=args.out, shape=args.shape)
+                      batch_size=batch_size, concurrency=concurrency, out_dir=args.out, shape=args.shape)
     try:
         with LocalPipeline(opts) as pipeline:
             result = pipeline.run(args.files)

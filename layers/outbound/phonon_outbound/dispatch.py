@@ -41,6 +41,8 @@ from .observability import count, logger
 from .settings import Settings
 from .store import Store
 
+LOCK_BUSY_DELAY_S = 5.0
+
 
 class ChunkMessage(BaseModel):
     """v2 (what ingest writes): `calls_gz` = base64(gzip(calls JSON)), correlation key included.
@@ -198,8 +200,11 @@ class DispatchService:
         if self.s.dedupe_window_hours > 0:
             for row, call in zip(rows, calls, strict=True):
                 claims[row] = (dedupe_hash(msg.flow, call, self.correlation_name), f"{msg.job}.{row}")
-            conflicts = self.store.claim_dedupe(msg.flow, list(claims.values()), self.s.dedupe_window_hours * 3600,
-                                                self.clock())
+            try:
+                conflicts = self.store.claim_dedupe(msg.flow, list(claims.values()),
+                                                    self.s.dedupe_window_hours * 3600, self.clock())
+            except TimeoutError as err:  # the flow's dedupe lock stayed busy; nothing was sent
+                raise _HandBack(LOCK_BUSY_DELAY_S, str(err)) from None
             if conflicts:
                 keep_calls, keep_rows = [], []
                 for row, call in zip(rows, calls, strict=True):

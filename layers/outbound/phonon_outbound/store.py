@@ -20,6 +20,7 @@ import gzip
 import heapq
 import json
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -95,6 +96,10 @@ def _set_update(attrs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_LOCAL_LOCKS: dict[str, threading.Lock] = {}
+_LOCAL_LOCKS_GUARD = threading.Lock()
+
+
 def _conditional_failed(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -113,6 +118,7 @@ class Store:
         self.state = self._ddb.Table(state_table)
         self.results = self._ddb.Table(results_table)
         self.client = self._ddb.meta.client
+        self.lock_wait_s = 60.0  # how long flow_lock waits for a busy lock before giving up
 
     # ---------------------------------------------------------------- S3 object claims
     def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
@@ -391,9 +397,27 @@ class Store:
         return found
 
     @contextmanager
-    def flow_lock(self, name: str, lease_s: float = 30.0, wait_s: float = 60.0) -> Iterator[None]:
+    def flow_lock(self, name: str, lease_s: float = 30.0, wait_s: float | None = None) -> Iterator[None]:
         """A short mutual-exclusion lease (conditional write). A holder that died is taken over
-        when its lease runs out; the claim phase it guards takes well under a second."""
+        when its lease runs out; the claim phase it guards takes well under a second.
+
+        Threads of one process queue on a local lock first, so each process (a Lambda
+        instance; the local run) polls the shared lease with one thread at most: 30 threads
+        polling it at once spent the embedded DynamoDB's whole time on failed conditional
+        puts and starved every other request."""
+        wait_s = self.lock_wait_s if wait_s is None else wait_s
+        with _LOCAL_LOCKS_GUARD:
+            local = _LOCAL_LOCKS.setdefault(name, threading.Lock())
+        if not local.acquire(timeout=wait_s):
+            raise TimeoutError(f"could not take {name} within {wait_s:.0f} s (this process)")
+        try:
+            with self._shared_lock(name, lease_s, wait_s):
+                yield
+        finally:
+            local.release()
+
+    @contextmanager
+    def _shared_lock(self, name: str, lease_s: float, wait_s: float) -> Iterator[None]:
         token = uuid.uuid4().hex
         deadline = time.monotonic() + wait_s
         delay = 0.005
