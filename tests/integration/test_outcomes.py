@@ -130,3 +130,20 @@ def test_given_an_aborted_run_then_a_row_known_only_from_its_webhook_is_reported
         ("ACCEPTED", "only-from-webhook", WEBHOOK_ONLY_REASON),
         ("FAILED", "", "not sent: run stopped"),
         ("FAILED", "", "not sent: run stopped")]
+
+
+def test_given_a_push_naming_a_row_the_file_does_not_have_then_no_row_is_invented(make_harness):
+    h = make_harness()
+    obj = h.upload("three.csv", csv_rows(3))
+    h.ingest(obj)
+    h.drain()
+    # When pushes name row 0 and row 4 of a 3-row file
+    assert push(h, f"{obj.job_id}.4", "beyond-uuid")["matched"] is False
+    assert push(h, f"{obj.job_id}.0", "zero-uuid")["matched"] is False
+    # Then they are kept as unmatched, and the report (rewritten) still has exactly its 3 rows
+    assert wiring.store().get_result("beyond-uuid")["unmatched"] is True
+    assert [r["row"] for r in wiring.store().iter_rows(obj.job_id)] == []
+    # and even a stray row item past the file's end does not stretch the report
+    wiring.store().set_row_uuid(obj.job_id, 9, "stray-row-item")
+    wiring.finisher().finalize(obj.job_id, force=True)
+    assert [r["row"] for r in h.report(obj)] == ["1", "2", "3"]

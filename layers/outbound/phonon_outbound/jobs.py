@@ -78,9 +78,10 @@ class JobFinisher:
                     missing += 1
                     expected += 1
 
+            last = total if meta.get("ingest_done") and meta.get("status") != "REJECTED" else None
             for item in self.store.iter_outcomes(job):
                 row = int(item["row"])
-                if row < expected:
+                if row < expected or (last is not None and row > last):
                     continue
                 fill_to(row)
                 status = item.get("status")

@@ -118,12 +118,20 @@ class WebhookService:
         self._outcomes: dict[tuple[str, int], tuple[int, dict[int, dict]]] = {}
 
     def _job(self, job: str) -> dict:
+        """The job's flow, key and (once ingest is done) row count; read once per job after that."""
         meta = self._jobs.get(job)
         if meta is None:
             meta = self.store.get_job(job) or {}
-            if meta:
-                self._jobs[job] = {"flow": meta.get("flow"), "key": meta.get("key")}
+            if meta.get("ingest_done"):
+                self._jobs[job] = {"flow": meta.get("flow"), "key": meta.get("key"), "ingest_done": True,
+                                   "total_rows": int(meta.get("total_rows", 0))}
         return meta
+
+    @staticmethod
+    def _has_row(meta: dict, row: int) -> bool:
+        """Rows are numbered from 1; once ingest is done we know the last one. A push naming
+        another row must not invent a row in the report."""
+        return row >= 1 and (not meta.get("ingest_done") or row <= int(meta.get("total_rows", 0)))
 
     def correlation_ref(self, doc: dict) -> str | None:
         keys = doc.get("keys") or []
@@ -143,7 +151,7 @@ class WebhookService:
         if ref and "." in ref:
             job, _, row = ref.rpartition(".")
             meta = self._job(job) if row.isdigit() else {}
-            if meta:
+            if meta and self._has_row(meta, int(row)):
                 matched = True
                 row_item = self.store.set_row_uuid(job, int(row), uuid)  # the report's phonon-uuid
                 info = row_item if row_item.get("status") else self._outcome(job, int(row))
