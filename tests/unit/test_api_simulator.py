@@ -444,6 +444,18 @@ def test_webhooks_pushed_with_basic_auth_and_keys_echoed():
         assert (w["queued"], w["sent"], w["failed"], w["pending"]) == (3, 3, 0, 0)
 
 
+def test_webhooks_are_paced_when_a_push_rate_is_set():
+    # Given at most 10 pushes a second and 15 calls accepted at once
+    with Receiver() as rx, PhononSimulator(webhook_url=rx.url, webhook_delay_s=0, webhook_rate_per_s=10,
+                                           seed=9) as sim, PhononClient(sim.url) as client:
+        assert classify(client.post(body_of(make_calls(15)))).kind is Kind.ACCEPTED
+        # Then after ~0.5 s only the first handful have arrived, and all of them within ~1.5 s
+        assert not sim.wait_webhooks_idle(0.5)
+        assert 3 <= len(rx.received) <= 8
+        assert sim.wait_webhooks_idle(10)
+        assert len(rx.received) == 15
+
+
 def test_webhook_wrapped_in_body_and_unanswered_outcomes_try_alternates():
     with Receiver() as rx, PhononSimulator(
             webhook_url=rx.url, webhook_delay_s=0.0, webhook_wrap=True,

@@ -83,6 +83,9 @@ def _print_summary(result: dict, as_json: bool) -> None:
     print(f"total: {t['rows']} rows, {t['accepted']} accepted, {t['rejected']} rejected, {t['duplicate']} duplicate, "
           f"{t['failed']} failed; {result.get('api_requests', 0)} API requests in {result.get('elapsed_s', 0)} s",
           file=sys.stderr)
+    if result.get("webhooks_pending"):
+        print(f"{result['webhooks_pending']} flow-end webhooks had not arrived when the run ended: those rows have "
+              f"their request-id but no phonon-uuid in the report yet", file=sys.stderr)
     if result.get("error"):
         print(f"run stopped: {result['error']}", file=sys.stderr)
 

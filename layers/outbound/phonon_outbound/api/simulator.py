@@ -36,7 +36,8 @@ Behaviour, in the order a request meets it:
    then closes the connection without answering.
 8. With a webhook URL, each accepted call gets one flow-end webhook POST after
    ``webhook_delay_s`` (bounded queue, a few worker threads, retries with backoff, HTTP Basic
-   auth when configured, optionally wrapped in ``{"body": …}``).
+   auth when configured, optionally wrapped in ``{"body": …}``), at most
+   ``webhook_rate_per_s`` a second when that is set (calls end spread over a campaign).
 
 Admin endpoints (for another process): ``GET /_sim/stats``, ``GET /_sim/calls``,
 ``POST /_sim/faults`` (a FaultPlan as JSON; ``{}`` clears), ``POST /_sim/reset`` (forget
@@ -333,6 +334,8 @@ class _WebhookPusher:
         self.pending = 0
         self.threads: list[threading.Thread] = []
         self.local = threading.local()
+        self.pace_lock = threading.Lock()
+        self.next_slot = 0.0
 
     def start(self) -> None:
         self.stop_event.clear()
@@ -389,6 +392,20 @@ class _WebhookPusher:
                 self._done()
         return abandoned
 
+    def _pace(self) -> bool:
+        """At most `webhook_rate_per_s` pushes a second across the workers (None: no cap).
+        Phonon pushes a flow end when a call ends, and calls end spread over the campaign,
+        not all within a second of the API accepting them. False: stopped while waiting."""
+        rate = self.sim.webhook_rate_per_s
+        if not rate:
+            return True
+        with self.pace_lock:
+            now = time.monotonic()
+            slot = max(now, self.next_slot)
+            self.next_slot = slot + 1.0 / rate
+        wait = slot - now
+        return not (wait > 0 and self.stop_event.wait(wait))
+
     def _session(self) -> requests.Session:
         s = getattr(self.local, "session", None)
         if s is None:
@@ -405,7 +422,7 @@ class _WebhookPusher:
             due, record = item
             try:
                 delay = due - time.monotonic()
-                if delay > 0 and self.stop_event.wait(delay):
+                if (delay > 0 and self.stop_event.wait(delay)) or not self._pace():
                     self.sim._webhook_event("abandoned")
                     continue
                 self._deliver(record)
@@ -463,6 +480,7 @@ class PhononSimulator:
         webhook_url: str | None = None,
         webhook_auth: tuple[str, str] | None = None,
         webhook_delay_s: float = 0.2,
+        webhook_rate_per_s: float | None = None,
         webhook_wrap: bool = False,
         faults: FaultPlan | None = None,
         rate_per_minute: int | None = None,
@@ -492,6 +510,7 @@ class PhononSimulator:
         self.webhook_url = webhook_url
         self.webhook_auth = tuple(webhook_auth) if webhook_auth else None
         self.webhook_delay_s = float(webhook_delay_s)
+        self.webhook_rate_per_s = float(webhook_rate_per_s) if webhook_rate_per_s else None
         self.webhook_wrap = bool(webhook_wrap)
         self.rate_per_minute = rate_per_minute
         self.rate_window_s = float(rate_window_s)
@@ -1053,6 +1072,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-auth", metavar="USER:PASSWORD",
                    help="HTTP Basic credentials for the webhook (or env PHONON_SIM_WEBHOOK_AUTH)")
     p.add_argument("--webhook-delay", type=float, default=0.2, metavar="S", help="delay before a push")
+    p.add_argument("--webhook-rate", type=float, default=None, metavar="N", help="at most N pushes a second")
     p.add_argument("--webhook-wrap", action="store_true", help='wrap webhook bodies in {"body": …}')
     p.add_argument("--rate", type=int, metavar="N", help="refuse with HTTP 429 over N call records per minute")
     p.add_argument("--latency", type=_parse_latency, default=(0.0, 0.0), metavar="S|MIN,MAX",
@@ -1096,6 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = PhononSimulator(
             host=args.host, port=args.port, shape=args.shape, flows=flows,
             webhook_url=args.webhook_url, webhook_auth=webhook_auth, webhook_delay_s=args.webhook_delay,
+            webhook_rate_per_s=args.webhook_rate,
             webhook_wrap=args.webhook_wrap, faults=faults, rate_per_minute=args.rate, latency_s=args.latency,
             seed=args.seed, max_calls=args.max_calls, checksum_scope=args.checksum_scope,
             default_security_id=DEMO_SECURITY_ID if args.any_flow else None,
