@@ -147,3 +147,22 @@ def test_given_a_push_naming_a_row_the_file_does_not_have_then_no_row_is_invente
     wiring.store().set_row_uuid(obj.job_id, 9, "stray-row-item")
     wiring.finisher().finalize(obj.job_id, force=True)
     assert [r["row"] for r in h.report(obj)] == ["1", "2", "3"]
+
+
+def test_given_outcomes_that_fall_back_to_row_items_then_an_earlier_webhook_uuid_is_kept(make_harness, monkeypatch):
+    make_harness()
+    store = wiring.store()
+    store.set_row_uuid("J4", 1, "pushed-early")  # the flow-end push came before the chunk settled
+    monkeypatch.setattr(store_module, "MAX_OUTCOME_BLOB", 10)
+    store.put_outcomes("J4", 0, [outcome(1), outcome(2)], at=3)
+    rows = list(store.iter_outcomes("J4"))
+    assert [(r["row"], r["status"], r.get("phonon_uuid", "")) for r in rows] == [
+        (1, "ACCEPTED", "pushed-early"), (2, "ACCEPTED", "")]
+
+
+def test_given_a_push_whose_row_is_not_a_plain_number_then_it_is_unmatched_not_a_crash(make_harness):
+    h = make_harness()
+    obj = h.upload("odd.csv", csv_rows(2))
+    h.ingest(obj)
+    for i, row in enumerate(("²", "1" * 5000, "-1", "")):
+        assert push(h, f"{obj.job_id}.{row}", f"odd-{i}")["matched"] is False

@@ -185,3 +185,23 @@ def test_a_chunk_is_never_more_than_one_seconds_worth_of_the_limit(rate, asked, 
     assert fit_batch_size(rate, asked) == used
     settings = Settings(records_per_minute=rate, **({"batch_size": asked} if asked else {}))
     assert settings.batch_size == used  # what ingest chunks by and the limiter's burst is built on
+
+
+def test_a_chunk_bigger_than_the_burst_is_counted_in_full(store):
+    # Given 500-call chunks queued before the rate was lowered to 6,000/min (burst 100)
+    clock = Clock()
+    limiter = RateLimiter.for_records(store, per_minute=6_000, batch_size=100, jitter_s=1.0, clock=clock)
+    sends = simulate(limiter, clock, 500, 150)
+    # Then every window still holds at most the limit, at the limit's pace
+    assert max_window(sends) <= 6_000
+    assert len(sends) >= 20
+
+
+def test_a_chunk_bigger_than_the_whole_limit_goes_alone_in_its_window(store):
+    clock = Clock()
+    limiter = RateLimiter.for_records(store, per_minute=300, batch_size=5, jitter_s=1.0, clock=clock)
+    first = limiter.reserve(500, max_wait_s=600)
+    assert first.granted
+    clock.t += first.wait_s
+    second = limiter.reserve(500, max_wait_s=600)
+    assert second.granted and second.wait_s >= 61.0  # not before the first one left the window

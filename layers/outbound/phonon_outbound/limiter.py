@@ -96,7 +96,7 @@ class RateLimiter:
         live = [(k, c) for k, c in log if (k + 1) * BUCKET_S + self.window_s > t]
         total = sum(c for _, c in live)
         for k, c in live:  # oldest first: each one leaves the window in turn
-            if total + n <= self.per_minute:
+            if total + n <= self.per_minute or (n > self.per_minute and total == 0):
                 return t
             total -= c
             t = max(t, (k + 1) * BUCKET_S + self.window_s)
@@ -105,9 +105,11 @@ class RateLimiter:
     def reserve(self, n: int, max_wait_s: float) -> Reservation:
         """Reserve n units. Granted: the caller sleeps `wait_s` then sends. Not granted: nothing
         was taken; the caller should come back after `wait_s`."""
-        # A cost above the burst or the limit could never be granted; ingest's chunks are
-        # sized below both (the run lowers --batch-size to fit the rate).
-        n = min(float(n), self.burst, float(self.per_minute))
+        # The true cost is logged, even above the burst: one chunk may be a burst of its own.
+        # A chunk bigger than the whole limit (queued before the rate was lowered below one
+        # chunk a minute) is sent alone in an otherwise empty window: the one case where a
+        # window can exceed the limit. Ingest sizes new chunks below both (fit_batch_size).
+        n = float(n)
         for _ in range(50):
             now = self.clock()
             item = self.store.get_item(self.pk) or {}
@@ -116,7 +118,7 @@ class RateLimiter:
             log = _parse_log(str(item.get("log", "")))
             factor = self._factor(item, now)
             rate = self.rate * factor
-            tau = (self.burst - n) / rate
+            tau = max(0.0, self.burst - n) / rate
             start = self._window_slot(log, max(now, tat - tau, last), n)
             wait = start - now
             if wait > max_wait_s:

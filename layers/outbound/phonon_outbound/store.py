@@ -118,7 +118,9 @@ class Store:
         self.state = self._ddb.Table(state_table)
         self.results = self._ddb.Table(results_table)
         self.client = self._ddb.meta.client
-        self.lock_wait_s = 60.0  # how long flow_lock waits for a busy lock before giving up
+        # How long flow_lock waits for a busy lock before giving up (the caller hands its chunk
+        # back): well inside a dispatch Lambda's 60 s, well above a claim phase's < 1 s.
+        self.lock_wait_s = 10.0
 
     # ---------------------------------------------------------------- S3 object claims
     def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
@@ -253,11 +255,32 @@ class Store:
             return
         blob = encode_outcomes(rows)
         if len(blob) > MAX_OUTCOME_BLOB:
-            self.put_rows(job, ({**r, "chunk": chunk, "at": at} for r in rows))
+            # A webhook may have patched a phonon-uuid onto a row item already: keep it.
+            patched = self._row_uuids(job, [int(r["row"]) for r in rows])
+            self.put_rows(job, ({**r, "chunk": chunk, "at": at,
+                                 **({"phonon_uuid": patched[int(r["row"])]}
+                                    if not r.get("phonon_uuid") and int(r["row"]) in patched else {})}
+                                for r in rows))
             return
         first = min(int(r["row"]) for r in rows)
         self.state.put_item(Item={"pk": job_pk(job), "sk": outcome_sk(first), "chunk": chunk, "n": len(rows),
                                   "last_row": max(int(r["row"]) for r in rows), "at": at, "outcomes": blob})
+
+    def _row_uuids(self, job: str, rows: list[int]) -> dict[int, str]:
+        """{row: phonon_uuid} of the given rows' items that carry one (BatchGetItem)."""
+        found: dict[int, str] = {}
+        keys = [{"pk": job_pk(job), "sk": row_sk(r)} for r in rows]
+        for i in range(0, len(keys), 100):
+            request: dict | None = {self.state.name: {"Keys": keys[i:i + 100], "ConsistentRead": True,
+                                                      "ProjectionExpression": "#r, phonon_uuid",
+                                                      "ExpressionAttributeNames": {"#r": "row"}}}
+            while request:
+                out = self._ddb.batch_get_item(RequestItems=request)
+                for item in out.get("Responses", {}).get(self.state.name, []):
+                    if item.get("phonon_uuid"):
+                        found[int(item["row"])] = str(item["phonon_uuid"])
+                request = out.get("UnprocessedKeys") or None
+        return found
 
     def find_outcome(self, job: str, row: int) -> dict | None:
         """The outcome item holding `row` (the one with the greatest first row <= row), or None."""
@@ -406,12 +429,13 @@ class Store:
         polling it at once spent the embedded DynamoDB's whole time on failed conditional
         puts and starved every other request."""
         wait_s = self.lock_wait_s if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s  # one budget for both: a dispatcher's time is short
         with _LOCAL_LOCKS_GUARD:
             local = _LOCAL_LOCKS.setdefault(name, threading.Lock())
         if not local.acquire(timeout=wait_s):
             raise TimeoutError(f"could not take {name} within {wait_s:.0f} s (this process)")
         try:
-            with self._shared_lock(name, lease_s, wait_s):
+            with self._shared_lock(name, lease_s, max(0.0, deadline - time.monotonic())):
                 yield
         finally:
             local.release()

@@ -150,7 +150,7 @@ class WebhookService:
         matched = False
         if ref and "." in ref:
             job, _, row = ref.rpartition(".")
-            meta = self._job(job) if row.isdigit() else {}
+            meta = self._job(job) if row.isascii() and row.isdigit() and len(row) <= 12 else {}
             if meta and self._has_row(meta, int(row)):
                 matched = True
                 row_item = self.store.set_row_uuid(job, int(row), uuid)  # the report's phonon-uuid
