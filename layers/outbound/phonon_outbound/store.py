@@ -256,31 +256,30 @@ class Store:
         blob = encode_outcomes(rows)
         if len(blob) > MAX_OUTCOME_BLOB:
             # A webhook may have patched a phonon-uuid onto a row item already: keep it.
-            patched = self._row_uuids(job, [int(r["row"]) for r in rows])
+            patched = {int(item["row"]): item.get("phonon_uuid", "") for item in self._batch_get(
+                [{"pk": job_pk(job), "sk": row_sk(int(r["row"]))} for r in rows], "#r, phonon_uuid", {"#r": "row"})}
             self.put_rows(job, ({**r, "chunk": chunk, "at": at,
-                                 **({"phonon_uuid": patched[int(r["row"])]}
-                                    if not r.get("phonon_uuid") and int(r["row"]) in patched else {})}
+                                 "phonon_uuid": r.get("phonon_uuid") or patched.get(int(r["row"]), "")}
                                 for r in rows))
             return
         first = min(int(r["row"]) for r in rows)
         self.state.put_item(Item={"pk": job_pk(job), "sk": outcome_sk(first), "chunk": chunk, "n": len(rows),
                                   "last_row": max(int(r["row"]) for r in rows), "at": at, "outcomes": blob})
 
-    def _row_uuids(self, job: str, rows: list[int]) -> dict[int, str]:
-        """{row: phonon_uuid} of the given rows' items that carry one (BatchGetItem)."""
-        found: dict[int, str] = {}
-        keys = [{"pk": job_pk(job), "sk": row_sk(r)} for r in rows]
+    def _batch_get(self, keys: list[dict], projection: str | None = None,
+                   names: dict[str, str] | None = None) -> Iterator[dict]:
+        """The state-table items at these keys that exist (BatchGetItem: 100 keys a request,
+        unprocessed keys asked again), consistent reads."""
+        extra: dict[str, Any] = {}
+        if projection:
+            extra = {"ProjectionExpression": projection, "ExpressionAttributeNames": names or {}}
         for i in range(0, len(keys), 100):
-            request: dict | None = {self.state.name: {"Keys": keys[i:i + 100], "ConsistentRead": True,
-                                                      "ProjectionExpression": "#r, phonon_uuid",
-                                                      "ExpressionAttributeNames": {"#r": "row"}}}
+            request: dict | None = {self.state.name: {"Keys": keys[i:i + 100], "ConsistentRead": True, **extra}}
             while request:
                 out = self._ddb.batch_get_item(RequestItems=request)
                 for item in out.get("Responses", {}).get(self.state.name, []):
-                    if item.get("phonon_uuid"):
-                        found[int(item["row"])] = str(item["phonon_uuid"])
+                    yield _plain(item)
                 request = out.get("UnprocessedKeys") or None
-        return found
 
     def find_outcome(self, job: str, row: int) -> dict | None:
         """The outcome item holding `row` (the one with the greatest first row <= row), or None."""
@@ -408,16 +407,8 @@ class Store:
         return conflicts
 
     def _get_claims(self, hashes: list[str]) -> dict[str, dict]:
-        found: dict[str, dict] = {}
         keys = [{"pk": f"DEDUPE#{h}", "sk": "-"} for h in hashes]
-        for i in range(0, len(keys), 100):
-            request: dict | None = {self.state.name: {"Keys": keys[i:i + 100], "ConsistentRead": True}}
-            while request:
-                out = self._ddb.batch_get_item(RequestItems=request)
-                for item in out.get("Responses", {}).get(self.state.name, []):
-                    found[item["pk"][len("DEDUPE#"):]] = _plain(item)
-                request = out.get("UnprocessedKeys") or None
-        return found
+        return {item["pk"][len("DEDUPE#"):]: item for item in self._batch_get(keys)}
 
     @contextmanager
     def flow_lock(self, name: str, lease_s: float = 30.0, wait_s: float | None = None) -> Iterator[None]:
