@@ -46,7 +46,7 @@ def test_summary_counts_statuses_and_carries_flow_requests_timings_and_notes():
                      notes=["not valid UTF-8: read as Windows-1252"], report="s3://b/reports/a.csv.results.csv",
                      job="J1")
     assert s == {"file": "incoming/x/a.csv", "flow": "wruHzoCK", "rows": 8, "accepted": 5, "rejected": 2,
-                 "duplicate": 1, "failed": 0, "api_requests": 3, "elapsed_s": 9.877,
+                 "duplicate": 1, "failed": 0, "cancelled": 0, "suppressed": 0, "api_requests": 3, "elapsed_s": 9.877,
                  "timings": {"ingest_s": 1.235, "elapsed_s": 9.877},
                  "notes": ["not valid UTF-8: read as Windows-1252"], "report": "s3://b/reports/a.csv.results.csv",
                  "job": "J1"}

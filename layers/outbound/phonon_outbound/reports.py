@@ -15,10 +15,11 @@ import csv
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
+from .status import STATUSES
+
 __all__ = ["HEADER", "STATUSES", "ReportWriter", "neutralize", "summary_dict"]
 
 HEADER = ("row", "client-identifier", "status", "phonon-uuid", "request-id", "reason")
-STATUSES = ("ACCEPTED", "REJECTED", "DUPLICATE", "FAILED")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
