@@ -57,6 +57,8 @@ class Settings(BaseModel):
     ingest_time_margin_s: float = Field(60.0, ge=0)
     dispatch_max_wait_s: float = Field(20.0, ge=0)
     dispatch_parallelism: int = Field(4, ge=1, le=32)
+    # dispatch: a job whose item has not changed for this long is stale (watchdog.py's StaleJobs)
+    stale_job_minutes: float = Field(60.0, gt=0)
 
     @field_validator("default_flow_id", "api_url", "bucket_name", mode="before")
     @classmethod
