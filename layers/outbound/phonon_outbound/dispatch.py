@@ -181,6 +181,7 @@ class Outcome:
     reason: str = ""
     rows: dict[int, dict] = field(default_factory=dict)
     claims: dict[int, tuple[str, str]] = field(default_factory=dict)  # row -> dedupe (hash, owner)
+    claimed: bool = False  # this invocation holds the chunk's lease
 
     def add(self, row: int, item: dict) -> None:
         """Record a row's outcome (once: a row already decided keeps its outcome)."""
@@ -286,6 +287,11 @@ class DispatchService:
             raise
         except Exception as err:
             if receive_count < self.s.max_receive_count:
+                if out.claimed:  # give the lease back: the retry need not wait for it to run out
+                    try:
+                        self.store.release_chunk(msg.job, msg.chunk)
+                    except Exception:
+                        logger.warning("chunk lease not given back", extra={"job": msg.job, "chunk": msg.chunk})
                 raise
             return self._settle_after_error(msg, calls, out, receive_count, err)
 
@@ -331,6 +337,7 @@ class DispatchService:
             self.requeue(body, claim.lease_left_s + 1)
             return Outcome("waiting", reason="another dispatcher holds this chunk")
 
+        out.claimed = True
         ref = ChunkRef(msg.job, msg.chunk, msg.flow, list(msg.rows), calls)
         if cancelled:
             return self._cancel(ref, out, cancelled)
@@ -515,6 +522,8 @@ class DispatchService:
         logger.error("chunk failed on its last receive: unsent rows settled FAILED",
                      extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count,
                             "error": describe_error(err)})
+        if not out.claimed and not self.store.settle_open_chunk(msg.job, msg.chunk, "FAILED"):
+            return Outcome("duplicate-delivery")  # sent and recorded by an earlier attempt: it stands
         ref = ChunkRef(msg.job, msg.chunk, msg.flow, list(msg.rows), calls)
         # An earlier attempt may have recorded outcomes (and died before settling): keep them.
         for row, item in self._earlier_outcomes(ref).items():
@@ -599,14 +608,21 @@ class DispatchService:
     def _record(self, ref: ChunkRef, out: Outcome, state: str | None = None, best_effort: bool = False,
                 settled: bool = False) -> None:
         """Write the chunk's outcomes, its results items, settle and count it, and write the
-        job's report when this was its last chunk. `best_effort`: giving back dedupe claims may
-        fail (e.g. the flow's lock stays busy) without stopping the settle."""
+        job's report when this was its last chunk. `best_effort` (a chunk's last chance): the
+        results items and giving back dedupe claims (e.g. the flow's lock stays busy) may fail
+        without stopping the settle."""
         now = int(self.clock())
         self.store.put_outcomes(ref.job, ref.chunk, [{"row": row, **item} for row, item in out.rows.items()], now)
         results = [self._result_item(ref, row, item, now) for row, item in out.rows.items()
                    if item["status"] == Status.ACCEPTED and item["phonon_uuid"]]
         if results:
-            self.store.put_results(results)
+            try:
+                self.store.put_results(results)
+            except Exception:
+                if not best_effort:
+                    raise
+                # the flow-end webhook writes these items too (it finds the row's outcome)
+                logger.warning("results items not written", extra={"job": ref.job, "chunk": ref.chunk})
         unsent = [out.claims[row] for row, item in out.rows.items()
                   if item["status"] in (Status.FAILED, Status.CANCELLED) and row in out.claims]
         if unsent:

@@ -373,6 +373,21 @@ class Store:
         """Remember facts about a chunk while it is in progress (e.g. that a send may have been delivered)."""
         self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, **_set_update(attrs))
 
+    def release_chunk(self, job: str, chunk: int) -> None:
+        """Give back the lease of a chunk still IN_PROGRESS (its holder failed and the message
+        will be retried): the retry need not wait for the lease to run out. A chunk settled
+        meanwhile is left as it is."""
+        try:
+            self.state.update_item(
+                Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+                UpdateExpression="SET #s = :retry, lease_until = :zero",
+                ConditionExpression="#s = :ip",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":retry": "RETRY", ":zero": 0, ":ip": "IN_PROGRESS"})
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+
     def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> None:
         """Record a chunk's final state: DONE, or FAILED when its retries ran out (a FAILED
         chunk can be claimed again after an operator's redrive). Counting it on the job is
