@@ -282,3 +282,20 @@ def test_results_items_and_dedupe_claims_carry_expires_at(make_harness):
     claims = [i for i in boto3.resource("dynamodb", region_name="us-east-1").Table(h.env["STATE_TABLE"]).scan()["Items"]
               if str(i["pk"]).startswith("DEDUPE#")]
     assert len(claims) == 2 and all(now < int(c["expires_at"]) <= now + 25 * 3600 + 60 for c in claims)
+
+
+def test_a_request_starts_only_with_its_connect_and_read_timeouts_plus_the_margin_left(make_harness):
+    h = make_harness()
+    obj = h.upload("boundary.csv", csv_rows(2))
+    h.ingest(obj)
+    body = h.receive()[0]["Body"]
+    service = wiring.dispatch_service()
+    need = service.request_time_s
+    assert need == pytest.approx(3.05 + 5 + service.send_margin_s)  # harness: API_READ_TIMEOUT_S=5
+    # just under: handed back unsent
+    assert service.handle(body, 1, lambda: need - 0.01).status == "waiting"
+    assert h.sim.stats()["requests"] == 0
+    # enough: sent
+    assert service.handle(body, 1, lambda: need + 0.5).status == "settled"
+    assert h.sim.stats()["requests"] == 1
+    assert statuses(h.report(obj)) == {"ACCEPTED": 2}

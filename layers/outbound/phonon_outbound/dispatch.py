@@ -63,6 +63,9 @@ LOCK_BUSY_DELAY_S = 5.0
 # when the invocation has that much time left; otherwise the chunk is handed back unsent.
 SEND_MARGIN_S = 5.0
 OUT_OF_TIME_DELAY_S = 1.0
+# Kept off the longest rate-limit sleep so that waking up (and re-reading the job) still
+# leaves `request_time_s`: a slot the limiter granted is not given up for want of time.
+WAKE_SLACK_S = 1.0
 MAX_REASON_CHARS = 300
 MAX_JOB_ID_CHARS = 128
 
@@ -415,7 +418,7 @@ class DispatchService:
         left = remaining_s()
         if left < self.request_time_s:
             self._out_of_time(out, left)
-        max_wait = max(0.0, min(self.s.dispatch_max_wait_s, left - self.request_time_s))
+        max_wait = max(0.0, min(self.s.dispatch_max_wait_s, left - self.request_time_s - WAKE_SLACK_S))
         granted, wait = self._reserve(len(calls), max_wait)
         if not granted:  # `wait`: when to come back
             if top and not out.attempts:
