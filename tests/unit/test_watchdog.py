@@ -12,7 +12,7 @@ import uuid
 import boto3
 import pytest
 
-from phonon_outbound import watchdog, wiring
+from phonon_outbound import observability, watchdog, wiring
 from phonon_outbound.store import Store
 
 from ..conftest import ROOT
@@ -70,6 +70,7 @@ def jobs(stack, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    monkeypatch.setattr(observability, "_metrics_on", True)  # a local run earlier in this process turns them off
     wiring.reset()
     now = int(time.time())
     store = Store(table, env["RESULTS_TABLE"], boto3.resource("dynamodb", region_name="us-east-1"))
