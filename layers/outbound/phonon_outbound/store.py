@@ -415,7 +415,7 @@ class Store:
 
     def cancelled_reason(self, job: str) -> str:
         """The job's `cancelled_reason` ("" when it is not cancelled, or there is no such job):
-        read by dispatch before it sends a chunk (one consistent GetItem of two attributes)."""
+        read by dispatch before it sends a chunk (one consistent GetItem of that one attribute)."""
         item = self.state.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True,
                                    ProjectionExpression="#c", ExpressionAttributeNames={"#c": "cancelled_reason"},
                                    ).get("Item") or {}
