@@ -48,6 +48,7 @@ PHONE_HEADER_HELP = ("phone, mobile, contact number, tel1..tel10 or any header n
 
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_WORD = re.compile(r"[\W_]+")
+_WHATSAPP = re.compile(r"whats[\s_\-]*app", re.IGNORECASE)  # one word, not camelCase "Whats App"
 _LETTER_DIGIT = re.compile(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
 _NUMBER_WORDS = frozenset({"no", "nos", "num", "number", "numbers", "nr", "nbr"})
 _RUN_TOGETHER = re.compile(r"(phone|mobile|mob|cell|tel|telephone|whatsapp|contact|ph|landline)"
@@ -90,7 +91,7 @@ class MappingError(Exception):
 
 def header_words(name: str) -> tuple[str, ...]:
     """The words of a header name, as the role rules see them (see the module docstring)."""
-    s = _CAMEL.sub(" ", name.strip()).lower().replace("#", " no ")
+    s = _CAMEL.sub(" ", _WHATSAPP.sub("whatsapp", name.strip())).lower().replace("#", " no ")
     s = _LETTER_DIGIT.sub(" ", _NON_WORD.sub(" ", s))
     words: list[str] = []
     for w in s.split():

@@ -1011,7 +1011,7 @@ class _RowBuilder:
         if not nums or start_problem is not None:
             reasons = list(problems)
             if not nums and not problems:
-                cols = ", ".join(c for _, c in phones)
+                cols = ", ".join(c for _, c in phones[:10]) + (f", … ({len(phones):,} columns)" if len(phones) > 10 else "")
                 reasons.append(f"no contact number ({cols} {'is' if len(phones) == 1 else 'are'} empty)")
             if start_problem is not None:
                 reasons.append(start_problem)
