@@ -784,7 +784,8 @@ class _JsonValueGuard(io.RawIOBase):
                         run = 0
                 run += len(piece)
                 stripped = len(piece) - len(piece.rstrip(b"\\"))
-                trailing = stripped if stripped < len(piece) else trailing + stripped
+                # a piece of only backslashes continues the run before it only at the chunk's start
+                trailing = stripped if (k or stripped < len(piece)) else trailing + stripped
         if run > self._cap:
             raise _ValueTooLong()
         self._run = run
