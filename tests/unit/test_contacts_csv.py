@@ -1,4 +1,4 @@
-"""CSV contact files: SPEC.md "Contact files" rule by rule (Given a file / When it is read / Then …)."""
+"""CSV contact files: docs/contact-files.md rule by rule (Given a file / When it is read / Then …)."""
 
 from __future__ import annotations
 

@@ -250,3 +250,11 @@ def test_notes_are_bounded_in_number_and_length():
         cf._note(f"note {i} " + "x" * 1000)  # a repeat is dropped
     assert len(cf.notes) == MAX_NOTES and all(len(n) <= MAX_NOTE_CHARS for n in cf.notes)
     assert cf.notes[-1] == f"… and {5000 - MAX_NOTES + 1:,} more notes"
+
+
+def test_ingest_reads_the_mapping_from_the_objects_metadata_and_the_caps_from_settings():
+    from phonon_outbound.ingest import IngestService
+    service = IngestService(Settings(max_columns=77), None, None, None, None, None)  # type: ignore[arg-type]
+    opts = service._parse_options({"phone-columns": "Primary Contact,Alt", "id-column": "Cust No", "flow-id": "x"})
+    assert (opts.phone_columns, opts.id_column, opts.max_columns) == (("Primary Contact", "Alt"), "Cust No", 77)
+    assert service._parse_options({}).phone_columns is None

@@ -1,4 +1,4 @@
-"""JSON and JSON Lines contact files (and gzip of each): SPEC.md "Contact files"."""
+"""JSON and JSON Lines contact files (and gzip of each): docs/contact-files.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""start-time: SPEC.md "Contact files" -> start-time, value by value."""
+"""start-time: docs/contact-files.md "Start time", value by value."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Contact files -> validated calls: `open_contacts(stream, filename, options)`.
 
-Two passes over the file (SPEC.md: "a file is never half-sent because of a parse error at
-row N"; whole-file rejections must come before any row is yielded):
+Two passes over the file (docs/contact-files.md: a file is never half-sent because of a parse
+error at row N; whole-file rejections must come before any row is yielded):
 
 1. ``open_contacts`` makes a *validation pre-pass* over the whole file: size limit, gzip
    integrity, text encoding (UTF-8 proven or Windows-1252 fallback), the CSV header, JSON
@@ -13,9 +13,17 @@ row N"; whole-file rejections must come before any row is yielded):
 
 The second read uses ``stream_factory()`` when given (in Lambda: a fresh S3 GetObject of the
 same version), else ``seek`` on a seekable stream, else a temporary copy spooled during the
-first pass. Memory stays bounded: both passes stream.
+first pass. Memory stays bounded: both passes stream, and the caps of ParseOptions
+(docs/contact-files.md "Limits") bound what is held at once: a line is read at most
+``max_line_bytes`` at a time (``_bounded_lines``; the csv module would buffer a whole record),
+a JSON value at most ``max_cell_bytes`` (``_JsonValueGuard``), the decompressed bytes at most
+``max_decompressed_bytes`` (``source.py``).
 
-Choices where SPEC.md is silent:
+No cell value reaches a reason or a note: numbers are masked (``phones.masked``), header
+names are shown only when they look like names (``headers.shown_header``), the csv module's
+and the JSON decoder's messages carry positions only.
+
+Choices made here (docs/contact-files.md states them for users):
 - The JSON file's own ``flow-id`` is found wherever it stands in the object (the pre-pass
   reads it all), not only before ``"calls"``.
 - A column or key named like the correlation key (``OutboundRef`` or ``$flow.key.OutboundRef``,

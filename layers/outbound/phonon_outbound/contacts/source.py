@@ -1,5 +1,5 @@
 """Bytes of a contact file: counting, size limit, gzip, re-reading for the validation pre-pass,
-and the text encoding (SPEC.md "Contact files": UTF-8 with or without BOM, UTF-16 with BOM,
+and the text encoding (docs/contact-files.md "Formats": UTF-8 with or without BOM, UTF-16 with BOM,
 otherwise Windows-1252, which the summary notes).
 
 Nothing here reads a whole file into memory: streams are read in 64 KiB pieces.

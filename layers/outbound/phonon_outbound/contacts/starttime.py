@@ -1,4 +1,4 @@
-"""start-time cells: SPEC.md "Contact files" -> start-time.
+"""start-time cells: docs/contact-files.md "Start time".
 
 Accepted:
 - ISO-8601 with an offset: ``2026-06-29T09:30:00+05:30``, ``+0530``, ``+05``, ``Z``; seconds
