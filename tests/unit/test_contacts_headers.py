@@ -50,7 +50,7 @@ NOT_PHONE_HEADERS = [
     "DND Status", "Country Code", "Phone Country Code", "Phone Ext", "Extension", "Owner Phone", "Contact Owner",
     "Agent Mobile", "Phone ID", "Fax", "Business Fax", "Fax Number", "HasOptedOutOfFax", "Contact", "Contact ID",
     "Contact Name", "Last Call Date", "Mobile App", "SMS Opt In", "WhatsApp Name", "Preferred Phone", "Number",
-    "Account Number", "Order No", "S.No.", "Email",
+    "Account Number", "Order No", "S.No.", "Email", "Mobile Banking", "Phone Active",
 ]
 
 

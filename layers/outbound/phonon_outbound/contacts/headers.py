@@ -74,7 +74,7 @@ _NOT_A_NUMBER = frozenset({
     "owner", "agent", "executive", "rep", "salesperson", "manager", "emergency", "id",
     # facts about the number or the device, not the number
     "name", "date", "time", "count", "source", "carrier", "operator", "provider", "network", "app",
-    "device", "model", "brand", "os", "plan", "bill", "billing", "recharge",
+    "device", "model", "brand", "os", "plan", "bill", "billing", "recharge", "banking", "enabled", "active",
     # other channels
     "fax", "sms", "email", "mail", "e",
 })
