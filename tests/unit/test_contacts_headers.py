@@ -258,3 +258,27 @@ def test_ingest_reads_the_mapping_from_the_objects_metadata_and_the_caps_from_se
     opts = service._parse_options({"phone-columns": "Primary Contact,Alt", "id-column": "Cust No", "flow-id": "x"})
     assert (opts.phone_columns, opts.id_column, opts.max_columns) == (("Primary Contact", "Alt"), "Cust No", 77)
     assert service._parse_options({}).phone_columns is None
+
+
+def test_no_cell_value_reaches_any_reason_warning_or_note():
+    # every way a row can go wrong, with distinctive values; none may be echoed (issue 10 #6)
+    secrets = ["98765 43728", "12345678", "asha.rao@example.com", "Asha Rao", "9.18E+11", "tomorrow 5pm",
+               "+1 555 0199 77", "Flat 4B Marine Drive"]
+    csv_text = ("Record ID,Mobile Phone Number,Phone,start-time,Address\n"
+                f"1,{secrets[0]},{secrets[1]},,{secrets[7]}\n"
+                f"2,{secrets[2]},{secrets[3]},{secrets[5]},x\n"
+                f"3,\"{secrets[4]}\",{secrets[6]},,x\n"
+                f"4,9876543210,{secrets[2]},,x,{secrets[3]}\n")
+    cf, rows = read(csv_text)
+    json_text = json.dumps([{"client-identifier": "a", "phone": secrets[1], "start-time": secrets[5],
+                             "Mobile": {"n": secrets[0]}}])
+    jf, jrows = read(json_text, "x.json")
+    texts = [*cf.notes, *jf.notes]
+    for r in [*rows, *jrows]:
+        texts.append(r.reason if isinstance(r, RejectedRow) else "; ".join(r.warnings))
+    blob = "\n".join(texts)
+    assert len([r for r in rows if isinstance(r, RejectedRow)]) >= 3
+    for value in secrets:
+        assert value not in blob, (value, blob)
+    for digits in ("98765", "43728", "12345678", "5550199"):
+        assert digits not in blob.replace(" ", ""), (digits, blob)

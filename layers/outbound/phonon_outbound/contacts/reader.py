@@ -594,7 +594,8 @@ class ContactFile:
                         yield r
         except (TooLarge, _ValueTooLong, UnicodeDecodeError, ijson.JSONError, *GZIP_ERRORS) as exc:
             # Only possible when the bytes differ from the pre-pass: pin the object version.
-            raise FileRejected(f"the file changed while it was being read ({exc})") from None
+            what = _ijson_reason(exc) if isinstance(exc, ijson.JSONError) else type(exc).__name__
+            raise FileRejected(f"the file changed while it was being read ({what})") from None
         finally:
             self.close()
 
