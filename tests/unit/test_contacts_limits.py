@@ -63,8 +63,19 @@ def test_a_quoted_value_whose_lines_together_pass_the_limit_is_one_rejected_row(
     cf, rows = read(data)
     assert cf.row_count == len(rows)
     assert isinstance(rows[0], ValidRow)
-    assert rows[1].reason == ("row (its quoted lines together) is longer than the limit of 1,024 bytes "
-                              "(max_line_bytes): not read")
+    assert rows[1].reason == ("a quoted value runs over lines for more than 100 bytes (max_cell_bytes), or its "
+                              "closing quote is missing: row not read; the lines after it are read as rows again")
+
+
+def test_a_quote_that_is_never_closed_costs_one_row_and_the_rows_after_it_are_read():
+    opts = ParseOptions(now=NOW, max_cell_bytes=100)
+    good = "".join(f"C{i},98765432{i:02d},x\n" for i in range(10, 60))
+    data = "client-identifier,phone,note\nC1,9876543210,\"never closed\n" + good
+    cf, rows = read(data, opts=opts)
+    assert cf.row_count == len(rows)
+    assert rows[0].reason.startswith("a quoted value runs over lines")
+    accepted = [r.client_id for r in rows if isinstance(r, ValidRow)]
+    assert len(accepted) >= 40 and accepted[-1] == "C59"  # at most ~100 bytes of rows went into the bad one
 
 
 def test_a_cell_longer_than_the_limit_rejects_that_row_naming_the_column_not_the_value():

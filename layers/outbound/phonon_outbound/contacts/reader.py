@@ -346,7 +346,7 @@ class ContactFile:
 
     # CSV ---------------------------------------------------------------------------
     def _lines(self, text: io.TextIOBase, budget: list[int]) -> Iterator[str]:
-        return _bounded_lines(text, self._opts.max_line_bytes, budget)
+        return _bounded_lines(text, self._opts.max_line_bytes, budget, self._opts.max_cell_bytes)
 
     def _open_csv(self, opened: Opened) -> tuple[Callable[[], Iterator[list[str]]], Iterator[list[str]],
                                                   Columns, list[int]]:
@@ -406,8 +406,12 @@ class ContactFile:
         return new_reader, reader, cols, budget
 
     def _too_long_reason(self, exc: _LineTooLong) -> str:
-        what = "line" if exc.what == "line" else "row (its quoted lines together)"
-        return f"{what} is longer than the limit of {self._opts.max_line_bytes:,} bytes (max_line_bytes): not read"
+        if exc.what == "line":
+            return (f"line is longer than the limit of {self._opts.max_line_bytes:,} bytes (max_line_bytes): "
+                    f"not read")
+        return (f"a quoted value runs over lines for more than {self._opts.max_cell_bytes:,} bytes "
+                f"(max_cell_bytes), or its closing quote is missing: row not read; the lines after it are "
+                f"read as rows again")
 
     def _scan_csv(self, opened: Opened) -> None:
         new_reader, reader, cols, budget = self._open_csv(opened)
@@ -803,7 +807,7 @@ class _JsonValueGuard(io.RawIOBase):
         return n
 
 
-def _bounded_lines(text: io.TextIOBase, cap: int, budget: list[int]) -> Iterator[str]:
+def _bounded_lines(text: io.TextIOBase, cap: int, budget: list[int], continued_cap: int) -> Iterator[str]:
     """The physical lines of ``text`` for csv.reader, never holding more than ``cap`` characters.
 
     Why not iterate the text stream: a line is read whole before anyone can look at it, and
@@ -811,11 +815,15 @@ def _bounded_lines(text: io.TextIOBase, cap: int, budget: list[int]) -> Iterator
     be held in memory. ``readline(cap + 1)`` stops at the cap; the rest of an over-long line
     is read and dropped in 64 KiB pieces and ``_LineTooLong`` raised (which ends this
     generator and the csv reader's record; the caller starts new ones on the same stream).
-    ``budget[0]`` counts the characters of the current record over its lines (a quoted
-    value may span lines); the caller sets it to 0 after each record.
+    ``budget[0]`` counts the characters of the current record (the caller sets it to 0 after
+    each record): a line asked for while it is not 0 continues a quoted value over lines,
+    and those continuation lines together may hold at most ``continued_cap`` characters
+    (max_cell_bytes: the value is one cell) -- so a quote that is never closed costs one
+    rejected row of at most that much, not the rest of the file.
     """
     readline = text.readline
     limit = cap + 1
+    first = 0  # length of the current record's first line
     while True:
         line = readline(limit)
         if not line:
@@ -826,11 +834,13 @@ def _bounded_lines(text: io.TextIOBase, cap: int, budget: list[int]) -> Iterator
                 line = readline(_DISCARD)
             budget[0] = 0
             raise _LineTooLong("line")
-        used = budget[0] + n
-        if used > cap:
+        used = budget[0]
+        if not used:
+            first = n
+        elif used + n - first > continued_cap or used + n > cap:
             budget[0] = 0
             raise _LineTooLong("record")
-        budget[0] = used
+        budget[0] = used + n
         yield line
 
 
