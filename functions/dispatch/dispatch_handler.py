@@ -77,5 +77,5 @@ def _visible_after(record: SQSRecord, delay_s: float) -> None:
 def handler(event: dict, context: LambdaContext) -> dict:
     _context["ctx"] = context
     processor = ConcurrentBatchProcessor(wiring.settings().dispatch_parallelism)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                    context=context)
+    return dict(process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                         context=context))

@@ -140,7 +140,8 @@ class ChunkRef:
         if not isinstance(data, dict):
             return None
         job, chunk, rows, flow = data.get("job"), data.get("chunk"), data.get("rows"), data.get("flow")
-        if not (isinstance(job, str) and 0 < len(job) <= MAX_JOB_ID_CHARS and _plain_int(chunk) and chunk >= 0
+        if not (isinstance(job, str) and 0 < len(job) <= MAX_JOB_ID_CHARS and isinstance(chunk, int)
+                and _plain_int(chunk) and chunk >= 0
                 and isinstance(rows, list) and rows and all(_plain_int(r) and r > 0 for r in rows)):
             return None
         calls: list = []
@@ -455,9 +456,9 @@ class DispatchService:
                 out.add(row, self._row(call, Status.ACCEPTED, request_id=verdict.request_id, uuid=uuid, reason=reason))
         elif kind is Kind.PARTIAL:
             for row, call in zip(rows, calls, strict=True):
-                uuid = verdict.accepted_ids.get(str(call.get("client-identifier", "")))
-                if uuid:
-                    out.add(row, self._row(call, Status.ACCEPTED, request_id=verdict.request_id, uuid=uuid,
+                issued = verdict.accepted_ids.get(str(call.get("client-identifier", "")))
+                if issued:
+                    out.add(row, self._row(call, Status.ACCEPTED, request_id=verdict.request_id, uuid=issued,
                                            reason=msg.warn.get(str(row), "")))
                 else:
                     out.add(row, self._row(call, Status.FAILED, request_id=verdict.request_id,
