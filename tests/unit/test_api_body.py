@@ -91,3 +91,36 @@ def test_redact_scrubs_security_id_shapes_only():
     # shorter or longer alphanumeric runs are left alone (request-ids, uuids, numbers)
     assert redact("916262772728 c46e46f4-dc58-4839-9483-f7dd9aac28a0") == "916262772728 c46e46f4-dc58-4839-9483-f7dd9aac28a0"
     assert redact("a" * 65) == "a" * 65
+
+
+_BODY_IN_A_FRESH_PROCESS = """
+import sys
+from phonon_outbound.api.body import build_body
+calls = [
+    {"client-identifier": "AcmeBankCampaign_%03d" % i, "start-time": "2031-06-29T09:42:00+05:30",
+     "contact-numbers": ["91626277%04d" % i, "91987654%04d" % i, "4930901820%02d" % i],
+     "keys": [{"name": "$flow.key.LeadID", "value": str(130586000000165414 + i)},
+              {"name": "$flow.key.Name", "value": "Ünïcødé अभिनंदन %d" % i},
+              {"name": "$flow.key.Zone", "value": "z%d" % (i % 3)},
+              {"name": "$flow.key.OutboundRef", "value": "job-1.%d" % (i + 1)}]}
+    for i in range(7)
+]
+sys.stdout.buffer.write(build_body(sys.argv[1], sys.argv[2], calls))
+"""
+
+
+def test_the_same_calls_give_the_same_bytes_in_processes_with_different_hash_seeds():
+    # Given a call with several numbers and keys, its body built in fresh interpreters whose
+    # string hashing (and so set/dict iteration of str keys) differs
+    import os
+    import subprocess
+    import sys
+
+    bodies = []
+    for seed in ("0", "1", "4242", "random"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        bodies.append(subprocess.run([sys.executable, "-c", _BODY_IN_A_FRESH_PROCESS, SEC, FLOW], env=env, check=True,
+                                     capture_output=True, timeout=60).stdout)
+    # Then every process built the very same bytes (a resend is byte-identical: 201, not a second call)
+    assert len(set(bodies)) == 1
+    assert json.loads(bodies[0])["calls"][6]["contact-numbers"] == ["916262770006", "919876540006", "493090182006"]

@@ -112,6 +112,7 @@ def test_given_an_account_refusal_then_the_breaker_opens_for_everyone_and_one_pr
     state = b.check()
     assert not state.allow and state.wait_s == pytest.approx(60)
     assert "401" in state.reason
+    assert CircuitBreaker(store, "Flow0009", clock=clock).check().allow  # another flow did not trip
     clock.t += 61
     first, second = a.check(), b.check()
     assert first.allow and first.probe
@@ -134,6 +135,9 @@ def test_other_flows_are_not_affected_by_an_open_breaker(store):
     clock = Clock()
     CircuitBreaker(store, "Flow0003", clock=clock).trip("expired", 211)
     assert CircuitBreaker(store, "Flow0004", clock=clock).check().allow
+    # and the flow that was refused did trip (the check above is not vacuous)
+    tripped = CircuitBreaker(store, "Flow0003", clock=clock).check()
+    assert not tripped.allow and tripped.reason == "expired"
 
 
 def test_given_latency_that_varies_by_the_allowance_then_no_window_of_arrivals_exceeds_the_limit(store):
@@ -205,3 +209,39 @@ def test_a_chunk_bigger_than_the_whole_limit_goes_alone_in_its_window(store):
     clock.t += first.wait_s
     second = limiter.reserve(500, max_wait_s=600)
     assert second.granted and second.wait_s >= 61.0  # not before the first one left the window
+
+
+def test_given_senders_that_come_back_late_at_random_then_no_window_exceeds_the_limit(store):
+    # Given four dispatchers sharing 6,000/min in 100-call chunks (J = 1 s), each of which comes
+    # back to the limiter at a random moment (busy recording its last answer, waking late), so
+    # the moments granted fall anywhere inside the log's 0.1 s buckets, not on their edges
+    import heapq
+    import random as _random
+
+    rng = _random.Random(23)
+    clock = Clock()
+    jitter = 1.0
+    limiters = [RateLimiter.for_records(store, per_minute=6_000, batch_size=100, jitter_s=jitter, clock=clock)
+                for _ in range(4)]
+    ready = [(clock.t + rng.uniform(0, 0.5), i) for i in range(len(limiters))]
+    heapq.heapify(ready)
+    grants: list[tuple[float, int]] = []
+    arrivals: list[tuple[float, int]] = []
+    end = clock.t + 300
+    while ready and clock.t < end:
+        at, i = heapq.heappop(ready)
+        clock.t = max(clock.t, at)
+        res = limiters[i].reserve(100, max_wait_s=30)
+        assert res.granted
+        granted = clock.t + res.wait_s
+        grants.append((granted, 100))
+        # it sends late at random (within the jitter allowance), and is back a random while later
+        sent = granted + rng.uniform(0, jitter)
+        arrivals.append((sent, 100))
+        heapq.heappush(ready, (sent + rng.uniform(0.0, 0.35), i))
+    grants.sort()
+    arrivals.sort()
+    assert len(grants) > 250  # a deep backlog: the window rule is what holds the pace
+    # Then no W = 60 + J seconds of granted moments, and no 60 s of sends, hold more than the limit
+    assert max_window(grants, window=60.0 + jitter) <= 6_000
+    assert max_window(arrivals, window=60.0) <= 6_000
