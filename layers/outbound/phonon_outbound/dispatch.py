@@ -352,16 +352,28 @@ class DispatchService:
         except Exhausted:
             raise
         except RetryLater:
-            self.store.note_chunk(msg.job, msg.chunk, state="RETRY", lease_until=0)
+            if receive_count >= self.s.max_receive_count:
+                # The last receive: keep the lease until its rows are settled (`handle`), so no
+                # other copy of the message starts sending them meanwhile.
+                raise
+            if not self.store.note_chunk(msg.job, msg.chunk, state="RETRY", lease_until=0):
+                return self._settled_meanwhile(msg)
             raise
         except _HandBack as hb:
-            self.store.note_chunk(msg.job, msg.chunk, state="WAITING", lease_until=0)
+            if not self.store.note_chunk(msg.job, msg.chunk, state="WAITING", lease_until=0):
+                return self._settled_meanwhile(msg)
             self.requeue(body, hb.delay_s)
             return Outcome("waiting", reason=hb.reason)
         self._record(ref, out)
         if out.status == "exhausted":
             raise Exhausted(0, out.reason)  # to the DLQ: this was the last receive
         return out
+
+    def _settled_meanwhile(self, msg: ChunkMessage) -> Outcome:
+        """This invocation was to hand its chunk back, but the chunk was settled meanwhile (by
+        another copy of the message, an abandoned run): its outcome stands, this copy ends."""
+        logger.warning("chunk settled meanwhile: not handed back", extra={"job": msg.job, "chunk": msg.chunk})
+        return Outcome("duplicate-delivery")
 
     def _dispatch(self, msg: ChunkMessage, calls: list[dict], receive_count: int, remaining_s: Callable[[], float],
                   breaker: CircuitBreaker, probe: bool, out: Outcome) -> None:
@@ -526,8 +538,16 @@ class DispatchService:
         logger.error("chunk failed on its last receive: unsent rows settled FAILED",
                      extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count,
                             "error": describe_error(err)})
-        if not out.claimed and not self.store.settle_open_chunk(msg.job, msg.chunk, "FAILED"):
-            return Outcome("duplicate-delivery")  # sent and recorded by an earlier attempt: it stands
+        if not out.claimed and not self.store.settle_open_chunk(msg.job, msg.chunk, "FAILED",
+                                                                unless_held_at=self.clock()):
+            if (self.store.get_chunk(msg.job, msg.chunk) or {}).get("state") == "DONE":
+                return Outcome("duplicate-delivery")  # sent and recorded by an earlier attempt: it stands
+            # Another copy of the message holds the chunk and may be sending it right now: its
+            # rows and dedupe claims are its holder's to settle. This copy goes to the DLQ (a
+            # redrive of it finds the chunk settled, or takes it over once the lease ran out).
+            logger.error("chunk held by another dispatcher: left to its holder",
+                         extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count})
+            raise err
         ref = ChunkRef(msg.job, msg.chunk, msg.flow, list(msg.rows), calls)
         # An earlier attempt may have recorded outcomes (and died before settling): keep them.
         for row, item in self._earlier_outcomes(ref).items():

@@ -1,0 +1,158 @@
+"""Never a second call for the same customer: dedupe claims across files and their window,
+and a chunk's last receive racing another copy of its message. The real dispatch handler
+against moto (built from template.yaml) and the bundled simulator over HTTP. Given/When/Then."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from phonon_outbound import wiring
+from phonon_outbound.api.simulator import FaultPlan
+from phonon_outbound.dispatch import ChunkMessage, DispatchService, RetryLater, dedupe_hash
+from phonon_outbound.store import Store
+
+from .conftest import csv_rows
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def statuses(report: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in report:
+        out[r["status"]] = out.get(r["status"], 0) + 1
+    return out
+
+
+def dedupe_claims(h) -> dict[str, str]:
+    items = wiring.store().state.scan()["Items"]
+    return {str(i["pk"]): str(i["owner"]) for i in items if str(i["pk"]).startswith("DEDUPE#")}
+
+
+def chunk_state(h, obj, chunk: int = 0) -> str:
+    item = wiring.store().state.get_item(Key={"pk": f"JOB#{obj.job_id}", "sk": f"CHUNK#{chunk:08d}"},
+                                         ConsistentRead=True).get("Item") or {}
+    return str(item.get("state", ""))
+
+
+def throttled(*_args, **_kwargs):
+    raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}},
+                      "GetItem")
+
+
+# ---------------------------------------------------------------- dedupe across files
+def test_given_rows_failed_after_exhausted_retries_then_the_same_calls_in_a_later_file_are_sent(make_harness):
+    # Given a file whose chunk met only 500s until its retries ran out (every receive, the resends too)
+    h = make_harness(max_receive_count=3)
+    h.sim.set_faults(FaultPlan(probabilities={"http500": 1.0}))
+    data = csv_rows(3)
+    first = h.upload("first.csv", data)
+    h.ingest(first)
+    h.drain(timeout=60)
+    assert statuses(h.report(first)) == {"FAILED": 3}
+    assert h.sim.stats()["requests"] == 3
+    # When the same calls come again in a later file, and Phonon answers again
+    h.sim.set_faults(None)
+    again = h.upload("again.csv", data)
+    h.ingest(again)
+    h.drain(timeout=60)
+    # Then they are sent and ACCEPTED: a call never accepted is no duplicate
+    assert statuses(h.report(again)) == {"ACCEPTED": 3}
+    assert dedupe_claims(h) and set(dedupe_claims(h).values()) == {f"{again.job_id}.{r}" for r in (1, 2, 3)}
+
+
+def test_given_the_dedupe_window_has_ended_then_the_same_calls_are_sent_again_though_the_claims_still_exist(
+        make_harness):
+    # Given a dedupe window of 1.8 s, and a file accepted in it
+    h = make_harness(dedupe_window_hours=0.0005)
+    data = csv_rows(2)
+    first = h.upload("window-1.csv", data)
+    h.ingest(first)
+    h.drain()
+    assert statuses(h.report(first)) == {"ACCEPTED": 2}
+    # Within the window the same calls are duplicates
+    within = h.upload("window-2.csv", data)
+    h.ingest(within)
+    h.drain()
+    assert statuses(h.report(within)) == {"DUPLICATE": 2}
+    # When the window has ended (the claim items are still there: DynamoDB deletes TTL'd items late)
+    time.sleep(2.0)
+    assert len(dedupe_claims(h)) == 2
+    after = h.upload("window-3.csv", data)
+    h.ingest(after)
+    h.drain()
+    # Then the calls are sent again
+    assert statuses(h.report(after)) == {"ACCEPTED": 2}
+    assert set(h.sim.stats()["calls_by_client_identifier"].values()) == {2}
+
+
+# ---------------------------------------------------------------- the last receive vs another copy
+def test_given_a_last_receive_that_fails_while_another_copy_holds_the_chunk_then_it_leaves_the_chunk_to_its_holder(
+        make_harness, monkeypatch):
+    h = make_harness(max_receive_count=1)
+    obj = h.upload("held.csv", csv_rows(3))
+    h.ingest(obj)
+    messages = h.receive()
+    body = messages[0]["Body"]
+    msg = json.loads(body)
+    store = wiring.store()
+    # Given another copy of the message holds the chunk: it took the lease and the calls' dedupe
+    # claims, and is about to send
+    assert store.claim_chunk(obj.job_id, 0, 120).state == "claimed"
+    service = wiring.dispatch_service()
+    calls = ChunkMessage.model_validate_json(body).complete_calls(service.correlation_name)
+    claims = [(dedupe_hash(msg["flow"], c, service.correlation_name), f"{obj.job_id}.{r}")
+              for r, c in zip(msg["rows"], calls, strict=True)]
+    assert store.claim_dedupe(msg["flow"], claims, 3600) == {}
+    # When this copy's last receive fails before it could look at the chunk (DynamoDB throttles)
+    monkeypatch.setattr(Store, "cancelled_reason", throttled)
+    result = h.dispatch(messages)
+    monkeypatch.undo()
+    # Then it neither settles the chunk nor gives back the holder's dedupe claims: the copy goes
+    # to the DLQ, nothing is written FAILED, and the holder's send stays the only one
+    assert result["batchItemFailures"]
+    assert chunk_state(h, obj) == "IN_PROGRESS"
+    assert len(dedupe_claims(h)) == 3
+    assert list(store.iter_outcomes(obj.job_id)) == []
+    assert not h.job(obj).get("completed")
+    assert h.sim.stats()["requests"] == 0
+
+
+def test_given_a_last_receive_handed_back_for_rate_then_no_other_copy_sends_before_its_rows_are_settled(
+        make_harness, monkeypatch):
+    # Given the chunk's last receive is told to wait (the rate limit, while a split chunk is being sent)
+    h = make_harness(shape="200", max_receive_count=1)
+    obj = h.upload("last-wait.csv", csv_rows(3))
+    h.ingest(obj)
+    messages = h.receive()
+    body = messages[0]["Body"]
+
+    def told_to_wait(self, *args, **kwargs):
+        raise RetryLater(1.0, "waiting for the rate limit while splitting a chunk")
+
+    real_dispatch = DispatchService._dispatch
+    real_settle = DispatchService._settle_after_error
+    other: list = []
+
+    def another_copy_arrives_first(self, *args, **kwargs):
+        # a redelivered copy of the same message comes in at this very moment
+        monkeypatch.setattr(DispatchService, "_dispatch", real_dispatch)
+        other.append(self.handle(body, 1, lambda: 60.0))
+        return real_settle(self, *args, **kwargs)
+
+    monkeypatch.setattr(DispatchService, "_dispatch", told_to_wait)
+    monkeypatch.setattr(DispatchService, "_settle_after_error", another_copy_arrives_first)
+    h.dispatch(messages)
+    monkeypatch.undo()
+    # Then the other copy did not send while this receive still held the chunk
+    assert other and other[0].status == "waiting"
+    assert h.sim.stats()["requests"] == 0
+    assert chunk_state(h, obj) == "FAILED"
+    # and when that copy's turn comes, its calls are placed once and the report ends with them
+    h.drain(timeout=30)
+    assert statuses(h.report(obj)) == {"ACCEPTED": 3}
+    assert set(h.sim.stats()["calls_by_client_identifier"].values()) == {1}
+    assert len(dedupe_claims(h)) == 3
