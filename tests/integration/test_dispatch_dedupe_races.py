@@ -156,3 +156,26 @@ def test_given_a_last_receive_handed_back_for_rate_then_no_other_copy_sends_befo
     assert statuses(h.report(obj)) == {"ACCEPTED": 3}
     assert set(h.sim.stats()["calls_by_client_identifier"].values()) == {1}
     assert len(dedupe_claims(h)) == 3
+
+
+def test_given_dynamodb_throttles_right_after_phonon_accepted_on_the_last_receive_then_the_rows_stay_accepted(
+        make_harness, monkeypatch):
+    # Given Phonon accepts the chunk on its only receive, and DynamoDB throttles the very next write
+    h = make_harness(max_receive_count=1)
+    obj = h.upload("accepted-then-throttled.csv", csv_rows(3))
+    h.ingest(obj)
+    monkeypatch.setattr(Store, "add_to_job", throttled)
+    h.dispatch(h.receive())
+    monkeypatch.undo()
+    # Then the answer is not lost: the rows are ACCEPTED (the customers are being called), not
+    # FAILED, and their dedupe claims stand, so a later file cannot call them a second time
+    assert h.sim.stats()["requests"] == 1
+    report = h.report(obj)
+    assert statuses(report) == {"ACCEPTED": 3} and all(r["request-id"] for r in report)
+    assert chunk_state(h, obj) == "DONE"
+    assert len(dedupe_claims(h)) == 3
+    again = h.upload("accepted-then-throttled-again.csv", csv_rows(3))
+    h.ingest(again)
+    h.drain()
+    assert statuses(h.report(again)) == {"DUPLICATE": 3}
+    assert set(h.sim.stats()["calls_by_client_identifier"].values()) == {1}

@@ -451,13 +451,25 @@ class DispatchService:
         answered = answer.http_status is not None
         if answered:
             out.requests += 1
-        self.store.add_to_job(msg.job, api_attempts=1, **({"api_requests": 1} if answered else {}))
         verdict = classify(answer, on_retry=receive_count > 1)
         count(f"Api{verdict.kind.name.title().replace('_', '')}")
-        if probe and verdict.kind is not Kind.ACCOUNT:
-            breaker.close()
-            probe = False
+        closes = probe and verdict.kind is not Kind.ACCOUNT
+        # The answer's rows are decided before anything more is written: a write failing now
+        # (DynamoDB throttling) cannot lose an answer Phonon gave. On the last receive the
+        # decided rows keep their outcome (and their dedupe claims); before it, the identical
+        # resend is answered 201.
+        try:
+            self._decide(msg, calls, rows, security_id, receive_count, remaining_s, breaker, probe and not closes,
+                         out, top, verdict)
+        finally:
+            self.store.add_to_job(msg.job, api_attempts=1, **({"api_requests": 1} if answered else {}))
+            if closes:
+                breaker.close()
 
+    def _decide(self, msg: ChunkMessage, calls: list[dict], rows: list[int], security_id: str, receive_count: int,
+                remaining_s: Callable[[], float], breaker: CircuitBreaker, probe: bool, out: Outcome, top: bool,
+                verdict: Verdict) -> None:
+        """Record what Phonon's answer means for these rows (or split, retry, hand back)."""
         kind = verdict.kind
         if kind is Kind.ACCEPTED or kind is Kind.ALREADY_ACCEPTED:
             note = "" if kind is Kind.ACCEPTED else (
