@@ -1,5 +1,7 @@
-"""Never a second call for the same customer: dedupe claims across files and their window,
-and a chunk's last receive racing another copy of its message. The real dispatch handler
+"""Never a second call for the same customer, never a wrong status, no number in a reason:
+dedupe claims across files and their window, a chunk's last receive racing another copy of
+its message, an answer followed by throttling, a cancel after an unsettled send, and Phonon
+messages that name a number. The real dispatch handler
 against moto (built from template.yaml) and the bundled simulator over HTTP. Given/When/Then."""
 
 from __future__ import annotations
@@ -179,3 +181,85 @@ def test_given_dynamodb_throttles_right_after_phonon_accepted_on_the_last_receiv
     h.drain()
     assert statuses(h.report(again)) == {"DUPLICATE": 3}
     assert set(h.sim.stats()["calls_by_client_identifier"].values()) == {1}
+
+
+# ---------------------------------------------------------------- numbers never in reasons or logs
+def test_given_phonon_echoes_a_number_in_its_refusal_then_reasons_and_logs_carry_it_masked(make_harness, caplog):
+    import http.server
+    import logging
+    import threading
+
+    class EchoingPhonon(http.server.BaseHTTPRequestHandler):
+        """Fails once, then refuses every call, naming its first number in the message (as a
+        gateway might)."""
+
+        requests = 0
+
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            number = body["calls"][0]["contact-numbers"][0]
+            EchoingPhonon.requests += 1
+            if EchoingPhonon.requests == 1:
+                answer = {"api-response-code": 500, "api-response-message": f"Failure while dialling {number}"}
+            elif len(body["calls"]) > 1:
+                answer = {"api-response-code": 205, "api-response-message": f"Invalid Contact Number {number}"}
+            else:
+                answer = {"api-response-code": 400, "api-response-message": f"Bad Request: number {number} refused"}
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoingPhonon)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # Given a Phonon that names the refused number in its answer
+        h = make_harness(api_url=f"http://127.0.0.1:{server.server_address[1]}/kairos-apis/outbound/create")
+        obj = h.upload("echo.csv", csv_rows(2))
+        h.ingest(obj)
+        with caplog.at_level(logging.DEBUG, logger="phonon-outbound"):
+            h.drain()
+        ours = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records if r.name.startswith("phonon"))
+        assert "Failure while dialling" in ours  # the retry's reason was logged
+        # Then the rows fail with the answer's reason, the number in it masked to its last 3 digits
+        report = h.report(obj)
+        assert statuses(report) == {"FAILED": 2}
+        assert "Bad Request: number" in report[0]["reason"] and report[0]["reason"].count("•") >= 9
+        for number in ("9800000000", "9800000001"):
+            assert number not in h.report_text(obj)
+            assert number not in ours
+    finally:
+        server.shutdown()
+
+
+# ---------------------------------------------------------------- cancel vs an earlier send
+def test_given_a_job_cancelled_after_a_chunk_was_accepted_but_before_it_settled_then_its_rows_stay_accepted(
+        make_harness, monkeypatch):
+    from .conftest import fail_once
+
+    # Given Phonon accepted the chunk and its outcomes were written, but the dispatcher died
+    # before settling it (the results items could not be written)
+    h = make_harness(shape="200")
+    obj = h.upload("cancel-after-send.csv", csv_rows(3))
+    h.ingest(obj)
+    fail_once(monkeypatch, Store, "put_results", "killed after recording the outcomes, before settling")
+    messages = h.receive()
+    assert h.dispatch(messages)["batchItemFailures"]
+    assert h.sim.stats()["requests"] == 1
+    # When the job is cancelled (its file deleted) before the redelivery
+    wiring.store().state.update_item(
+        Key={"pk": f"JOB#{obj.job_id}", "sk": "META"}, UpdateExpression="SET cancelled_reason = :r",
+        ExpressionAttributeValues={":r": "cancelled: the input file was deleted"})
+    for m in messages:
+        h.sqs.change_message_visibility(QueueUrl=h.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+    h.drain()
+    # Then nothing more is sent, and the rows Phonon accepted are reported ACCEPTED, not CANCELLED
+    assert h.sim.stats()["requests"] == 1
+    report = h.report(obj)
+    assert statuses(report) == {"ACCEPTED": 3} and all(r["phonon-uuid"] for r in report)
+    assert len(dedupe_claims(h)) == 3

@@ -40,13 +40,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, ValidationError
 
-from .api.body import MAX_BODY_BYTES, build_body
+from .api.body import MAX_BODY_BYTES, build_body, redact
 from .api.classify import Kind, Verdict, classify
 from .api.client import PhononClient
 from .flows import FlowSecrets, UnknownFlow
@@ -220,7 +220,7 @@ def safe_reason(text: str) -> str:
     """An error's text fit for a report reason: one line, bounded, and any run of 7+ digits (a
     phone number could hide in a library's message) masked to its last 3 digits. A regex, not
     a masking library: the text is ours or a library's message, not a structured record."""
-    text = _LONG_DIGITS.sub(lambda m: "•" * (len(m.group()) - 3) + m.group()[-3:], " ".join(str(text).split()))
+    text = _LONG_DIGITS.sub(lambda m: "•" * (len(m.group()) - 3) + m.group()[-3:], redact(" ".join(str(text).split())))
     return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "…"
 
 
@@ -452,6 +452,9 @@ class DispatchService:
         if answered:
             out.requests += 1
         verdict = classify(answer, on_retry=receive_count > 1)
+        # Phonon's (or a gateway's) message may name a number: mask it before the reason goes
+        # into a row, a log line or a retry (the security-id is redacted by `classify` already).
+        verdict = replace(verdict, reason=safe_reason(verdict.reason))
         count(f"Api{verdict.kind.name.title().replace('_', '')}")
         closes = probe and verdict.kind is not Kind.ACCOUNT
         # The answer's rows are decided before anything more is written: a write failing now
@@ -534,8 +537,11 @@ class DispatchService:
 
     # ------------------------------------------------------------------ ending a chunk unsent
     def _cancel(self, ref: ChunkRef, out: Outcome, reason: str) -> Outcome:
-        """The job was cancelled: the rows not yet decided end CANCELLED, nothing more is sent."""
+        """The job was cancelled: the rows not yet decided end CANCELLED, nothing more is sent.
+        Rows an earlier attempt recorded as accepted (it died before settling) stay ACCEPTED:
+        Phonon has them, a cancel cannot take them back."""
         reason = safe_reason(reason)
+        self._keep_earlier_accepted(ref, out)
         self._fill(ref, out, Status.CANCELLED, reason)
         logger.info("job cancelled: chunk settled unsent", extra={"job": ref.job, "chunk": ref.chunk,
                                                                   "cancelled": out.cancelled})
@@ -561,10 +567,7 @@ class DispatchService:
                          extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count})
             raise err
         ref = ChunkRef(msg.job, msg.chunk, msg.flow, list(msg.rows), calls)
-        # An earlier attempt may have recorded outcomes (and died before settling): keep them.
-        for row, item in self._earlier_outcomes(ref).items():
-            if item.get("status") == Status.ACCEPTED:
-                out.add(row, item)
+        self._keep_earlier_accepted(ref, out)
         before = out.failed
         self._fill(ref, out, Status.FAILED, reason)
         if not out.claims and self.s.dedupe_window_hours > 0:
@@ -577,6 +580,13 @@ class DispatchService:
             out.reason = reason
             raise Exhausted(0, reason)
         return out
+
+    def _keep_earlier_accepted(self, ref: ChunkRef, out: Outcome) -> None:
+        """An earlier attempt may have recorded outcomes (and died before settling): its
+        accepted rows keep that outcome."""
+        for row, item in self._earlier_outcomes(ref).items():
+            if item.get("status") == Status.ACCEPTED:
+                out.add(row, item)
 
     def _earlier_outcomes(self, ref: ChunkRef) -> dict[int, dict]:
         try:
