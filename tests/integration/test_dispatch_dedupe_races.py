@@ -263,3 +263,23 @@ def test_given_a_job_cancelled_after_a_chunk_was_accepted_but_before_it_settled_
     report = h.report(obj)
     assert statuses(report) == {"ACCEPTED": 3} and all(r["phonon-uuid"] for r in report)
     assert len(dedupe_claims(h)) == 3
+
+
+def test_given_recording_an_exhausted_chunk_fails_once_then_it_still_settles_failed_and_goes_to_the_dlq(
+        make_harness, monkeypatch):
+    from .conftest import fail_once
+
+    # Given a chunk whose only receive meets a 500, and whose first write of the outcomes is throttled
+    h = make_harness(max_receive_count=1)
+    h.sim.set_faults(FaultPlan(probabilities={"http500": 1.0}))
+    obj = h.upload("exhausted-throttled.csv", csv_rows(2))
+    h.ingest(obj)
+    fail_once(monkeypatch, Store, "put_outcomes", "ProvisionedThroughputExceededException")
+    assert h.dispatch(h.receive())["batchItemFailures"]
+    # Then its rows are FAILED with the reason, the chunk is FAILED (an operator can redrive it)
+    # and the message is in the DLQ
+    report = h.report(obj)
+    assert statuses(report) == {"FAILED": 2} and "retries exhausted after 1 attempts" in report[0]["reason"]
+    assert chunk_state(h, obj) == "FAILED"
+    h.drain(timeout=15)
+    assert h.dlq_depth() == 1

@@ -573,7 +573,8 @@ class DispatchService:
         if not out.claims and self.s.dedupe_window_hours > 0:
             out.claims = {row: (dedupe_hash(msg.flow, call, self.correlation_name), f"{msg.job}.{row}")
                           for row, call in zip(ref.rows, calls, strict=False)}
-        failed_now = out.failed > before
+        # FAILED now, or already by this attempt (retries ran out, and recording that raised)
+        failed_now = out.failed > before or out.status == "exhausted"
         self._record(ref, out, state="FAILED" if failed_now else "DONE", best_effort=True)
         if failed_now:
             out.status = "exhausted"
