@@ -11,13 +11,13 @@ from phonon_outbound.webhook import Credentials, WebhookError, WebhookService, o
 
 
 def test_a_wrapped_push_is_unwrapped():
-    doc = parse_push(json.dumps({"body": {"phonon-uuid": "u-1", "keys": []}}))
-    assert doc["phonon-uuid"] == "u-1"
+    push = parse_push(json.dumps({"body": {"phonon-uuid": "u-1", "keys": []}}))
+    assert push.phonon_uuid == "u-1"
 
 
 def test_a_push_wrapped_in_a_json_string_is_unwrapped():
-    doc = parse_push(json.dumps({"body": json.dumps({"phonon-uuid": "u-2"})}))
-    assert doc["phonon-uuid"] == "u-2"
+    push = parse_push(json.dumps({"body": json.dumps({"phonon-uuid": "u-2"})}))
+    assert push.phonon_uuid == "u-2"
 
 
 @pytest.mark.parametrize("body", ["not json", "[1,2]", json.dumps({"keys": []})])
