@@ -66,3 +66,27 @@ def test_basic_auth_accepts_only_the_configured_credentials():
     assert not creds.check(None)
     assert not creds.check("Bearer abc")
     assert not creds.check("Basic !!!notbase64")
+
+
+@pytest.mark.parametrize("header", [
+    "", "Basic", "Basic ", "basic", "Basic ñ", "Bäsic " + base64.b64encode(b"phonon:s3cret").decode(),
+    "Basic cGhvbm9uOnPDqWNyZXQ=ñ", "Basic " + "A" * 100_000, "Basic !!!", "Basic cGhvbm9", "Basic \x00",
+    "Basic " + base64.b64encode(b"phonons3cret").decode(), "Basic " + base64.b64encode(b"\xff:\xfe").decode(),
+    "Basic " + base64.b64encode("phonon:s3cret".encode("utf-16")).decode(), 12345, b"Basic x", ["Basic x"],
+])
+def test_an_odd_authorization_header_is_simply_not_the_credentials(header):
+    assert Credentials("phonon", "s3cret").check(header) is False
+
+
+def test_a_password_with_a_colon_and_non_ascii_letters_is_checked_exactly():
+    creds = Credentials("phonon", "pä:ss")
+    assert creds.check(_basic("phonon", "pä:ss"))
+    assert not creds.check(_basic("phonon", "pä:s"))
+
+
+@pytest.mark.parametrize("body", ['{"phonon-uuid": "u", "x": NaN}', '{"phonon-uuid": "u", "x": 1e999}',
+                                  '{"phonon-uuid": "u", "x": -Infinity}', "[" * 100_000])
+def test_non_finite_numbers_and_deep_nesting_are_not_json_we_take(body):
+    with pytest.raises(WebhookError) as err:
+        parse_push(body)
+    assert err.value.status == 400
