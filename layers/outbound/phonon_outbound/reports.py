@@ -2,9 +2,19 @@
 
 ``reports/<input key>.results.csv``: UTF-8, exactly the columns
 ``row,client-identifier,status,phonon-uuid,request-id,reason``, one line per data row in input
-order. Cells a spreadsheet would run as a formula are neutralised (OWASP "CSV Injection"):
-a cell starting with ``=`` ``+`` ``-`` ``@``, a tab or a carriage return gets a leading
-apostrophe, which spreadsheets show as text and do not evaluate.
+order. Two defences against a spreadsheet running a cell (OWASP "CSV Injection"):
+
+- every cell of a data line is quoted (``csv.QUOTE_ALL``). A spreadsheet whose locale
+  separates fields with ``;`` (most of Europe) splits an unquoted line on ``;`` too, so an
+  unquoted ``x;=1+1`` would become the cells ``x`` and ``=1+1`` and run the formula; quoted,
+  it stays the one text cell ``x;=1+1``;
+- a cell starting with ``=`` ``+`` ``-`` ``@``, a tab or a carriage return gets a leading
+  apostrophe, which spreadsheets show as text and do not evaluate; so does such a character
+  right after a ``;`` inside a cell (``x;=1+1`` → ``x;'=1+1``), for readers that split on
+  ``;`` without honouring the quotes.
+
+The header line is written as the plain column names: they are fixed text, never data, and
+readers match the line as documented.
 
 ``reports/<input key>.summary.json``: built by :func:`summary_dict`.
 """
@@ -12,6 +22,7 @@ apostrophe, which spreadsheets show as text and do not evaluate.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
@@ -23,9 +34,16 @@ HEADER = ("row", "client-identifier", "status", "phonon-uuid", "request-id", "re
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+_AFTER_SEMICOLON = re.compile(r";(?=[=+\-@\t\r])")
+
+
 def neutralize(cell: str) -> str:
-    """``'=1+2'`` -> ``"'=1+2"``; everything else unchanged."""
-    if cell and cell.startswith(_FORMULA_START):
+    """``'=1+2'`` -> ``"'=1+2"``, ``'x;=1'`` -> ``"x;'=1"``; everything else unchanged."""
+    if not cell:
+        return cell
+    if ";" in cell:
+        cell = _AFTER_SEMICOLON.sub(";'", cell)
+    if cell.startswith(_FORMULA_START):
         return "'" + cell
     return cell
 
@@ -38,8 +56,8 @@ class ReportWriter:
     """
 
     def __init__(self, fileobj_text: IO[str]) -> None:
-        self._w = csv.writer(fileobj_text, lineterminator="\r\n")
-        self._w.writerow(HEADER)
+        csv.writer(fileobj_text, lineterminator="\r\n").writerow(HEADER)
+        self._w = csv.writer(fileobj_text, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
         self.rows = 0
 
     def write(self, row: int, client_id: str, status: str, phonon_uuid: str = "", request_id: str = "",
