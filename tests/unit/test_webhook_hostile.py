@@ -19,7 +19,8 @@ from phonon_outbound import wiring
 from phonon_outbound.store import job_pk
 from phonon_outbound.webhook import MAX_BODY_BYTES
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")]
 
 JOB = "0123456789abcdef0123"
 GOOD_UUID = "501c78ee-8d06-498e-8952-fce3495f326b"
