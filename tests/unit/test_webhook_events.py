@@ -109,8 +109,8 @@ def test_the_sam_base64_event_carrying_a_flow_end_push_is_stored(hook):  # noqa:
 @pytest.mark.parametrize(("body", "error"), [
     (b'{"phonon-uuid": "\xff\xfe\xfd"}', "body is not UTF-8"),
     (b"\x1f\x8b\x08\x00compressed", "body is not UTF-8"),
-    ("phonon-uuid=x&keys=y".encode(), "body is not JSON"),
-    ("{\"phonon-uuid\": \"x\",".encode(), "body is not JSON"),
+    (b"phonon-uuid=x&keys=y", "body is not JSON"),
+    (b"{\"phonon-uuid\": \"x\",", "body is not JSON"),
 ])
 def test_the_sam_base64_event_with_a_body_that_is_not_utf8_json_is_answered_400(hook, body, error):  # noqa: F811
     assert hook.call(with_credentials(hook, sam_event(body))) == (400, {"error": error})
