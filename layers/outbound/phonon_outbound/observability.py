@@ -75,7 +75,9 @@ def mask_value(value: Any, key: str = "") -> Any:
         return {k: mask_value(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
         return [mask_value(v) for v in value]
-    return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return mask_text(str(value))  # anything else is written with str() (e.g. an exception object)
 
 
 class PiiMaskingFormatter(LambdaPowertoolsFormatter):
