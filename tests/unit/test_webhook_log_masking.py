@@ -27,6 +27,7 @@ def test_a_phone_number_in_any_usual_writing_is_masked(number):
 @pytest.mark.parametrize("text", [
     "2026-11-30T16:20:01.123+05:30", "2026-11-26 15:30:01", "job 3f2a9c1e7b5d4a6f8e01 chunk 12 rows 1-500",
     "took 0.123 s (body 12345 bytes)", "HTTP 202 code 202", "OUT#0000", "row 123456",
+    "job ba5ae1234567ca7f67", "request-id 9f3c2a10-4b5e-4c1d-8e2f-1234567abcde",
 ])
 def test_what_is_not_a_phone_number_is_left_alone(text):
     assert mask_text(text) == text

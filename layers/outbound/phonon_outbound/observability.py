@@ -26,9 +26,10 @@ NAMESPACE = "PhononOutbound"
 MASK = "•••••"
 # A phone number in any usual writing: E.164 (+919812345670), national (09812345670), grouped
 # (98123 45670, (0)98123-45670, 981.234.5670) — 7 or more digits joined by at most two of
-# space ( ) . - between them, not part of a longer digit run. An ISO date (2026-11-30) is not a
-# number; times (10:31:02) and decimals (0.123) have too few digits.
-PHONE_PATTERN = r"(?<!\d)(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\(?\d(?:[ ().\-]{0,2}\d){6,}(?!\d)"
+# space ( ) . - between them, standing alone (not inside a word: the digits of a hex job id
+# or request-id are left as they are, so log lines can still be correlated). An ISO date
+# (2026-11-30) is not a number; times (10:31:02) and decimals (0.123) have too few digits.
+PHONE_PATTERN = r"(?<![A-Za-z0-9])(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\(?\d(?:[ ().\-]{0,2}\d){6,}(?![A-Za-z0-9])"
 _SECRET_KEY = re.compile(r"authori[sz]ation|password|passwd|secret|security[-_ ]?id|credential|token|api[-_]?key",
                          re.IGNORECASE)
 # A Basic credential in a header or a dumped request; a security-id in a dumped Create API body.
