@@ -5,7 +5,8 @@ second line of defence the Logger's formatter masks every line before it is writ
 (`PiiMaskingFormatter`, with powertools' data masking): phone-like digit runs become `•••••`,
 values under secret-looking keys (authorization, password, security-id, …) are erased, and
 secret values registered with `register_secret` (the webhook's credentials, the flows'
-security-ids) are erased wherever they appear, in the message, in extra keys and in tracebacks.
+security-ids) are erased wherever they appear, in the message, in extra keys and in tracebacks
+(docs/webhook.md, "Personal data in logs").
 """
 
 from __future__ import annotations

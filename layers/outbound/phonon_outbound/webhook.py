@@ -1,4 +1,4 @@
-"""Phonon's flow-end webhook → the results item keyed by phonon-uuid (docs/design.md, "Webhook").
+"""Phonon's flow-end webhook → the results item keyed by phonon-uuid (docs/webhook.md).
 
 Phonon pushes one JSON document per flow execution: `phonon-uuid`, `keys` (the flow variables
 we sent, among them our correlation key `<job>.<row>`), `callDetails[]` per attempt and, in
