@@ -13,7 +13,7 @@ import pytest
 
 from phonon_outbound import wiring
 
-from .test_webhook_hostile import JOB, Hook, hook  # noqa: F401 - `hook` is a fixture
+from .test_webhook_hostile import JOB, Hook, hook, webhook_stack  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")]

@@ -14,10 +14,13 @@ from collections.abc import Callable
 
 import boto3
 import pytest
+from boto3.dynamodb.conditions import Key
 
 from phonon_outbound import wiring
 from phonon_outbound.store import job_pk
 from phonon_outbound.webhook import MAX_BODY_BYTES
+
+from ..conftest import ROOT
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")]
@@ -99,19 +102,47 @@ class Hook:
         return item.get("phonon_uuid")
 
 
+@pytest.fixture(scope="module")
+def webhook_stack():
+    """One moto stack built from template.yaml for the module (these tests only read and write
+    the webhook's items, which `hook` clears before each test): ~1 s instead of ~0.5 s a test."""
+    from moto import mock_aws
+
+    from phonon_outbound.local.cfn import LocalStack, load_template
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            mp.delenv(key, raising=False)
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_REGION": "us-east-1"}.items():
+            mp.setenv(key, value)
+        with mock_aws():
+            stack = LocalStack(load_template(ROOT / "template.yaml"), ROOT)
+            stack.create_resources(boto3.session.Session(region_name="us-east-1"))
+            env = stack.function_environment()
+            env["POWERTOOLS_METRICS_DISABLED"] = "true"
+            for k, v in env.items():
+                mp.setenv(k, v)
+            creds = json.loads(boto3.client("secretsmanager", region_name="us-east-1").get_secret_value(
+                SecretId=env["WEBHOOK_SECRET_NAME"])["SecretString"])
+            yield creds
+            wiring.reset()
+
+
 @pytest.fixture
-def hook(stack, monkeypatch) -> Hook:
-    env = stack.function_environment()
-    env["POWERTOOLS_METRICS_DISABLED"] = "true"
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    wiring.reset()
-    creds = json.loads(boto3.client("secretsmanager", region_name="us-east-1").get_secret_value(
-        SecretId=env["WEBHOOK_SECRET_NAME"])["SecretString"])
-    h = Hook(creds)
+def hook(webhook_stack) -> Hook:
+    wiring.reset()  # no service caches from an earlier test
+    h = Hook(webhook_stack)
+    with h.store.results.batch_writer() as batch:
+        for item in h.store.results.scan(ProjectionExpression="#u", ExpressionAttributeNames={"#u": "phonon-uuid"})[
+                "Items"]:
+            batch.delete_item(Key=item)
+    with h.store.state.batch_writer() as batch:
+        for item in h.store.state.query(KeyConditionExpression=Key("pk").eq(job_pk(JOB)))["Items"]:
+            batch.delete_item(Key={"pk": item["pk"], "sk": item["sk"]})
     h.store.put_job(JOB, {"flow": "wruHzoCK", "key": "incoming/a.csv", "ingest_done": True, "total_rows": 3})
-    yield h
-    wiring.reset()
+    return h
 
 
 def _b64(text: str) -> str:
