@@ -293,3 +293,28 @@ def test_the_search_finds_what_it_looks_for():
         assert leaks(f"x {writing} y", {}, {"9812345670"}), writing
     assert leaks("x •••••670 y", {"s": "SECRET"}, {"9812345670"}) == []
     assert leaks("a SECRET b", {"s": "SECRET"}, set()) == ["s"]
+
+
+def test_the_run_command_at_debug_with_events_logged_prints_no_number_or_secret(tmp_path):
+    """`phonon-outbound run` as a user runs it (a separate process), everything at DEBUG and
+    every incoming event logged: its stdout, stderr and reports carry no number or secret."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "contacts.csv").write_bytes(contact_file())
+    env = {**os.environ, "PYTHONPATH": str(root / "layers" / "outbound"), "PHONON_OUTBOUND_LOG_LEVEL": "DEBUG",
+           "POWERTOOLS_LOG_LEVEL": "DEBUG", "POWERTOOLS_LOGGER_LOG_EVENT": "true"}
+    env.pop("AWS_ENDPOINT_URL", None)
+    done = subprocess.run([sys.executable, "-m", "phonon_outbound.cli", "run", "--flow-id", DEMO_FLOW_ID, "--json",
+                           "--out", str(tmp_path / "out"), str(tmp_path / "contacts.csv")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    assert result["totals"]["accepted"] == len(NUMBERS) and result["totals"]["rejected"] == len(INVALID)
+    assert '"authorization"' in done.stderr and '"Records"' in done.stderr  # the events were logged
+    reports = "\n".join(p.read_text() for p in (tmp_path / "out").iterdir())
+    found = {where: leaks(text, {"security-id": DEMO_SECURITY_ID}, ALL_NUMBERS)
+             for where, text in (("stdout", done.stdout), ("stderr", done.stderr), ("reports", reports))}
+    assert {where: what for where, what in found.items() if what} == {}

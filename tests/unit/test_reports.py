@@ -1,4 +1,4 @@
-"""Reports: the results CSV (formula-safe) and the summary JSON (SPEC.md "Reports")."""
+"""Reports: the results CSV (formula-safe) and the summary JSON (README.md, "Reports")."""
 
 from __future__ import annotations
 

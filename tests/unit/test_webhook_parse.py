@@ -1,4 +1,4 @@
-"""Flow-end push parsing: lenient, as phonon-api.md says (wrapped or not, fields optional)."""
+"""Flow-end push parsing: lenient, as docs/webhook.md says (wrapped or not, fields optional)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The per-file results report (CSV) and summary (JSON) -- SPEC.md "Reports".
+"""The per-file results report (CSV) and summary (JSON) (README.md, "Reports").
 
 ``reports/<input key>.results.csv``: UTF-8, exactly the columns
 ``row,client-identifier,status,phonon-uuid,request-id,reason``, one line per data row in input
@@ -52,7 +52,7 @@ class ReportWriter:
     """Writes the results CSV to a text file object opened with ``newline=""`` (UTF-8).
 
     The header line is written at construction, so a whole-file rejection still leaves a
-    report with its header only (SPEC). Lines end in CRLF (RFC 4180; what Excel expects).
+    report with its header only (README.md, "Reports"). Lines end in CRLF (RFC 4180; what Excel expects).
     """
 
     def __init__(self, fileobj_text: IO[str]) -> None:
@@ -79,7 +79,7 @@ def summary_dict(*, file: str, flow: str | None, counts: Mapping[str, int] | Non
 
     ``counts`` maps statuses (``ACCEPTED``… or ``accepted``…) to numbers; ``rows`` is their
     sum unless given. A whole-file rejection passes ``error``: the counts are then all zero
-    (SPEC: "zero counts"). ``timings`` are seconds (e.g. ``{"ingest_s": 1.2, "elapsed_s": 9.8}``);
+    (a rejected file has zero counts). ``timings`` are seconds (e.g. ``{"ingest_s": 1.2, "elapsed_s": 9.8}``);
     ``elapsed_s`` is also copied to the top level, where the command line's ``--json`` has it.
     Extra keyword arguments are added as they are (e.g. ``job=…``, ``bucket=…``).
     """
