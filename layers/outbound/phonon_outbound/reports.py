@@ -78,8 +78,8 @@ def summary_dict(*, file: str, flow: str | None, counts: Mapping[str, int] | Non
     """The summary JSON object.
 
     ``counts`` maps statuses (``ACCEPTED``… or ``accepted``…) to numbers; ``rows`` is their
-    sum unless given. A whole-file rejection passes ``error``: the counts are then all zero
-    (a rejected file has zero counts). ``timings`` are seconds (e.g. ``{"ingest_s": 1.2, "elapsed_s": 9.8}``);
+    sum unless given. A whole-file rejection passes ``error``: the counts are then all zero.
+    ``timings`` are seconds (e.g. ``{"ingest_s": 1.2, "elapsed_s": 9.8}``);
     ``elapsed_s`` is also copied to the top level, where the command line's ``--json`` has it.
     Extra keyword arguments are added as they are (e.g. ``job=…``, ``bucket=…``).
     """
