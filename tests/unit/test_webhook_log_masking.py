@@ -97,3 +97,15 @@ def test_the_service_logger_masks_what_it_writes():
         std.removeHandler(handler)
     assert "9812345670" not in stream.getvalue() and "9812345671" not in stream.getvalue()
     assert isinstance(logger.registered_formatter, PiiMaskingFormatter)
+
+
+def test_a_line_that_cannot_be_masked_is_withheld_not_written_raw(monkeypatch):
+    import phonon_outbound.observability as obs
+
+    def broken(value, key=""):
+        raise RecursionError("too deep")
+
+    monkeypatch.setattr(obs, "mask_value", broken)
+    out = _format("number 919812345670")
+    assert out["message"] == "log line withheld: it could not be masked (RecursionError)"
+    assert "919812345670" not in json.dumps(out)

@@ -44,22 +44,25 @@ _OWN_KEYS = frozenset({"timestamp", "level", "location", "service", "sampling_ra
                        "function_memory_size", "function_arn", "function_request_id", "xray_trace_id"})
 
 _masker = DataMasking()
-_secrets: set[str] = set()
+# Longest first, so a secret that contains another is erased whole. Replaced, never mutated:
+# a formatter in another thread reads it without a lock.
+_secrets: tuple[str, ...] = ()
 _secrets_lock = threading.Lock()
 
 
 def register_secret(value: str | None) -> None:
     """A value that must never be written to a log line (e.g. a security-id, a password)."""
-    if value and len(value) >= 4:
+    global _secrets
+    if value and len(value) >= 4 and value not in _secrets:
         with _secrets_lock:
-            _secrets.add(value)
+            _secrets = tuple(sorted({*_secrets, value}, key=len, reverse=True))
 
 
 def mask_text(text: str) -> str:
     """`text` with registered secrets, inline credentials and phone-like numbers masked."""
     if not text:
         return text
-    for secret in sorted(_secrets, key=len, reverse=True):
+    for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     for pattern, repl in _INLINE_SECRETS:
@@ -86,7 +89,11 @@ class PiiMaskingFormatter(LambdaPowertoolsFormatter):
     """Powertools' JSON formatter that masks every line before it is serialised."""
 
     def serialize(self, log: dict) -> str:  # type: ignore[override]
-        masked = {k: (v if k in _OWN_KEYS else mask_value(v, k)) for k, v in log.items()}
+        try:
+            masked = {k: (v if k in _OWN_KEYS else mask_value(v, k)) for k, v in log.items()}
+        except Exception as exc:  # noqa: BLE001 - never let logging's error path print the raw record
+            masked = {k: log[k] for k in ("level", "location", "timestamp", "service") if k in log}
+            masked["message"] = f"log line withheld: it could not be masked ({type(exc).__name__})"
         return super().serialize(masked)
 
 
