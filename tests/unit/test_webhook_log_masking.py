@@ -109,3 +109,21 @@ def test_a_line_that_cannot_be_masked_is_withheld_not_written_raw(monkeypatch):
     out = _format("number 919812345670")
     assert out["message"] == "log line withheld: it could not be masked (RecursionError)"
     assert "919812345670" not in json.dumps(out)
+
+
+def test_a_handler_added_later_with_its_own_formatter_writes_masked_text_too():
+    stream = io.StringIO()
+    plain = logging.StreamHandler(stream)
+    plain.setFormatter(logging.Formatter("%(levelname)s %(message)s %(numbers)s"))
+    logger.addHandler(plain)
+    try:
+        logger.warning("calling %s", "+91 98123 45670", extra={"numbers": ["919812345671"]})
+        try:
+            raise RuntimeError("answer for 919812345672")
+        except RuntimeError:
+            logger.exception("failed", extra={"numbers": []})
+    finally:
+        logging.getLogger(logger.name).removeHandler(plain)
+    text = stream.getvalue()
+    assert "calling •••••" in text and "RuntimeError: answer for •••••" in text
+    assert not any(n in text for n in ("98123 45670", "919812345671", "919812345672"))

@@ -1,11 +1,13 @@
 """Logger, Metrics and Tracer in one place (powertools), so every module shares them.
 
 Log lines name jobs, chunks, rows and message ids, never a contact's number or a secret. As a
-second line of defence the Logger's formatter masks every line before it is written
-(`PiiMaskingFormatter`, with powertools' data masking): phone-like digit runs become `•••••`,
-values under secret-looking keys (authorization, password, security-id, …) are erased, and
-secret values registered with `register_secret` (the webhook's credentials, the flows'
-security-ids) are erased wherever they appear, in the message, in extra keys and in tracebacks
+second line of defence the Logger masks every line before it is written, with powertools'
+data masking: a filter on the logger (`PiiMaskingFilter`) masks each record before any
+handler sees it, and its JSON formatter (`PiiMaskingFormatter`) masks what powertools adds to
+the line. Phone-like digit runs become `•••••`, values under secret-looking keys
+(authorization, password, security-id, …) are erased, and secret values registered with
+`register_secret` (the webhook's credentials, the flows' security-ids) are erased wherever
+they appear: in the message, in extra keys and in tracebacks
 (docs/webhook.md, "Personal data in logs").
 """
 
@@ -15,6 +17,7 @@ import logging
 import re
 import sys
 import threading
+import traceback
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -97,9 +100,35 @@ class PiiMaskingFormatter(LambdaPowertoolsFormatter):
         return super().serialize(masked)
 
 
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class PiiMaskingFilter(logging.Filter):
+    """The same masking on the record itself, before any handler sees it: a handler someone
+    adds to the service logger later (a log file, a terminal) with a formatter of its own
+    writes masked text too. Message, extra keys and the traceback text are masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            if isinstance(record.msg, dict):  # powertools logs a dict message as JSON
+                record.msg = mask_value(record.msg)
+            else:
+                record.msg = mask_text(record.getMessage())
+                record.args = ()
+            for key in [k for k in record.__dict__ if k not in _RECORD_ATTRS]:
+                record.__dict__[key] = mask_value(record.__dict__[key], key)
+            if record.exc_info and not record.exc_text:
+                record.exc_text = mask_text("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        except Exception as exc:  # noqa: BLE001 - never let a raw record through
+            record.msg, record.args = f"log line withheld: it could not be masked ({type(exc).__name__})", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 # stderr: Lambda sends both streams to CloudWatch, and locally stdout is reserved for `--json`.
 logger = Logger(service=SERVICE, logger_handler=logging.StreamHandler(sys.stderr),
                 logger_formatter=PiiMaskingFormatter())
+logger.addFilter(PiiMaskingFilter())
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE, disabled=None)
 
