@@ -64,15 +64,18 @@ from .observability import count, logger, register_secret
 from .store import RowUuidConflict, Store, decode_outcomes
 
 # ------------------------------------------------------------------------------------- bounds
-MAX_BODY_BYTES = 256 * 1024  # a real push is 1-3 KB; Function URLs would accept 6 MB
+# A push is 1-3 KB, plus the flow variables we sent with the call, which Phonon echoes in
+# `keys`: a call's variables fit in one Create API request (256 KB at most), and a wide CRM
+# export sends thousands of columns. Function URLs would accept 6 MB.
+MAX_BODY_BYTES = 1024 * 1024
 MAX_AUTHORIZATION_CHARS = 1024
 MAX_ATTEMPTS = 100
-MAX_KEYS = 1000
+MAX_KEYS = 20_000  # above the contact files' column cap (16,384)
 MAX_DETAILS = 100
 MAX_RECORDINGS = 100
 MAX_TEXT = 64
-MAX_KEY_NAME = 256
-MAX_KEY_VALUE = 8192
+MAX_KEY_NAME = 1024
+MAX_KEY_VALUE = 256 * 1024
 MAX_URL = 2048
 MAX_DURATION = 10**9  # as Phonon sends it (its samples: milliseconds) — 11.5 days in ms
 UUID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
