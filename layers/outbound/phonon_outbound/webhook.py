@@ -135,9 +135,19 @@ def _duration(value: Any) -> int | None:
         if not re.fullmatch(r"\d{1,12}(\.\d{1,9})?", value.strip()):
             raise ValueError("must be a number")
         value = float(value)
-    if not math.isfinite(value) or not 0 <= value <= MAX_DURATION:
+    # compared as it is: a JSON integer of 400 digits does not fit a float (OverflowError)
+    if (isinstance(value, float) and not math.isfinite(value)) or not 0 <= value <= MAX_DURATION:
         raise ValueError(f"must be a finite number from 0 to {MAX_DURATION}")
     return int(value)
+
+
+def _cause(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"at most {MAX_TEXT} characters")
+    return text
 
 
 def _blank_is_none(value: Any) -> Any:
@@ -152,8 +162,7 @@ def _finite(value: Any) -> Any:
 
 Text = Annotated[StrictStr, StringConstraints(max_length=MAX_TEXT)]
 OptText = Annotated[Text | None, BeforeValidator(_blank_is_none)]
-Cause = Annotated[Annotated[StrictStr, StringConstraints(max_length=MAX_TEXT)] | StrictInt | None,
-                  BeforeValidator(_blank_is_none), AfterValidator(lambda v: None if v is None else str(v))]
+Cause = Annotated[StrictStr | StrictInt | None, BeforeValidator(_blank_is_none), AfterValidator(_cause)]
 Duration = Annotated[StrictStr | StrictInt | StrictFloat | None, AfterValidator(_duration)]
 KeyValue = Annotated[Annotated[StrictStr, StringConstraints(max_length=MAX_KEY_VALUE)] | StrictInt | StrictFloat
                      | StrictBool | None, AfterValidator(_finite)]
@@ -292,6 +301,8 @@ def parse_push(body: str | bytes) -> FlowEndPush:
         return parse(event=doc, model=FlowEndPush)
     except ValidationError as err:
         raise WebhookError(400, _describe(err)) from None
+    except (TypeError, OverflowError, RecursionError) as err:  # raised by a validator on odd input
+        raise WebhookError(400, f"invalid push ({type(err).__name__})") from None
 
 
 def outcome_of(push: FlowEndPush | dict) -> dict:
