@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from phonon_outbound.webhook import Credentials, WebhookError, WebhookService, outcome_of, parse_push
 
@@ -90,3 +92,46 @@ def test_non_finite_numbers_and_deep_nesting_are_not_json_we_take(body):
     with pytest.raises(WebhookError) as err:
         parse_push(body)
     assert err.value.status == 400
+
+
+# ------------------------------------------------------------------------------ properties
+
+_SCALARS = st.none() | st.booleans() | st.integers(min_value=-(10**500), max_value=10**500) | st.floats() | st.text()
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner,
+                                                                                           max_size=4), max_leaves=20)
+_FIELDS = ["phonon-uuid", "uuid", "callDetails", "keys", "smsDetails", "emailDetails", "recordingUrls", "body",
+           "duration", "hangupCause", "startTime", "connectTime", "deliveryStatus", "name", "value"]
+# Push-shaped documents: our field names at any depth, with any JSON value
+_PUSHY = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.sampled_from(_FIELDS) | st.text(max_size=5), inner, max_size=6), max_leaves=30)
+_PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _dumps(doc) -> str:
+    try:
+        return json.dumps(doc, allow_nan=True)
+    except ValueError:  # an integer too long for str(): the text is what a caller could send anyway
+        return "9" * 5000
+
+
+@_PROPS
+@given(_PUSHY | _JSON)
+def test_any_json_document_is_a_push_or_a_400_never_an_exception(doc):
+    svc = WebhookService(store=None, correlation_key="OutboundRef")  # type: ignore[arg-type]
+    try:
+        push = parse_push(_dumps(doc))
+    except WebhookError as err:
+        assert err.status in (400, 413) and err.message
+        return
+    assert 1 <= len(push.phonon_uuid) <= 64
+    out = outcome_of(push)
+    assert all(isinstance(v, (int, str, bool)) for v in out.values())
+    assert all(len(v) <= 64 for v in out.values() if isinstance(v, str))
+    ref = svc.correlation_ref(push)
+    assert ref is None or (isinstance(ref, str) and len(ref) <= 128)
+
+
+@_PROPS
+@given(st.text() | st.binary().map(lambda b: "Basic " + base64.b64encode(b).decode()) | _SCALARS)
+def test_any_authorization_header_is_checked_without_raising(header):
+    assert Credentials("phonon", "s3cret").check(header) in (True, False)
