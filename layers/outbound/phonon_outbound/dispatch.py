@@ -556,16 +556,18 @@ class DispatchService:
         logger.error("chunk failed on its last receive: unsent rows settled FAILED",
                      extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count,
                             "error": describe_error(err)})
-        if not out.claimed and not self.store.settle_open_chunk(msg.job, msg.chunk, "FAILED",
-                                                                unless_held_at=self.clock()):
-            if (self.store.get_chunk(msg.job, msg.chunk) or {}).get("state") == "DONE":
+        if not out.claimed:  # it failed before taking the chunk's lease: take it now, to settle it
+            claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
+            if claim.state == "done":
                 return Outcome("duplicate-delivery")  # sent and recorded by an earlier attempt: it stands
-            # Another copy of the message holds the chunk and may be sending it right now: its
-            # rows and dedupe claims are its holder's to settle. This copy goes to the DLQ (a
-            # redrive of it finds the chunk settled, or takes it over once the lease ran out).
-            logger.error("chunk held by another dispatcher: left to its holder",
-                         extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count})
-            raise err
+            if claim.state == "busy":
+                # Another copy of the message holds the chunk and may be sending it right now:
+                # its rows and dedupe claims are its holder's to settle. This copy goes to the
+                # DLQ (a redrive finds the chunk settled, or takes it over once the lease ran out).
+                logger.error("chunk held by another dispatcher: left to its holder",
+                             extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count})
+                raise err
+            out.claimed = True
         ref = ChunkRef(msg.job, msg.chunk, msg.flow, list(msg.rows), calls)
         self._keep_earlier_accepted(ref, out)
         before = out.failed

@@ -437,37 +437,24 @@ class Store:
         attrs = {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.expiry()}
         self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, **_set_update(attrs))
 
-    def settle_open_chunk(self, job: str, chunk: int, state: str, unless_held_at: float | None = None,
-                          **attrs: Any) -> bool:
+    def settle_open_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> bool:
         """Settle a chunk without sending it, unless it is DONE already (sent and recorded):
-        False then. With `unless_held_at` (now), a chunk another dispatcher holds (IN_PROGRESS,
-        lease not run out) is refused too: it may be sending right now, and its own settle
-        decides. Without it, a held chunk is settled all the same and its holder's own settle
-        overwrites the outcome (the caller ends unsent rows, e.g. after an interrupted run, when
-        nobody should be sending any more)."""
+        False then. A chunk another dispatcher holds right now is settled all the same: its
+        holder's own settle overwrites the outcome it records (the caller ends unsent rows,
+        e.g. after an interrupted run, when nobody should be sending any more). A dispatcher's
+        last receive does not use this: it takes the chunk's lease (`claim_chunk`) to settle it."""
         attrs = {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.expiry()}
         update = _set_update(attrs)
-        values = update["ExpressionAttributeValues"]
-        values[":done_state"] = "DONE"
-        condition = "attribute_not_exists(#state) OR #state <> :done_state"
-        if unless_held_at is not None:
-            values[":in_progress"], values[":now"] = "IN_PROGRESS", _dec(unless_held_at)
-            update["ExpressionAttributeNames"]["#held_until"] = "lease_until"
-            condition = ("attribute_not_exists(#state) OR (#state <> :done_state AND "
-                         "(#state <> :in_progress OR #held_until < :now))")
+        update["ExpressionAttributeValues"][":done_state"] = "DONE"
         try:
-            self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, ConditionExpression=condition,
+            self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+                                   ConditionExpression="attribute_not_exists(#state) OR #state <> :done_state",
                                    **update)
             return True
         except ClientError as err:
             if not _conditional_failed(err):
                 raise
             return False
-
-    def get_chunk(self, job: str, chunk: int) -> dict | None:
-        """The chunk's ledger item (consistent read), None when nobody claimed it yet."""
-        item = self.state.get_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, ConsistentRead=True).get("Item")
-        return _plain(item) if item else None
 
     def cancelled_reason(self, job: str) -> str:
         """The job's `cancelled_reason` ("" when it is not cancelled, or there is no such job):
