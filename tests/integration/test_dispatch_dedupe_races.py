@@ -283,3 +283,51 @@ def test_given_recording_an_exhausted_chunk_fails_once_then_it_still_settles_fai
     assert chunk_state(h, obj) == "FAILED"
     h.drain(timeout=15)
     assert h.dlq_depth() == 1
+
+
+# ---------------------------------------------------------------- a duplicate of a call not yet accepted
+def test_given_the_same_calls_while_the_first_file_is_still_retrying_them_then_they_wait_and_are_sent_if_it_fails(
+        make_harness):
+    # Given a file whose chunk met a 500 and waits for its retry (its calls' dedupe claims held)
+    h = make_harness(max_receive_count=3)  # one receive is spent below picking the second file's message
+    h.sim.set_faults(FaultPlan(sequence=["http500", "http500"]))
+    data = csv_rows(3)
+    first = h.upload("first-retrying.csv", data)
+    h.ingest(first)
+    assert h.dispatch(h.receive())["batchItemFailures"]
+    # When the same calls come in another file meanwhile
+    second = h.upload("second-meanwhile.csv", data)
+    h.ingest(second)
+    received = h.receive()
+    mine = [m for m in received if json.loads(m["Body"])["job"] == second.job_id]
+    assert len(mine) == 1
+    for m in received:
+        if m not in mine:  # the first file's retry, received along: back to the queue at once
+            h.sqs.change_message_visibility(QueueUrl=h.queue_url, ReceiptHandle=m["ReceiptHandle"],
+                                            VisibilityTimeout=0)
+    assert h.dispatch(mine)["batchItemFailures"] == []
+    # Then they are not called DUPLICATE of calls nobody accepted yet: they wait
+    assert list(wiring.store().iter_outcomes(second.job_id)) == []
+    # and when the first file's calls end FAILED, the second file's are sent and ACCEPTED
+    h.drain(timeout=60)
+    assert statuses(h.report(first)) == {"FAILED": 3}
+    assert statuses(h.report(second)) == {"ACCEPTED": 3}
+    assert h.sim.stats()["requests"] == 3
+
+
+def test_given_the_same_calls_while_the_first_file_is_retrying_then_they_are_duplicates_once_it_is_accepted(
+        make_harness):
+    h = make_harness(max_receive_count=3)
+    h.sim.set_faults(FaultPlan(sequence=["http500"]))
+    data = csv_rows(2)
+    first = h.upload("first-then-accepted.csv", data)
+    h.ingest(first)
+    assert h.dispatch(h.receive())["batchItemFailures"]
+    second = h.upload("second-then-duplicate.csv", data)
+    h.ingest(second)
+    h.drain(timeout=60)
+    assert statuses(h.report(first)) == {"ACCEPTED": 2}
+    second_report = h.report(second)
+    assert statuses(second_report) == {"DUPLICATE": 2}
+    assert "incoming/first-then-accepted.csv row 1" in second_report[0]["reason"]
+    assert set(h.sim.stats()["calls_by_client_identifier"].values()) == {1}

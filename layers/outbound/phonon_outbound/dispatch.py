@@ -39,7 +39,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,6 +58,9 @@ from .status import Status
 from .store import Store, decode_outcomes
 
 LOCK_BUSY_DELAY_S = 5.0
+# How long a chunk waits when one of its calls is claimed by another file's row whose outcome
+# is not known yet (accepted: this one is a duplicate; failed: this one is sent).
+DEDUPE_PENDING_DELAY_S = 5.0
 # Seconds kept free after a request's longest possible wait (connect + read timeout) for
 # recording its answer (outcomes, counts, maybe the job's report). A request is started only
 # when the invocation has that much time left; otherwise the chunk is handed back unsent.
@@ -388,6 +391,11 @@ class DispatchService:
                                                     self.s.dedupe_window_hours * 3600, self.clock())
             except TimeoutError as err:  # the flow's dedupe lock stayed busy; nothing was sent
                 raise _HandBack(LOCK_BUSY_DELAY_S, str(err)) from None
+            if conflicts and self._any_unsettled(conflicts.values()):
+                # The same call is claimed by a row whose outcome is not known yet (its chunk is
+                # being sent or retried): it is no duplicate of an accepted call yet. Wait for
+                # that outcome (a FAILED row gives its claim back) instead of guessing.
+                raise _HandBack(DEDUPE_PENDING_DELAY_S, "waiting for the outcome of the same call from another file")
             if conflicts:
                 keep_calls, keep_rows = [], []
                 for row, call in zip(rows, calls, strict=True):
@@ -640,6 +648,20 @@ class DispatchService:
         return {"status": str(status), "cid": str(call.get("client-identifier", "")), "request_id": request_id or "",
                 "phonon_uuid": uuid or "", "reason": reason,
                 "numbers": list(numbers) if isinstance(numbers, list) else []}
+
+    def _any_unsettled(self, owners: Iterable[str]) -> bool:
+        """Whether any of these dedupe claim owners (`<job>.<row>`) has no outcome yet while its
+        job is still open (a completed job's rows all have one: one read per job)."""
+        by_job: dict[str, list[int]] = {}
+        for owner in owners:
+            job, _, row = owner.rpartition(".")
+            if row.isdigit():
+                by_job.setdefault(job, []).append(int(row))
+        for job, rows in by_job.items():
+            meta = self.store.get_job(job)
+            if meta and not meta.get("completed") and self.store.any_without_outcome(job, rows):
+                return True
+        return False
 
     def _file_of(self, job: str) -> str:
         """The S3 key of a job's file ("" when unknown), read once per job."""

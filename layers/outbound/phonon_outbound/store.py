@@ -496,6 +496,25 @@ class Store:
                         batch.put_item(Item=item)
         return conflicts
 
+    def any_without_outcome(self, job: str, rows: Iterable[int]) -> bool:
+        """Whether any of these rows of a job (dedupe claim owners) has no outcome recorded yet:
+        neither in a chunk's outcome item (chunks hold increasing, disjoint row ranges, so a row
+        inside one's range is its) nor as a row item with a status. Stops at the first such row."""
+        known: list[tuple[int, int]] = []
+        for row in sorted(set(rows)):
+            if any(first <= row <= last for first, last in known):
+                continue
+            item = self.find_outcome(job, row)
+            if item is not None:
+                known.append((int(str(item["sk"])[len("OUT#"):]), int(item["last_row"])))
+                continue
+            row_item = self.state.get_item(Key={"pk": job_pk(job), "sk": row_sk(row)}, ConsistentRead=True,
+                                           ProjectionExpression="#s", ExpressionAttributeNames={"#s": "status"},
+                                           ).get("Item") or {}
+            if not row_item.get("status"):
+                return True
+        return False
+
     def _get_claims(self, hashes: list[str]) -> dict[str, dict]:
         keys = [{"pk": f"DEDUPE#{h}", "sk": "-"} for h in hashes]
         return {item["pk"][len("DEDUPE#"):]: item for item in self._batch_get(keys)}
