@@ -154,3 +154,16 @@ def test_notes_about_a_chunk_in_progress_never_reopen_a_settled_chunk(store):
     # Then the chunk stays DONE: its redelivery is dropped, nothing is sent again
     assert chunk_item(store)["state"] == "DONE"
     assert store.claim_chunk("J1", 0, 120, T0 + 1).state == "done"
+
+
+# ---------------------------------------------------------------- a claim owner's outcome
+def test_any_without_outcome_tells_rows_still_in_flight_from_settled_ones(store):
+    outcome = {"status": "ACCEPTED", "cid": "C", "request_id": "r", "phonon_uuid": "", "reason": "", "numbers": []}
+    # chunk 0 settled rows 2-4 (one outcome item), row 9 settled as a row item, row 6 only patched by a webhook
+    store.put_outcomes("J1", 0, [{"row": r, **outcome} for r in (2, 3, 4)], at=1)
+    store.put_rows("J1", [{"row": 9, "status": "FAILED", "reason": "x"}])
+    store.set_row_uuid("J1", 6, "uuid-6")
+    assert store.any_without_outcome("J1", [2, 3, 4, 9]) is False
+    assert store.any_without_outcome("J1", [3, 6]) is True  # a webhook's patch is no outcome
+    assert store.any_without_outcome("J1", [4, 7]) is True
+    assert store.any_without_outcome("J1", []) is False
