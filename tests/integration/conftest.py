@@ -18,7 +18,7 @@ import pytest
 from phonon_outbound import wiring
 from phonon_outbound.api.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
 from phonon_outbound.ingest import ObjectRef
-from phonon_outbound.jobs import report_keys
+from phonon_outbound.jobs import job_report_keys
 
 
 class Ctx:
@@ -64,7 +64,7 @@ class Harness:
 
     def s3_event(self, obj: ObjectRef) -> dict:
         return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-                             "eventName": "ObjectCreated:Put",
+                             "eventName": "ObjectCreated:Put", "eventTime": obj.event_time or "",
                              "s3": {"bucket": {"name": obj.bucket}, "object": {
                                  "key": obj.key, "size": obj.size, "eTag": obj.etag, "versionId": obj.version_id}}}]}
 
@@ -124,15 +124,18 @@ class Harness:
         attrs = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
         return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
+    def report_keys(self, obj: ObjectRef) -> tuple[str, str]:
+        """The object version's own report keys, as its job item names them."""
+        return job_report_keys(self.job(obj), obj.job_id)
+
     def report(self, obj: ObjectRef) -> list[dict]:
-        body = self.s3.get_object(Bucket=self.bucket, Key=report_keys(obj.key)[0])["Body"].read().decode()
-        return list(csv.DictReader(io.StringIO(body)))
+        return list(csv.DictReader(io.StringIO(self.report_text(obj))))
 
     def report_text(self, obj: ObjectRef) -> str:
-        return self.s3.get_object(Bucket=self.bucket, Key=report_keys(obj.key)[0])["Body"].read().decode()
+        return self.s3.get_object(Bucket=self.bucket, Key=self.report_keys(obj)[0])["Body"].read().decode()
 
     def summary(self, obj: ObjectRef) -> dict:
-        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=report_keys(obj.key)[1])["Body"].read())
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.report_keys(obj)[1])["Body"].read())
 
     def job(self, obj: ObjectRef) -> dict:
         return wiring.store().get_job(obj.job_id) or {}
