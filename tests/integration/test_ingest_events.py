@@ -372,3 +372,26 @@ def test_every_state_item_with_personal_data_carries_expires_at(make_harness):
     wiring.store().state.update_item(Key={"pk": f"JOB#{obj.job_id}", "sk": "META"},
                                      UpdateExpression="SET expires_at = :x", ExpressionAttributeValues={":x": 1})
     assert wiring.store().get_job(obj.job_id) is None
+
+
+# ------------------------------------------------------------------ flows: DescribeSecret only
+def test_ingest_checks_the_flow_with_describe_secret_and_never_reads_a_security_id(make_harness, monkeypatch):
+    h = make_harness()
+    sm = wiring.client("secretsmanager")
+    reads: list[str] = []
+    real = sm.get_secret_value
+    monkeypatch.setattr(sm, "get_secret_value", lambda **kw: reads.append(kw["SecretId"]) or real(**kw))
+    obj = h.upload("flow.csv", csv_rows(2))
+    assert h.ingest(obj)["files"][0]["status"] == "done"
+    assert reads == []
+    assert len(h.receive()) == 1
+
+
+def test_given_a_flow_whose_secret_is_scheduled_for_deletion_then_the_file_is_rejected(make_harness):
+    h = make_harness()
+    sm = wiring.client("secretsmanager")
+    sm.create_secret(Name=f"{h.env['FLOW_SECRET_PREFIX']}Gone0001", SecretString="x" * 64)
+    sm.delete_secret(SecretId=f"{h.env['FLOW_SECRET_PREFIX']}Gone0001", RecoveryWindowInDays=7)
+    obj = h.upload("incoming/Gone0001/file.csv", csv_rows(2))
+    h.ingest(obj)
+    assert "unknown flow 'Gone0001'" in h.summary(obj)["error"]

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 256 * 1024
-# Phonon documents a flow's security-id as 64 alphanumeric characters. Ingest
+# A flow's security-id is 64 alphanumeric characters (docs/phonon-api.md). Ingest
 # never reads it (it only checks that the flow's secret exists): chunks are sized for this
 # length, and dispatch refuses a body that would still come out over the limit.
 SECURITY_ID_LEN = 64
