@@ -52,6 +52,7 @@ ACTIVE_SHARD = "A"  # the `active-jobs` index's hash key while a job is not comp
 MAX_NOTES = 20  # notes kept on a job item (and so in its summary); more are counted, not stored
 MAX_NOTE_CHARS = 500
 MAX_TEXT_CHARS = 2000  # error / cancelled_reason
+SETTLED_SET_COMPACT = 500  # a job's settled-chunk set is compacted past this many numbers
 
 
 def _clip(text: str, limit: int) -> str:
@@ -335,8 +336,13 @@ class Store:
         """Count a settled chunk on its job, once: the chunk number goes into the job's
         `settled_set` in the same conditional update that increments `chunks_settled`, so a
         retry after a crash between settling and counting can simply call this again.
-        Returns (counted now, the job item)."""
-        names = {"#set": "settled_set", "#n": "chunks_settled", **{f"#{k}": k for k in counters}}
+        Returns (counted now, the job item).
+
+        The set stays small: chunks below `settled_below` are all counted and leave the set
+        (`_compact_settled`), so it holds only the chunks settled out of order (a chunk
+        retried for a while), not every chunk of a million-row file (400 KB item limit)."""
+        names = {"#set": "settled_set", "#n": "chunks_settled", "#below": "settled_below",
+                 **{f"#{k}": k for k in counters}}
         values = {":chunk": {chunk}, ":c": chunk, ":one": 1, ":now": int(time.time()),
                   **{f":{k}": v for k, v in counters.items()}}
         try:
@@ -344,16 +350,46 @@ class Store:
                 Key={"pk": job_pk(job), "sk": "META"},
                 UpdateExpression="SET updated_at = :now ADD #set :chunk, #n :one"
                                  + "".join(f", #{k} :{k}" for k in counters),
-                ConditionExpression="attribute_not_exists(#set) OR NOT contains(#set, :c)",
+                ConditionExpression="(attribute_not_exists(#set) OR NOT contains(#set, :c)) "
+                                    "AND (attribute_not_exists(#below) OR #below <= :c)",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
-            return True, _plain(out["Attributes"])
+            meta = _plain(out["Attributes"])
+            if len(meta.get("settled_set") or ()) > SETTLED_SET_COMPACT:
+                self._compact_settled(job, meta)
+            return True, meta
         except ClientError as err:
             if not _conditional_failed(err):
                 raise
         return False, self.get_job(job) or {}
+
+    def _compact_settled(self, job: str, meta: dict) -> None:
+        """Move the settled set's contiguous run from `settled_below` up into `settled_below`
+        (optimistic: a concurrent compaction wins, this one does nothing)."""
+        below = int(meta.get("settled_below", 0))
+        settled = {int(c) for c in meta.get("settled_set") or ()}
+        new_below = below
+        while new_below in settled:
+            new_below += 1
+        if new_below == below:
+            return
+        done = {c for c in settled if c < new_below}
+        values: dict[str, Any] = {":new": new_below, ":done": done}
+        if "settled_below" in meta:
+            cond, values[":old"] = "settled_below = :old", below
+        else:
+            cond = "attribute_not_exists(settled_below)"
+        try:
+            self.state.update_item(
+                Key={"pk": job_pk(job), "sk": "META"},
+                UpdateExpression="SET settled_below = :new DELETE settled_set :done",
+                ConditionExpression=cond, ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
 
     def claim_finalize(self, job: str) -> bool:
         """Exactly one caller wins the right to write the job's report."""
