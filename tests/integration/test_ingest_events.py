@@ -155,6 +155,17 @@ def test_given_an_event_that_is_not_an_upload_then_nothing_is_read_or_sent(make_
     assert wiring.store().jobs_for_key(h.bucket, "incoming/daily contacts+1.csv") == []
 
 
+@pytest.mark.parametrize("name", ["ObjectRestore:Completed", "ObjectRestore:Post", "LifecycleExpiration:Delete"])
+def test_given_an_s3_notification_of_another_kind_then_nothing_happens(make_harness, name):
+    # no AWS-published sample of these notifications was found: powertools' put sample, renamed
+    h = make_harness()
+    h.upload("incoming/team a/contacts (2).csv", csv_rows(2))
+    event = sample("s3-notification-put.json", h.bucket)
+    event["Records"][0]["eventName"] = name
+    assert run(h, event) == {"files": []}
+    assert h.receive() == []
+
+
 # ------------------------------------------------------------------ deleted objects
 def test_given_a_permanently_deleted_version_then_the_file_is_rejected_with_a_report_and_no_retry(make_harness):
     h = make_harness()
