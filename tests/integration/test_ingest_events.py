@@ -406,3 +406,14 @@ def test_given_a_flow_whose_secret_is_scheduled_for_deletion_then_the_file_is_re
     obj = h.upload("incoming/Gone0001/file.csv", csv_rows(2))
     h.ingest(obj)
     assert "unknown flow 'Gone0001'" in h.summary(obj)["error"]
+
+
+def test_given_a_failure_queue_message_that_is_not_a_destination_record_then_it_is_dropped_quietly(make_harness):
+    import ingest_handler
+
+    h = make_harness()
+    event = destination_record(h, {})
+    for body in ("not json", json.dumps({"Records": []}), json.dumps([1, 2])):
+        event["Records"][0]["body"] = body
+        assert ingest_handler.handler(event, Ctx("ingest")) == {"files": []}
+    assert h.receive() == []
