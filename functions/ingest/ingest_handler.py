@@ -91,12 +91,12 @@ def failure_records(event: dict) -> list[tuple[dict, str]] | None:
         try:
             doc = json.loads(record.body or "")
         except ValueError:
-            logger.warning("ingest failure queue: a message that is not JSON", extra={"message": record.message_id})
+            logger.warning("ingest failure queue: a message that is not JSON", extra={"message_id": record.message_id})
             continue
         if not isinstance(doc, dict) or not isinstance(doc.get("requestContext"), dict) \
                 or not isinstance(doc.get("requestPayload"), dict):
             logger.warning("ingest failure queue: not a Lambda destination record",
-                           extra={"message": record.message_id})
+                           extra={"message_id": record.message_id})
             continue
         response = doc.get("responsePayload") if isinstance(doc.get("responsePayload"), dict) else {}
         context = doc.get("responseContext") if isinstance(doc.get("responseContext"), dict) else {}
