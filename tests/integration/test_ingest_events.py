@@ -417,3 +417,13 @@ def test_given_a_failure_queue_message_that_is_not_a_destination_record_then_it_
         event["Records"][0]["body"] = body
         assert ingest_handler.handler(event, Ctx("ingest")) == {"files": []}
     assert h.receive() == []
+
+
+def test_given_the_delete_event_came_before_the_upload_event_then_the_deleted_file_is_not_sent(make_harness):
+    h = make_harness()
+    obj = h.upload("deleted-first.csv", csv_rows(3))
+    h.s3.delete_object(Bucket=h.bucket, Key=obj.key)  # a delete marker; the version itself remains
+    run(h, sample("eventbridge-s3-object-deleted.json", h.bucket, key=obj.key))  # no job yet: nothing to cancel
+    assert h.ingest(obj)["files"][0]["status"] == "rejected"
+    assert h.receive() == []
+    assert h.summary(obj)["error"] == "the input file was deleted before it was read"

@@ -268,6 +268,15 @@ class IngestService:
             return replace(obj, key=key), head, None
         return obj, None, first
 
+    def _key_deleted(self, obj: ObjectRef) -> bool:
+        """Is the key's current version a delete marker? (The version we read may still exist.)"""
+        try:
+            self.s3.head_object(Bucket=obj.bucket, Key=obj.key)
+        except ClientError as err:
+            headers = err.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            return _error_code(err) in MISSING_CODES and str(headers.get("x-amz-delete-marker")).lower() == "true"
+        return False
+
     def _missing_reason(self, obj: ObjectRef, code: str) -> str:
         if code in ("405", "MethodNotAllowed"):
             what = "the version is a delete marker"
@@ -323,10 +332,15 @@ class IngestService:
 
     def _run(self, obj: ObjectRef, job: str, meta: dict | None, head: dict | None, missing: str | None,
              remaining_s: Callable[[], float]) -> IngestResult:
+        new = meta is None
         if meta is None:
             meta = self._create_job(obj, job, head)
         if missing:
             return self._end_early(job, meta, self._missing_reason(obj, missing))
+        if new and obj.version_id and self._key_deleted(obj):
+            # The delete's event may have come first (EventBridge does not keep order), when
+            # there was no job to cancel yet: the file must not be sent anyway.
+            return self._end_early(job, meta, "the input file was deleted before it was read")
         if meta.get("cancelled_reason"):
             return self._end_early(job, meta, str(meta["cancelled_reason"]))
         try:
