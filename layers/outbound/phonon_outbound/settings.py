@@ -65,6 +65,9 @@ class Settings(BaseModel):
     def retention_s(self) -> float:
         return self.data_retention_days * 86400.0
 
+    # dispatch: a job whose item has not changed for this long is stale (watchdog.py's StaleJobs)
+    stale_job_minutes: float = Field(60.0, gt=0)
+
     # contacts: resource caps on a contact file (docs/contact-files.md "Limits")
     max_decompressed_bytes: int = Field(4 * 1024**3, ge=1)
     max_line_bytes: int = Field(1024**2, ge=1024)
