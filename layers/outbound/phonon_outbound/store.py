@@ -231,11 +231,10 @@ class Store:
         return {**bound_job_attrs(attrs), "updated_at": int(time.time())}
 
     def put_job(self, job: str, attrs: dict) -> None:
-        item = {"pk": job_pk(job), "sk": "META", **self._job_stamp(attrs), "expires_at": self.expiry()}
-        if not item.get("completed"):
-            item["active_shard"] = ACTIVE_SHARD
-        else:
-            item.pop("active_shard", None)
+        """Write a job item as given (bounded; `updated_at` now unless given). Ingest creates
+        jobs with `create_job`, which also puts them on the active-jobs index."""
+        item = {"pk": job_pk(job), "sk": "META", "updated_at": int(time.time()), **bound_job_attrs(attrs),
+                "expires_at": self.expiry()}
         self.state.put_item(Item=item)
 
     def create_job(self, job: str, attrs: dict) -> bool:
