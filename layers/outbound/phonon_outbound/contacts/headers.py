@@ -1,38 +1,53 @@
 """Header names -> column roles (docs/contact-files.md "Headers").
 
-Every header is first reduced to its *words* (:func:`header_words`): trimmed, camelCase split
-(``MobilePhone`` -> ``mobile phone``), lower-cased, ``#`` read as "no", every other character
-that is not a letter or digit (``.`` ``:`` ``(`` ``)`` ``/`` ``_`` ``-`` spaces ...) a word
-break, digits split from letters (``tel1`` -> ``tel 1``) and run-together number words split
-(``MobileNo`` -> ``mobile no``). Roles are decided on those words, so ``Mob. No.``,
-``mob_no``, ``MOB NO`` and ``MobNo`` are the same header.
+Every header is first reduced to its *words* (:func:`header_words`): trimmed, accents removed
+(``Teléfono`` -> ``telefono``), camelCase split (``MobilePhone`` -> ``mobile phone``),
+lower-cased, ``#`` read as "no", every other character that is not a letter or digit (``.``
+``:`` ``(`` ``)`` ``/`` ``_`` ``-`` ``'`` spaces ...) a word break, digits split from letters
+(``tel1`` -> ``tel 1``) and run-together number words split (``MobileNo`` -> ``mobile no``).
+Roles are decided on those words, so ``Mob. No.``, ``mob_no``, ``MOB NO`` and ``MobNo`` are the
+same header.
 
 Phone columns are found by a rule, not a list of spellings (the exports of HubSpot,
-Salesforce, Zoho, Pipedrive, Freshsales and everyday spreadsheets name them ``Phone Number``,
-``Mobile Phone Number``, ``MobilePhone``, ``HomePhone``, ``Asst. Phone``, ``Phone - Work``,
-``Work Number``, ``Mob. No.``, ``Contact No``, ``Cell #``, ``WhatsApp Number``,
-``Alternate Mobile`` ...): a header is a phone column when
+Salesforce, Zoho, Pipedrive, Freshsales, Dynamics 365, Google and Outlook contacts, Shopify,
+WooCommerce, form responses and everyday spreadsheets name them ``Phone Number``,
+``Mobile Phone Number``, ``MobilePhone``, ``Asst. Phone``, ``Phone - Work``, ``Phone 1 - Value``,
+``Billing Phone``, ``Work Number``, ``Mob. No.``, ``Contact No``, ``Cell #``, ``RMN``,
+``What is your phone number?``, ``Phone number (with country code)`` ...). The words are read
+up to a *description* of how to write the value -- from ``with``, ``including``, ``include``,
+``incl``, ``e.g.``, ``i.e.``, ``example`` on (``Phone number (with country code)``,
+``Phone (e.g. +91 98765 43210)``): those words say how the number is written, not what the
+column is. On the words before it, a header is a phone column when
 
-1. its words contain a *phone word* (``phone``, ``mobile``, ``mob``, ``cell``, ``tel``,
-   ``telephone``, ``whatsapp``, ``landline`` ...), or ``contact`` / ``ph`` followed by a
-   number word (``no``, ``number``, ``num``, ``nr``), or a line qualifier followed by a
-   number word (``work number``, ``home no``, ``other number`` as Freshworks names them), and
-2. none of its words makes it something *about* a phone rather than the number itself:
+1. they contain a *phone word* (``phone``, ``mobile``, ``mob``, ``cell``, ``tel``,
+   ``telephone``, ``whatsapp``, ``landline``, ``rmn`` ...), or ``contact`` / ``ph`` followed by a
+   number word (``no``, ``number``, ``num``, ``nr``), or a line qualifier followed by a number
+   word (``work number``, ``home no``, ``callback number`` as Freshworks and Dynamics name
+   them), and
+2. they are not a yes/no question or flag (the first word ``is``, ``has``, ``do``, ``can`` ...:
+   ``Do you have WhatsApp?``, ``IsMobileVerified``; ``what is your ...`` asks for the value) nor
+   a count (``Number of Phones``, ``No. of Mobiles``), and
+3. none of them makes the column something *about* a phone rather than the number itself:
    its type or label (``Phone Type``), a flag or consent (``Phone Verified``,
    ``Mobile Opt Out``, ``Do Not Call``, ``DND Status``), a part of a number (``Country Code``,
    ``Extension``), another person's number (``Owner Phone``, ``Agent Mobile``), a record id
-   (``Phone ID``), a date, count or source, or another channel (``Fax``, ``SMS``, ``Email``).
+   (``Phone ID``), a date, count, source or change, a digest (``Hashed Phone``), a device or
+   bill (``Mobile Model``, ``Phone Bill Amount``), or another channel (``Fax``, ``SMS``,
+   ``Email``, ``TTY/TDD Phone``).
 
 Record-id columns (used as client-identifier when the file has no ``client-identifier``
 column and exactly one of them): ``Id``, and ``Record``/``Contact``/``Lead``/``Customer``/
-``Client``/``Person`` followed by ``Id`` -- Salesforce's ``Id``, HubSpot's and Zoho's
-``Record ID``, Pipedrive's ``Person - ID``. ``AccountId``, ``OwnerId``, ``CreatedById`` are
-other records' ids, not this one's.
+``Cust``/``Client``/``Person``/``Prospect`` followed by ``Id`` -- Salesforce's ``Id``, HubSpot's
+and Zoho's ``Record ID``, Pipedrive's ``Person - ID``, LeadSquared's ``ProspectID`` -- and
+Dynamics 365's ``(Do Not Modify) Contact`` / ``(Do Not Modify) Lead`` (the record's GUID in
+its Excel exports). ``AccountId``, ``OwnerId``, ``CreatedById`` are other records' ids, not
+this one's.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -54,31 +69,44 @@ _NUMBER_WORDS = frozenset({"no", "nos", "num", "number", "numbers", "nr", "nbr"}
 _RUN_TOGETHER = re.compile(r"(phone|mobile|mob|cell|tel|telephone|whatsapp|contact|ph|landline)"
                            r"(no|nos|num|number|numbers|nr|nbr)")
 _PHONE_WORDS = frozenset({
-    "phone", "phones", "telephone", "tel", "mobile", "mobiles", "mob", "cell", "cellphone", "cellular",
+    "phone", "phones", "telephone", "telephones", "tel", "mobile", "mobiles", "mob", "cell", "cellphone", "cellular",
     "whatsapp", "landline", "smartphone", "telefon", "telefono", "telefone", "celular",
+    "rmn",  # Indian banks' "registered mobile number"
 })
 # "<qualifier> number" names a phone line in Freshworks' and others' exports ("Work Number").
 _LINE_QUALIFIERS = frozenset({"work", "home", "office", "business", "personal", "other", "alternate",
                               "alternative", "alt", "primary", "secondary", "residence", "direct", "private",
-                              "main"})
+                              "main", "callback"})
 _NOT_A_NUMBER = frozenset({
     # what kind of number, or which one to prefer: a label, not the number
     "type", "types", "kind", "label", "format", "preferred",
-    # flags, checks, consent and do-not-call lists (Salesforce DoNotCall, HasOptedOutOfFax, DND)
-    "verified", "verification", "valid", "validated", "validity", "status", "is", "has", "flag",
-    "opt", "optin", "optout", "opted", "out", "consent", "dnc", "dnd", "call", "calls", "called",
-    "blocked", "unsubscribed", "bounced",
+    # flags, checks, consent and do-not-call lists (Salesforce DoNotCall, HasOptedOutOfFax, DND, NDNC)
+    "verified", "verification", "valid", "invalid", "validated", "validity", "confirmed", "status", "is", "has",
+    "flag", "opt", "optin", "optout", "opted", "out", "consent", "dnc", "dnd", "ndnc", "call", "calls", "called",
+    "blocked", "unsubscribed", "bounced", "reachable", "unreachable",
     # a part of a number
     "country", "code", "ext", "extension", "prefix", "area", "dial", "isd", "std",
     # another person's number or another record's id
     "owner", "agent", "executive", "rep", "salesperson", "manager", "emergency", "id",
     # facts about the number or the device, not the number
-    "name", "date", "time", "count", "source", "carrier", "operator", "provider", "network", "app",
-    "device", "model", "brand", "os", "plan", "bill", "billing", "recharge", "banking", "enabled", "active",
-    # other channels
-    "fax", "sms", "email", "mail", "e",
+    "name", "date", "time", "count", "total", "source", "updated", "modified", "created", "changed", "carrier",
+    "operator", "provider", "network", "app", "device", "model", "brand", "os", "imei", "sim", "plan", "bill",
+    "recharge", "amount", "balance", "wallet", "usage", "banking", "enabled", "active", "last",
+    # a digest or a masked copy, not a number one can dial (ad-platform exports' hashed phones)
+    "hash", "hashed", "sha", "md", "encrypted", "masked",
+    # other channels ("Billing Phone" is a phone: "billing" is not here, "bill" is)
+    "fax", "sms", "email", "mail", "e", "tty", "tdd", "telex", "pager",
 })
-_RECORD_ENTITIES = frozenset({"record", "contact", "lead", "customer", "client", "person"})
+# A first word that makes the header a yes/no question or a flag ("Do you have WhatsApp?",
+# "Is Mobile Verified", "Can we call you?"); "what is your phone number" asks for the number.
+_YES_NO_START = frozenset({"is", "are", "has", "have", "had", "do", "does", "did", "can", "could", "may", "shall",
+                           "should", "will", "would", "was", "were", "allow", "accepts", "accept"})
+_ASKING = frozenset({"what", "whats", "which", "enter", "please", "kindly", "provide", "share", "your"})
+# From these words on, a header describes how to write the value ("Phone number (with country
+# code)", "Phone (e.g. +91 ...)"): the rule reads only the words before them.
+_DESCRIPTION_START = frozenset({"with", "including", "include", "includes", "incl", "eg", "ie", "example", "like"})
+_RECORD_ENTITIES = frozenset({"record", "contact", "lead", "customer", "cust", "client", "person", "prospect"})
+_DYNAMICS_KEY = ("do", "not", "modify")  # Dynamics 365 Excel exports: "(Do Not Modify) Contact" holds the GUID
 _NUMBERED = re.compile(r"\d{1,3}")
 _SHOWN_MAX = 40
 _DATA_LIKE = re.compile(r"[+(]?\d[\d ()\-.]{3,}\d|\d+(?:[.,]\d+)?[eE]\+?\d+|.*\d{5,}.*|.*@.*")
@@ -91,7 +119,10 @@ class MappingError(Exception):
 
 def header_words(name: str) -> tuple[str, ...]:
     """The words of a header name, as the role rules see them (see the module docstring)."""
-    s = _CAMEL.sub(" ", _WHATSAPP.sub("whatsapp", name.strip())).lower().replace("#", " no ")
+    name = name.strip()
+    if not name.isascii():  # Teléfono, Téléphone portable, Número de móvil
+        name = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    s = _CAMEL.sub(" ", _WHATSAPP.sub("whatsapp", name)).lower().replace("#", " no ")
     s = _LETTER_DIGIT.sub(" ", _NON_WORD.sub(" ", s))
     words: list[str] = []
     for w in s.split():
@@ -103,9 +134,25 @@ def header_words(name: str) -> tuple[str, ...]:
     return tuple(words)
 
 
+def _head(words: Sequence[str]) -> Sequence[str]:
+    """The words before a description of how to write the value (``with country code``,
+    ``e.g. +91 ...``, ``i.e. ...``)."""
+    for i, w in enumerate(words):
+        if w in _DESCRIPTION_START or (i + 1 < len(words) and (w, words[i + 1]) in (("e", "g"), ("i", "e"))):
+            return words[:i]
+    return words
+
+
 def is_phone_header(words: Sequence[str]) -> bool:
-    if not words or any(w in _NOT_A_NUMBER for w in words):
+    words = _head(words)
+    if not words or words[0] in _YES_NO_START:
         return False
+    if words[0] in _NUMBER_WORDS and len(words) > 1 and words[1] == "of":
+        return False  # "Number of Phones", "No. of Mobiles": a count
+    asking = words[0] in _ASKING
+    for w in words:
+        if w in _NOT_A_NUMBER and not (asking and w in ("is", "has")):
+            return False
     if words[0] == "contact" and len(words) >= 2 and words[1] in _NUMBER_WORDS and \
             all(w in _NUMBER_WORDS or _NUMBERED.fullmatch(w) for w in words[2:]):
         return True  # contact-numbers, contact-number-<n>, Contact No, Contact Number
@@ -119,7 +166,10 @@ def is_phone_header(words: Sequence[str]) -> bool:
 
 
 def is_record_id_header(words: Sequence[str]) -> bool:
-    return words == ("id",) or (len(words) == 2 and words[1] == "id" and words[0] in _RECORD_ENTITIES)
+    words = tuple(words)
+    if words == ("id",) or (len(words) == 2 and words[1] == "id" and words[0] in _RECORD_ENTITIES):
+        return True
+    return len(words) == 4 and words[:3] == _DYNAMICS_KEY and words[3] in _RECORD_ENTITIES
 
 
 def _is_client_header(words: Sequence[str]) -> bool:
