@@ -187,3 +187,69 @@ def test_json_keys_follow_the_same_table():
         rows = list(cf.rows())
         assert rows[0].client_id == "7", name
         assert rows[0].call["contact-numbers"] == ["919876543210", "919876543211", "919876543212"], name
+
+
+# -- several numbers in one cell ---------------------------------------------------------------
+
+def _read(data: str, opts: ParseOptions | None = None, name: str = "x.csv"):
+    cf = open_contacts(io.BytesIO(data.encode()), name, opts or ParseOptions(now=NOW))
+    return cf, list(cf.rows())
+
+
+@pytest.mark.parametrize(("cell", "numbers"), [
+    ("9876543210 / 9123456780", ["919876543210", "919123456780"]),
+    ('"+91-98765-43210, 022 2345 6789"', ["919876543210", "912223456789"]),
+    ("9876543210;9123456780|022 2345 6789", ["919876543210", "919123456780", "912223456789"]),
+    ('"9876543210/9123456780; 9876543211"', ["919876543210", "919123456780", "919876543211"]),
+    ("022/23456789", ["912223456789"]),  # an STD code written with '/': one number
+    ('"98765 43210, 9876543210"', ["919876543210"]),  # the same number twice: sent once
+])
+def test_a_cell_may_hold_several_numbers(cell, numbers):
+    _, rows = _read(f"client-identifier,Mobile No\nC1,{cell}\n")
+    assert isinstance(rows[0], ValidRow) and rows[0].call["contact-numbers"] == numbers
+
+
+def test_separators_do_not_cut_one_number_into_pieces_and_bad_parts_are_named_masked():
+    _, rows = _read('client-identifier,Mobile No\nC1,"9,876,543,210"\nC2,"9876543210, 12345678"\n')
+    assert rows[0].reason == "contact number '•••••••210' in Mobile No is not a valid number for region IN " \
+                             "(not a phone number)"
+    assert rows[1].call["contact-numbers"] == ["919876543210"]
+    assert rows[1].warnings == ["contact number '•••••678' in Mobile No is not a valid number for region IN "
+                                "(number dropped, the row's other numbers are sent)"]
+
+
+def test_json_values_holding_several_numbers_are_split_alike():
+    _, rows = _read(json.dumps([{"client-identifier": "a", "phone": "9876543210 / 9123456780"}]), name="c.json")
+    assert rows[0].call["contact-numbers"] == ["919876543210", "919123456780"]
+
+
+# -- the explicit mapping: edge cases ------------------------------------------------------------
+
+def test_metadata_mapping_names_are_matched_whatever_their_case_spacing_and_punctuation():
+    from phonon_outbound.contacts.mapping import mapping_from_metadata
+    opts = ParseOptions(now=NOW, **mapping_from_metadata({"Phone-Columns": " primary CONTACT ,alt_mobile ",
+                                                          "ID-Column": "  loan account no. "}))
+    cf, rows = _read("Loan Account No,Primary Contact,Alt. Mobile,Phone\nLA-1,9876543210,9876543211,9876543212\n", opts)
+    assert rows[0].client_id == "LA-1"
+    assert rows[0].call["contact-numbers"] == ["919876543210", "919876543211"]  # 'Phone' is not mapped
+    assert "phone numbers from 'Primary Contact', 'Alt. Mobile'" in cf.notes
+
+
+def test_an_explicit_id_column_is_the_identifier_so_an_empty_cell_rejects_the_row():
+    opts = ParseOptions(now=NOW, id_column="Loan Account")
+    _, rows = _read("Loan Account,phone\nLA-1,9876543210\n,9876543211\n  ,9876543212\n", opts)
+    assert rows[0].client_id == "LA-1"
+    for r in rows[1:]:
+        assert r.reason == "client-identifier is empty ('Loan Account', the id-column mapping, is empty)"
+
+
+def test_an_implicit_record_id_that_is_empty_still_calls_with_a_generated_identifier():
+    _, rows = _read("Record ID,phone\nR1,9876543210\n,9876543211\n")
+    assert rows[1].client_id == "x-2" and rows[1].warnings == ["'Record ID' is empty: identifier generated as x-2"]
+
+
+def test_a_mapping_naming_a_missing_column_rejects_the_whole_file_naming_it():
+    from phonon_outbound.contacts import FileRejected
+    with pytest.raises(FileRejected) as exc:
+        _read("Mobile,Name\n9876543210,Asha\n", ParseOptions(phone_columns=("Mobile", "Alt Mobile")))
+    assert exc.value.reason == "the column mapping names 'Alt Mobile', which is not a column of this file's header"

@@ -89,6 +89,20 @@ _CSV_EXT = (".csv", ".tsv", ".txt")
 _JSON_EXT = (".json",)
 _JSONL_EXT = (".jsonl", ".ndjson")
 _SPLIT_NUMBERS = re.compile(r"[;|]")
+# "9876543210 / 9123456780", "+91-98765-43210, 022 2345 6789": a cell that is not one valid
+# number is read as several when ',' or '/' cut it into parts of at least 7 digits each
+# (docs/contact-files.md "Phone columns"); "022/23456789" is one valid number and stays one,
+# "9,876,543,210" has parts too short to be numbers and stays one (invalid) value.
+_SPLIT_FALLBACK = re.compile(r"[,/]")
+_MIN_PART_DIGITS = 7
+
+
+def _several_numbers(token: str) -> list[str] | None:
+    """The parts of a cell holding several numbers separated by ',' or '/', else None."""
+    parts = [p.strip() for p in _SPLIT_FALLBACK.split(token)]
+    if len(parts) < 2 or any(sum(c.isdigit() for c in p) < _MIN_PART_DIGITS for p in parts):
+        return None
+    return parts
 _SEP_LINE = re.compile(r'\s*"?sep=(.)"?[,;\t]*\s*', re.IGNORECASE)
 _DATA_LIKE = re.compile(r"[+(]?\d[\d ()\-.]{5,}\d|\d+(?:[.,]\d+)?[eE]\+?\d+|[^@\s]+@[^@\s]+\.[^@\s]+")
 _BLANK_LINE_CHARS = " \t\r\n,;\"'"
@@ -628,8 +642,13 @@ class ContactFile:
         # The hot loop: ~1M rows a file, so locals only, and the common case inline.
         width = cols.width
         ci = cols.client
-        cid_is_record_id = cols.client_from in ("record id", "mapping")
+        # An implicit CRM record id may be empty on a row (the contact is still called, with a
+        # generated identifier and a warning); client-identifier and an explicit id-column
+        # mapping say "this is the identifier", so an empty cell rejects the row.
+        cid_is_record_id = cols.client_from == "record id"
         cid_label = column_label(ci, self._header[ci], True) if ci is not None else ""
+        empty_cid = ("client-identifier is empty" if cols.client_from != "mapping"
+                     else f"client-identifier is empty ({cid_label}, the id-column mapping, is empty)")
         phones = cols.phones
         si = cols.start
         keys = cols.keys
@@ -662,7 +681,7 @@ class ContactFile:
                                 cid = f"{stem}-{rowno}"
                             else:
                                 if rowno > start_row:
-                                    yield RejectedRow(rowno, "", "client-identifier is empty")
+                                    yield RejectedRow(rowno, "", empty_cid)
                                 continue
                         else:
                             # ClaimTracker.claim, with its first test inlined
@@ -705,7 +724,12 @@ class ContactFile:
                         if cell:
                             digits, problem = normalize(cell)
                             if digits is None:
-                                problems.append(number_problem(cell, col, problem))
+                                if "," in cell or "/" in cell:  # perhaps several numbers: the slow path
+                                    more, more_problems = numbers_of([cell], 1, [(0, col)])
+                                    nums.extend(d for d in more if d not in nums)
+                                    problems.extend(more_problems)
+                                else:
+                                    problems.append(number_problem(cell, col, problem))
                             elif digits not in nums:
                                 nums.append(digits)
                     if n >= width:
@@ -1017,8 +1041,17 @@ class _RowBuilder:
                 if digits is not None:
                     if digits not in nums:
                         nums.append(digits)
-                else:
+                    continue
+                parts = _several_numbers(tok) if ("," in tok or "/" in tok) else None
+                if parts is None:
                     problems.append(number_problem(tok, col, problem))
+                    continue
+                for part in parts:
+                    digits, problem = normalize(part)
+                    if digits is None:
+                        problems.append(number_problem(part, col, problem))
+                    elif digits not in nums:
+                        nums.append(digits)
         return nums, problems
 
     def finish(self, rowno: int, cid: str, nums: list[str], problems: list[str],
