@@ -253,3 +253,14 @@ def test_a_mapping_naming_a_missing_column_rejects_the_whole_file_naming_it():
     with pytest.raises(FileRejected) as exc:
         _read("Mobile,Name\n9876543210,Asha\n", ParseOptions(phone_columns=("Mobile", "Alt Mobile")))
     assert exc.value.reason == "the column mapping names 'Alt Mobile', which is not a column of this file's header"
+
+
+def test_a_file_whose_only_candidate_is_contact_is_rejected_with_a_hint_and_the_mapping_reads_it():
+    from phonon_outbound.contacts import FileRejected
+    data = "id,amount,email,contact\npay_1,100,a@example.com,+919876543210\n"
+    with pytest.raises(FileRejected) as exc:
+        _read(data)
+    assert exc.value.reason.endswith("or give the phone-columns mapping (e.g. phone-columns: contact, if that "
+                                     "column holds the numbers)")
+    cf, rows = _read(data, ParseOptions(now=NOW, phone_columns=("Contact",)))
+    assert rows[0].client_id == "pay_1" and rows[0].call["contact-numbers"] == ["919876543210"]

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "FLOW_KEY_PREFIX", "PHONE_HEADER_HELP", "Columns", "MappingError", "flow_key_name", "header_words",
-    "is_phone_header", "is_record_id_header", "map_header", "shown_header", "summarize_columns",
+    "is_phone_header", "is_record_id_header", "map_header", "maybe_phone_columns", "shown_header", "summarize_columns",
 ]
 
 FLOW_KEY_PREFIX = "$flow.key."
@@ -170,6 +170,18 @@ def is_record_id_header(words: Sequence[str]) -> bool:
     if words == ("id",) or (len(words) == 2 and words[1] == "id" and words[0] in _RECORD_ENTITIES):
         return True
     return len(words) == 4 and words[:3] == _DYNAMICS_KEY and words[3] in _RECORD_ENTITIES
+
+
+def maybe_phone_columns(cells: Sequence[str]) -> list[str]:
+    """Header names that may hold numbers but that the rule does not take on its own: ``Contact``
+    (Razorpay's payment exports, some sheets) or ``Customer Contact`` -- a name or a link in
+    CRMs. Named in the "no phone column" rejection so the person can map one."""
+    out = []
+    for c in cells:
+        w = header_words(c)
+        if w and w[-1] == "contact" and len(w) <= 2 and (shown := shown_header(c)):
+            out.append(shown)
+    return out
 
 
 def _is_client_header(words: Sequence[str]) -> bool:

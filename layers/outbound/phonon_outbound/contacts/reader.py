@@ -66,6 +66,7 @@ from .headers import (
     is_phone_header,
     is_record_id_header,
     map_header,
+    maybe_phone_columns,
     shown_header,
     summarize_columns,
 )
@@ -410,8 +411,10 @@ class ContactFile:
             names = [n for n in (shown_header(h) for h in header[:50]) if n]
             shown = ", ".join(names[:20]) + (", …" if len(header) > 20 and names else "")
             found = f"the header ({shown})" if shown else "the header"
+            maybe = maybe_phone_columns(header[:50])[:3]
+            hint = f" (e.g. phone-columns: {maybe[0]}, if that column holds the numbers)" if maybe else ""
             raise FileRejected(f"no phone column: {found} has no phone column; name one {PHONE_HEADER_HELP}, or "
-                               f"give the phone-columns mapping")
+                               f"give the phone-columns mapping{hint}")
         self._header = header
 
         def new_reader() -> Iterator[list[str]]:
