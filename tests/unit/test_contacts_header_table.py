@@ -5,9 +5,9 @@ Zendesk Sell, Odoo, Shopify, WooCommerce, Indian spreadsheets and form responses
 that name something *about* a phone. Role: P a phone column, I a record-id column, V a flow
 variable (neither). docs/contact-files.md "Phone columns: the rule" and "Identifiers".
 
-The rule before this table got 28 of these wrong, e.g. 'Billing Phone', 'What is your phone
+The rule before this table got 38 of these wrong, e.g. 'Billing Phone', 'What is your phone
 number?', 'Phone number (with country code)', 'RMN', 'Teléfono', '(Do Not Modify) Contact',
-'ProspectID' (missed) and 'Do you have WhatsApp?', 'Number of Phones', 'Hashed Phone' (taken)."""
+'ProspectID', 'mobilephone', 'Customer_ID__c' (missed) and 'Do you have WhatsApp?', 'Number of Phones', 'Hashed Phone' (taken)."""
 
 from __future__ import annotations
 
@@ -36,10 +36,12 @@ HEADERS = [
     # Salesforce report
     ('Business Phone', 'P'), ('Mobile', 'P'), ('Asst. Phone', 'P'), ('Contact ID', 'I'), ('Lead ID', 'I'),
     ('Account Owner', 'V'), ('Contact Owner', 'V'), ('Lead Owner', 'V'), ('Account Phone', 'P'),
+    ('Contact: Contact ID', 'I'), ('Contact: Mobile', 'P'),
     # Salesforce NPSP
     ('Preferred Phone', 'V'), ('npe01__PreferredPhone__c', 'V'), ('npe01__WorkPhone__c', 'P'),
     # Salesforce custom
     ('Mobile_Number__c', 'P'), ('Alternate_Phone__c', 'P'),
+    ('Customer_ID__c', 'I'),
     # Zoho
     ('Record Id', 'I'), ('Lead Owner Id', 'V'), ('Home Phone', 'P'), ('Other Phone', 'P'),
     ('Asst Phone', 'P'), ('Lead Source', 'V'), ('Email Opt Out', 'V'), ('Skype ID', 'V'),
@@ -95,7 +97,9 @@ HEADERS = [
     ('Relationship Manager Mobile', 'V'), ('Emergency Contact Number', 'V'),
     ('Mobile Number Verified', 'V'), ('Is WhatsApp Number', 'V'), ('Whats App Number', 'P'),
     ('Cell Phone', 'P'), ('Tel. (Office)', 'P'), ('Phone#', 'P'), ('Mobile Number 2', 'P'),
-    ('Contact Phone', 'P'), ('Primary Contact', 'V'),
+    ('Contact Phone', 'P'), ('Primary Contact', 'V'), ('MOBILENO', 'P'), ('ALTMOBNO', 'P'),
+    ('CONTACTNO', 'P'), ('PHNO', 'P'), ('CUST_MOBILE', 'P'), ('MOBILE_NO_1', 'P'), ('Tel. Res.', 'P'),
+    ('Resi. Phone', 'P'), ('Mobile [Work]', 'P'), ('Contact Details', 'V'),
     # Razorpay
     ('Customer Contact', 'V'),
     # forms
@@ -122,11 +126,21 @@ HEADERS = [
     ('Number of Phones', 'V'), ('No. of Mobiles', 'V'), ('Hashed Phone', 'V'), ('phone_sha256', 'V'),
     ('Last 4 Digits of Mobile', 'V'), ('Mobile Updated On', 'V'), ('Phone Number Created Date', 'V'),
     ('IsMobileVerified', 'V'), ('Mobile Recharge Amount', 'V'), ('SIM Number', 'V'), ('IMEI', 'V'),
-    ('NDNC Status', 'V'), ('Mobile Not Reachable', 'V'),
+    ('NDNC Status', 'V'), ('Mobile Not Reachable', 'V'), ('phonetype', 'V'), ('faxno', 'V'),
+    ('ownerphone', 'V'), ('Telnet Port', 'V'), ('homework', 'V'), ('hotelname', 'V'), ('cellarname', 'V'),
+    ('Phone/Email', 'V'),
     # es
     ('Teléfono', 'P'), ('Teléfono móvil', 'P'), ('Número de celular', 'P'),
     # fr
     ('Téléphone portable', 'P'),
+    # HubSpot internal
+    ('mobilephone', 'P'),
+    # Salesforce lower
+    ('homephone', 'P'), ('assistantphone', 'P'), ('otherphone', 'P'),
+    # lower
+    ('contactid', 'I'), ('leadid', 'I'), ('recordid', 'I'), ('accountid', 'V'), ('ownerid', 'V'),
+    # template
+    ('Phone Number*', 'P'),
 ]
 NOW = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
 

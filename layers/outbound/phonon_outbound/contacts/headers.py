@@ -4,7 +4,9 @@ Every header is first reduced to its *words* (:func:`header_words`): trimmed, ac
 (``Teléfono`` -> ``telefono``), camelCase split (``MobilePhone`` -> ``mobile phone``),
 lower-cased, ``#`` read as "no", every other character that is not a letter or digit (``.``
 ``:`` ``(`` ``)`` ``/`` ``_`` ``-`` ``'`` spaces ...) a word break, digits split from letters
-(``tel1`` -> ``tel 1``) and run-together number words split (``MobileNo`` -> ``mobile no``).
+(``tel1`` -> ``tel 1``), run-together number words split (``MobileNo`` -> ``mobile no``), a
+lower-case name made only of known words cut into them (``mobilephone``, ``altmobno``,
+``contactid``; ``hotel`` stays whole) and a Salesforce custom field's ``__c`` dropped.
 Roles are decided on those words, so ``Mob. No.``, ``mob_no``, ``MOB NO`` and ``MobNo`` are the
 same header.
 
@@ -40,7 +42,7 @@ column and exactly one of them): ``Id``, and ``Record``/``Contact``/``Lead``/``C
 ``Cust``/``Client``/``Person``/``Prospect`` followed by ``Id`` -- Salesforce's ``Id``, HubSpot's
 and Zoho's ``Record ID``, Pipedrive's ``Person - ID``, LeadSquared's ``ProspectID`` -- and
 Dynamics 365's ``(Do Not Modify) Contact`` / ``(Do Not Modify) Lead`` (the record's GUID in
-its Excel exports). ``AccountId``, ``OwnerId``, ``CreatedById`` are other records' ids, not
+its Excel exports), also after a report's object prefix (``Contact: Contact ID``). ``AccountId``, ``OwnerId``, ``CreatedById`` are other records' ids, not
 this one's.
 """
 
@@ -117,6 +119,32 @@ class MappingError(Exception):
     """An explicit column mapping names a column the file does not have."""
 
 
+# Words a run-together lower-case name is cut into ("mobilephone", "homephone" -- HubSpot's and
+# Salesforce's field names as some tools export them --, "altmobno", "contactid", "phonetype"):
+# only when the whole name is made of them, so "hotel", "cellar" and "telex" stay whole.
+_PIECES = frozenset(_PHONE_WORDS | _NUMBER_WORDS | _LINE_QUALIFIERS | _RECORD_ENTITIES
+                    | {w for w in _NOT_A_NUMBER if len(w) >= 3}
+                    | {"ph", "id", "assistant", "asst", "car", "company", "billing", "shipping"})
+_PIECE_MAX = max(map(len, _PIECES))
+_PIECE_HINT = re.compile("ph|mob|tel|cell|whatsapp|landline|rmn|id|no|num|nr|nbr")  # a cut could matter
+_PIECES_WORD_MAX = 40
+
+
+def _pieces(word: str) -> list[str] | None:
+    """``word`` cut into the fewest _PIECES, or None when it cannot be (or need not be)."""
+    n = len(word)
+    if n < 5 or n > _PIECES_WORD_MAX or word in _PIECES or not word.isalpha() or not _PIECE_HINT.search(word):
+        return None
+    best: list[list[str] | None] = [None] * n + [[]]
+    for i in range(n - 1, -1, -1):
+        for j in range(min(n, i + _PIECE_MAX), i + 1, -1):
+            rest = best[j]
+            if rest is not None and word[i:j] in _PIECES and (best[i] is None or len(rest) + 1 < len(best[i])):
+                best[i] = [word[i:j], *rest]
+    found = best[0]
+    return found if found is not None and len(found) > 1 else None
+
+
 def header_words(name: str) -> tuple[str, ...]:
     """The words of a header name, as the role rules see them (see the module docstring)."""
     name = name.strip()
@@ -129,8 +157,12 @@ def header_words(name: str) -> tuple[str, ...]:
         m = _RUN_TOGETHER.fullmatch(w)
         if m is not None:
             words.extend(m.groups())
+        elif (cut := _pieces(w)) is not None:
+            words.extend(cut)
         else:
             words.append(w)
+    if len(words) > 1 and words[-1] in ("c", "pc") and name.endswith(("__c", "__pc")):
+        words.pop()  # a Salesforce custom field's suffix: Mobile_Number__c, Customer_ID__c
     return tuple(words)
 
 
@@ -167,6 +199,8 @@ def is_phone_header(words: Sequence[str]) -> bool:
 
 def is_record_id_header(words: Sequence[str]) -> bool:
     words = tuple(words)
+    if len(words) == 3 and words[0] in _RECORD_ENTITIES:
+        words = words[1:]  # a report's object prefix: "Contact: Contact ID", "Lead - Lead ID"
     if words == ("id",) or (len(words) == 2 and words[1] == "id" and words[0] in _RECORD_ENTITIES):
         return True
     return len(words) == 4 and words[:3] == _DYNAMICS_KEY and words[3] in _RECORD_ENTITIES
