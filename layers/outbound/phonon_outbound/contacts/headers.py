@@ -42,8 +42,8 @@ column and exactly one of them): ``Id``, and ``Record``/``Contact``/``Lead``/``C
 ``Cust``/``Client``/``Person``/``Prospect`` followed by ``Id`` -- Salesforce's ``Id``, HubSpot's
 and Zoho's ``Record ID``, Pipedrive's ``Person - ID``, LeadSquared's ``ProspectID`` -- and
 Dynamics 365's ``(Do Not Modify) Contact`` / ``(Do Not Modify) Lead`` (the record's GUID in
-its Excel exports), also after a report's object prefix (``Contact: Contact ID``). ``AccountId``, ``OwnerId``, ``CreatedById`` are other records' ids, not
-this one's.
+its Excel exports), also after a report's object prefix (``Contact: Contact ID``).
+``AccountId``, ``OwnerId``, ``CreatedById`` are other records' ids, not this one's.
 """
 
 from __future__ import annotations
