@@ -278,3 +278,20 @@ def test_a_file_whose_only_candidate_is_contact_is_rejected_with_a_hint_and_the_
                                      "column holds the numbers)")
     cf, rows = _read(data, ParseOptions(now=NOW, phone_columns=("Contact",)))
     assert rows[0].client_id == "pay_1" and rows[0].call["contact-numbers"] == ["919876543210"]
+
+
+# -- identifiers a spreadsheet turned into scientific notation -------------------------------------
+
+def test_record_ids_in_scientific_notation_are_not_taken_as_one_repeated_id():
+    # Zoho's 19-digit record ids after a round trip through Excel: every row would read "3.15208E+18"
+    _, rows = _read("Record Id,Mobile\n3.15208E+18,9876543210\n3.15208E+18,9876543211\n3152079000000153079,9876543212\n")
+    assert [r.client_id for r in rows] == ["x-1", "x-2", "3152079000000153079"]
+    assert rows[1].warnings == ["'Record Id' is in spreadsheet scientific notation, so its digits are lost: "
+                                "identifier generated as x-2"]
+
+
+def test_a_client_identifier_in_scientific_notation_is_rejected_with_the_fix_and_other_ids_are_kept():
+    _, rows = _read("client-identifier,Mobile\n3.15208E+18,9876543210\nA1E+5,9876543211\n1E5,9876543212\n")
+    assert rows[0].reason == ("client-identifier is in spreadsheet scientific notation, so its digits are lost; "
+                              "format the column as text in the spreadsheet and export the file again")
+    assert [r.client_id for r in rows[1:]] == ["A1E+5", "1E5"]

@@ -95,6 +95,10 @@ _SPLIT_NUMBERS = re.compile(r"[;|]")
 # (docs/contact-files.md "Phone columns"); "022/23456789" is one valid number and stays one,
 # "9,876,543,210" has parts too short to be numbers and stays one (invalid) value.
 _SPLIT_FALLBACK = re.compile(r"[,/]")
+# An identifier as a spreadsheet's General format shows a long number: 3.15208E+18.
+_EXCEL_SCI_ID = re.compile(r"[+-]?\d(?:[.,]\d+)?[eE]\+\d{1,3}")
+_SCI_ID = "is in spreadsheet scientific notation, so its digits are lost"
+_SCI_FIX = "format the column as text in the spreadsheet and export the file again"
 _MIN_PART_DIGITS = 7
 
 
@@ -677,14 +681,26 @@ class ContactFile:
                         continue
                     rowno += 1
                     n = len(cells)
+                    cid_warning = None
                     if ci is not None:
                         cid = cells[ci].strip() if ci < n else ""
                         if not cid:
                             if cid_is_record_id:  # a CRM row without its record id is still a contact
                                 cid = f"{stem}-{rowno}"
+                                cid_warning = f"{cid_label} is empty: identifier generated as {cid}"
                             else:
                                 if rowno > start_row:
                                     yield RejectedRow(rowno, "", empty_cid)
+                                continue
+                        elif ("E+" in cid or "e+" in cid) and _EXCEL_SCI_ID.fullmatch(cid):
+                            # 3.15208E+18: a long numeric id (Zoho's record ids have 19 digits) as a
+                            # spreadsheet showed it; every such row would look like the same id
+                            if cid_is_record_id:
+                                cid = f"{stem}-{rowno}"
+                                cid_warning = f"{cid_label} {_SCI_ID}: identifier generated as {cid}"
+                            else:
+                                if rowno > start_row:
+                                    yield RejectedRow(rowno, "", f"client-identifier {_SCI_ID}; {_SCI_FIX}")
                                 continue
                         else:
                             # ClaimTracker.claim, with its first test inlined
@@ -745,10 +761,8 @@ class ContactFile:
                             if i < n and cells[i].strip():
                                 warnings = [f"column '{written}' ignored: {build.reserved_key} is reserved for "
                                             f"the pipeline's own tracking reference"]
-                    if ci is not None and cid_is_record_id and cid == f"{stem}-{rowno}" and not (
-                            ci < n and cells[ci].strip()):
-                        note = f"{cid_label} is empty: identifier generated as {cid}"
-                        warnings = [*warnings, note] if warnings else [note]
+                    if cid_warning is not None:
+                        warnings = [*warnings, cid_warning] if warnings else [cid_warning]
                     start = cells[si].strip() if si is not None and si < n else ""
                     if nums and not start and not problems and warnings is None:
                         yield ValidRow(rowno, cid, {"client-identifier": cid, "contact-numbers": nums, "keys": kv}, [])
