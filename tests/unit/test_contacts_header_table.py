@@ -216,6 +216,7 @@ def _read(data: str, opts: ParseOptions | None = None, name: str = "x.csv"):
     ("9876543210;9123456780|022 2345 6789", ["919876543210", "919123456780", "912223456789"]),
     ('"9876543210/9123456780; 9876543211"', ["919876543210", "919123456780", "919876543211"]),
     ("022/23456789", ["912223456789"]),  # an STD code written with '/': one number
+    ("+91 11 2345 6703 ::: +91 98765 43403", ["911123456703", "919876543403"]),  # Google Contacts' joiner
     ('"98765 43210, 9876543210"', ["919876543210"]),  # the same number twice: sent once
 ])
 def test_a_cell_may_hold_several_numbers(cell, numbers):

@@ -89,7 +89,7 @@ __all__ = ["ContactFile", "open_contacts"]
 _CSV_EXT = (".csv", ".tsv", ".txt")
 _JSON_EXT = (".json",)
 _JSONL_EXT = (".jsonl", ".ndjson")
-_SPLIT_NUMBERS = re.compile(r"[;|]")
+_SPLIT_NUMBERS = re.compile(r"[;|]|:::")  # ':::' is how Google Contacts' CSV joins a field's values
 # "9876543210 / 9123456780", "+91-98765-43210, 022 2345 6789": a cell that is not one valid
 # number is read as several when ',' or '/' cut it into parts of at least 7 digits each
 # (docs/contact-files.md "Phone columns"); "022/23456789" is one valid number and stays one,
@@ -743,7 +743,7 @@ class ContactFile:
                         if cell:
                             digits, problem = normalize(cell)
                             if digits is None:
-                                if "," in cell or "/" in cell:  # perhaps several numbers: the slow path
+                                if "," in cell or "/" in cell or ":::" in cell:  # several numbers? the slow path
                                     more, more_problems = numbers_of([cell], 1, [(0, col)])
                                     nums.extend(d for d in more if d not in nums)
                                     problems.extend(more_problems)
@@ -1049,7 +1049,7 @@ class _RowBuilder:
             cell = cells[i]
             if not cell:
                 continue
-            tokens = _SPLIT_NUMBERS.split(cell) if (";" in cell or "|" in cell) else (cell,)
+            tokens = _SPLIT_NUMBERS.split(cell) if (";" in cell or "|" in cell or ":::" in cell) else (cell,)
             for tok in tokens:
                 tok = tok.strip()
                 if not tok:
