@@ -5,7 +5,7 @@ Zendesk Sell, Odoo, Shopify, WooCommerce, Indian spreadsheets and form responses
 that name something *about* a phone. Role: P a phone column, I a record-id column, V a flow
 variable (neither). docs/contact-files.md "Phone columns: the rule" and "Identifiers".
 
-The rule before this table got 38 of these wrong, e.g. 'Billing Phone', 'What is your phone
+The rule before this table got 53 of these wrong, e.g. 'Billing Phone', 'What is your phone
 number?', 'Phone number (with country code)', 'RMN', 'Teléfono', '(Do Not Modify) Contact',
 'ProspectID', 'mobilephone', 'Customer_ID__c' (missed) and 'Do you have WhatsApp?', 'Number of Phones', 'Hashed Phone' (taken)."""
 
@@ -26,7 +26,7 @@ HEADERS = [
     ('WhatsApp Phone Number', 'P'), ('Phone Number Country', 'V'), ('Associated Company IDs', 'V'),
     ('Associated Contact IDs', 'V'), ('Company owner', 'V'), ('Lead Status', 'V'), ('Fax Number', 'V'),
     ('Marketing contact status', 'V'), ('Number of Sales Activities', 'V'),
-    ('Number of times contacted', 'V'), ('Last Contacted', 'V'),
+    ('Number of times contacted', 'V'), ('Last Contacted', 'V'), ('Salesforce Contact ID', 'V'),
     # Salesforce
     ('Id', 'I'), ('Phone', 'P'), ('MobilePhone', 'P'), ('HomePhone', 'P'), ('OtherPhone', 'P'),
     ('AssistantPhone', 'P'), ('Fax', 'V'), ('DoNotCall', 'V'), ('HasOptedOutOfFax', 'V'),
@@ -40,8 +40,7 @@ HEADERS = [
     # Salesforce NPSP
     ('Preferred Phone', 'V'), ('npe01__PreferredPhone__c', 'V'), ('npe01__WorkPhone__c', 'P'),
     # Salesforce custom
-    ('Mobile_Number__c', 'P'), ('Alternate_Phone__c', 'P'),
-    ('Customer_ID__c', 'I'),
+    ('Mobile_Number__c', 'P'), ('Alternate_Phone__c', 'P'), ('Customer_ID__c', 'I'),
     # Zoho
     ('Record Id', 'I'), ('Lead Owner Id', 'V'), ('Home Phone', 'P'), ('Other Phone', 'P'),
     ('Asst Phone', 'P'), ('Lead Source', 'V'), ('Email Opt Out', 'V'), ('Skype ID', 'V'),
@@ -99,7 +98,8 @@ HEADERS = [
     ('Cell Phone', 'P'), ('Tel. (Office)', 'P'), ('Phone#', 'P'), ('Mobile Number 2', 'P'),
     ('Contact Phone', 'P'), ('Primary Contact', 'V'), ('MOBILENO', 'P'), ('ALTMOBNO', 'P'),
     ('CONTACTNO', 'P'), ('PHNO', 'P'), ('CUST_MOBILE', 'P'), ('MOBILE_NO_1', 'P'), ('Tel. Res.', 'P'),
-    ('Resi. Phone', 'P'), ('Mobile [Work]', 'P'), ('Contact Details', 'V'),
+    ('Resi. Phone', 'P'), ('Mobile [Work]', 'P'), ('Contact Details', 'V'), ('New Mobile Number', 'P'),
+    ('Guardian Mobile', 'P'), ('CUSTOMERID', 'I'), ('Contact Record ID', 'I'), ('Mobile (+91)', 'P'),
     # Razorpay
     ('Customer Contact', 'V'),
     # forms
@@ -110,6 +110,7 @@ HEADERS = [
     ('What is your mobile number?', 'P'), ('Do you have WhatsApp?', 'V'), ('Can we call you?', 'V'),
     ('Is this your WhatsApp number?', 'V'), ('Best time to call', 'V'), ('How did you hear about us?', 'V'),
     ('Timestamp', 'V'), ('Phone number (optional)', 'P'), ('WhatsApp Number (if different)', 'P'),
+    ('Phone Numbers (comma separated)', 'P'),
     # trap
     ('Phone Type', 'V'), ('Do Not Call', 'V'), ('Mobile Opt Out', 'V'), ('Phone Verified', 'V'),
     ('Country Code', 'V'), ('Phone Extension', 'V'), ('Contact Name', 'V'), ('Contact Type', 'V'),
@@ -128,7 +129,10 @@ HEADERS = [
     ('IsMobileVerified', 'V'), ('Mobile Recharge Amount', 'V'), ('SIM Number', 'V'), ('IMEI', 'V'),
     ('NDNC Status', 'V'), ('Mobile Not Reachable', 'V'), ('phonetype', 'V'), ('faxno', 'V'),
     ('ownerphone', 'V'), ('Telnet Port', 'V'), ('homework', 'V'), ('hotelname', 'V'), ('cellarname', 'V'),
-    ('Phone/Email', 'V'),
+    ('Phone/Email', 'V'), ('Sales Person Mobile', 'V'), ('Counsellor Mobile', 'V'), ('RM Mobile', 'V'),
+    ('Branch Phone', 'V'), ('Reference 1 Mobile', 'V'), ('WhatsApp Group', 'V'), ('WhatsApp Link', 'V'),
+    ('WhatsApp Message', 'V'), ('Mobile Number Available', 'V'), ('Old Mobile Number', 'V'),
+    ('Contact Type No', 'V'), ('Emergency Contact No', 'V'),
     # es
     ('Teléfono', 'P'), ('Teléfono móvil', 'P'), ('Número de celular', 'P'),
     # fr
@@ -141,6 +145,10 @@ HEADERS = [
     ('contactid', 'I'), ('leadid', 'I'), ('recordid', 'I'), ('accountid', 'V'), ('ownerid', 'V'),
     # template
     ('Phone Number*', 'P'),
+    # Tally
+    ('Contact Person No.', 'P'), ('Contact Person', 'V'), ('Party Mobile No', 'P'), ('Fax No', 'V'),
+    # app export
+    ('primary_phone_e164', 'P'), ('Phone (E.164)', 'P'),
 ]
 NOW = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
 

@@ -85,19 +85,26 @@ _NOT_A_NUMBER = frozenset({
     # flags, checks, consent and do-not-call lists (Salesforce DoNotCall, HasOptedOutOfFax, DND, NDNC)
     "verified", "verification", "valid", "invalid", "validated", "validity", "confirmed", "status", "is", "has",
     "flag", "opt", "optin", "optout", "opted", "out", "consent", "dnc", "dnd", "ndnc", "call", "calls", "called",
-    "blocked", "unsubscribed", "bounced", "reachable", "unreachable",
+    "blocked", "unsubscribed", "bounced", "reachable", "unreachable", "available", "availability", "exists",
+    "missing",
+    # a number known not to work any more
+    "old", "previous", "former", "inactive", "disconnected", "deactivated", "wrong", "obsolete",
     # a part of a number
     "country", "code", "ext", "extension", "prefix", "area", "dial", "isd", "std",
-    # another person's number or another record's id
-    "owner", "agent", "executive", "rep", "salesperson", "manager", "emergency", "id",
+    # another person's number (ours, or a third party's) or another record's id
+    "owner", "agent", "executive", "rep", "salesperson", "sales", "staff", "employee", "caller", "telecaller",
+    "assigned", "assignee", "counsellor", "counselor", "advisor", "officer", "collector", "manager", "rm", "branch",
+    "emergency", "reference", "referrer", "referred", "referral", "id",
     # facts about the number or the device, not the number
     "name", "date", "time", "count", "total", "source", "updated", "modified", "created", "changed", "carrier",
     "operator", "provider", "network", "app", "device", "model", "brand", "os", "imei", "sim", "plan", "bill",
     "recharge", "amount", "balance", "wallet", "usage", "banking", "enabled", "active", "last",
     # a digest or a masked copy, not a number one can dial (ad-platform exports' hashed phones)
     "hash", "hashed", "sha", "md", "encrypted", "masked",
-    # other channels ("Billing Phone" is a phone: "billing" is not here, "bill" is)
-    "fax", "sms", "email", "mail", "e", "tty", "tdd", "telex", "pager",
+    # other channels, or what is sent on them ("Billing Phone" is a phone: "billing" is not here,
+    # "bill" is; "phone_e164" is a phone: "E-mail" is caught by "mail")
+    "fax", "sms", "email", "mail", "tty", "tdd", "telex", "pager", "group", "link", "url", "profile", "username",
+    "handle", "template", "message", "msg", "text", "chat",
 })
 # A first word that makes the header a yes/no question or a flag ("Do you have WhatsApp?",
 # "Is Mobile Verified", "Can we call you?"); "what is your phone number" asks for the number.
@@ -188,6 +195,12 @@ def is_phone_header(words: Sequence[str]) -> bool:
     if words[0] == "contact" and len(words) >= 2 and words[1] in _NUMBER_WORDS and \
             all(w in _NUMBER_WORDS or _NUMBERED.fullmatch(w) for w in words[2:]):
         return True  # contact-numbers, contact-number-<n>, Contact No, Contact Number
+    if "contact" in words:  # "Contact Person No.", "Parent Contact Number 2": a contact's number
+        last = len(words) - 1
+        while last > 0 and _NUMBERED.fullmatch(words[last]):
+            last -= 1
+        if words[last] in _NUMBER_WORDS and words.index("contact") < last:
+            return True
     for i, w in enumerate(words):
         if w in _PHONE_WORDS:
             return True
