@@ -23,7 +23,8 @@ column is. On the words before it, a header is a phone column when
 
 1. they contain a *phone word* (``phone``, ``mobile``, ``mob``, ``cell``, ``tel``,
    ``telephone``, ``whatsapp``, ``landline``, ``rmn`` ...), or ``contact`` / ``ph`` followed by a
-   number word (``no``, ``number``, ``num``, ``nr``), or a line qualifier followed by a number
+   number word (``no``, ``number``, ``num``, ``nr``) or ending with one (``Contact Person No``),
+   or a line qualifier followed by a number
    word (``work number``, ``home no``, ``callback number`` as Freshworks and Dynamics name
    them), and
 2. they are not a yes/no question or flag (the first word ``is``, ``has``, ``do``, ``can`` ...:
@@ -32,10 +33,11 @@ column is. On the words before it, a header is a phone column when
 3. none of them makes the column something *about* a phone rather than the number itself:
    its type or label (``Phone Type``), a flag or consent (``Phone Verified``,
    ``Mobile Opt Out``, ``Do Not Call``, ``DND Status``), a part of a number (``Country Code``,
-   ``Extension``), another person's number (``Owner Phone``, ``Agent Mobile``), a record id
-   (``Phone ID``), a date, count, source or change, a digest (``Hashed Phone``), a device or
-   bill (``Mobile Model``, ``Phone Bill Amount``), or another channel (``Fax``, ``SMS``,
-   ``Email``, ``TTY/TDD Phone``).
+   ``Extension``), another person's number, ours or a third party's (``Owner Phone``,
+   ``RM Mobile``, ``Reference 1 Mobile``), a record id (``Phone ID``), a number known dead
+   (``Old Mobile Number``), a date, count, source or change, a digest (``Hashed Phone``), a
+   device or bill (``Mobile Model``, ``Phone Bill Amount``), or another channel or what is sent
+   on it (``Fax``, ``SMS``, ``Email``, ``TTY/TDD Phone``, ``WhatsApp Group``).
 
 Record-id columns (used as client-identifier when the file has no ``client-identifier``
 column and exactly one of them): ``Id``, and ``Record``/``Contact``/``Lead``/``Customer``/
