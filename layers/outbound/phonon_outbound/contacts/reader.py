@@ -90,28 +90,23 @@ _CSV_EXT = (".csv", ".tsv", ".txt")
 _JSON_EXT = (".json",)
 _JSONL_EXT = (".jsonl", ".ndjson")
 _SPLIT_NUMBERS = re.compile(r"[;|]|:::")  # ':::' is how Google Contacts' CSV joins a field's values
-# "9876543210 / 9123456780", "+91-98765-43210, 022 2345 6789": a cell that is not one valid
-# number is read as several when ',' or '/' cut it into parts of at least 7 digits each
-# (docs/contact-files.md "Phone columns"); "022/23456789" is one valid number and stays one,
-# "9,876,543,210" has parts too short to be numbers and stays one (invalid) value.
-_SPLIT_FALLBACK = re.compile(r"[,/]")
-# An identifier as a spreadsheet's General format shows a long number: 3.15208E+18.
-_EXCEL_SCI_ID = re.compile(r"[+-]?\d(?:[.,]\d+)?[eE]\+\d{1,3}")
-_SCI_ID = "is in spreadsheet scientific notation, so its digits are lost"
-_SCI_FIX = "format the column as text in the spreadsheet and export the file again"
-_MIN_PART_DIGITS = 7
-
-
-def _several_numbers(token: str) -> list[str] | None:
-    """The parts of a cell holding several numbers separated by ',' or '/', else None."""
-    parts = [p.strip() for p in _SPLIT_FALLBACK.split(token)]
-    if len(parts) < 2 or any(sum(c.isdigit() for c in p) < _MIN_PART_DIGITS for p in parts):
-        return None
-    return parts
 _SEP_LINE = re.compile(r'\s*"?sep=(.)"?[,;\t]*\s*', re.IGNORECASE)
 _DATA_LIKE = re.compile(r"[+(]?\d[\d ()\-.]{5,}\d|\d+(?:[.,]\d+)?[eE]\+?\d+|[^@\s]+@[^@\s]+\.[^@\s]+")
 _BLANK_LINE_CHARS = " \t\r\n,;\"'"
 _JSON_LINE = json.JSONDecoder(parse_float=Decimal)  # numbers as written: 9.18E+11 stays recognisable
+# "9876543210 / 9123456780", "+91-98765-43210, 022 2345 6789", "9876543210 or 9123456780": a
+# cell that is not one valid number is read as several when ',' '/' '&' 'or' 'and' (else
+# spaces) cut it into parts of at least 7 digits each (docs/contact-files.md "Phone columns");
+# "022/23456789" is one valid number and stays one, "9,876,543,210" has parts too short to be
+# numbers and stays one (invalid) value.
+_SPLIT_FALLBACK = re.compile(r"\s*(?:[,/&]|\s(?:or|and)\s)\s*", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+_MIN_PART_DIGITS = 7
+_MIN_SEVERAL = 2 * _MIN_PART_DIGITS  # a cell shorter than this cannot hold two numbers
+# An identifier as a spreadsheet's General format shows a long number: 3.15208E+18.
+_EXCEL_SCI_ID = re.compile(r"[+-]?\d(?:[.,]\d+)?[eE]\+\d{1,3}")
+_SCI_ID = "is in spreadsheet scientific notation, so its digits are lost"
+_SCI_FIX = "format the column as text in the spreadsheet and export the file again"
 _HEAD_BYTES = 8192  # looked at before the pre-pass: BOM, binary signatures, format guess
 _DISCARD = 1 << 16  # the rest of an over-long line is read and dropped in pieces of this size
 # Lines are bounded before the csv module sees them (_bounded_lines) and cells are checked
@@ -123,6 +118,15 @@ MAX_NOTE_CHARS = 300
 
 Row = ValidRow | RejectedRow
 
+
+
+def _several_numbers(token: str) -> list[str] | None:
+    """The parts of a cell holding several numbers, else None."""
+    for sep in (_SPLIT_FALLBACK, _SPACES):
+        parts = [p for p in sep.split(token.strip()) if p]
+        if len(parts) >= 2 and all(sum(c.isdigit() for c in p) >= _MIN_PART_DIGITS for p in parts):
+            return parts
+    return None
 
 def open_contacts(stream, filename: str, options: ParseOptions | None = None, *,
                   stream_factory: Callable[[], object] | None = None) -> ContactFile:
@@ -743,7 +747,7 @@ class ContactFile:
                         if cell:
                             digits, problem = normalize(cell)
                             if digits is None:
-                                if "," in cell or "/" in cell or ":::" in cell:  # several numbers? the slow path
+                                if len(cell) >= _MIN_SEVERAL:  # several numbers? the slow path
                                     more, more_problems = numbers_of([cell], 1, [(0, col)])
                                     nums.extend(d for d in more if d not in nums)
                                     problems.extend(more_problems)
@@ -1059,7 +1063,7 @@ class _RowBuilder:
                     if digits not in nums:
                         nums.append(digits)
                     continue
-                parts = _several_numbers(tok) if ("," in tok or "/" in tok) else None
+                parts = _several_numbers(tok) if len(tok) >= _MIN_SEVERAL else None
                 if parts is None:
                     problems.append(number_problem(tok, col, problem))
                     continue
