@@ -308,3 +308,9 @@ def test_a_client_identifier_in_scientific_notation_is_rejected_with_the_fix_and
     assert rows[0].reason == ("client-identifier is in spreadsheet scientific notation, so its digits are lost; "
                               "format the column as text in the spreadsheet and export the file again")
     assert [r.client_id for r in rows[1:]] == ["A1E+5", "1E5"]
+
+
+def test_metadata_keys_may_be_written_with_underscores():
+    from phonon_outbound.contacts.mapping import mapping_from_metadata
+    assert mapping_from_metadata({"phone_columns": "Primary Contact", "ID_COLUMN": "Loan Account"}) == {
+        "phone_columns": ("Primary Contact",), "id_column": "Loan Account"}
