@@ -18,6 +18,8 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import ClientError
 
+from .observability import register_secret
+
 FLOW_ID_RE = re.compile(r"^[A-Za-z0-9]{8}$")
 SECURITY_ID_RE = re.compile(r"^[A-Za-z0-9]{64}$")
 
@@ -112,4 +114,5 @@ class FlowSecrets:
                 value = ""
         if not SECURITY_ID_RE.match(value):
             raise UnknownFlow(f"the secret '{name}' for flow '{flow}' does not hold a 64-character security-id")
+        register_secret(value)  # from now on the log formatter erases it wherever it appears
         return value
