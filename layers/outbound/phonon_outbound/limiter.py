@@ -102,7 +102,7 @@ class RateLimiter:
             t = max(t, (k + 1) * BUCKET_S + self.window_s)
         return t
 
-    def reserve(self, n: int, max_wait_s: float) -> Reservation:
+    def reserve(self, n: float, max_wait_s: float) -> Reservation:
         """Reserve n units. Granted: the caller sleeps `wait_s` then sends. Not granted: nothing
         was taken; the caller should come back after `wait_s`."""
         # The true cost is logged, even above the burst: one chunk may be a burst of its own.
