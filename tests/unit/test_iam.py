@@ -39,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
         "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",  # chunk ledger, dedupe claims, limiter, outcomes
         "s3:PutObject", "s3:AbortMultipartUpload",  # reports
         "secretsmanager:GetSecretValue",  # flow security-ids
+        "kms:Decrypt",  # flow secrets encrypted with the stack's key, through Secrets Manager only
         "events:PutEvents",
     },
     "WebhookFunction": LOGS | XRAY | {
@@ -136,9 +137,6 @@ def test_the_public_webhook_cannot_scan_delete_batch_write_or_touch_s3(cfn):
         assert action not in grants, action
     assert not [a for a in grants if a.startswith(("s3:", "sqs:", "events:", "lambda:"))]
     assert grants["secretsmanager:GetSecretValue"] == ['{"Ref": "WebhookSecret"}']
-    _, role = _role_of(cfn, "WebhookFunction")
-    decrypt = [s for s in _statements(cfn, "", role) if "kms:Decrypt" in _actions(s)]
-    assert decrypt and all("kms:ViaService" in json.dumps(s.get("Condition")) for s in decrypt)
 
 
 def test_ingest_may_check_a_flow_but_never_read_a_security_id(cfn):
@@ -166,6 +164,17 @@ def test_no_resource_wildcard_but_for_actions_without_resource_level_permissions
             for r in resources:
                 assert r != '"*"', f"{function}: {action} on *"
                 assert "index/*" not in r, f"{function}: {action} on every index"
+
+
+@pytest.mark.parametrize("function", ["WebhookFunction", "DispatchFunction"])
+def test_the_key_decrypts_only_through_secrets_manager(cfn, function):
+    name, role = _role_of(cfn, function)
+    decrypt = [s for s in _statements(cfn, name, role) if "kms:Decrypt" in _actions(s)]
+    assert decrypt
+    for st in decrypt:
+        assert st["Resource"] == {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
+        assert st["Condition"] == {"StringEquals": {
+            "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}}
 
 
 def test_the_watchdog_reads_only_the_active_jobs_index(cfn):
