@@ -135,6 +135,8 @@ def test_the_public_webhook_cannot_scan_delete_batch_write_or_touch_s3(cfn):
     grants = _grants(cfn, "WebhookFunction")
     for action in ("dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"):
         assert action not in grants, action
+    # results: only the conditional update of one item
+    assert [a for a, res in grants.items() if any("ResultsTable" in r for r in res)] == ["dynamodb:UpdateItem"]
     assert not [a for a in grants if a.startswith(("s3:", "sqs:", "events:", "lambda:"))]
     assert grants["secretsmanager:GetSecretValue"] == ['{"Ref": "WebhookSecret"}']
 
