@@ -121,6 +121,9 @@ def test_the_operational_metrics_have_alarms(template):
     metrics = {(a["Namespace"], a["MetricName"]) for a in _alarms(template).values()}
     for metric in ("IngestFailed", "StaleJobs", "ChunksFailed", "WebhooksUnauthorized", "AccountRefusals"):
         assert ("PhononOutbound", metric) in metrics, metric
+    silent = [a for a in _alarms(template).values() if a["MetricName"] == "StaleJobs"
+              and a["TreatMissingData"] == "breaching"]
+    assert len(silent) == 1 and silent[0]["ComparisonOperator"] == "LessThanThreshold"  # the watchdog stopped
     queues = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in _alarms(template).values()
               if a["Namespace"] == "AWS/SQS"}
     assert queues == {"ChunkDeadLetterQueue", "IngestFailureDeadLetterQueue", "EventDeadLetterQueue"}
