@@ -104,6 +104,15 @@ def _conditional_failed(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+class RowUuidConflict(Exception):
+    """The row already carries another phonon-uuid (`Store.set_row_uuid`)."""
+
+    def __init__(self, job: str, row: int):
+        super().__init__(f"row {row} of job {job} already has another phonon-uuid")
+        self.job = job
+        self.row = row
+
+
 @dataclass(frozen=True)
 class ChunkClaim:
     state: str  # "claimed", "done", "busy"
@@ -113,14 +122,19 @@ class ChunkClaim:
 
 
 class Store:
-    def __init__(self, state_table: str, results_table: str, resource: Any = None):
+    def __init__(self, state_table: str, results_table: str, resource: Any = None, retention_s: float = 90 * 86400):
         self._ddb = resource or boto3.resource("dynamodb")
+        self.retention_s = retention_s
         self.state = self._ddb.Table(state_table)
         self.results = self._ddb.Table(results_table)
         self.client = self._ddb.meta.client
         # How long flow_lock waits for a busy lock before giving up (the caller hands its chunk
         # back): well inside a dispatch Lambda's 60 s, well above a claim phase's < 1 s.
         self.lock_wait_s = 10.0
+
+    def expiry(self, now: float | None = None) -> int:
+        """`expires_at` (epoch seconds) for an item that holds personal data: the tables' TTL."""
+        return int((time.time() if now is None else now) + self.retention_s)
 
     # ---------------------------------------------------------------- S3 object claims
     def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
@@ -235,17 +249,38 @@ class Store:
                 n += 1
         return n
 
-    def set_row_uuid(self, job: str, row: int, phonon_uuid: str) -> dict:
+    def set_row_uuid(self, job: str, row: int, phonon_uuid: str) -> tuple[dict, bool]:
         """Record the phonon-uuid on the row's own item (creating a status-less "patch" item
-        when the row's outcome lives in its chunk's outcome item); returns the item."""
-        out = self.state.update_item(
-            Key={"pk": job_pk(job), "sk": row_sk(row)},
-            UpdateExpression="SET phonon_uuid = :u, #r = :r",
-            ExpressionAttributeNames={"#r": "row"},
-            ExpressionAttributeValues={":u": phonon_uuid, ":r": row},
-            ReturnValues="ALL_NEW",
-        )
-        return _plain(out["Attributes"])
+        when the row's outcome lives in its chunk's outcome item), once: a row that already
+        has another uuid keeps it and `RowUuidConflict` is raised; the same uuid again is a
+        no-op. Returns (the item, whether this call set the uuid)."""
+        try:
+            out = self.state.update_item(
+                Key={"pk": job_pk(job), "sk": row_sk(row)},
+                UpdateExpression="SET phonon_uuid = :u, #r = :r, expires_at = if_not_exists(expires_at, :e)",
+                ConditionExpression="attribute_not_exists(phonon_uuid) OR phonon_uuid = :u",
+                ExpressionAttributeNames={"#r": "row"},
+                ExpressionAttributeValues={":u": phonon_uuid, ":r": row, ":e": self.expiry()},
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as err:
+            if _conditional_failed(err):
+                raise RowUuidConflict(job, row) from None
+            raise
+        old = _plain(out.get("Attributes") or {})
+        newly_set = old.get("phonon_uuid") != phonon_uuid
+        item = {**old, "phonon_uuid": phonon_uuid, "row": row}
+        return item, newly_set
+
+    def clear_row_uuid(self, job: str, row: int, phonon_uuid: str) -> None:
+        """Take back a uuid `set_row_uuid` wrote (only while it is still that uuid)."""
+        try:
+            self.state.update_item(
+                Key={"pk": job_pk(job), "sk": row_sk(row)}, UpdateExpression="REMOVE phonon_uuid",
+                ConditionExpression="phonon_uuid = :u", ExpressionAttributeValues={":u": phonon_uuid})
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
 
     def put_outcomes(self, job: str, chunk: int, rows: list[dict], at: int) -> None:
         """A settled chunk's row outcomes (dicts with OUTCOME_FIELDS) as one item, keyed by its
@@ -344,12 +379,12 @@ class Store:
         try:
             out = self.state.update_item(
                 Key=key,
-                UpdateExpression="SET #s = :ip, lease_until = :l ADD attempts :one",
+                UpdateExpression="SET #s = :ip, lease_until = :l, expires_at = :e ADD attempts :one",
                 ConditionExpression="attribute_not_exists(pk) OR (#s <> :done AND (#s <> :ip OR lease_until < :now))",
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues={
                     ":ip": "IN_PROGRESS", ":done": "DONE", ":l": _dec(now + lease_s),
-                    ":now": _dec(now), ":one": 1,
+                    ":now": _dec(now), ":one": 1, ":e": self.expiry(now),
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -368,12 +403,53 @@ class Store:
         """Remember facts about a chunk while it is in progress (e.g. that a send may have been delivered)."""
         self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, **_set_update(attrs))
 
+    def release_chunk(self, job: str, chunk: int) -> None:
+        """Give back the lease of a chunk still IN_PROGRESS (its holder failed and the message
+        will be retried): the retry need not wait for the lease to run out. A chunk settled
+        meanwhile is left as it is."""
+        try:
+            self.state.update_item(
+                Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+                UpdateExpression="SET #s = :retry, lease_until = :zero",
+                ConditionExpression="#s = :ip",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":retry": "RETRY", ":zero": 0, ":ip": "IN_PROGRESS"})
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+
     def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> None:
         """Record a chunk's final state: DONE, or FAILED when its retries ran out (a FAILED
         chunk can be claimed again after an operator's redrive). Counting it on the job is
         `count_settled`'s job, idempotently."""
-        attrs = {**attrs, "state": state, "settled": True, "lease_until": 0}
+        attrs = {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.expiry()}
         self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, **_set_update(attrs))
+
+    def settle_open_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> bool:
+        """Settle a chunk without sending it, unless it is DONE already (sent and recorded):
+        False then. A chunk another dispatcher holds right now is settled all the same: its
+        holder's own settle overwrites the outcome it records (the caller ends unsent rows,
+        e.g. after an interrupted run, when nobody should be sending any more)."""
+        attrs = {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.expiry()}
+        update = _set_update(attrs)
+        update["ExpressionAttributeValues"][":done_state"] = "DONE"
+        try:
+            self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+                                   ConditionExpression="attribute_not_exists(#state) OR #state <> :done_state",
+                                   **update)
+            return True
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+            return False
+
+    def cancelled_reason(self, job: str) -> str:
+        """The job's `cancelled_reason` ("" when it is not cancelled, or there is no such job):
+        read by dispatch before it sends a chunk (one consistent GetItem of that one attribute)."""
+        item = self.state.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True,
+                                   ProjectionExpression="#c", ExpressionAttributeNames={"#c": "cancelled_reason"},
+                                   ).get("Item") or {}
+        return str(item.get("cancelled_reason") or "")
 
     # ---------------------------------------------------------------- dedupe claims
     def claim_dedupe(self, flow: str, claims: list[tuple[str, str]], window_s: float,
@@ -398,8 +474,9 @@ class Store:
                 if old is not None and float(old.get("expires", 0)) >= now and old.get("owner") != owner:
                     conflicts[h] = str(old.get("owner"))
                 elif old is None or old.get("owner") != owner or float(old.get("expires", 0)) < now:
+                    # TTL: an hour after the window, never later than the data retention
                     new.append({"pk": f"DEDUPE#{h}", "sk": "-", "owner": owner, "expires": _dec(now + window_s),
-                                "ttl": int(now + window_s) + 3600})
+                                "expires_at": min(int(now + window_s) + 3600, self.expiry(now))})
             if new:
                 with self.state.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
                     for item in new:
@@ -516,18 +593,40 @@ class Store:
                 n += 1
         return n
 
-    def upsert_result(self, uuid: str, attrs: dict) -> None:
+    def upsert_result(self, uuid: str, attrs: dict) -> bool:
+        """Add a flow-end push's facts to the uuid's results item, keeping its binding.
+
+        A results item is bound once: to (`job`, `row`) when the push matched a row (or the
+        dispatcher recorded the uuid from the API's answer), else to its correlation `ref`
+        (absent when the push had none). With `job` and `row` in `attrs` the write succeeds
+        only if the item is unbound, bound to that same row, or unmatched with the same (or no)
+        ref — and then the `unmatched` mark is removed; without them, only if the item has no
+        row and the same ref. Returns False, writing nothing, when the binding differs."""
         attrs = {k: v for k, v in attrs.items() if v is not None and v != ""}
-        if not attrs:
-            return
-        names = {f"#a{i}": k for i, k in enumerate(attrs)}
-        values = {f":v{i}": v for i, v in enumerate(attrs.values())}
-        self.results.update_item(
-            Key={"phonon-uuid": uuid},
-            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attrs))),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        attrs["expires_at"] = self.expiry()
+        names = {f"#a{i}": k for i, k in enumerate(attrs)} | {"#job": "job", "#ref": "ref"}
+        values: dict[str, Any] = {f":v{i}": (_dec(v) if isinstance(v, float) else v)
+                                  for i, v in enumerate(attrs.values())}
+        update = "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attrs)))
+        same_ref = "(attribute_not_exists(#ref) OR #ref = :ref)" if attrs.get("ref") else "attribute_not_exists(#ref)"
+        if attrs.get("ref"):
+            values[":ref"] = attrs["ref"]
+        if "job" in attrs and "row" in attrs:
+            condition = f"(attribute_not_exists(#job) AND {same_ref}) OR (#job = :job AND #row = :row)"
+            values |= {":job": attrs["job"], ":row": attrs["row"]}
+            names |= {"#row": "row", "#unmatched": "unmatched"}
+            update += " REMOVE #unmatched"
+        else:
+            condition = f"attribute_not_exists(#job) AND {same_ref}"
+        try:
+            self.results.update_item(
+                Key={"phonon-uuid": uuid}, UpdateExpression=update, ConditionExpression=condition,
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError as err:
+            if _conditional_failed(err):
+                return False
+            raise
+        return True
 
     def get_result(self, uuid: str) -> dict | None:
         item = self.results.get_item(Key={"phonon-uuid": uuid}).get("Item")
