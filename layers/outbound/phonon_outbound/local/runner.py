@@ -500,6 +500,8 @@ class LocalPipeline:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         domain = logging.getLogger(SERVICE)
+        self._saved_propagate = domain.propagate
+        domain.propagate = False  # its own handler writes its JSON lines; no second copy through root
         target: TextIO | None = None
         if self.o.log_file is not None:
             self.o.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -546,6 +548,10 @@ class LocalPipeline:
             lg.setLevel(level)
         self._saved_levels.clear()
         logging.captureWarnings(False)
+        if hasattr(self, "_saved_propagate"):
+            from ..observability import SERVICE
+
+            logging.getLogger(SERVICE).propagate = self._saved_propagate
         stream = getattr(self, "_log_stream", None)
         if stream is not None:
             stream.close()
