@@ -71,6 +71,7 @@ def find_root() -> Path:
 _MOTO_CHILD = """
 import os, signal, sys, threading
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal = lambda *args: None  # moto's main installs its own SIGINT handler: keep ignoring it
 def _watch():
     sys.stdin.buffer.read()
     os._exit(0)
@@ -98,7 +99,7 @@ class MotoServer:
                 port = sock.getsockname()[1]
             self.proc = subprocess.Popen([sys.executable, "-c", _MOTO_CHILD, "-H", "127.0.0.1", "-p", str(port)],
                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
             self.url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline and self.proc.poll() is None:
@@ -516,6 +517,8 @@ class LocalPipeline:
                     h.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the run
         if self.o.verbose and target is not None:  # the domain logger's lines on stderr as well
             echo = logging.StreamHandler(sys.stderr)
+            if self._log_handlers:
+                echo.setFormatter(self._log_handlers[0][0].formatter)  # the same JSON lines
             domain.addHandler(echo)
             self._added_handlers.append((domain, echo))
         root = logging.getLogger()
@@ -529,7 +532,10 @@ class LocalPipeline:
             err.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
             root.addHandler(err)
             self._added_handlers.append((root, err))
-        for name, level in (("", logging.INFO if (target or self.o.verbose) else logging.WARNING),
+        chosen = os.environ.get("PHONON_OUTBOUND_LOG_LEVEL", "").upper()
+        default = logging.INFO if (target or self.o.verbose) else logging.WARNING
+        level_of = logging.getLevelName(chosen) if chosen else default
+        for name, level in (("", default), (SERVICE, level_of if isinstance(level_of, int) else default),
                             ("botocore", logging.WARNING), ("urllib3", logging.WARNING),
                             ("boto3", logging.WARNING), ("werkzeug", logging.ERROR)):
             lg = logging.getLogger(name)
@@ -769,17 +775,12 @@ class LocalPipeline:
             for t in self._threads:
                 t.join(timeout=2.0 if abort_reason else max(5.0, self.settings.api_read_timeout_s + 5))
             ingest.join(timeout=5 if abort_reason else 30)
-            store = wiring.store()
-            finisher = wiring.finisher()
             if abort_reason:
                 unknown = self.gate.inflight_rows(f"$flow.key.{self.settings.correlation_key}")
                 for f in files:
                     self._settle_unsent(f, status, abort_reason, unknown.get(f.obj.job_id if f.obj else "", set()))
             if not self.interrupted:
                 self._await_webhooks()
-            for f in files:  # refresh: flow-end webhooks may have brought phonon-uuids since
-                if f.obj is not None and (store.get_job(f.obj.job_id) or {}).get("completed"):
-                    finisher.finalize(f.obj.job_id, force=True)
             result = self._collect(files, started, abort_reason)
             self.save_state()
             if self.state_saved is not None:
@@ -975,6 +976,7 @@ class LocalPipeline:
         return report_keys(f.key)
 
     def _collect(self, files: list[FileRun], started: float, abort_reason: str) -> dict:
+        store, finisher = wiring.store(), wiring.finisher()
         out = Path(self.o.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         entries = []
@@ -990,6 +992,11 @@ class LocalPipeline:
                     with local_csv.open("w", encoding="utf-8", newline="") as fh:
                         ReportWriter(fh)
             else:
+                # Written again now (flow-end webhooks may have brought phonon-uuids since) and
+                # downloaded at once: a job without its own report name (older ingest) shares
+                # `reports/<key>.results.csv` with every upload of the same key.
+                if f.obj is not None and (store.get_job(f.obj.job_id) or {}).get("completed"):
+                    finisher.finalize(f.obj.job_id, force=True)
                 csv_key, summary_key = self._report_keys(f)
                 try:
                     self.s3.download_file(self.bucket, csv_key, str(local_csv))
