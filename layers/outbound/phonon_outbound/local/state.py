@@ -130,9 +130,43 @@ class LocalState:
         return sum(1 for i in items if i["pk"]["S"].startswith(DEDUPE_PREFIX))
 
     @staticmethod
+    def claims_at(client: Any, table: str, hashes: Iterable[str], now: float | None = None,
+                  released: dict[str, set[int]] | None = None) -> Iterator[dict[str, Any]]:
+        """The live dedupe claims at these hashes (BatchGetItem, 100 keys a request: the
+        embedded DynamoDB scans slowly, ~1 s per 1,000 items), except those of `released`
+        rows, then their jobs' stubs."""
+        now = time.time() if now is None else now
+        released = released or {}
+        keys = [{"pk": {"S": f"{DEDUPE_PREFIX}{h}"}, "sk": {"S": "-"}} for h in sorted(set(hashes))]
+        jobs: set[str] = set()
+        for i in range(0, len(keys), 100):
+            request: dict | None = {table: {"Keys": keys[i:i + 100], "ConsistentRead": True}}
+            while request:
+                got = client.batch_get_item(RequestItems=request)
+                for item in got.get("Responses", {}).get(table, []):
+                    if not _live(item, now):
+                        continue
+                    job, _, row = item.get("owner", {}).get("S", "").rpartition(".")
+                    if row.isdigit() and int(row) in released.get(job, ()):
+                        continue
+                    jobs.add(job)
+                    yield item
+                request = got.get("UnprocessedKeys") or None
+        yield from LocalState._stubs(client, table, jobs)
+
+    @staticmethod
+    def _stubs(client: Any, table: str, jobs: Iterable[str]) -> Iterator[dict[str, Any]]:
+        for job in sorted(jobs):
+            meta = client.get_item(TableName=table, Key={"pk": {"S": f"{JOB_PREFIX}{job}"}, "sk": {"S": "META"}},
+                                   ProjectionExpression="pk, sk, #k", ExpressionAttributeNames={"#k": "key"},
+                                   ConsistentRead=True).get("Item")
+            if meta and "key" in meta:
+                yield meta
+
+    @staticmethod
     def claims_in(client: Any, table: str, now: float | None = None,
                   released: dict[str, set[int]] | None = None) -> Iterator[dict[str, Any]]:
-        """The live dedupe claims of the run's table, except those of `released` rows
+        """(Slow on the embedded DynamoDB: a Scan.) The live dedupe claims of the run's table, except those of `released` rows
         (`{job: {row, …}}`: rows the run did not send after all), then their jobs' stubs."""
         now = time.time() if now is None else now
         released = released or {}
@@ -149,9 +183,4 @@ class LocalState:
                     continue
                 jobs.add(job)
                 yield item
-        for job in sorted(jobs):
-            meta = client.get_item(TableName=table, Key={"pk": {"S": f"{JOB_PREFIX}{job}"}, "sk": {"S": "META"}},
-                                   ProjectionExpression="pk, sk, #k", ExpressionAttributeNames={"#k": "key"},
-                                   ConsistentRead=True).get("Item")
-            if meta and "key" in meta:
-                yield meta
+        yield from LocalState._stubs(client, table, jobs)
