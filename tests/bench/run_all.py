@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from tests.bench import ingest_bench, rate_bench
+from tests.bench import coldstart_bench, ingest_bench, rate_bench
 
 # Each entry is (name, a bench's main called with no arguments); add new benches here.
 # A bench prints its own figures; `make bench` runs them all with their defaults.
 BENCHES: list[tuple[str, Callable[[], object]]] = [
+    ("cold start: handler imports against their libraries", lambda: coldstart_bench.main([])),
     ("ingest", lambda: ingest_bench.main([])),
     ("rate limit", lambda: rate_bench.main([])),
     ("rate limit at 30,000/min, the checker's way (separate processes)",

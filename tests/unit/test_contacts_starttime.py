@@ -1,4 +1,4 @@
-"""start-time: SPEC.md "Contact files" -> start-time, value by value."""
+"""start-time: docs/contact-files.md "Start time", value by value."""
 
 from __future__ import annotations
 
@@ -94,7 +94,6 @@ def test_an_ambiguous_day_or_month_first_date_is_rejected(parse):
     ("2026-02-30 10:00", "is not a real date and time"),
     ("2026-06-29 24:00", "is not a real date and time"),
     ("2026-06-29T10:00:00+25:00", "has an impossible UTC offset"),
-    ("tomorrow 10am", "is not a date and time"),
     ("46203.5", "is a spreadsheet date serial number"),
 ])
 def test_other_values_are_rejected_with_the_format_to_use(parse, cell, words):
@@ -102,6 +101,15 @@ def test_other_values_are_rejected_with_the_format_to_use(parse, cell, words):
     assert value is None
     assert reason.startswith(f"start-time '{cell}' {words}")
     assert "YYYY-MM-DD HH:MM[:SS]" in reason
+
+
+@pytest.mark.parametrize("cell", ["tomorrow 10am", "Asha Rao", "9876543210", "asha@example.com"])
+def test_a_value_that_is_no_date_is_not_echoed_only_described(parse, cell):
+    # a cell that is not a date may be anything (a name, a number): the reason gives its length only
+    value, reason = parse(cell)
+    assert value is None
+    assert reason.startswith(f"start-time (a value of {len(cell)} characters) is not a date and time")
+    assert cell not in reason
 
 
 def test_now_must_be_aware():

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .chunking import CallTooLarge, Chunker
-from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
+from .contacts import FileRejected, RejectedRow, ValidRow, open_contacts, parse_options
 from .flows import FLOW_ID_RE, resolve_flow
 from .reports import ReportWriter, summary_dict
 from .settings import Settings
@@ -19,7 +19,13 @@ from .settings import Settings
 PLACEHOLDER_JOB = "0" * 20  # same length as a real job id, so sizes match what ingest measures
 
 
-def check_file(path: Path, settings: Settings, out_dir: Path) -> dict:
+def check_file(path: Path, settings: Settings, out_dir: Path, *,
+               phone_columns: str | tuple[str, ...] | list[str] | None = None, id_column: str | None = None) -> dict:
+    """Validate one file as ingest would and write its report and summary to ``out_dir``.
+
+    ``phone_columns`` (header names, or one comma-separated string) and ``id_column``: the
+    explicit column mapping (docs/contact-files.md "Mapping"), as S3 metadata gives it to ingest.
+    """
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / f"{path.name}.results.csv"
@@ -34,9 +40,8 @@ def check_file(path: Path, settings: Settings, out_dir: Path) -> dict:
                 raise FileRejected(f"file is {size:,} bytes, larger than the configured limit of "
                                    f"{settings.max_file_bytes:,} bytes")
             with path.open("rb") as stream:
-                contacts = open_contacts(stream, path.name, ParseOptions(
-                    default_region=settings.default_region, time_zone=settings.time_zone,
-                    max_bytes=settings.max_file_bytes, correlation_key=settings.correlation_key))
+                contacts = open_contacts(stream, path.name, parse_options(
+                    settings, phone_columns=phone_columns, id_column=id_column))
                 flow, _ = resolve_flow(None, contacts.flow_id, f"incoming/{path.name}", settings.default_flow_id)
                 if not flow:
                     raise FileRejected("no flow for this file: give --flow-id or a 'flow-id' in the JSON")

@@ -135,10 +135,12 @@ class IngestService:
         resp = self.s3.get_object(**kwargs)
         return resp["Body"], resp
 
-    def _parse_options(self) -> ParseOptions:
-        s = self.settings
-        return ParseOptions(default_region=s.default_region, time_zone=s.time_zone, max_bytes=s.max_file_bytes,
-                            correlation_key=s.correlation_key)
+    def _parse_options(self, metadata: dict | None = None) -> ParseOptions:
+        """The reader's options: the settings' caps, and the object's own column mapping
+        (S3 metadata ``phone-columns`` / ``id-column``, docs/contact-files.md "Mapping")."""
+        from .contacts import mapping_from_metadata, parse_options  # noqa: PLC0415 - kept in this hunk
+
+        return parse_options(self.settings, **mapping_from_metadata(metadata))
 
     def _run(self, obj: ObjectRef, job: str, meta: dict | None, remaining_s: Callable[[], float]) -> IngestResult:
         started = self.clock()
@@ -153,7 +155,7 @@ class IngestService:
                                    f"{self.settings.max_file_bytes:,} bytes")
             # The reader validates the whole file first (nothing is sent from a file that turns
             # out broken at row N), then reads it again: a fresh GET of the same version.
-            contacts = open_contacts(body, obj.key, self._parse_options(),
+            contacts = open_contacts(body, obj.key, self._parse_options(metadata),
                                      stream_factory=lambda: self._open(obj)[0])
             if meta:
                 flow = meta["flow"]

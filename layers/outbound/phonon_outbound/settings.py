@@ -58,6 +58,12 @@ class Settings(BaseModel):
     dispatch_max_wait_s: float = Field(20.0, ge=0)
     dispatch_parallelism: int = Field(4, ge=1, le=32)
 
+    # contacts: resource caps on a contact file (docs/contact-files.md "Limits")
+    max_decompressed_bytes: int = Field(4 * 1024**3, ge=1)
+    max_line_bytes: int = Field(1024**2, ge=1024)
+    max_columns: int = Field(16_384, ge=1)
+    max_cell_bytes: int = Field(128 * 1024, ge=64)
+
     @field_validator("default_flow_id", "api_url", "bucket_name", mode="before")
     @classmethod
     def _strip(cls, v: object) -> object:

@@ -1,7 +1,7 @@
 """Duplicate client-identifiers inside one file, in bounded memory.
 
-SPEC: the first row with a client-identifier claims it (whatever that row's own fate); later
-rows with the same one are REJECTED naming the first row. Remembering every identifier with
+docs/contact-files.md "Identifiers": the first row with a client-identifier claims it
+(whatever that row's own fate); later rows with the same one are REJECTED naming the first row. Remembering every identifier with
 its row would cost ~100 bytes per row in Python objects, so it is done in two passes:
 
 1. The validation pre-pass (`reader.open_contacts`) feeds a 64-bit digest of every claimed

@@ -15,6 +15,18 @@ class ParseOptions:
     max_bytes: int = 2 * 1024**3
     correlation_key: str = "OutboundRef"
     now: datetime | None = None  # aware datetime for tests; None = the real clock
+    # An explicit column mapping (docs/contact-files.md "Mapping"): header names, matched as
+    # headers are (case, punctuation and camelCase alike). It replaces the phone rule / the
+    # identifier choice; a name the file does not have rejects the file.
+    phone_columns: tuple[str, ...] | None = None
+    id_column: str | None = None
+    # Resource caps (docs/contact-files.md "Limits"): whole-file rejections for the decompressed
+    # size, the header's length and its number of columns; a row rejection for a longer line
+    # or cell. Line and cell lengths count characters of the decoded text (bytes for ASCII).
+    max_decompressed_bytes: int = 4 * 1024**3
+    max_line_bytes: int = 1024**2
+    max_columns: int = 16_384  # Excel's own maximum (column XFD)
+    max_cell_bytes: int = 128 * 1024
 
     @property
     def reserved_key(self) -> str:

@@ -30,7 +30,7 @@ import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, NumberParseException, PhoneNumberFormat
 from phonenumbers.phonemetadata import PhoneMetadata
 
-__all__ = ["PhoneNormalizer", "SCIENTIFIC_PROBLEM", "is_scientific_notation"]
+__all__ = ["PhoneNormalizer", "SCIENTIFIC_PROBLEM", "is_scientific_notation", "masked"]
 
 # 9.18E+11, 9,18E+11 (European Excel), 9.18e11, 918E9
 _SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d*)?[eE][+-]?\d+")
@@ -51,6 +51,17 @@ def _prefix_test(pattern: str | None):
     if pattern.isdigit():
         return lambda s: s.startswith(pattern)
     return re.compile(pattern).match
+
+
+def masked(token: str) -> str:
+    """A cell shown in a reason without giving it away: ``'•••••••728'`` for a number (at most
+    its last 3 digits kept, one dot per other digit), else only its length."""
+    digits = [c for c in token if c.isdigit()]
+    letters = sum(1 for c in token if c.isalpha())
+    if digits and letters <= 1:
+        keep = "".join(digits[-3:]) if len(digits) >= 4 else ""
+        return "'" + "\u2022" * (len(digits) - len(keep)) + keep + "'"
+    return f"(a value of {len(token)} character{'' if len(token) == 1 else 's'})"
 
 
 def is_scientific_notation(token: str) -> bool:

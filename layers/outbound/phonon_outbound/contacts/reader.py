@@ -1,7 +1,7 @@
 """Contact files -> validated calls: `open_contacts(stream, filename, options)`.
 
-Two passes over the file (SPEC.md: "a file is never half-sent because of a parse error at
-row N"; whole-file rejections must come before any row is yielded):
+Two passes over the file (docs/contact-files.md: a file is never half-sent because of a parse
+error at row N; whole-file rejections must come before any row is yielded):
 
 1. ``open_contacts`` makes a *validation pre-pass* over the whole file: size limit, gzip
    integrity, text encoding (UTF-8 proven or Windows-1252 fallback), the CSV header, JSON
@@ -13,9 +13,17 @@ row N"; whole-file rejections must come before any row is yielded):
 
 The second read uses ``stream_factory()`` when given (in Lambda: a fresh S3 GetObject of the
 same version), else ``seek`` on a seekable stream, else a temporary copy spooled during the
-first pass. Memory stays bounded: both passes stream.
+first pass. Memory stays bounded: both passes stream, and the caps of ParseOptions
+(docs/contact-files.md "Limits") bound what is held at once: a line is read at most
+``max_line_bytes`` at a time (``_bounded_lines``; the csv module would buffer a whole record),
+a JSON value at most ``max_cell_bytes`` (``_JsonValueGuard``), the decompressed bytes at most
+``max_decompressed_bytes`` (``source.py``).
 
-Choices where SPEC.md is silent:
+No cell value reaches a reason or a note: numbers are masked (``phones.masked``), header
+names are shown only when they look like names (``headers.shown_header``), the csv module's
+and the JSON decoder's messages carry positions only.
+
+Choices made here (docs/contact-files.md states them for users):
 - The JSON file's own ``flow-id`` is found wherever it stands in the object (the pre-pass
   reads it all), not only before ``"calls"``.
 - A column or key named like the correlation key (``OutboundRef`` or ``$flow.key.OutboundRef``,
@@ -47,10 +55,32 @@ from itertools import chain
 import ijson
 
 from .dedupe import ClaimTracker, DigestSpill
-from .headers import FLOW_KEY_PREFIX, PHONE_HEADER_HELP, Columns, flow_key_name, map_header
+from .headers import (
+    FLOW_KEY_PREFIX,
+    PHONE_HEADER_HELP,
+    Columns,
+    MappingError,
+    column_label,
+    flow_key_name,
+    header_words,
+    is_phone_header,
+    is_record_id_header,
+    map_header,
+    shown_header,
+    summarize_columns,
+)
 from .model import FileRejected, ParseOptions, RejectedRow, ValidRow
-from .phones import PhoneNormalizer
-from .source import GZIP_ERRORS, Opened, Source, TooLarge, detect_encoding, ensure_head, gzip_reason
+from .phones import SCIENTIFIC_PROBLEM, PhoneNormalizer, masked
+from .source import (
+    GZIP_ERRORS,
+    Opened,
+    Source,
+    TooLarge,
+    TooLargeDecompressed,
+    detect_encoding,
+    ensure_head,
+    gzip_reason,
+)
 from .starttime import StartTimeParser
 
 __all__ = ["ContactFile", "open_contacts"]
@@ -60,10 +90,17 @@ _JSON_EXT = (".json",)
 _JSONL_EXT = (".jsonl", ".ndjson")
 _SPLIT_NUMBERS = re.compile(r"[;|]")
 _SEP_LINE = re.compile(r'\s*"?sep=(.)"?[,;\t]*\s*', re.IGNORECASE)
-_DATA_LIKE = re.compile(r"[+(]?\d[\d ()\-.]{5,}\d|\d+(?:[.,]\d+)?[eE]\+?\d+")
+_DATA_LIKE = re.compile(r"[+(]?\d[\d ()\-.]{5,}\d|\d+(?:[.,]\d+)?[eE]\+?\d+|[^@\s]+@[^@\s]+\.[^@\s]+")
 _BLANK_LINE_CHARS = " \t\r\n,;\"'"
 _JSON_LINE = json.JSONDecoder(parse_float=Decimal)  # numbers as written: 9.18E+11 stays recognisable
 _HEAD_BYTES = 8192  # looked at before the pre-pass: BOM, binary signatures, format guess
+_DISCARD = 1 << 16  # the rest of an over-long line is read and dropped in pieces of this size
+# Lines are bounded before the csv module sees them (_bounded_lines) and cells are checked
+# against max_cell_bytes after, so the csv module's own field limit (128 KiB, process-wide)
+# is lifted: otherwise it would answer first, with its own message, whatever the setting.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+MAX_NOTES = 20
+MAX_NOTE_CHARS = 300
 
 Row = ValidRow | RejectedRow
 
@@ -81,7 +118,8 @@ def open_contacts(stream, filename: str, options: ParseOptions | None = None, *,
     options = options or ParseOptions()
     name = os.path.basename(filename.rstrip("/")) or filename
     kind, gz_by_name, stem = _classify_name(name)
-    source = Source(stream, gz_by_name, options.max_bytes, stream_factory)
+    source = Source(stream, gz_by_name, options.max_bytes, stream_factory,
+                    max_decompressed=options.max_decompressed_bytes)
     cf = ContactFile(source, kind, stem, options)
     cf._prefer_tab = name.lower().removesuffix(".gz").endswith(".tsv")
     try:
@@ -189,8 +227,12 @@ class ContactFile:
         self._json_prefix = "item"
         self._rows_started = False
         self._prefer_tab = False
+        self._header: list[str] = []
+        self._roles = _JsonRoles(options)
         self.flow_id: str | None = None
         self.notes: list[str] = []
+        self._notes_seen: set[str] = set()
+        self._notes_dropped = 0
         self.format: str = kind or "csv"
         self.encoding: str = "utf-8"
         self.delimiter: str | None = None
@@ -221,6 +263,24 @@ class ContactFile:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _note(self, note: str) -> None:
+        """Adds a summary note once; at most MAX_NOTES notes of at most MAX_NOTE_CHARS each
+        (the notes go into the job's item and the summary: both must stay small)."""
+        if len(note) > MAX_NOTE_CHARS:
+            note = note[: MAX_NOTE_CHARS - 1] + "…"
+        if note in self._notes_seen:
+            return
+        self._notes_seen.add(note)
+        if len(self.notes) < MAX_NOTES - 1:
+            self.notes.append(note)
+            return
+        self._notes_dropped += 1
+        more = f"… and {self._notes_dropped:,} more note{'s' if self._notes_dropped > 1 else ''}"
+        if len(self.notes) == MAX_NOTES:
+            self.notes[-1] = more
+        else:
+            self.notes.append(more)
+
     # -- pass 1 ------------------------------------------------------------------------
     def _prepass(self) -> None:
         for attempt in (1, 2):
@@ -240,13 +300,20 @@ class ContactFile:
                     label = {"utf-8-sig": "UTF-8"}.get(self._encoding, self._encoding.upper())
                     raise FileRejected(f"not decodable as text: not valid {label} ({exc.reason})") from None
                 self._encoding, self._errors = "cp1252", "phonon-cp1252"
-                self.notes.append("not valid UTF-8: read as Windows-1252")
+                self._note("not valid UTF-8: read as Windows-1252")
+            except TooLargeDecompressed:
+                raise FileRejected(f"decompressed size over the limit of {self._opts.max_decompressed_bytes:,} "
+                                   f"bytes (max_decompressed_bytes)") from None
+            except _ValueTooLong:
+                raise FileRejected(f"a JSON value is longer than the limit of {self._opts.max_cell_bytes:,} "
+                                   f"bytes (max_cell_bytes)") from None
             except TooLarge:
                 raise FileRejected(f"larger than the configured limit of {self._opts.max_bytes:,} bytes") from None
             except GZIP_ERRORS as exc:
                 raise FileRejected(gzip_reason(exc)) from None
         self.encoding = {"utf-8-sig": "utf-8", "cp1252": "windows-1252"}.get(self._encoding, self._encoding)
         self.notes[:0] = self._source.notes
+        self._notes_seen.update(self._source.notes)
 
     @staticmethod
     def _guess_kind(head: bytes) -> str:
@@ -278,36 +345,76 @@ class ContactFile:
         return text
 
     # CSV ---------------------------------------------------------------------------
-    def _open_csv(self, opened: Opened) -> tuple[Iterator[list[str]], Columns]:
-        lines = iter(self._text(opened))
-        first = next((ln for ln in lines if ln.strip(_BLANK_LINE_CHARS)), None)
-        if first is None:
-            raise FileRejected("empty file")
-        m = _SEP_LINE.fullmatch(first.rstrip("\r\n"))
-        if m is not None:
-            delimiter = m.group(1)
+    def _lines(self, text: io.TextIOBase, budget: list[int]) -> Iterator[str]:
+        return _bounded_lines(text, self._opts.max_line_bytes, budget, self._opts.max_cell_bytes)
+
+    def _open_csv(self, opened: Opened) -> tuple[Callable[[], Iterator[list[str]]], Iterator[list[str]],
+                                                  Columns, list[int]]:
+        """(new_reader, reader, columns, budget). ``reader`` yields the data records; after a
+        ``_LineTooLong`` it is finished and ``new_reader()`` goes on with the next line.
+        ``budget[0]``: characters of the record being read; the caller zeroes it per record."""
+        opts = self._opts
+        text = self._text(opened)
+        budget = [0]
+        lines = self._lines(text, budget)
+        too_long = (f"no header: the first line is longer than the limit of {opts.max_line_bytes:,} bytes "
+                    f"(max_line_bytes)")
+        try:
             first = next((ln for ln in lines if ln.strip(_BLANK_LINE_CHARS)), None)
             if first is None:
-                raise FileRejected("no header: the file has only a 'sep=' line")
-        else:
-            delimiter = _sniff_delimiter(first, self._prefer_tab)
-        self.delimiter = delimiter
-        reader = csv.reader(chain((first,), lines), delimiter=delimiter)
+                raise FileRejected("empty file")
+            m = _SEP_LINE.fullmatch(first.rstrip("\r\n"))
+            if m is not None:
+                delimiter = m.group(1)
+                budget[0] = 0
+                first = next((ln for ln in lines if ln.strip(_BLANK_LINE_CHARS)), None)
+                if first is None:
+                    raise FileRejected("no header: the file has only a 'sep=' line")
+            else:
+                delimiter = _sniff_delimiter(first, self._prefer_tab)
+            self.delimiter = delimiter
+            reader = csv.reader(chain((first,), lines), delimiter=delimiter)
+            try:
+                header = next(reader)
+            except csv.Error as exc:
+                raise FileRejected(f"no header: the first line cannot be read as CSV ({exc})") from None
+        except _LineTooLong:
+            raise FileRejected(too_long) from None
+        budget[0] = 0
+        if len(header) > opts.max_columns:
+            raise FileRejected(f"the header has {len(header):,} columns, more than the limit of "
+                               f"{opts.max_columns:,} (max_columns)")
         try:
-            header = next(reader)
-        except csv.Error as exc:
-            raise FileRejected(f"no header: the first line cannot be read as CSV ({exc})") from None
-        cols = map_header(header, self._opts.reserved_key)
+            cols = map_header(header, opts.reserved_key, phone_columns=opts.phone_columns, id_column=opts.id_column)
+        except MappingError as exc:
+            raise FileRejected(str(exc)) from None
         if not cols.phones:
-            shown = ", ".join(h.strip() for h in header if h.strip())[:200]
             if any(_DATA_LIKE.fullmatch(h.strip()) for h in header):
-                raise FileRejected(f"no header: the first line ({shown}) looks like data; the first line must "
-                                   f"name the columns, e.g. client-identifier,phone")
-            raise FileRejected(f"no phone column: the header ({shown}) has none of {PHONE_HEADER_HELP}")
-        return reader, cols
+                raise FileRejected("no header: the first line looks like data (it holds a phone number, a number "
+                                   "or an e-mail address); the first line must name the columns, e.g. "
+                                   "client-identifier,phone")
+            names = [n for n in (shown_header(h) for h in header[:50]) if n]
+            shown = ", ".join(names[:20]) + (", …" if len(header) > 20 and names else "")
+            found = f"the header ({shown})" if shown else "the header"
+            raise FileRejected(f"no phone column: {found} has no phone column; name one {PHONE_HEADER_HELP}, or "
+                               f"give the phone-columns mapping")
+        self._header = header
+
+        def new_reader() -> Iterator[list[str]]:
+            return csv.reader(self._lines(text, budget), delimiter=delimiter)
+
+        return new_reader, reader, cols, budget
+
+    def _too_long_reason(self, exc: _LineTooLong) -> str:
+        if exc.what == "line":
+            return (f"line is longer than the limit of {self._opts.max_line_bytes:,} bytes (max_line_bytes): "
+                    f"not read")
+        return (f"a quoted value runs over lines for more than {self._opts.max_cell_bytes:,} bytes "
+                f"(max_cell_bytes), or its closing quote is missing: row not read; the lines after it are "
+                f"read as rows again")
 
     def _scan_csv(self, opened: Opened) -> None:
-        reader, cols = self._open_csv(opened)
+        new_reader, reader, cols, budget = self._open_csv(opened)
         self._cols = cols
         ci = cols.client
         spill = DigestSpill() if ci is not None else None
@@ -319,6 +426,7 @@ class ContactFile:
             while True:
                 try:
                     for cells in reader:
+                        budget[0] = 0
                         if not cells:
                             continue
                         c0 = cells[0]
@@ -335,7 +443,11 @@ class ContactFile:
                                 cells_of_ids.clear()
                     break
                 except csv.Error:  # the reader goes on with the next record; the bad one is a row
+                    budget[0] = 0
                     count += 1
+                except _LineTooLong:  # one row; the reader ended with it, a new one goes on
+                    count += 1
+                    reader = new_reader()
             if spill is not None:
                 spill.add_many(map(hash, filter(None, map(strip, cells_of_ids))))
                 cells_of_ids.clear()
@@ -344,33 +456,58 @@ class ContactFile:
         finally:
             if spill is not None:
                 spill.close()
-        notes = list(cols.notes)
-        if ci is None:
-            notes.append(f"no client-identifier column: identifiers generated as {self._stem}-<row>")
-        self.notes.extend(n for n in notes if n not in self.notes)
+        for note in cols.notes:
+            self._note(note)
+        for note in summarize_columns(cols, self._header, self._stem):
+            self._note(note)
 
     # JSON Lines ------------------------------------------------------------------------
+    def _json_lines(self, opened: Opened) -> Iterator[str | _LineTooLong]:
+        """Non-blank lines of a JSON Lines file; an over-long line is a _LineTooLong in its place."""
+        text = self._text(opened)
+        budget = [0]
+        while True:
+            try:
+                for line in self._lines(text, budget):
+                    budget[0] = 0
+                    if line.strip():
+                        yield line
+                return
+            except _LineTooLong as exc:
+                yield exc
+
     def _scan_jsonl(self, opened: Opened) -> None:
         spill = DigestSpill()
         count = 0
         loads = _JSON_LINE.decode
+        roles = self._roles
         try:
-            for line in self._text(opened):
-                if not line.strip():
-                    continue
+            for line in self._json_lines(opened):
                 count += 1
+                if isinstance(line, _LineTooLong):
+                    continue
                 try:
                     obj = loads(line)
                 except ValueError:
                     continue
                 if isinstance(obj, dict):
-                    cid = _cid_text(obj.get("client-identifier"))
+                    roles.saw_keys(obj)
+                    cid = _cid_text(roles.cid_value(obj)[1])
                     if cid:
                         spill.add(hash(cid))
             self.row_count = count
             self._repeated = spill.repeated()
         finally:
             spill.close()
+        self._json_mapping_check()
+
+    def _json_mapping_check(self) -> None:
+        missing = self._roles.missing()
+        if missing and self.row_count:
+            shown = shown_header(missing) or "(a name that looks like data)"
+            raise FileRejected(f"the column mapping names '{shown}', which no call object of this file has")
+        for note in self._roles.notes():
+            self._note(note)
 
     # JSON --------------------------------------------------------------------------
     def _json_bytes(self, opened: Opened, check: bool):
@@ -378,8 +515,10 @@ class ContactFile:
             data = opened.data
             if data.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
                 data.read(3)
-            return io.BufferedReader(_Utf8Check(data), 1 << 16) if check else data
-        return io.BufferedReader(_Transcode(self._text(opened)), 1 << 16)
+            raw = _Utf8Check(data) if check else data
+        else:
+            raw = _Transcode(self._text(opened))
+        return io.BufferedReader(_JsonValueGuard(raw, self._opts.max_cell_bytes), 1 << 16)
 
     def _scan_json(self, opened: Opened) -> None:
         spill = DigestSpill()
@@ -387,24 +526,35 @@ class ContactFile:
         flow_id = None
         calls_seen = False
         count = 0
-        item = cid_prefix = "\0"  # set once the top-level shape is known
+        item = item_dot = "\0"  # set once the top-level shape is known
+        roles = self._roles
+        id_keys: dict = {}  # the current object's identifier candidates: key -> value
+        is_id_key = roles.is_id_key
         try:
             try:
                 for prefix, event, value in ijson.parse(self._json_bytes(opened, check=True), use_float=False):
                     if prefix == item:
-                        if event in ("start_map", "start_array", "string", "number", "boolean", "null"):
+                        if event == "map_key":
+                            roles.saw_key(value)
+                        elif event == "start_map":
                             count += 1
-                    elif prefix == cid_prefix:
-                        if event in ("string", "number"):
-                            cid = _cid_text(value)
+                            id_keys = {}
+                        elif event == "end_map":
+                            cid = _cid_text(roles.cid_value(id_keys)[1])
                             if cid:
                                 spill.add(hash(cid))
+                        elif event in ("start_array", "string", "number", "boolean", "null"):
+                            count += 1
+                    elif event in ("string", "number") and prefix.startswith(item_dot):
+                        key = prefix[len(item_dot):]
+                        if is_id_key(key):
+                            id_keys[key] = value
                     elif prefix == "":
                         if shape is None:
                             if event == "start_map":
-                                shape, item, cid_prefix = "object", "calls.item", "calls.item.client-identifier"
+                                shape, item, item_dot = "object", "calls.item", "calls.item."
                             elif event == "start_array":
-                                shape, item, cid_prefix = "array", "item", "item.client-identifier"
+                                shape, item, item_dot = "array", "item", "item."
                             else:
                                 raise FileRejected("not valid JSON for a contact file: the top level must be an "
                                                    "array of call objects or an object with a \"calls\" array")
@@ -427,17 +577,17 @@ class ContactFile:
             self._repeated = spill.repeated()
         finally:
             spill.close()
+        self._json_mapping_check()
 
     # -- pass 2 -------------------------------------------------------------------------
     def _rows(self, start_row: int) -> Iterator[Row]:
         opts = self._opts
-        build = _RowBuilder(opts)
+        build = _RowBuilder(opts, self._roles)
         claims = ClaimTracker(self._repeated)
         try:
             opened = self._opened = self._source.open()
             if self._kind == "csv":
-                reader, cols = self._open_csv(opened)
-                yield from self._csv_rows(reader, cols, build, claims, start_row)
+                yield from self._csv_rows(*self._open_csv(opened), build, claims, start_row)
             elif self._kind == "jsonl":
                 yield from self._jsonl_rows(opened, build, claims, start_row)
             else:
@@ -446,9 +596,10 @@ class ContactFile:
                     r = build.from_object(n, obj, claims, n <= start_row, "element")
                     if r is not None:
                         yield r
-        except (TooLarge, UnicodeDecodeError, ijson.JSONError, *GZIP_ERRORS) as exc:
+        except (TooLarge, _ValueTooLong, UnicodeDecodeError, ijson.JSONError, *GZIP_ERRORS) as exc:
             # Only possible when the bytes differ from the pre-pass: pin the object version.
-            raise FileRejected(f"the file changed while it was being read ({exc})") from None
+            what = _ijson_reason(exc) if isinstance(exc, ijson.JSONError) else type(exc).__name__
+            raise FileRejected(f"the file changed while it was being read ({what})") from None
         finally:
             self.close()
 
@@ -456,10 +607,12 @@ class ContactFile:
                     start_row: int) -> Iterator[Row]:
         loads = _JSON_LINE.decode
         lineno = 0
-        for line in self._text(opened):
-            if not line.strip():
-                continue
+        for line in self._json_lines(opened):
             lineno += 1
+            if isinstance(line, _LineTooLong):
+                if lineno > start_row:
+                    yield RejectedRow(lineno, "", self._too_long_reason(line))
+                continue
             try:
                 obj = loads(line)
             except ValueError as exc:
@@ -470,11 +623,13 @@ class ContactFile:
             if r is not None:
                 yield r
 
-    def _csv_rows(self, reader: Iterator[list[str]], cols: Columns, build: _RowBuilder,
-                  claims: ClaimTracker, start_row: int) -> Iterator[Row]:
+    def _csv_rows(self, new_reader: Callable[[], Iterator[list[str]]], reader: Iterator[list[str]], cols: Columns,
+                  budget: list[int], build: _RowBuilder, claims: ClaimTracker, start_row: int) -> Iterator[Row]:
         # The hot loop: ~1M rows a file, so locals only, and the common case inline.
         width = cols.width
         ci = cols.client
+        cid_is_record_id = cols.client_from in ("record id", "mapping")
+        cid_label = column_label(ci, self._header[ci], True) if ci is not None else ""
         phones = cols.phones
         si = cols.start
         keys = cols.keys
@@ -485,11 +640,14 @@ class ContactFile:
         numbers_of = build.numbers
         normalize = build.phones.normalize
         finish = build.finish
+        max_cell = self._opts.max_cell_bytes
+        header = self._header
         delim = "tab" if self.delimiter == "\t" else f"'{self.delimiter}'"
         rowno = 0
         while True:
             try:
                 for cells in reader:
+                    budget[0] = 0
                     if not cells:
                         continue
                     c0 = cells[0]
@@ -500,15 +658,20 @@ class ContactFile:
                     if ci is not None:
                         cid = cells[ci].strip() if ci < n else ""
                         if not cid:
-                            if rowno > start_row:
-                                yield RejectedRow(rowno, "", "client-identifier is empty")
-                            continue
-                        # ClaimTracker.claim, with its first test inlined
-                        first = claim(cid, rowno) if repeated is None or hash(cid) in repeated else None
-                        if first is not None:
-                            if rowno > start_row:
-                                yield RejectedRow(rowno, cid, f"duplicate client-identifier, first seen in row {first}")
-                            continue
+                            if cid_is_record_id:  # a CRM row without its record id is still a contact
+                                cid = f"{stem}-{rowno}"
+                            else:
+                                if rowno > start_row:
+                                    yield RejectedRow(rowno, "", "client-identifier is empty")
+                                continue
+                        else:
+                            # ClaimTracker.claim, with its first test inlined
+                            first = claim(cid, rowno) if repeated is None or hash(cid) in repeated else None
+                            if first is not None:
+                                if rowno > start_row:
+                                    yield RejectedRow(rowno, cid[:max_cell],
+                                                      f"duplicate client-identifier, first seen in row {first}")
+                                continue
                     else:
                         cid = f"{stem}-{rowno}"
                     if rowno <= start_row:
@@ -517,6 +680,13 @@ class ContactFile:
                         yield RejectedRow(rowno, cid, f"row has {n} cells but the header has {width} (a value "
                                                        f"that contains the delimiter {delim} must be in double "
                                                        f"quotes)")
+                        continue
+                    if max(map(len, cells)) > max_cell:
+                        at = next(i for i, c in enumerate(cells) if len(c) > max_cell)
+                        name = column_label(at, header[at], True) if at < width else f"column {at + 1}"
+                        yield RejectedRow(rowno, "" if at == ci else cid,
+                                          f"{name} has a value longer than the limit of {max_cell:,} bytes "
+                                          f"(max_cell_bytes): row not read")
                         continue
                     nums = []
                     problems = []
@@ -535,7 +705,7 @@ class ContactFile:
                         if cell:
                             digits, problem = normalize(cell)
                             if digits is None:
-                                problems.append(f"contact number '{cell}' in {col} {problem}")
+                                problems.append(number_problem(cell, col, problem))
                             elif digits not in nums:
                                 nums.append(digits)
                     if n >= width:
@@ -548,6 +718,10 @@ class ContactFile:
                             if i < n and cells[i].strip():
                                 warnings = [f"column '{written}' ignored: {build.reserved_key} is reserved for "
                                             f"the pipeline's own tracking reference"]
+                    if ci is not None and cid_is_record_id and cid == f"{stem}-{rowno}" and not (
+                            ci < n and cells[ci].strip()):
+                        note = f"{cid_label} is empty: identifier generated as {cid}"
+                        warnings = [*warnings, note] if warnings else [note]
                     start = cells[si].strip() if si is not None and si < n else ""
                     if nums and not start and not problems and warnings is None:
                         yield ValidRow(rowno, cid, {"client-identifier": cid, "contact-numbers": nums, "keys": kv}, [])
@@ -555,9 +729,131 @@ class ContactFile:
                         yield finish(rowno, cid, nums, problems, phones, start, kv, warnings)
                 return
             except csv.Error as exc:  # the reader goes on with the next record; the bad one is a row
+                budget[0] = 0
                 rowno += 1
                 if rowno > start_row:
-                    yield RejectedRow(rowno, "", f"row cannot be read as CSV ({exc})")
+                    yield RejectedRow(rowno, "", f"row cannot be read as CSV ({_csv_error(exc)})")
+            except _LineTooLong as exc:  # one row; the reader ended with it, a new one goes on
+                rowno += 1
+                reader = new_reader()
+                if rowno > start_row:
+                    yield RejectedRow(rowno, "", self._too_long_reason(exc))
+
+
+class _LineTooLong(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what  # "line": one physical line; "record": a quoted record's lines together
+
+
+class _ValueTooLong(Exception):
+    """A JSON file holds a value (string or number) longer than max_cell_bytes."""
+
+
+class _JsonValueGuard(io.RawIOBase):
+    """Passes JSON bytes through, raising _ValueTooLong when more than ``cap`` bytes stand
+    between two unescaped double quotes.
+
+    Why: the JSON parser (ijson over yajl) holds a whole string or number before it hands it
+    over, so one 200 MB value would be 200 MB+ in memory. Every string is quoted, and a number
+    or a run of whitespace that long is no contact file either, so a long quote-free stretch
+    is the cheap, safe test, made on each 64 KiB piece with ``bytes.split`` (in C); a piece
+    with an escaped quote (``\\"``) takes the slower path that joins across it.
+    """
+
+    def __init__(self, data, cap: int) -> None:
+        self._data = data
+        self._cap = cap
+        self._run = 0  # bytes since the last unescaped quote
+        self._backslashes = 0  # trailing backslashes of the bytes read so far
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        chunk = self._data.read(len(b))
+        n = len(chunk)
+        if not n:
+            return 0
+        b[:n] = chunk
+        pieces = chunk.split(b'"')
+        if len(pieces) == 1:
+            run = self._run + n
+        elif b"\\" not in chunk and not self._backslashes:
+            longest = max(self._run + len(pieces[0]), max(map(len, pieces[1:-1]), default=0))
+            if longest > self._cap:
+                raise _ValueTooLong()
+            run = len(pieces[-1])
+        else:
+            run = self._run
+            trailing = self._backslashes
+            for k, piece in enumerate(pieces):
+                if k:  # a quote stood before this piece: escaped when an odd run of backslashes precedes it
+                    if trailing % 2:
+                        run += 1
+                    else:
+                        if run > self._cap:
+                            raise _ValueTooLong()
+                        run = 0
+                run += len(piece)
+                stripped = len(piece) - len(piece.rstrip(b"\\"))
+                # a piece of only backslashes continues the run before it only at the chunk's start
+                trailing = stripped if (k or stripped < len(piece)) else trailing + stripped
+        if run > self._cap:
+            raise _ValueTooLong()
+        self._run = run
+        tail = len(chunk) - len(chunk.rstrip(b"\\"))
+        self._backslashes = tail if tail < n else self._backslashes + tail
+        return n
+
+
+def _bounded_lines(text: io.TextIOBase, cap: int, budget: list[int], continued_cap: int) -> Iterator[str]:
+    """The physical lines of ``text`` for csv.reader, never holding more than ``cap`` characters.
+
+    Why not iterate the text stream: a line is read whole before anyone can look at it, and
+    the csv module buffers a whole record, so a 10 GiB line (or a quote never closed) would
+    be held in memory. ``readline(cap + 1)`` stops at the cap; the rest of an over-long line
+    is read and dropped in 64 KiB pieces and ``_LineTooLong`` raised (which ends this
+    generator and the csv reader's record; the caller starts new ones on the same stream).
+    ``budget[0]`` counts the characters of the current record (the caller sets it to 0 after
+    each record): a line asked for while it is not 0 continues a quoted value over lines,
+    and those continuation lines together may hold at most ``continued_cap`` characters
+    (max_cell_bytes: the value is one cell) -- so a quote that is never closed costs one
+    rejected row of at most that much, not the rest of the file.
+    """
+    readline = text.readline
+    limit = cap + 1
+    first = 0  # length of the current record's first line
+    while True:
+        line = readline(limit)
+        if not line:
+            return
+        n = len(line)
+        if n > cap:
+            while line and line[-1] not in "\n\r":
+                line = readline(_DISCARD)
+            budget[0] = 0
+            raise _LineTooLong("line")
+        used = budget[0]
+        if not used:
+            first = n
+        elif used + n - first > continued_cap or used + n > cap:
+            budget[0] = 0
+            raise _LineTooLong("record")
+        budget[0] = used + n
+        yield line
+
+
+def _csv_error(exc: csv.Error) -> str:
+    """The csv module's message, which never holds a cell's value."""
+    return str(exc).split(":", 1)[0][:120]
+
+
+def number_problem(token: str, col: str, problem: str | None) -> str:
+    """A reason for a number that cannot be used, naming its column; the value masked."""
+    if problem == SCIENTIFIC_PROBLEM:
+        return f"a contact number in {col} {problem}"
+    return f"contact number {masked(token)} in {col} {problem}"
 
 
 def _sniff_delimiter(line: str, prefer_tab: bool) -> str:
@@ -583,10 +879,119 @@ def _ijson_reason(exc: Exception) -> str:
     return msg
 
 
+def _kind(value) -> str:
+    """What a JSON value is, without its content."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, Decimal, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+class _JsonRoles:
+    """Which keys of a JSON call object give its numbers and its identifier: the CSV header
+    rules (headers.py) applied to key names, and the same explicit mapping."""
+
+    _CACHE_MAX = 10_000
+
+    def __init__(self, opts: ParseOptions) -> None:
+        self._mapped_phones = {header_words(n) or (n.strip().lower(),): n.strip()
+                               for n in (opts.phone_columns or ()) if n.strip()}
+        id_name = (opts.id_column or "").strip()
+        self._mapped_id = (header_words(id_name) or (id_name.lower(),)) if id_name else None
+        self._mapped_names = dict(self._mapped_phones)
+        if self._mapped_id is not None:
+            self._mapped_names[self._mapped_id] = id_name
+        self._seen_mapped: set[tuple[str, ...]] = set()
+        self._roles: dict[str, str] = {}
+        self._phone_keys: dict[str, None] = {}
+        self._record_keys_used: dict[str, None] = {}
+
+    def role(self, key: str) -> str:
+        """"phone", "id" (mapped), "client", "record" or ""."""
+        r = self._roles.get(key)
+        if r is not None:
+            return r
+        words = header_words(key) or (key.strip().lower(),)
+        if words in self._mapped_names:
+            self._seen_mapped.add(words)
+        if key[: len(FLOW_KEY_PREFIX)].lower() == FLOW_KEY_PREFIX or key == "keys":
+            r = ""
+        elif self._mapped_id is not None and words == self._mapped_id:
+            r = "id"
+        elif (words in self._mapped_phones) if self._mapped_phones else (key == "contact-numbers"
+                                                                         or is_phone_header(words)):
+            r = "phone"
+            if len(self._phone_keys) < 10:
+                self._phone_keys[key] = None
+        elif self._mapped_id is None and (key == "client-identifier" or words == ("client", "identifier")):
+            r = "client"
+        elif self._mapped_id is None and is_record_id_header(words):
+            r = "record"
+        else:
+            r = ""
+        if len(self._roles) < self._CACHE_MAX:
+            self._roles[key] = r
+        return r
+
+    saw_key = role
+
+    def saw_keys(self, obj: dict) -> None:
+        for key in obj:
+            self.role(key)
+
+    def is_id_key(self, key: str) -> bool:
+        return self.role(key) in ("id", "client", "record")
+
+    def cid_value(self, obj: dict) -> tuple[str | None, object]:
+        """(key, value) of the object's identifier: the mapped id key, else client-identifier,
+        else its one record-id key; (None, None) when there is none."""
+        if "client-identifier" in obj and self._mapped_id is None:
+            return "client-identifier", obj["client-identifier"]
+        found: list[str] = []
+        for key in obj:
+            r = self.role(key)
+            if r in ("id", "client"):
+                return key, obj[key]
+            if r == "record":
+                found.append(key)
+        if len(found) == 1:
+            if len(self._record_keys_used) < 10:
+                self._record_keys_used[found[0]] = None
+            return found[0], obj[found[0]]
+        return None, None
+
+    @staticmethod
+    def label(key: str) -> str:
+        return shown_header(key) or "a key"
+
+    def missing(self) -> str | None:
+        for words, name in self._mapped_names.items():
+            if words not in self._seen_mapped:
+                return name
+        return None
+
+    def notes(self) -> list[str]:
+        notes = []
+        aliases = [k for k in self._phone_keys if k != "contact-numbers"]
+        if aliases:
+            notes.append("phone numbers also from the keys " + ", ".join(f"'{self.label(k)}'" for k in aliases))
+        if self._record_keys_used:
+            notes.append("client-identifier from the record-id key " +
+                         ", ".join(f"'{self.label(k)}'" for k in self._record_keys_used) +
+                         " where an object has no client-identifier")
+        return notes
+
+
 class _RowBuilder:
     """Turns the parts of one row into a ValidRow or RejectedRow (shared by CSV and JSON)."""
 
-    def __init__(self, opts: ParseOptions) -> None:
+    def __init__(self, opts: ParseOptions, roles: _JsonRoles | None = None) -> None:
+        self.roles = roles or _JsonRoles(opts)
         self.phones = PhoneNormalizer(opts.default_region)
         self.times = StartTimeParser(opts.time_zone, opts.now)
         self.reserved_key = opts.reserved_key
@@ -613,7 +1018,7 @@ class _RowBuilder:
                     if digits not in nums:
                         nums.append(digits)
                 else:
-                    problems.append(f"contact number '{tok}' in {col} {problem}")
+                    problems.append(number_problem(tok, col, problem))
         return nums, problems
 
     def finish(self, rowno: int, cid: str, nums: list[str], problems: list[str],
@@ -626,7 +1031,7 @@ class _RowBuilder:
         if not nums or start_problem is not None:
             reasons = list(problems)
             if not nums and not problems:
-                cols = ", ".join(c for _, c in phones)
+                cols = ", ".join(c for _, c in phones[:10]) + (f", … ({len(phones):,} columns)" if len(phones) > 10 else "")
                 reasons.append(f"no contact number ({cols} {'is' if len(phones) == 1 else 'are'} empty)")
             if start_problem is not None:
                 reasons.append(start_problem)
@@ -647,43 +1052,54 @@ class _RowBuilder:
                 return None
             found = "an array" if isinstance(obj, list) else "null" if obj is None else type(obj).__name__
             return RejectedRow(rowno, "", f"{what} is not a call object (found {found})")
-        raw_cid = obj.get("client-identifier")
+        roles = self.roles
+        id_key, raw_cid = roles.cid_value(obj)
         cid = _cid_text(raw_cid)
+        id_name = "client-identifier" if id_key in (None, "client-identifier") else roles.label(id_key)
         if not cid:
             if skip:
                 return None
             if raw_cid is None or cid == "":
-                return RejectedRow(rowno, "", "client-identifier is missing or empty")
-            return RejectedRow(rowno, "", "client-identifier must be text or a number")
+                return RejectedRow(rowno, "", f"{id_name} is missing or empty")
+            return RejectedRow(rowno, "", f"{id_name} must be text or a number")
         first = claims.claim(cid, rowno)
         if skip:
             return None
         if first is not None:
             return RejectedRow(rowno, cid, f"duplicate client-identifier, first seen in row {first}")
-        nums: list[str] = []
         problems: list[str] = []
-        raw_numbers = obj.get("contact-numbers")
-        items = raw_numbers if isinstance(raw_numbers, list) else [] if raw_numbers is None else [raw_numbers]
-        cells = []
-        for v in items:
-            if isinstance(v, str):
-                cells.append(v)
-            elif isinstance(v, (int, Decimal)) and not isinstance(v, bool):
-                cells.append(str(v))
-            elif v is not None:
-                problems.append(f"contact number {_value_text(v)} in contact-numbers is not text or a number")
-        more, more_problems = self.numbers(cells, len(cells), [(i, "contact-numbers") for i in range(len(cells))])
-        nums.extend(more)
+        cells: list[str] = []
+        labels: list[tuple[int, str]] = []
+        used: list[tuple[int, str]] = []
+        role = roles.role
+        for key, raw_numbers in obj.items():
+            if role(key) != "phone":
+                continue
+            label = roles.label(key)
+            used.append((0, label))
+            items = raw_numbers if isinstance(raw_numbers, list) else [] if raw_numbers is None else [raw_numbers]
+            for v in items:
+                if isinstance(v, str):
+                    cells.append(v)
+                    labels.append((len(cells) - 1, label))
+                elif isinstance(v, (int, Decimal)) and not isinstance(v, bool):
+                    cells.append(str(v))
+                    labels.append((len(cells) - 1, label))
+                elif v is not None:
+                    problems.append(f"a contact number in {label} is not text or a number (found {_kind(v)})")
+        nums, more_problems = self.numbers(cells, len(cells), labels)
         problems.extend(more_problems)
         raw_start = obj.get("start-time")
         start = ""
         if isinstance(raw_start, str):
             start = raw_start.strip()
         elif raw_start is not None:
-            problems_start = f"start-time {_value_text(raw_start)} must be text such as 2026-06-29T09:30:00+05:30"
+            problems_start = (f"start-time must be text such as 2026-06-29T09:30:00+05:30 "
+                              f"(found {_kind(raw_start)})")
             return RejectedRow(rowno, cid, "; ".join([*problems, problems_start]))
         keys, warnings = self._json_keys(obj.get("keys"))
-        return self.finish(rowno, cid, nums, problems, [(0, "contact-numbers")], start, keys, warnings or None)
+        return self.finish(rowno, cid, nums, problems, used or [(0, "contact-numbers")], start, keys,
+                           warnings or None)
 
     def _json_keys(self, raw) -> tuple[list[dict], list[str]]:
         keys: list[dict] = []

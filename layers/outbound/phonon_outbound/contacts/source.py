@@ -1,5 +1,5 @@
 """Bytes of a contact file: counting, size limit, gzip, re-reading for the validation pre-pass,
-and the text encoding (SPEC.md "Contact files": UTF-8 with or without BOM, UTF-16 with BOM,
+and the text encoding (docs/contact-files.md "Formats": UTF-8 with or without BOM, UTF-16 with BOM,
 otherwise Windows-1252, which the summary notes).
 
 Nothing here reads a whole file into memory: streams are read in 64 KiB pieces.
@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from .model import FileRejected
 
-__all__ = ["GZIP_ERRORS", "Source", "TooLarge", "detect_encoding", "gzip_reason"]
+__all__ = ["GZIP_ERRORS", "Source", "TooLarge", "TooLargeDecompressed", "detect_encoding", "gzip_reason"]
 
 _CHUNK = 1 << 16
 GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
@@ -38,13 +38,19 @@ class TooLarge(Exception):
     pass
 
 
+class TooLargeDecompressed(TooLarge):
+    """The decompressed bytes passed ``max_decompressed_bytes`` (a gzip bomb, or just too big)."""
+
+
 class _Counting(io.RawIOBase):
     """Raw stream over any object with ``read(n)``; counts bytes, enforces a limit, may tee."""
 
-    def __init__(self, stream, limit: int | None, tee: BinaryIO | None = None) -> None:
+    def __init__(self, stream, limit: int | None, tee: BinaryIO | None = None,
+                 too_large: type[TooLarge] = TooLarge) -> None:
         self._stream = stream
         self._limit = limit
         self._tee = tee
+        self._too_large = too_large
         self.count = 0
 
     def readable(self) -> bool:
@@ -60,7 +66,7 @@ class _Counting(io.RawIOBase):
         if self._tee is not None:
             self._tee.write(data)
         if self._limit is not None and self.count > self._limit:
-            raise TooLarge()
+            raise self._too_large()
         return n
 
 
@@ -102,8 +108,9 @@ class Source:
     """
 
     def __init__(self, stream, gz_by_name: bool, max_bytes: int | None,
-                 stream_factory: Callable[[], object] | None = None) -> None:
+                 stream_factory: Callable[[], object] | None = None, max_decompressed: int | None = None) -> None:
         self._stream = stream
+        self._max_decompressed = max_decompressed
         self._factory = stream_factory
         self._limit = max_bytes
         self._gz_by_name = gz_by_name
@@ -150,6 +157,10 @@ class Source:
                 self.notes.append("gzip-compressed although the name does not end in .gz: decompressed")
             self.gz = is_gzip
         data: BinaryIO = gzip.GzipFile(fileobj=buffered, mode="rb") if self.gz else buffered  # type: ignore[assignment]
+        if self.gz and self._max_decompressed is not None:
+            # Counted after decompression: a small gzip may hold gigabytes (10 MB of gzip -> 10 GiB).
+            data = io.BufferedReader(_Counting(data, self._max_decompressed, too_large=TooLargeDecompressed),
+                                     _CHUNK)  # type: ignore[assignment]
         return Opened(counting, data)
 
     def _drain_first(self) -> None:

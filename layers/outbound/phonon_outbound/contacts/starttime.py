@@ -1,4 +1,4 @@
-"""start-time cells: SPEC.md "Contact files" -> start-time.
+"""start-time cells: docs/contact-files.md "Start time".
 
 Accepted:
 - ISO-8601 with an offset: ``2026-06-29T09:30:00+05:30``, ``+0530``, ``+05``, ``Z``; seconds
@@ -106,7 +106,19 @@ class StartTimeParser:
         if _SERIAL.fullmatch(cell):
             return (f"start-time '{cell}' is a spreadsheet date serial number; format the column as "
                     f"text, or {self._howto}")
-        return f"start-time '{cell}' is not a date and time; {self._howto}"
+        return f"start-time {_shown(cell)} is not a date and time; {self._howto}"
+
+
+_DATE_CHARS = re.compile(r"[0-9 ./:+\-TZtz]{1,40}")
+_LONG_DIGITS = re.compile(r"\d{6}")
+
+
+def _shown(cell: str) -> str:
+    """The cell quoted when it looks like a date or time; else only its length (a cell that
+    is not a date may be anything: a name, a number)."""
+    if _DATE_CHARS.fullmatch(cell) and not _LONG_DIGITS.search(cell):
+        return f"'{cell}'"
+    return f"(a value of {len(cell)} characters)"
 
 
 def _fmt_offset(minutes: int) -> str:
