@@ -235,3 +235,36 @@ def test_column_mapping_options_are_uploaded_as_object_metadata(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_phone_and_id_column_options_map_columns_the_rules_do_not_know(tmp_path):
+    # Given an export whose phone columns and identifier have names no rule recognises
+    path = tmp_path / "export.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Ref", "Primary", "Secondary", "Name"])
+        w.writerow(["R-1", "9876543210", "", "A"])
+        w.writerow(["R-2", "", "9876543211", "B"])  # only the second column
+    mapping = ["--phone-columns", "Primary,Secondary", "--id-column", "Ref"]
+    unmapped = run_cli("check", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "c0"), str(path))
+    assert json.loads(unmapped.stdout)["files"][0].get("error")  # no phone column by the rules
+    checked = run_cli("check", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "c1"), *mapping, str(path))
+    ran = run_cli("run", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "r"), *mapping, str(path),
+                  state=tmp_path / "state")
+    for proc in (checked, ran):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        f = json.loads(proc.stdout)["files"][0]
+        assert f["accepted"] == 2
+        assert [r["client-identifier"] for r in read_report(f["report"])] == ["R-1", "R-2"]
+    wrong = run_cli("run", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "w"), "--phone-columns", "Fax",
+                    str(path), state=tmp_path / "state")
+    assert wrong.returncode == 1 and "Fax" in json.loads(wrong.stdout)["files"][0]["error"]
+
+
+def test_check_gives_two_inputs_with_the_same_name_their_own_reports(tmp_path):
+    jan = write_csv((tmp_path / "jan").mkdir() or tmp_path / "jan" / "contacts.csv", 2, prefix="JAN")
+    feb = write_csv((tmp_path / "feb").mkdir() or tmp_path / "feb" / "contacts.csv", 3, prefix="FEB")
+    proc = run_cli("check", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"), str(jan), str(feb))
+    files = json.loads(proc.stdout)["files"]
+    assert files[0]["report"] != files[1]["report"]
+    assert [len(read_report(f["report"])) for f in files] == [2, 3]

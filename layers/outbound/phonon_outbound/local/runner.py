@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import email.header
 import importlib.util
 import json
@@ -41,7 +40,7 @@ import boto3
 
 from .. import wiring
 from ..api.client import ApiAnswer
-from ..contacts import FileRejected, ParseOptions, RejectedRow, open_contacts
+from ..contacts import FileRejected, ParseOptions, RejectedRow, open_contacts, parse_options
 from ..ingest import ObjectRef
 from ..jobs import WEBHOOK_ONLY_REASON, report_keys
 from ..reports import ReportWriter, summary_dict
@@ -891,20 +890,9 @@ class LocalPipeline:
                 f.rows_estimate = 0
 
     def _parse_options(self) -> ParseOptions:
-        """The reader's options as ingest builds them from the same settings, with this run's
-        column mapping."""
-        s = self.settings if hasattr(self, "settings") else None
-        names = {f.name for f in dataclasses.fields(ParseOptions)}
-        values: dict[str, Any] = {}
-        if s is not None:
-            values = {"default_region": s.default_region, "time_zone": s.time_zone, "max_bytes": s.max_file_bytes,
-                      "correlation_key": s.correlation_key}
-            values.update({n: getattr(s, n) for n in names if n not in values and n in type(s).model_fields})
-        if self.o.phone_columns and "phone_columns" in names:
-            values["phone_columns"] = tuple(self.o.phone_columns)
-        if self.o.id_column and "id_column" in names:
-            values["id_column"] = self.o.id_column
-        return ParseOptions(**{k: v for k, v in values.items() if k in names})
+        """The reader's options as ingest builds them (the same settings and builder), with
+        this run's column mapping."""
+        return parse_options(self.settings, phone_columns=self.o.phone_columns or None, id_column=self.o.id_column)
 
     def _wait_inflight(self) -> None:
         deadline = time.monotonic() + self.o.inflight_grace_s
