@@ -147,6 +147,11 @@ def test_another_flows_security_id_from_the_environment(tmp_path):
     assert OTHER_SID not in ok.stdout + ok.stderr
     assert missing.returncode == 1
     assert OTHER in json.loads(missing.stdout)["files"][0]["error"]
+    assert f"PHONON_SECURITY_ID_{OTHER}" in missing.stderr  # says how to give it
+    # With the bundled simulator the file's own flow works with the demo security-id
+    demo = run_cli("run", "--json", "--out", str(tmp_path / "out"), str(path), state=tmp_path / "s3")
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    assert json.loads(demo.stdout)["files"][0]["flow"] == OTHER
 
 
 def test_usage_errors_are_one_line_and_exit_2(tmp_path):

@@ -258,6 +258,10 @@ def print_human(result: dict, stream: Any, *, sent: bool = True) -> None:
         print(f"{safe(f['file'])}: {f['rows']:,} rows: {_counts_text(f)}", file=stream)
         if f.get("error"):
             print(f"  file rejected: {safe(f['error'])}", file=stream)
+            flow = re.search(r"unknown flow '([A-Za-z0-9]{8})'", str(f["error"]))
+            if flow:
+                print(f"  hint: give flow {flow.group(1)}'s security-id in {SECURITY_ID_ENV}_{flow.group(1)} "
+                      f"(or --security-id {flow.group(1)}=SID)", file=stream)
         if f.get("flow"):
             print(f"  flow: {safe(f['flow'])}", file=stream)
         for note in f.get("notes") or []:

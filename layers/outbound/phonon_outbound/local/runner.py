@@ -41,6 +41,7 @@ import boto3
 from .. import wiring
 from ..api.client import ApiAnswer
 from ..contacts import FileRejected, ParseOptions, RejectedRow, open_contacts, parse_options
+from ..flows import FLOW_ID_RE
 from ..ingest import ObjectRef
 from ..jobs import WEBHOOK_ONLY_REASON, report_keys
 from ..reports import ReportWriter, summary_dict
@@ -441,6 +442,7 @@ class LocalPipeline:
             raise ValueError("--security-id (or PHONON_SECURITY_ID) is required with --api-url and --flow-id")
         for flow, sid in secrets.items():
             self._put_flow_secret(flow, sid)
+        self._flows = secrets
 
         env.update({"API_URL": api_url})
         local = {"retry_base_s": 0.5, "retry_max_s": 5.0, "breaker_open_s": 30.0, "chunk_lease_s": 30.0,
@@ -737,6 +739,7 @@ class LocalPipeline:
             metadata["phone-columns"] = metadata_value(",".join(self.o.phone_columns))
         if self.o.id_column:
             metadata["id-column"] = metadata_value(self.o.id_column)
+        self._demo_flows_for(paths)
         files: list[FileRun] = []
         taken: set[str] = set()
         out = Path(self.o.out_dir)
@@ -756,6 +759,28 @@ class LocalPipeline:
             taken.add(name)
             files.append(FileRun(p, key, obj, uploaded, name))
         return files
+
+    def _demo_flows_for(self, paths: list[Path]) -> None:
+        """With the bundled simulator, a JSON file's own flow-id works without a security-id
+        (the simulator's demo id, as for --flow-id); with --api-url it needs its own."""
+        if self.o.api_url or not self._own_sim:
+            return
+        from ..api.simulator import DEMO_SECURITY_ID
+
+        for p in paths:
+            if not p.name.lower().removesuffix(".gz").endswith(".json"):
+                continue
+            try:
+                with p.open("rb") as stream:
+                    contacts = open_contacts(stream, p.name, self._parse_options())
+                    flow = contacts.flow_id
+                    contacts.close()
+            except Exception:  # noqa: BLE001 - ingest rejects the file with its reason
+                continue
+            if flow and FLOW_ID_RE.match(flow) and flow not in self._flows:
+                self._flows[flow] = DEMO_SECURITY_ID
+                self.sim.add_flow(flow, DEMO_SECURITY_ID)
+                self._put_flow_secret(flow, DEMO_SECURITY_ID)
 
     def run(self, paths: list[Path], files: list[FileRun] | None = None) -> dict:
         started = time.monotonic()
