@@ -367,7 +367,7 @@ class LocalPipeline:
         self.state_loaded = 0
         self.state_saved: int | None = None
         self.interrupted = False
-        self._claimed: set[str] | None = None
+        self._claimed: dict[str, str] | None = None  # hash -> owner (<job>.<row>) of this run's claims
 
     # ------------------------------------------------------------------ set-up / tear-down
     def __enter__(self) -> LocalPipeline:
@@ -479,14 +479,14 @@ class LocalPipeline:
         original = getattr(store, "claim_dedupe", None)
         if original is None:
             return
-        self._claimed = set()
+        self._claimed = {}
         lock = threading.Lock()
 
         def claim_dedupe(flow: str, claims: list[tuple[str, str]], *args: Any, **kwargs: Any) -> dict[str, str]:
             conflicts = original(flow, claims, *args, **kwargs)
             with lock:
                 assert self._claimed is not None
-                self._claimed.update(h for h, _ in claims if h not in conflicts)
+                self._claimed.update((h, owner) for h, owner in claims if h not in conflicts)
             return conflicts
 
         store.claim_dedupe = claim_dedupe
@@ -856,10 +856,15 @@ class LocalPipeline:
             if self._claimed is None:
                 claims = LocalState.claims_in(self.ddb, self.state_table, released=self._released)
             else:  # this run's claims read by key; earlier runs' as loaded (merged in by write)
-                claims = LocalState.claims_at(self.ddb, self.state_table, self._claimed, released=self._released)
+                wanted = [h for h, owner in self._claimed.items() if not self._is_released(owner)]
+                claims = LocalState.claims_at(self.ddb, self.state_table, wanted, released=self._released)
             self.state_saved = LocalState(self.o.state_dir).write(claims)
         except Exception as err:  # the reports matter more; say it
             self._errors.append(f"the local state could not be saved to {self.o.state_dir}: {err!r}")
+
+    def _is_released(self, owner: str) -> bool:
+        job, _, row = owner.rpartition(".")
+        return row.isdigit() and int(row) in self._released.get(job, ())
 
     def _say(self, text: str) -> None:
         print(f"phonon-outbound: {text}", file=self.progress, flush=True)
