@@ -355,7 +355,8 @@ class LocalPipeline:
         self._received: dict[str, set[int]] = {}  # job -> rows of chunk messages a dispatcher took
         self._received_lock = threading.Lock()
         self._released: dict[str, set[int]] = {}  # job -> rows whose dedupe claims are not kept
-        self._log_handlers: list[tuple[logging.Handler, Any]] = []
+        self._log_handlers: list[tuple[logging.StreamHandler, Any]] = []
+        self._log_stream: TextIO | None = None
         self._added_handlers: list[tuple[logging.Logger, logging.Handler]] = []
         self._saved_levels: list[tuple[logging.Logger, int]] = []
         self.gate = SendGate()
@@ -445,7 +446,7 @@ class LocalPipeline:
         self._flows = secrets
 
         env.update({"API_URL": api_url})
-        local = {"retry_base_s": 0.5, "retry_max_s": 5.0, "breaker_open_s": 30.0, "chunk_lease_s": 30.0,
+        local: dict[str, Any] = {"retry_base_s": 0.5, "retry_max_s": 5.0, "breaker_open_s": 30.0, "chunk_lease_s": 30.0,
                  "dispatch_max_wait_s": 30.0, "ingest_time_margin_s": 0.0}
         if self.o.time_zone:
             local["time_zone"] = self.o.time_zone
@@ -566,11 +567,11 @@ class LocalPipeline:
         logging.captureWarnings(True)
 
     def _restore_logging(self) -> None:
-        for h, stream in self._log_handlers:
-            h.setStream(stream)
+        for handler, stream in self._log_handlers:
+            handler.setStream(stream)
         self._log_handlers.clear()
-        for lg, h in self._added_handlers:
-            lg.removeHandler(h)
+        for lg, added in self._added_handlers:
+            lg.removeHandler(added)
         self._added_handlers.clear()
         for lg, level in self._saved_levels:
             lg.setLevel(level)
@@ -1044,7 +1045,7 @@ class LocalPipeline:
                 # downloaded at once: a job without its own report name (older ingest) shares
                 # `reports/<key>.results.csv` with every upload of the same key.
                 meta = (store.get_job(f.obj.job_id) if f.obj is not None else None) or {}
-                if meta.get("completed") and not (abort_reason and meta.get("report_csv_key")):
+                if f.obj is not None and meta.get("completed") and not (abort_reason and meta.get("report_csv_key")):
                     finisher.finalize(f.obj.job_id, force=True)
                 csv_key, summary_key = self._report_keys(f)
                 try:
@@ -1056,8 +1057,8 @@ class LocalPipeline:
                     with local_csv.open("w", encoding="utf-8", newline="") as fh:
                         ReportWriter(fh)
             summary["report"] = str(local_csv)
-            entry = {"file": str(f.path), "key": f.key, **{k: int(summary.get(k, 0)) for k in count_names},
-                     "report": str(local_csv)}
+            entry: dict[str, Any] = {"file": str(f.path), "key": f.key,
+                                     **{k: int(summary.get(k, 0)) for k in count_names}, "report": str(local_csv)}
             for k in ("error", "notes", "flow"):
                 if summary.get(k):
                     entry[k] = summary[k]
