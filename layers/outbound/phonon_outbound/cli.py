@@ -318,6 +318,11 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"batch's last answer never stops the sending", file=human)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_file = args.log_file or args.out / "logs" / f"run-{stamp}.log"
+    for folder in (args.out, log_file.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot create {safe(folder)}: {safe(err.strerror or err)}") from None
     state_dir = None if args.no_state else args.state_dir
 
     from .local.runner import LocalPipeline, RunOptions
@@ -491,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
+    except Exception as err:  # a bug: one line for the person, the traceback on request
+        if os.environ.get("PHONON_OUTBOUND_DEBUG"):
+            raise
+        _err(f"internal error: {type(err).__name__}: {safe(err)} (set PHONON_OUTBOUND_DEBUG=1 to see where)")
+        return EXIT_ROWS
 
 
 if __name__ == "__main__":
