@@ -343,8 +343,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             stage = "run"
             result = pipeline.run(files, uploaded)
     except KeyboardInterrupt:
-        _err(f"interrupted during {stage} after {time.monotonic() - started:.1f} s: nothing was sent; "
-             f"run the same command again to start")
+        if stage == "run":
+            _err(f"interrupted after {time.monotonic() - started:.1f} s, before the reports could be written")
+        else:
+            _err(f"interrupted during {stage} after {time.monotonic() - started:.1f} s: nothing was sent; "
+                 f"run the same command again to start")
         return EXIT_INTERRUPTED
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from None

@@ -368,7 +368,8 @@ class LocalPipeline:
         self.state_loaded = 0
         self.state_saved: int | None = None
         self.interrupted = False
-        self._claimed: dict[str, str] | None = None  # hash -> owner (<job>.<row>) of this run's claims
+        self._claimed: dict[str, str] | None = None
+        self._previous_sigint: Any = None  # hash -> owner (<job>.<row>) of this run's claims
 
     # ------------------------------------------------------------------ set-up / tear-down
     def __enter__(self) -> LocalPipeline:
@@ -493,6 +494,14 @@ class LocalPipeline:
         store.claim_dedupe = claim_dedupe
 
     def __exit__(self, *exc: object) -> None:
+        try:
+            self._teardown()
+        finally:
+            if self._previous_sigint is not None:
+                self._on_sigint(self._previous_sigint)
+                self._previous_sigint = None
+
+    def _teardown(self) -> None:
         self._stop.set()
         self.gate.closed.set()
         for t in self._threads:
@@ -809,39 +818,39 @@ class LocalPipeline:
         progress.end()
         # From here on a Ctrl-C only cuts the waits short (answers in flight, webhooks): the
         # reports and the local state are written whatever happens.
+        # (The previous handler comes back in __exit__, after the emulator has stopped.)
         previous = self._on_sigint(lambda *_: self._hurry.set())
-        try:
-            if self.interrupted:
-                self._say("interrupted: nothing more is sent; waiting briefly for answers in flight "
-                          "(Ctrl-C again to stop waiting)")
-            if abort_reason:
-                self.gate.closed.set()
-            self._stop.set()
+        if previous is not None and self._previous_sigint is None:
+            self._previous_sigint = previous
+        if self.interrupted:
+            self._say("interrupted: nothing more is sent; waiting briefly for answers in flight "
+                      "(Ctrl-C again to stop waiting)")
+        if abort_reason:
+            self.gate.closed.set()
+        self._stop.set()
+        t0 = time.monotonic()
+        self._wait_inflight()
+        for t in self._threads:
+            t.join(timeout=2.0 if abort_reason else max(5.0, self.settings.api_read_timeout_s + 5))
+        ingest.join(timeout=5 if abort_reason else 30)
+        log.info("dispatchers and ingest stopped in %.1f s", time.monotonic() - t0)
+        if abort_reason:
             t0 = time.monotonic()
-            self._wait_inflight()
-            for t in self._threads:
-                t.join(timeout=2.0 if abort_reason else max(5.0, self.settings.api_read_timeout_s + 5))
-            ingest.join(timeout=5 if abort_reason else 30)
-            log.info("dispatchers and ingest stopped in %.1f s", time.monotonic() - t0)
-            if abort_reason:
-                t0 = time.monotonic()
-                unknown = self.gate.inflight_rows(f"$flow.key.{self.settings.correlation_key}")
-                for f in files:
-                    self._settle_unsent(f, status, abort_reason, unknown.get(f.obj.job_id if f.obj else "", set()))
-                log.info("unsent rows settled and reports written in %.1f s", time.monotonic() - t0)
-            if not self.interrupted:
-                self._await_webhooks()
-            t0 = time.monotonic()
-            result = self._collect(files, started, abort_reason)
-            log.info("reports collected in %.1f s", time.monotonic() - t0)
-            t0 = time.monotonic()
-            self.save_state()
-            log.info("local state saved in %.1f s", time.monotonic() - t0)
-            if self.state_saved is not None:
-                result["state_claims"] = self.state_saved
-            return result
-        finally:
-            self._on_sigint(previous)
+            unknown = self.gate.inflight_rows(f"$flow.key.{self.settings.correlation_key}")
+            for f in files:
+                self._settle_unsent(f, status, abort_reason, unknown.get(f.obj.job_id if f.obj else "", set()))
+            log.info("unsent rows settled and reports written in %.1f s", time.monotonic() - t0)
+        if not self.interrupted:
+            self._await_webhooks()
+        t0 = time.monotonic()
+        result = self._collect(files, started, abort_reason)
+        log.info("reports collected in %.1f s", time.monotonic() - t0)
+        t0 = time.monotonic()
+        self.save_state()
+        log.info("local state saved in %.1f s", time.monotonic() - t0)
+        if self.state_saved is not None:
+            result["state_claims"] = self.state_saved
+        return result
 
     @staticmethod
     def _on_sigint(handler: Any) -> Any:
