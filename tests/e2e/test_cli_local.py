@@ -108,6 +108,21 @@ def test_ctrl_c_writes_every_row_exits_130_and_the_same_command_again_sends_nobo
     assert result["files"][0]["report"] != json.loads(again.stdout)["files"][0]["report"]  # not overwritten
 
 
+def test_ctrl_c_during_start_up_is_exit_130_without_a_traceback(tmp_path):
+    data = write_csv(tmp_path / "early.csv", 5)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound")}
+    env.pop("AWS_ENDPOINT_URL", None)
+    child = subprocess.Popen([*CLI, "run", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"), "--state-dir",
+                              str(tmp_path / "state"), str(data)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(1.5)  # the embedded AWS is starting
+    os.killpg(child.pid, signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr + stdout
+    assert "interrupted" in stderr
+
+
 def test_a_second_run_is_duplicate_without_calling_and_no_state_forgets(tmp_path):
     data = write_csv(tmp_path / "daily.csv", 6)
     state = tmp_path / "state"
