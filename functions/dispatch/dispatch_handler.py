@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from phonon_outbound import wiring
-from phonon_outbound.dispatch import RetryLater
+from phonon_outbound.dispatch import PoisonMessage, RetryLater
 from phonon_outbound.observability import logger, metrics, tracer
 
 
@@ -47,17 +47,28 @@ def record_handler(record: SQSRecord) -> str:
     except RetryLater as err:
         # Back off through the visibility timeout: SQS counts the receive, and after the
         # queue's maxReceiveCount the message moves to the DLQ.
-        queue_url = wiring.settings().chunk_queue_url
-        wiring.client("sqs").change_message_visibility(
-            QueueUrl=queue_url, ReceiptHandle=record.receipt_handle,
-            VisibilityTimeout=max(0, min(43_200, math.ceil(err.delay_s))))
+        _visible_after(record, err.delay_s)
         logger.warning("chunk handed back for retry", extra={"message_id": record.message_id,
                                                              "receive_count": receive_count, "reason": err.reason})
+        raise
+    except PoisonMessage as err:
+        # Nothing in it names rows we could settle: fail this record only (the rest of the
+        # batch goes on), make it visible again at once so it reaches the DLQ after the
+        # queue's maxReceiveCount receives instead of after as many visibility timeouts.
+        logger.error("unreadable chunk message: left for the DLQ", extra={
+            "message_id": record.message_id, "receive_count": receive_count, "problem": str(err)})
+        _visible_after(record, 0)
         raise
     except Exception:
         logger.exception("chunk failed", extra={"message_id": record.message_id, "receive_count": receive_count})
         raise
     return outcome.status
+
+
+def _visible_after(record: SQSRecord, delay_s: float) -> None:
+    wiring.client("sqs").change_message_visibility(
+        QueueUrl=wiring.settings().chunk_queue_url, ReceiptHandle=record.receipt_handle,
+        VisibilityTimeout=max(0, min(43_200, math.ceil(delay_s))))
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -66,5 +77,5 @@ def record_handler(record: SQSRecord) -> str:
 def handler(event: dict, context: LambdaContext) -> dict:
     _context["ctx"] = context
     processor = ConcurrentBatchProcessor(wiring.settings().dispatch_parallelism)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                    context=context)
+    return dict(process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                         context=context))

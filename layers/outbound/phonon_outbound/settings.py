@@ -57,6 +57,8 @@ class Settings(BaseModel):
     ingest_time_margin_s: float = Field(60.0, ge=0)
     dispatch_max_wait_s: float = Field(20.0, ge=0)
     dispatch_parallelism: int = Field(4, ge=1, le=32)
+    # dispatch: a job whose item has not changed for this long is stale (watchdog.py's StaleJobs)
+    stale_job_minutes: float = Field(60.0, gt=0)
 
     # contacts: resource caps on a contact file (docs/contact-files.md "Limits")
     max_decompressed_bytes: int = Field(4 * 1024**3, ge=1)

@@ -113,14 +113,19 @@ class ChunkClaim:
 
 
 class Store:
-    def __init__(self, state_table: str, results_table: str, resource: Any = None):
+    def __init__(self, state_table: str, results_table: str, resource: Any = None, retention_s: float = 90 * 86400):
         self._ddb = resource or boto3.resource("dynamodb")
+        self.retention_s = retention_s
         self.state = self._ddb.Table(state_table)
         self.results = self._ddb.Table(results_table)
         self.client = self._ddb.meta.client
         # How long flow_lock waits for a busy lock before giving up (the caller hands its chunk
         # back): well inside a dispatch Lambda's 60 s, well above a claim phase's < 1 s.
         self.lock_wait_s = 10.0
+
+    def expiry(self, now: float | None = None) -> int:
+        """`expires_at` (epoch seconds) for an item that holds personal data: the tables' TTL."""
+        return int((time.time() if now is None else now) + self.retention_s)
 
     # ---------------------------------------------------------------- S3 object claims
     def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
@@ -344,12 +349,12 @@ class Store:
         try:
             out = self.state.update_item(
                 Key=key,
-                UpdateExpression="SET #s = :ip, lease_until = :l ADD attempts :one",
+                UpdateExpression="SET #s = :ip, lease_until = :l, expires_at = :e ADD attempts :one",
                 ConditionExpression="attribute_not_exists(pk) OR (#s <> :done AND (#s <> :ip OR lease_until < :now))",
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues={
                     ":ip": "IN_PROGRESS", ":done": "DONE", ":l": _dec(now + lease_s),
-                    ":now": _dec(now), ":one": 1,
+                    ":now": _dec(now), ":one": 1, ":e": self.expiry(now),
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -368,12 +373,53 @@ class Store:
         """Remember facts about a chunk while it is in progress (e.g. that a send may have been delivered)."""
         self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, **_set_update(attrs))
 
+    def release_chunk(self, job: str, chunk: int) -> None:
+        """Give back the lease of a chunk still IN_PROGRESS (its holder failed and the message
+        will be retried): the retry need not wait for the lease to run out. A chunk settled
+        meanwhile is left as it is."""
+        try:
+            self.state.update_item(
+                Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+                UpdateExpression="SET #s = :retry, lease_until = :zero",
+                ConditionExpression="#s = :ip",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":retry": "RETRY", ":zero": 0, ":ip": "IN_PROGRESS"})
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+
     def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> None:
         """Record a chunk's final state: DONE, or FAILED when its retries ran out (a FAILED
         chunk can be claimed again after an operator's redrive). Counting it on the job is
         `count_settled`'s job, idempotently."""
-        attrs = {**attrs, "state": state, "settled": True, "lease_until": 0}
+        attrs = {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.expiry()}
         self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, **_set_update(attrs))
+
+    def settle_open_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> bool:
+        """Settle a chunk without sending it, unless it is DONE already (sent and recorded):
+        False then. A chunk another dispatcher holds right now is settled all the same: its
+        holder's own settle overwrites the outcome it records (the caller ends unsent rows,
+        e.g. after an interrupted run, when nobody should be sending any more)."""
+        attrs = {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.expiry()}
+        update = _set_update(attrs)
+        update["ExpressionAttributeValues"][":done_state"] = "DONE"
+        try:
+            self.state.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+                                   ConditionExpression="attribute_not_exists(#state) OR #state <> :done_state",
+                                   **update)
+            return True
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
+            return False
+
+    def cancelled_reason(self, job: str) -> str:
+        """The job's `cancelled_reason` ("" when it is not cancelled, or there is no such job):
+        read by dispatch before it sends a chunk (one consistent GetItem of that one attribute)."""
+        item = self.state.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True,
+                                   ProjectionExpression="#c", ExpressionAttributeNames={"#c": "cancelled_reason"},
+                                   ).get("Item") or {}
+        return str(item.get("cancelled_reason") or "")
 
     # ---------------------------------------------------------------- dedupe claims
     def claim_dedupe(self, flow: str, claims: list[tuple[str, str]], window_s: float,
@@ -398,8 +444,9 @@ class Store:
                 if old is not None and float(old.get("expires", 0)) >= now and old.get("owner") != owner:
                     conflicts[h] = str(old.get("owner"))
                 elif old is None or old.get("owner") != owner or float(old.get("expires", 0)) < now:
+                    # TTL: an hour after the window, never later than the data retention
                     new.append({"pk": f"DEDUPE#{h}", "sk": "-", "owner": owner, "expires": _dec(now + window_s),
-                                "ttl": int(now + window_s) + 3600})
+                                "expires_at": min(int(now + window_s) + 3600, self.expiry(now))})
             if new:
                 with self.state.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
                     for item in new:

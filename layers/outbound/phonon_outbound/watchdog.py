@@ -1,0 +1,68 @@
+"""The stale-job watchdog: jobs that have not moved for `stale_job_minutes`.
+
+Every way a chunk can fail ends with its rows' outcomes (dispatch.py), but the last resort —
+a dispatcher that cannot even write those outcomes (DynamoDB down for every retry, a bug) —
+leaves a job that never completes and a file without a report. Nothing in the pipeline would
+notice, so a scheduled function looks: every job item carries `active_shard = "A"` until it
+completes and `updated_at` (epoch seconds) on every write, indexed by the state table's GSI
+`active-jobs` (hash `active_shard`, range `updated_at`), so one Query finds the jobs whose
+last write is older than the threshold, however many jobs there are.
+
+It emits the metric `StaleJobs` (namespace PhononOutbound, the count, 0 included so the alarm
+always has data) and logs the stale jobs' ids and ages — ids only: a job's file name may
+itself name a person.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from boto3.dynamodb.conditions import Key
+
+from .observability import count, logger
+from .store import Store
+
+ACTIVE_INDEX = "active-jobs"
+ACTIVE_SHARD = "A"
+MAX_LOGGED_JOBS = 100
+
+
+def stale_jobs(store: Store, stale_s: float, now: float | None = None) -> list[dict[str, Any]]:
+    """Active jobs whose `updated_at` is more than `stale_s` seconds ago, oldest first:
+    [{"job": id, "updated_at": epoch s, "idle_s": seconds}]."""
+    now = time.time() if now is None else now
+    cutoff = int(now - stale_s)
+    kwargs: dict[str, Any] = {
+        "IndexName": ACTIVE_INDEX,
+        "KeyConditionExpression": Key("active_shard").eq(ACTIVE_SHARD) & Key("updated_at").lt(cutoff),
+        "ProjectionExpression": "pk, sk, updated_at",
+    }
+    out: list[dict[str, Any]] = []
+    while True:
+        page = store.state.query(**kwargs)
+        for item in page.get("Items", []):
+            pk = str(item.get("pk", ""))
+            if item.get("sk") != "META" or not pk.startswith("JOB#"):
+                continue  # only job items carry these attributes; be safe anyway
+            updated = float(item.get("updated_at", 0))
+            out.append({"job": pk[len("JOB#"):], "updated_at": int(updated), "idle_s": int(now - updated)})
+        if "LastEvaluatedKey" not in page:
+            return out
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def check(store: Store, stale_minutes: float, now: float | None = None) -> dict[str, Any]:
+    """Find the stale jobs, emit `StaleJobs`, log their ids; returns {"stale_jobs": n, "jobs": [ids]}."""
+    jobs = stale_jobs(store, stale_minutes * 60, now)
+    count("StaleJobs", len(jobs))
+    if jobs:
+        logger.warning("jobs have not moved", extra={
+            "stale_jobs": len(jobs), "stale_after_minutes": stale_minutes,
+            "jobs": [{"job": j["job"], "idle_s": j["idle_s"]} for j in jobs[:MAX_LOGGED_JOBS]]})
+    else:
+        logger.info("no stale jobs", extra={"stale_after_minutes": stale_minutes})
+    return {"stale_jobs": len(jobs), "jobs": [j["job"] for j in jobs]}
+
+
+__all__ = ["ACTIVE_INDEX", "check", "stale_jobs"]

@@ -1,0 +1,113 @@
+"""The stale-job watchdog, against moto: active jobs (GSI `active-jobs`: hash `active_shard`,
+range `updated_at`) that have not moved for STALE_JOB_MINUTES are counted in the `StaleJobs`
+metric and logged by id."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+import uuid
+
+import boto3
+import pytest
+
+from phonon_outbound import observability, watchdog, wiring
+from phonon_outbound.store import Store
+
+from ..conftest import ROOT
+
+
+def _state_table_with_index(stack) -> str:
+    """The template's state table when it has the `active-jobs` index, else (the template not
+    having it yet) a table created here with that index as docs/design.md defines it."""
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    name = stack.function_environment()["STATE_TABLE"]
+    indexes = ddb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])
+    if any(i["IndexName"] == watchdog.ACTIVE_INDEX for i in indexes):
+        return name
+    name = "state-with-active-jobs"
+    ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for a, t in
+                              (("pk", "S"), ("sk", "S"), ("active_shard", "S"), ("updated_at", "N"))],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[{"IndexName": watchdog.ACTIVE_INDEX, "Projection": {"ProjectionType": "ALL"},
+                                 "KeySchema": [{"AttributeName": "active_shard", "KeyType": "HASH"},
+                                               {"AttributeName": "updated_at", "KeyType": "RANGE"}]}])
+    return name
+
+
+def _handler():
+    path = ROOT / "functions" / "watchdog" / "watchdog_handler.py"
+    spec = importlib.util.spec_from_file_location("watchdog_handler_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.handler
+
+
+def _value(v):
+    return sum(v) if isinstance(v, list) else v  # EMF may carry a metric's values as a list
+
+
+class Ctx:
+    function_name = "watchdog"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:watchdog"
+    memory_limit_in_mb = 256
+    aws_request_id = str(uuid.uuid4())
+    log_group_name = "/aws/lambda/watchdog"
+    log_stream_name = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@pytest.fixture
+def jobs(stack, monkeypatch):
+    table = _state_table_with_index(stack)
+    env = {**stack.function_environment(), "STATE_TABLE": table, "STALE_JOB_MINUTES": "60"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    monkeypatch.setattr(observability, "_metrics_on", True)  # a local run earlier in this process turns them off
+    wiring.reset()
+    now = int(time.time())
+    store = Store(table, env["RESULTS_TABLE"], boto3.resource("dynamodb", region_name="us-east-1"))
+    # Given jobs as ingest writes them: active ones with `active_shard`, completed ones without
+    for job, age_min, active in (("stuck-2h", 120, True), ("stuck-61m", 61, True), ("busy-5m", 5, True),
+                                 ("done-3h", 180, False)):
+        item = {"key": f"incoming/{job}.csv", "updated_at": now - age_min * 60}
+        if active:
+            item["active_shard"] = "A"
+        store.put_job(job, item)
+    yield store
+    wiring.reset()
+
+
+def test_jobs_not_updated_for_the_threshold_are_the_stale_ones_oldest_first(jobs):
+    found = watchdog.stale_jobs(jobs, 60 * 60)
+    assert [j["job"] for j in found] == ["stuck-2h", "stuck-61m"]
+    assert found[0]["idle_s"] >= 120 * 60
+    # a longer threshold leaves only the oldest
+    assert [j["job"] for j in watchdog.stale_jobs(jobs, 90 * 60)] == ["stuck-2h"]
+
+
+def test_the_handler_emits_the_stalejobs_metric_and_logs_job_ids_not_file_names(jobs, capsys):
+    result = _handler()({}, Ctx())
+    assert result == {"stale_jobs": 2, "jobs": ["stuck-2h", "stuck-61m"]}
+    captured = capsys.readouterr()
+    blobs = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{") and "_aws" in line]
+    metric = [b for b in blobs if "StaleJobs" in b]
+    assert metric and _value(metric[0]["StaleJobs"]) == 2
+    directive = metric[0]["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "PhononOutbound"
+    assert "incoming/" not in captured.out + captured.err  # ids only, no file names
+
+
+def test_with_nothing_stale_the_metric_is_zero(jobs, capsys, monkeypatch):
+    monkeypatch.setenv("STALE_JOB_MINUTES", "600")
+    wiring.reset()
+    assert _handler()({}, Ctx()) == {"stale_jobs": 0, "jobs": []}
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "StaleJobs" in line]
+    assert blobs and _value(blobs[0]["StaleJobs"]) == 0
