@@ -288,3 +288,13 @@ def test_check_gives_two_inputs_with_the_same_name_their_own_reports(tmp_path):
     files = json.loads(proc.stdout)["files"]
     assert files[0]["report"] != files[1]["report"]
     assert [len(read_report(f["report"])) for f in files] == [2, 3]
+
+
+def test_an_api_that_never_answers_reads_0_requests_reached_phonon(tmp_path):
+    data = write_csv(tmp_path / "down.csv", 4)
+    proc = run_cli("run", "--api-url", "http://127.0.0.1:9/create", "--flow-id", FLOW, "--out", str(tmp_path / "out"),
+                   str(data), env={"PHONON_SECURITY_ID": SID}, state=tmp_path / "state")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "4 rows: 0 accepted, 4 failed" in proc.stdout
+    assert "0 requests reached Phonon" in proc.stdout
+    assert "note: phone numbers from 'phone'" in proc.stdout  # the notes reach the person
