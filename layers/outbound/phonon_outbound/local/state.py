@@ -12,8 +12,8 @@ of them a stub of its job item (`JOB#<job>/META` with the input key only), so a 
 reason can still name the file and row that was accepted. No phone number, cell value or
 security-id is in either: a claim is a hash of the call plus `<job>.<row>`.
 
-The file is rewritten whole (a temporary file renamed over it); claims another run saved
-meanwhile are merged in, not lost. Deleting the directory forgets everything.
+The file is rewritten whole (a temporary file renamed over it), under an advisory lock; claims
+another run saved meanwhile are merged in, not lost. Deleting the directory forgets everything.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,27 @@ class LocalState:
         """Merge `items` with what the file holds now (another run may have saved meanwhile)
         and rewrite it atomically. Returns the number of claims saved."""
         now = time.time() if now is None else now
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            return self._write(list(items), now)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time (two runs ending together): an advisory lock where the
+        platform has one (POSIX); elsewhere the read-merge-replace still keeps most."""
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            yield
+            return
+        with (self.folder / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _write(self, items: list[dict[str, Any]], now: float) -> int:
         merged: dict[str, dict[str, Any]] = {}
         for item in [*self.read(now), *items]:
             pk = item["pk"]["S"]
@@ -104,7 +126,6 @@ class LocalState:
         claims = [i for pk, i in merged.items() if pk.startswith(DEDUPE_PREFIX)]
         wanted = {f"{JOB_PREFIX}{_owner_job(c)}" for c in claims}
         keep = claims + [i for pk, i in merged.items() if pk in wanted]
-        self.folder.mkdir(parents=True, exist_ok=True)
         readme = self.folder / "README.txt"
         if not readme.exists():
             readme.write_text(README_TEXT, encoding="utf-8")
