@@ -109,21 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("files", nargs="+", type=Path, metavar="FILE",
                      help="contact files (.csv .tsv .txt .json .jsonl .ndjson, or .gz of each); a directory "
                           "stands for its contact files, sorted by name (not its sub-directories)")
-    run.add_argument("--flow-id", type=_flow_id, help="flow for files that name none (8 letters or digits)")
-    run.add_argument("--api-url", help="the Phonon create endpoint to call (default: the bundled simulator)")
+    run.add_argument("--flow-id", type=_flow_id, metavar="ID", help="flow for files that name none (8 letters or digits)")
+    run.add_argument("--api-url", metavar="URL", help="the Phonon create endpoint to call (default: the bundled simulator)")
     run.add_argument("--security-id", action="append", default=[], metavar="[FLOW=]SID",
                      help=f"a flow's 64-character security-id: SID for --flow-id, FLOW=SID for another flow (e.g. "
                           f"a JSON file's own flow-id); repeatable. Better kept off the command line: env "
                           f"{SECURITY_ID_ENV} (for --flow-id) and {SECURITY_ID_ENV}_<FLOW> (for flow FLOW). "
                           f"Default with the simulator: its demo id")
-    run.add_argument("--rate", type=_positive, default=30_000,
+    run.add_argument("--rate", type=_positive, default=30_000, metavar="N",
                      help="records (calls) per minute, global rate limit (default 30000)")
-    run.add_argument("--batch-size", type=_batch, default=None,
+    run.add_argument("--batch-size", type=_batch, default=None, metavar="N",
                      help="calls per API request, 1-10000 (default 500; never more than one second's worth of "
                           "--rate: lowered, and said so)")
-    run.add_argument("--concurrency", type=_positive, default=2,
+    run.add_argument("--concurrency", type=_positive, default=2, metavar="N",
                      help="dispatch workers running at once (default 2; at least 2, as the SQS event source)")
-    run.add_argument("--out", type=Path, default=Path("outbound-reports"),
+    run.add_argument("--out", type=Path, default=Path("outbound-reports"), metavar="DIR",
                      help="folder for the reports: <file>.<UTC upload time>.results.csv and .summary.json per "
                           "input (default ./outbound-reports)")
     run.add_argument("--json", action="store_true",
@@ -151,11 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "'would be sent'); nothing is sent and no AWS is needed. Exit status as for run.")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE",
                        help="contact files; a directory stands for its contact files, sorted by name")
-    check.add_argument("--flow-id", type=_flow_id, help="flow for files that name none (8 letters or digits)")
-    check.add_argument("--out", type=Path, default=Path("outbound-reports"),
+    check.add_argument("--flow-id", type=_flow_id, metavar="ID", help="flow for files that name none (8 letters or digits)")
+    check.add_argument("--out", type=Path, default=Path("outbound-reports"), metavar="DIR",
                        help="folder for the reports (default ./outbound-reports)")
     check.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
-    check.add_argument("--batch-size", type=_batch, default=500,
+    check.add_argument("--batch-size", type=_batch, default=500, metavar="N",
                        help="calls per API request the check sizes chunks for (default 500)")
     check.add_argument("--phone-columns", type=_columns, metavar="COL[,COL…]",
                        help="the file's phone columns, in order, instead of recognising them by name")
@@ -170,13 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Move chunk messages from the dead-letter queue back to the chunk queue of a deployed stack, "
                     "once the cause is fixed. Nothing Phonon already accepted is placed again.")
     where = rd.add_mutually_exclusive_group(required=True)
-    where.add_argument("--stack", help="CloudFormation stack name (reads its ChunkQueueUrl and "
+    where.add_argument("--stack", metavar="NAME", help="CloudFormation stack name (reads its ChunkQueueUrl and "
                                        "ChunkDeadLetterQueueUrl outputs)")
-    where.add_argument("--dlq-url", help="the dead-letter queue URL (with --queue-url)")
-    rd.add_argument("--queue-url", help="the chunk queue URL (with --dlq-url)")
-    rd.add_argument("--limit", type=_positive, help="move at most this many messages (default: all)")
-    rd.add_argument("--region", help="AWS region of the stack (default: AWS_REGION / AWS_DEFAULT_REGION / profile)")
-    rd.add_argument("--profile", help="AWS named profile to use (default: AWS_PROFILE or the default chain)")
+    where.add_argument("--dlq-url", metavar="URL", help="the dead-letter queue URL (with --queue-url)")
+    rd.add_argument("--queue-url", metavar="URL", help="the chunk queue URL (with --dlq-url)")
+    rd.add_argument("--limit", type=_positive, metavar="N", help="move at most this many messages (default: all)")
+    rd.add_argument("--region", metavar="REGION", help="AWS region of the stack (default: AWS_REGION / AWS_DEFAULT_REGION / profile)")
+    rd.add_argument("--profile", metavar="NAME", help="AWS named profile to use (default: AWS_PROFILE or the default chain)")
     return p
 
 
