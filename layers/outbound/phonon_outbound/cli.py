@@ -478,6 +478,10 @@ def cmd_redrive(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks is escaped, not a crash
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     if argv[:1] == ["simulate"]:  # the simulator parses its own options (--port, --shape, …)
         from .api import simulator
 

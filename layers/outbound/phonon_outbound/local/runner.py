@@ -301,7 +301,7 @@ class Progress:
     def update(self, now: float, started: float, total: int | None, done: int, sent: int, accepted: int,
                force: bool = False) -> None:
         self.samples.append((now, done, sent))
-        while len(self.samples) > 2 and now - self.samples[0][0] > 20:
+        while len(self.samples) > 2 and now - self.samples[0][0] > 30:
             self.samples.popleft()
         if not force and now < self.next_at:
             return
