@@ -298,3 +298,31 @@ def test_an_api_that_never_answers_reads_0_requests_reached_phonon(tmp_path):
     assert "4 rows: 0 accepted, 4 failed" in proc.stdout
     assert "0 requests reached Phonon" in proc.stdout
     assert "note: phone numbers from 'phone'" in proc.stdout  # the notes reach the person
+
+
+def test_ctrl_c_while_an_answer_is_awaited_keeps_those_rows_from_being_sent_again(tmp_path):
+    """A request on the wire when the run stops may have been placed: its rows are FAILED as
+    such (not CANCELLED), and their dedupe claims are kept, so the next run does not call them."""
+    import _thread
+    import threading
+
+    from phonon_outbound.local.runner import IN_FLIGHT_REASON, LocalPipeline, RunOptions
+
+    data = write_csv(tmp_path / "slowapi.csv", 20)
+    with PhononSimulator(flows={FLOW: SID}, latency_s=(6.0, 6.0)) as sim:
+        opts = RunOptions(flow_id=FLOW, api_url=sim.url, security_id=SID, batch_size=10, out_dir=tmp_path / "out",
+                          state_dir=tmp_path / "state", inflight_grace_s=0.5)
+        with LocalPipeline(opts) as pipeline:
+            threading.Timer(3.0, _thread.interrupt_main).start()  # Ctrl-C while both requests wait
+            result = pipeline.run([data])
+        report = read_report(result["files"][0]["report"])
+        assert result["interrupted"] and len(report) == 20
+        assert {r["status"] for r in report} == {"FAILED"}
+        assert all(r["reason"] == IN_FLIGHT_REASON and r["client-identifier"] for r in report)
+        time.sleep(4)  # the slow answers arrive: Phonon did place those calls
+        placed = sim.stats()["calls_accepted"]
+        opts.inflight_grace_s = 10.0
+        with LocalPipeline(opts) as pipeline:
+            again = pipeline.run([data])
+        assert again["totals"]["duplicate"] == 20
+        assert sim.stats()["calls_accepted"] == placed == 20  # nobody called twice
