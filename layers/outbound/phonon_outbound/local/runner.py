@@ -150,6 +150,10 @@ def _load_handler(stack: LocalStack, function: str) -> Callable[[dict, Any], Any
     return getattr(mod, func)
 
 
+# Claims noted in memory for the state save (~150 bytes each); past this the save scans the table.
+MAX_TRACKED_CLAIMS = 200_000
+
+
 class Interrupted(Exception):
     """Raised inside the ingest thread (through its back-pressure hook) once the run is
     interrupted: ingest stops before queuing another chunk."""
@@ -487,8 +491,10 @@ class LocalPipeline:
         def claim_dedupe(flow: str, claims: list[tuple[str, str]], *args: Any, **kwargs: Any) -> dict[str, str]:
             conflicts = original(flow, claims, *args, **kwargs)
             with lock:
-                assert self._claimed is not None
-                self._claimed.update((h, owner) for h, owner in claims if h not in conflicts)
+                if self._claimed is not None:
+                    self._claimed.update((h, owner) for h, owner in claims if h not in conflicts)
+                    if len(self._claimed) > MAX_TRACKED_CLAIMS:  # bounded memory: scan at the end instead
+                        self._claimed = None
             return conflicts
 
         store.claim_dedupe = claim_dedupe
