@@ -310,12 +310,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     batch_size = fit_batch_size(args.rate, args.batch_size)
     if args.batch_size and batch_size < args.batch_size:
         print(f"note: --batch-size {args.batch_size} lowered to {batch_size}: a request may carry at most one "
-              f"second's worth of --rate {args.rate}/min", file=human)
+              f"second's worth of --rate {args.rate}/min", file=sys.stderr)
     concurrency = max(MIN_DISPATCHERS, args.concurrency)
     if concurrency > args.concurrency:
         print(f"note: --concurrency {args.concurrency} raised to {concurrency}: as the SQS event source on AWS "
               f"(MaximumConcurrency 2-1000), the local run keeps at least two dispatchers, so the wait for one "
-              f"batch's last answer never stops the sending", file=human)
+              f"batch's last answer never stops the sending", file=sys.stderr)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_file = args.log_file or args.out / "logs" / f"run-{stamp}.log"
     for folder in (args.out, log_file.parent):
