@@ -114,7 +114,9 @@ def test_check_writes_the_same_report_without_sending(tmp_path):
     report = read_report(result["files"][0]["report"])
     by_id = {r["row"]: r for r in report}
     assert by_id["1"]["status"] == "ACCEPTED"
-    assert by_id["2"]["status"] == "REJECTED" and "12345" in by_id["2"]["reason"]
+    # the reason names the column and masks the value (no cell value echoed raw)
+    assert by_id["2"]["status"] == "REJECTED" and "Phone" in by_id["2"]["reason"]
+    assert "12345" not in by_id["2"]["reason"]
     assert result["api_requests"] == 0
 
 
