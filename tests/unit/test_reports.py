@@ -1,4 +1,4 @@
-"""Reports: the results CSV (formula-safe) and the summary JSON (SPEC.md "Reports")."""
+"""Reports: the results CSV (formula-safe) and the summary JSON (README.md, "Reports")."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from phonon_outbound.reports import HEADER, ReportWriter, neutralize, summary_di
 @pytest.mark.parametrize(("cell", "safe"), [
     ("=1+2", "'=1+2"), ("+91 98765", "'+91 98765"), ("-5", "'-5"), ("@SUM(A1)", "'@SUM(A1)"),
     ("\tx", "'\tx"), ("\rx", "'\rx"), ("C1", "C1"), ("", ""), ("a=b", "a=b"), ("'quoted", "'quoted"),
+    ("x;=1+1", "x;'=1+1"), ("=a;-b", "'=a;'-b"), ("a; -b", "a; -b"), ("a;b", "a;b"),
 ])
 def test_cells_a_spreadsheet_would_run_as_a_formula_get_a_leading_apostrophe(cell, safe):
     assert neutralize(cell) == safe
@@ -25,7 +26,7 @@ def test_the_report_has_exactly_the_spec_columns_and_a_header_even_without_rows(
     assert HEADER == ("row", "client-identifier", "status", "phonon-uuid", "request-id", "reason")
 
 
-def test_rows_are_written_in_order_quoted_as_needed_and_neutralised():
+def test_rows_are_written_in_order_quoted_and_neutralised():
     buf = io.StringIO(newline="")
     w = ReportWriter(buf)
     w.write(1, "C1", "ACCEPTED", "501c78ee-1", "c46e46f4", "")
@@ -60,3 +61,42 @@ def test_a_whole_file_rejection_has_an_error_and_zero_counts():
 
 def test_rows_can_be_given_explicitly():
     assert summary_dict(file="a", flow="f", counts={"rows": 10, "accepted": 4})["rows"] == 10
+
+
+def _excel_semicolon_split(line: str) -> list[str]:
+    """How a spreadsheet in a `;` locale splits a line: on `;` outside double quotes (each `"`
+    opens or closes quoting; `""` inside quotes is one quote)."""
+    cells, cell, quoted = [], "", False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+            continue
+        if ch == ";" and not quoted:
+            cells.append(cell)
+            cell = ""
+            continue
+        cell += ch
+    return [*cells, cell]
+
+
+def test_every_cell_of_a_data_line_is_quoted_so_a_semicolon_locale_cannot_split_out_a_formula():
+    buf = io.StringIO(newline="")
+    w = ReportWriter(buf)
+    w.write(7, "x;=1+1", "REJECTED", "", "", 'say "hi";@SUM(A1)')
+    header, line = buf.getvalue().split("\r\n")[:2]
+    assert header == ",".join(HEADER)
+    assert line == '"7","x;\'=1+1","REJECTED","","","say ""hi"";\'@SUM(A1)"'
+    # A `;`-locale spreadsheet reads the whole line as one text cell: no `;` is outside quotes
+    assert len(_excel_semicolon_split(line)) == 1
+    # and a reader that does not honour quotes after the first still finds no cell it would run
+    for cells in (line.split(";"), next(csv.reader(io.StringIO(line), delimiter=";"))):
+        assert len(cells) == 3 and not any(c.lstrip('"').startswith(("=", "+", "-", "@")) for c in cells)
+    # a comma reader gets the cells back as written
+    assert next(csv.reader(io.StringIO(line))) == ["7", "x;'=1+1", "REJECTED", "", "", 'say "hi";\'@SUM(A1)']
+
+
+def test_before_quoting_the_semicolon_cell_split_into_a_formula():
+    """What the defence is against: the line as it was written before (minimal quoting)."""
+    buf = io.StringIO(newline="")
+    csv.writer(buf, lineterminator="\r\n").writerow((7, "x;=1+1", "REJECTED", "", "", ""))
+    assert _excel_semicolon_split(buf.getvalue().strip()) == ["7,x", "=1+1,REJECTED,,,"]

@@ -1,10 +1,20 @@
-"""The per-file results report (CSV) and summary (JSON) -- SPEC.md "Reports".
+"""The per-file results report (CSV) and summary (JSON) (README.md, "Reports").
 
 ``reports/<input key>.results.csv``: UTF-8, exactly the columns
 ``row,client-identifier,status,phonon-uuid,request-id,reason``, one line per data row in input
-order. Cells a spreadsheet would run as a formula are neutralised (OWASP "CSV Injection"):
-a cell starting with ``=`` ``+`` ``-`` ``@``, a tab or a carriage return gets a leading
-apostrophe, which spreadsheets show as text and do not evaluate.
+order. Two defences against a spreadsheet running a cell (OWASP "CSV Injection"):
+
+- every cell of a data line is quoted (``csv.QUOTE_ALL``). A spreadsheet whose locale
+  separates fields with ``;`` (most of Europe) splits an unquoted line on ``;`` too, so an
+  unquoted ``x;=1+1`` would become the cells ``x`` and ``=1+1`` and run the formula; quoted,
+  it stays the one text cell ``x;=1+1``;
+- a cell starting with ``=`` ``+`` ``-`` ``@``, a tab or a carriage return gets a leading
+  apostrophe, which spreadsheets show as text and do not evaluate; so does such a character
+  right after a ``;`` inside a cell (``x;=1+1`` → ``x;'=1+1``), for readers that split on
+  ``;`` without honouring the quotes.
+
+The header line is written as the plain column names: they are fixed text, never data, and
+readers match the line as documented.
 
 ``reports/<input key>.summary.json``: built by :func:`summary_dict`.
 """
@@ -12,6 +22,7 @@ apostrophe, which spreadsheets show as text and do not evaluate.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
@@ -23,9 +34,16 @@ HEADER = ("row", "client-identifier", "status", "phonon-uuid", "request-id", "re
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+_AFTER_SEMICOLON = re.compile(r";(?=[=+\-@\t\r])")
+
+
 def neutralize(cell: str) -> str:
-    """``'=1+2'`` -> ``"'=1+2"``; everything else unchanged."""
-    if cell and cell.startswith(_FORMULA_START):
+    """``'=1+2'`` -> ``"'=1+2"``, ``'x;=1'`` -> ``"x;'=1"``; everything else unchanged."""
+    if not cell:
+        return cell
+    if ";" in cell:
+        cell = _AFTER_SEMICOLON.sub(";'", cell)
+    if cell.startswith(_FORMULA_START):
         return "'" + cell
     return cell
 
@@ -34,12 +52,12 @@ class ReportWriter:
     """Writes the results CSV to a text file object opened with ``newline=""`` (UTF-8).
 
     The header line is written at construction, so a whole-file rejection still leaves a
-    report with its header only (SPEC). Lines end in CRLF (RFC 4180; what Excel expects).
+    report with its header only (README.md, "Reports"). Lines end in CRLF (RFC 4180; what Excel expects).
     """
 
     def __init__(self, fileobj_text: IO[str]) -> None:
-        self._w = csv.writer(fileobj_text, lineterminator="\r\n")
-        self._w.writerow(HEADER)
+        csv.writer(fileobj_text, lineterminator="\r\n").writerow(HEADER)
+        self._w = csv.writer(fileobj_text, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
         self.rows = 0
 
     def write(self, row: int, client_id: str, status: str, phonon_uuid: str = "", request_id: str = "",
@@ -60,8 +78,8 @@ def summary_dict(*, file: str, flow: str | None, counts: Mapping[str, int] | Non
     """The summary JSON object.
 
     ``counts`` maps statuses (``ACCEPTED``… or ``accepted``…) to numbers; ``rows`` is their
-    sum unless given. A whole-file rejection passes ``error``: the counts are then all zero
-    (SPEC: "zero counts"). ``timings`` are seconds (e.g. ``{"ingest_s": 1.2, "elapsed_s": 9.8}``);
+    sum unless given. A whole-file rejection passes ``error``: the counts are then all zero.
+    ``timings`` are seconds (e.g. ``{"ingest_s": 1.2, "elapsed_s": 9.8}``);
     ``elapsed_s`` is also copied to the top level, where the command line's ``--json`` has it.
     Extra keyword arguments are added as they are (e.g. ``job=…``, ``bucket=…``).
     """

@@ -104,6 +104,15 @@ def _conditional_failed(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+class RowUuidConflict(Exception):
+    """The row already carries another phonon-uuid (`Store.set_row_uuid`)."""
+
+    def __init__(self, job: str, row: int):
+        super().__init__(f"row {row} of job {job} already has another phonon-uuid")
+        self.job = job
+        self.row = row
+
+
 @dataclass(frozen=True)
 class ChunkClaim:
     state: str  # "claimed", "done", "busy"
@@ -240,17 +249,38 @@ class Store:
                 n += 1
         return n
 
-    def set_row_uuid(self, job: str, row: int, phonon_uuid: str) -> dict:
+    def set_row_uuid(self, job: str, row: int, phonon_uuid: str) -> tuple[dict, bool]:
         """Record the phonon-uuid on the row's own item (creating a status-less "patch" item
-        when the row's outcome lives in its chunk's outcome item); returns the item."""
-        out = self.state.update_item(
-            Key={"pk": job_pk(job), "sk": row_sk(row)},
-            UpdateExpression="SET phonon_uuid = :u, #r = :r",
-            ExpressionAttributeNames={"#r": "row"},
-            ExpressionAttributeValues={":u": phonon_uuid, ":r": row},
-            ReturnValues="ALL_NEW",
-        )
-        return _plain(out["Attributes"])
+        when the row's outcome lives in its chunk's outcome item), once: a row that already
+        has another uuid keeps it and `RowUuidConflict` is raised; the same uuid again is a
+        no-op. Returns (the item, whether this call set the uuid)."""
+        try:
+            out = self.state.update_item(
+                Key={"pk": job_pk(job), "sk": row_sk(row)},
+                UpdateExpression="SET phonon_uuid = :u, #r = :r, expires_at = if_not_exists(expires_at, :e)",
+                ConditionExpression="attribute_not_exists(phonon_uuid) OR phonon_uuid = :u",
+                ExpressionAttributeNames={"#r": "row"},
+                ExpressionAttributeValues={":u": phonon_uuid, ":r": row, ":e": self.expiry()},
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as err:
+            if _conditional_failed(err):
+                raise RowUuidConflict(job, row) from None
+            raise
+        old = _plain(out.get("Attributes") or {})
+        newly_set = old.get("phonon_uuid") != phonon_uuid
+        item = {**old, "phonon_uuid": phonon_uuid, "row": row}
+        return item, newly_set
+
+    def clear_row_uuid(self, job: str, row: int, phonon_uuid: str) -> None:
+        """Take back a uuid `set_row_uuid` wrote (only while it is still that uuid)."""
+        try:
+            self.state.update_item(
+                Key={"pk": job_pk(job), "sk": row_sk(row)}, UpdateExpression="REMOVE phonon_uuid",
+                ConditionExpression="phonon_uuid = :u", ExpressionAttributeValues={":u": phonon_uuid})
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
 
     def put_outcomes(self, job: str, chunk: int, rows: list[dict], at: int) -> None:
         """A settled chunk's row outcomes (dicts with OUTCOME_FIELDS) as one item, keyed by its
@@ -563,18 +593,40 @@ class Store:
                 n += 1
         return n
 
-    def upsert_result(self, uuid: str, attrs: dict) -> None:
+    def upsert_result(self, uuid: str, attrs: dict) -> bool:
+        """Add a flow-end push's facts to the uuid's results item, keeping its binding.
+
+        A results item is bound once: to (`job`, `row`) when the push matched a row (or the
+        dispatcher recorded the uuid from the API's answer), else to its correlation `ref`
+        (absent when the push had none). With `job` and `row` in `attrs` the write succeeds
+        only if the item is unbound, bound to that same row, or unmatched with the same (or no)
+        ref — and then the `unmatched` mark is removed; without them, only if the item has no
+        row and the same ref. Returns False, writing nothing, when the binding differs."""
         attrs = {k: v for k, v in attrs.items() if v is not None and v != ""}
-        if not attrs:
-            return
-        names = {f"#a{i}": k for i, k in enumerate(attrs)}
-        values = {f":v{i}": v for i, v in enumerate(attrs.values())}
-        self.results.update_item(
-            Key={"phonon-uuid": uuid},
-            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attrs))),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        attrs["expires_at"] = self.expiry()
+        names = {f"#a{i}": k for i, k in enumerate(attrs)} | {"#job": "job", "#ref": "ref"}
+        values: dict[str, Any] = {f":v{i}": (_dec(v) if isinstance(v, float) else v)
+                                  for i, v in enumerate(attrs.values())}
+        update = "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attrs)))
+        same_ref = "(attribute_not_exists(#ref) OR #ref = :ref)" if attrs.get("ref") else "attribute_not_exists(#ref)"
+        if attrs.get("ref"):
+            values[":ref"] = attrs["ref"]
+        if "job" in attrs and "row" in attrs:
+            condition = f"(attribute_not_exists(#job) AND {same_ref}) OR (#job = :job AND #row = :row)"
+            values |= {":job": attrs["job"], ":row": attrs["row"]}
+            names |= {"#row": "row", "#unmatched": "unmatched"}
+            update += " REMOVE #unmatched"
+        else:
+            condition = f"attribute_not_exists(#job) AND {same_ref}"
+        try:
+            self.results.update_item(
+                Key={"phonon-uuid": uuid}, UpdateExpression=update, ConditionExpression=condition,
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError as err:
+            if _conditional_failed(err):
+                return False
+            raise
+        return True
 
     def get_result(self, uuid: str) -> dict | None:
         item = self.results.get_item(Key={"phonon-uuid": uuid}).get("Item")

@@ -1,10 +1,35 @@
-"""Phonon's flow-end webhook → the results item keyed by phonon-uuid.
+"""Phonon's flow-end webhook → the results item keyed by phonon-uuid (docs/webhook.md).
 
-Phonon pushes one JSON document per flow execution (phonon-api.md): `phonon-uuid`, `keys`
-(the flow variables we sent, among them our correlation key), `callDetails[]` per attempt and,
-in newer versions, `smsDetails[]` / `emailDetails[]`; some versions wrap it in `{"body": …}`;
-fields appear only when there is data. Parsing is lenient on purpose: a push we cannot match
-to a row is still stored (as unmatched) and acknowledged, so Phonon does not retry it forever.
+Phonon pushes one JSON document per flow execution: `phonon-uuid`, `keys` (the flow variables
+we sent, among them our correlation key `<job>.<row>`), `callDetails[]` per attempt and, in
+newer versions, `smsDetails[]` / `emailDetails[]`; some versions wrap it in `{"body": …}`;
+fields appear only when there is data.
+
+The endpoint is public (a Function URL), so everything a caller sends is hostile until proved
+otherwise. The push is validated by a schema (pydantic, through powertools' parser): lenient in
+*which* fields appear (all but the uuid are optional, unknown fields are ignored, one level of
+`{"body": …}` wrapping, numbers as JSON numbers or numeric strings), strict in *what* they hold:
+
+- the body is at most `MAX_BODY_BYTES` (checked on the raw event before anything is decoded),
+  valid base64 when the event says so, UTF-8, and JSON without NaN/Infinity or overflowing
+  numbers;
+- `phonon-uuid` is a token of at most 64 characters of ``[A-Za-z0-9-]``;
+- durations are finite numbers in ``0 … MAX_DURATION``; texts we keep are at most 64 characters;
+- lists are bounded (`MAX_ATTEMPTS` call attempts, `MAX_KEYS` flow variables, `MAX_DETAILS`
+  SMS / e-mail details, `MAX_RECORDINGS` recordings). A push over a bound is **refused** (400),
+  not truncated: the outcome is read from the *last* attempt, so keeping the first N would
+  store a wrong outcome, and no real flow execution comes near these bounds.
+
+Answers: 200 stored (a replay of the same push is idempotent and answers 200 again); 400
+malformed; 401 any bad credential (the check never raises, whatever the header holds); 405 not
+POST; 409 the push contradicts what is stored (its uuid is already bound to another row, or its
+row already has another uuid) — nothing is written; 413 body too large; 5xx only for our own
+faults (DynamoDB, Secrets Manager). Error texts name the field and the rule, never the value.
+
+Writes are conditional, so neither a replay nor a push carrying another uuid for the same row
+can rebind anything: a row's phonon-uuid is written once (`Store.set_row_uuid`), and a results
+item's binding to (job, row) — or to its correlation ref while unmatched — is written once
+(`Store.upsert_result`).
 """
 
 from __future__ import annotations
@@ -13,12 +38,49 @@ import base64
 import binascii
 import hmac
 import json
+import math
+import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from .observability import count, logger
-from .store import Store, decode_outcomes
+from aws_lambda_powertools.utilities.parser import parse
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+)
+
+from .observability import count, logger, register_secret
+from .store import RowUuidConflict, Store, decode_outcomes
+
+# ------------------------------------------------------------------------------------- bounds
+# A push is 1-3 KB, plus the flow variables we sent with the call, which Phonon echoes in
+# `keys`: a call's variables fit in one Create API request (256 KB at most), and a wide CRM
+# export sends thousands of columns. Function URLs would accept 6 MB.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_AUTHORIZATION_CHARS = 1024
+MAX_ATTEMPTS = 100
+MAX_KEYS = 20_000  # above the contact files' column cap (16,384)
+MAX_DETAILS = 100
+MAX_RECORDINGS = 100
+MAX_TEXT = 64
+MAX_KEY_NAME = 1024
+MAX_KEY_VALUE = 256 * 1024
+MAX_URL = 2048
+MAX_DURATION = 10**9  # as Phonon sends it (its samples: milliseconds) — 11.5 days in ms
+UUID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # `<job>.<row>`; anything else is kept out
+UUID_ALIASES = ("phonon-uuid", "phononUuid", "phononUUID", "uuid")
 
 
 class WebhookError(Exception):
@@ -28,87 +90,251 @@ class WebhookError(Exception):
         self.message = message
 
 
+# ------------------------------------------------------------------------------------- credentials
 @dataclass(frozen=True)
 class Credentials:
     username: str
     password: str
 
-    def check(self, authorization: str | None) -> bool:
-        if not authorization or not authorization.lower().startswith("basic "):
+    def check(self, authorization: Any) -> bool:
+        """HTTP Basic, compared in constant time. Never raises: a missing, empty, huge, non-ASCII,
+        colon-less or not-base64 header is simply not these credentials."""
+        if not isinstance(authorization, str) or not authorization or len(authorization) > MAX_AUTHORIZATION_CHARS:
+            return False
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "basic" or not token or not token.isascii():
             return False
         try:
-            user, _, pw = base64.b64decode(authorization[6:].strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(token, validate=True)
+        except (binascii.Error, ValueError):
             return False
-        ok_user = hmac.compare_digest(user.encode(), self.username.encode())
-        ok_pw = hmac.compare_digest(pw.encode(), self.password.encode())
+        user, colon, pw = decoded.partition(b":")
+        if not colon:
+            return False
+        ok_user = hmac.compare_digest(user, self.username.encode("utf-8"))
+        ok_pw = hmac.compare_digest(pw, self.password.encode("utf-8"))
         return ok_user and ok_pw
 
     @classmethod
     def from_secret(cls, raw: str | bytes) -> Credentials:
         data = json.loads(raw)
-        return cls(str(data["username"]), str(data["password"]))
+        creds = cls(str(data["username"]), str(data["password"]))
+        # Never in a log line, whatever a caller logs: the password and the header it makes.
+        register_secret(creds.password)
+        register_secret(base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode())
+        return creds
 
 
-def _first(d: dict, *names: str) -> Any:
-    for n in names:
-        if d.get(n) not in (None, ""):
-            return d[n]
-    return None
+# ------------------------------------------------------------------------------------- the schema
+def _duration(value: Any) -> int | None:
+    """A duration as Phonon sends it: a JSON number or a numeric string; "" means absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        if not re.fullmatch(r"\d{1,12}(\.\d{1,9})?", value.strip()):
+            raise ValueError("must be a number")
+        value = float(value)
+    # compared as it is: a JSON integer of 400 digits does not fit a float (OverflowError)
+    if (isinstance(value, float) and not math.isfinite(value)) or not 0 <= value <= MAX_DURATION:
+        raise ValueError(f"must be a finite number from 0 to {MAX_DURATION}")
+    return int(value)
 
 
-def parse_push(body: str | bytes) -> dict:
+def _cause(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"at most {MAX_TEXT} characters")
+    return text
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Text = Annotated[StrictStr, StringConstraints(max_length=MAX_TEXT)]
+OptText = Annotated[Text | None, BeforeValidator(_blank_is_none)]
+Cause = Annotated[StrictStr | StrictInt | None, BeforeValidator(_blank_is_none), AfterValidator(_cause)]
+Duration = Annotated[StrictStr | StrictInt | StrictFloat | None, AfterValidator(_duration)]
+KeyValue = Annotated[Annotated[StrictStr, StringConstraints(max_length=MAX_KEY_VALUE)] | StrictInt | StrictFloat
+                     | StrictBool | None, AfterValidator(_finite)]
+Url = Annotated[StrictStr, StringConstraints(max_length=MAX_URL)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class CallAttempt(_Model):
+    """One attempt of `callDetails[]`. The callee and DID numbers are deliberately not read:
+    nothing of a push that we keep is a phone number."""
+
+    duration: Duration = None
+    connect_time: OptText = Field(None, alias="connectTime")
+    start_time: OptText = Field(None, alias="startTime")
+    end_time: OptText = Field(None, alias="endTime")
+    hangup_cause: Cause = Field(None, alias="hangupCause")
+
+
+class Delivery(_Model):
+    delivery_status: OptText = Field(None, alias="deliveryStatus")
+    status: OptText = None
+
+
+class FlowVariable(_Model):
+    name: Annotated[StrictStr, StringConstraints(max_length=MAX_KEY_NAME)]
+    value: KeyValue = None
+
+
+def _keys_as_list(value: Any) -> Any:
+    """Some versions send `keys` as an object `{name: value}`; the documented form is a list."""
+    if isinstance(value, dict):
+        if len(value) > MAX_KEYS:
+            raise ValueError(f"at most {MAX_KEYS} flow variables")
+        return [{"name": k, "value": v} for k, v in value.items()]
+    return value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class FlowEndPush(_Model):
+    phonon_uuid: Annotated[StrictStr, StringConstraints(pattern=UUID_PATTERN)] = Field(
+        validation_alias=AliasChoices(*UUID_ALIASES))
+    call_details: Annotated[list[CallAttempt] | None, Field(max_length=MAX_ATTEMPTS)] = Field(
+        None, alias="callDetails")
+    keys: Annotated[list[FlowVariable] | None, BeforeValidator(_keys_as_list), Field(max_length=MAX_KEYS)] = None
+    sms_details: Annotated[list[Delivery] | None, Field(max_length=MAX_DETAILS)] = Field(None, alias="smsDetails")
+    email_details: Annotated[list[Delivery] | None, Field(max_length=MAX_DETAILS)] = Field(None, alias="emailDetails")
+    recording_urls: Annotated[list[Url] | None, BeforeValidator(_one_or_many), Field(max_length=MAX_RECORDINGS)] = (
+        Field(None, alias="recordingUrls"))
+
+
+_FIELD_NAMES = frozenset(
+    {alias for model in (FlowEndPush, CallAttempt, Delivery, FlowVariable)
+     for name, f in model.model_fields.items() for alias in (name, f.alias) if alias} | set(UUID_ALIASES))
+
+
+def _describe(err: ValidationError) -> str:
+    """The first problem, by field path and rule. Never the value: pydantic's `msg` does not
+    carry the input, and path parts that are not our field names (keys a caller chose, which
+    could be anything, phone numbers included) are left out."""
+    first = err.errors(include_url=False, include_input=False)[0]
+    path = ".".join(str(p) for p in first["loc"] if isinstance(p, int) or p in _FIELD_NAMES)
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"invalid push: {path or 'body'}: {first['msg']}{more}"
+
+
+# ------------------------------------------------------------------------------------- decoding
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _loads(text: str) -> Any:
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise WebhookError(400, "body is not JSON") from None
-    if isinstance(doc, dict) and isinstance(doc.get("body"), (dict, str)) and "phonon-uuid" not in doc:
-        inner = doc["body"]
-        doc = json.loads(inner) if isinstance(inner, str) else inner
+
+
+def decode_body(body: Any, is_base64: bool = False) -> str:
+    """The event's body as text, bounded and strictly decoded (400 / 413 with the reason)."""
+    if body is None or body == "":
+        raise WebhookError(400, "empty body")
+    if not isinstance(body, str):
+        raise WebhookError(400, "body is not text")
+    limit = (MAX_BODY_BYTES + 2) // 3 * 4 if is_base64 else MAX_BODY_BYTES
+    if len(body) > limit:  # before any decoding: a 6 MB body costs nothing more than this check
+        raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    if is_base64:
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise WebhookError(400, "body is not valid base64") from None
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise WebhookError(400, "body is not UTF-8") from None
+    try:
+        size = len(body.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates from a \ud800 escape in the event JSON
+        raise WebhookError(400, "body is not UTF-8") from None
+    if size > MAX_BODY_BYTES:
+        raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    return body.lstrip("\ufeff")
+
+
+def parse_push(body: str | bytes) -> FlowEndPush:
+    """A decoded body → the validated push (WebhookError 400 when it is not one)."""
+    if isinstance(body, bytes):
+        if len(body) > MAX_BODY_BYTES:
+            raise WebhookError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        try:
+            body = body.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise WebhookError(400, "body is not UTF-8") from None
+    doc = _loads(body)
+    if isinstance(doc, dict) and "body" in doc and not any(a in doc for a in UUID_ALIASES):
+        inner = doc["body"]  # one level of Phonon's own wrapping, as an object or as JSON text
+        doc = _loads(inner) if isinstance(inner, str) else inner
     if not isinstance(doc, dict):
         raise WebhookError(400, "body is not a JSON object")
-    uuid = _first(doc, "phonon-uuid", "phononUuid", "phononUUID", "uuid")
-    if not uuid:
+    if not any(a in doc for a in UUID_ALIASES):
         raise WebhookError(400, "no phonon-uuid in the push")
-    return doc
+    try:
+        return parse(event=doc, model=FlowEndPush)
+    except ValidationError as err:
+        raise WebhookError(400, _describe(err)) from None
+    except (TypeError, OverflowError, RecursionError) as err:  # raised by a validator on odd input
+        raise WebhookError(400, f"invalid push ({type(err).__name__})") from None
 
 
-def outcome_of(doc: dict) -> dict:
-    """The call's outcome in our own attribute names."""
+def outcome_of(push: FlowEndPush | dict) -> dict:
+    """The call's outcome in our own attribute names (the last connected attempt, else the last)."""
+    if isinstance(push, dict):
+        push = parse(event={"phonon-uuid": "x", **push}, model=FlowEndPush)
     out: dict[str, Any] = {}
-    attempts = doc.get("callDetails") or []
-    if isinstance(attempts, list) and attempts:
+    attempts = push.call_details or []
+    if attempts:
         out["attempts"] = len(attempts)
-        connected = [a for a in attempts if isinstance(a, dict) and (a.get("connectTime") or _num(a.get("duration")))]
+        connected = [a for a in attempts if a.connect_time or a.duration]
         out["connected"] = bool(connected)
         last = connected[-1] if connected else attempts[-1]
-        if isinstance(last, dict):
-            if last.get("duration") not in (None, ""):
-                out["duration"] = _num(last.get("duration"))  # as Phonon sends it (its samples: ms)
-            if last.get("hangupCause"):
-                out["hangup_cause"] = str(last["hangupCause"])
-            if last.get("startTime"):
-                out["call_start"] = str(last["startTime"])
-            if last.get("endTime"):
-                out["call_end"] = str(last["endTime"])
-    for field, name in (("smsDetails", "sms_status"), ("emailDetails", "email_status")):
-        details = doc.get(field) or []
-        if isinstance(details, list) and details and isinstance(details[-1], dict):
-            status = _first(details[-1], "deliveryStatus", "status")
+        if last.duration is not None:
+            out["duration"] = last.duration
+        if last.hangup_cause:
+            out["hangup_cause"] = last.hangup_cause
+        if last.start_time:
+            out["call_start"] = last.start_time
+        if last.end_time:
+            out["call_end"] = last.end_time
+    for details, name in ((push.sms_details, "sms_status"), (push.email_details, "email_status")):
+        if details:
+            status = details[-1].delivery_status or details[-1].status
             if status:
-                out[name] = str(status)
-    if doc.get("recordingUrls"):
-        out["recordings"] = len(doc["recordingUrls"]) if isinstance(doc["recordingUrls"], list) else 1
+                out[name] = status
+    if push.recording_urls:
+        out["recordings"] = len(push.recording_urls)
     return out
 
 
-def _num(value: Any) -> int:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return 0
-
-
+# ------------------------------------------------------------------------------------- the service
 class WebhookService:
     def __init__(self, store: Store, correlation_key: str = "OutboundRef"):
         self.store = store
@@ -133,43 +359,75 @@ class WebhookService:
         another row must not invent a row in the report."""
         return row >= 1 and (not meta.get("ingest_done") or row <= int(meta.get("total_rows", 0)))
 
-    def correlation_ref(self, doc: dict) -> str | None:
-        keys = doc.get("keys") or []
-        if isinstance(keys, dict):
-            keys = [{"name": k, "value": v} for k, v in keys.items()]
-        for k in keys if isinstance(keys, list) else []:
-            if isinstance(k, dict) and k.get("name") in (self.correlation_name, self.correlation_key):
-                return str(k.get("value", ""))
+    def correlation_ref(self, push: FlowEndPush | dict) -> str | None:
+        """Our `<job>.<row>` from the push's flow variables; None when absent or not of that shape."""
+        if isinstance(push, dict):
+            push = parse(event={"phonon-uuid": "x", **push}, model=FlowEndPush)
+        for k in push.keys or []:
+            if k.name in (self.correlation_name, self.correlation_key):
+                value = k.value
+                return value if isinstance(value, str) and _REF.match(value) else None
         return None
 
+    def handle_request(self, body: Any, is_base64: bool = False) -> dict:
+        return self.handle(decode_body(body, is_base64))
+
     def handle(self, body: str | bytes) -> dict:
-        doc = parse_push(body)
-        uuid = str(_first(doc, "phonon-uuid", "phononUuid", "phononUUID", "uuid"))
-        attrs: dict[str, Any] = {**outcome_of(doc), "status": "COMPLETED", "webhook_at": int(time.time())}
-        ref = self.correlation_ref(doc)
-        matched = False
-        if ref and "." in ref:
-            job, _, row = ref.rpartition(".")
-            meta = self._job(job) if row.isascii() and row.isdigit() and len(row) <= 12 else {}
-            if meta and self._has_row(meta, int(row)):
-                matched = True
-                row_item = self.store.set_row_uuid(job, int(row), uuid)  # the report's phonon-uuid
-                info = row_item if row_item.get("status") else self._outcome(job, int(row))
-                attrs.update({"flow-id": meta.get("flow"), "job": job, "file": meta.get("key"), "row": int(row)})
-                if info:
-                    attrs.update({"client-identifier": info.get("cid"), "request-id": info.get("request_id"),
-                                  "numbers": info.get("numbers")})
-                else:  # the dispatcher has not recorded its answer yet (or lost it)
-                    logger.info("flow-end push for a row whose chunk is not settled yet", extra={"job": job})
+        push = parse_push(body)
+        uuid = push.phonon_uuid
+        now = int(time.time())
+        attrs: dict[str, Any] = {**outcome_of(push), "status": "COMPLETED", "webhook_at": now}
+        ref = self.correlation_ref(push)
         if ref:
             attrs["ref"] = ref  # kept even when unmatched, for reconciliation
-        if not matched:
+        job, row, meta = self._match(ref)
+        if job is None:
             attrs["unmatched"] = True
+            if not self.store.upsert_result(uuid, attrs):
+                raise self._conflict("the phonon-uuid is already recorded for another call")
             count("WebhooksUnmatched", 1)
             logger.warning("flow-end push matched no row", extra={"phonon_uuid": uuid, "has_ref": bool(ref)})
-        self.store.upsert_result(uuid, attrs)
+            count("WebhooksReceived", 1)
+            return {"phonon-uuid": uuid, "matched": False}
+
+        assert row is not None
+        outcome = self._outcome(job, row)
+        if outcome and outcome.get("phonon_uuid") and outcome["phonon_uuid"] != uuid:
+            raise self._conflict("the row already has another phonon-uuid")
+        try:
+            row_item, newly_set = self.store.set_row_uuid(job, row, uuid)  # the report's phonon-uuid
+        except RowUuidConflict:
+            raise self._conflict("the row already has another phonon-uuid") from None
+        info = row_item if row_item.get("status") else outcome
+        attrs.update({"flow-id": meta.get("flow"), "job": job, "file": meta.get("key"), "row": row})
+        if info:
+            attrs.update({"client-identifier": info.get("cid"), "request-id": info.get("request_id"),
+                          "numbers": info.get("numbers")})
+        else:  # the dispatcher has not recorded its answer yet (or lost it)
+            logger.info("flow-end push for a row whose chunk is not settled yet", extra={"job": job})
+        if not self.store.upsert_result(uuid, attrs):
+            if newly_set:  # undo our half: the row must not keep a uuid that belongs to another row
+                self.store.clear_row_uuid(job, row, uuid)
+            raise self._conflict("the phonon-uuid is already recorded for another row")
         count("WebhooksReceived", 1)
-        return {"phonon-uuid": uuid, "matched": matched}
+        return {"phonon-uuid": uuid, "matched": True}
+
+    def _match(self, ref: str | None) -> tuple[str | None, int | None, dict]:
+        if not ref or "." not in ref:
+            return None, None, {}
+        job, _, row = ref.rpartition(".")
+        if not (job and row.isascii() and row.isdigit() and len(row) <= 12):
+            return None, None, {}
+        meta = self._job(job)
+        if not meta or not self._has_row(meta, int(row)):
+            return None, None, {}
+        return job, int(row), meta
+
+    @staticmethod
+    def _conflict(message: str) -> WebhookError:
+        count("WebhooksConflicting", 1)
+        logger.warning("flow-end push refused: it contradicts what is stored", extra={"reason": message})
+        return WebhookError(409, message)
 
     def _outcome(self, job: str, row: int) -> dict | None:
         """The row's outcome from its chunk's outcome item. Pushes for one chunk arrive close
