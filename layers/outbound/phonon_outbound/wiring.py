@@ -49,7 +49,8 @@ def client(service: str) -> Any:
 
 def store() -> Store:
     s = settings()
-    return _once("store", lambda: Store(s.state_table, s.results_table, boto3.resource("dynamodb")))
+    return _once("store", lambda: Store(s.state_table, s.results_table, boto3.resource("dynamodb"),
+                                        retention_s=s.retention_s))
 
 
 def secrets() -> FlowSecrets:
