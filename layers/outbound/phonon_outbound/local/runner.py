@@ -43,7 +43,7 @@ from ..api.client import ApiAnswer
 from ..contacts import FileRejected, ParseOptions, RejectedRow, open_contacts, parse_options
 from ..flows import FLOW_ID_RE
 from ..ingest import ObjectRef
-from ..jobs import WEBHOOK_ONLY_REASON, report_keys
+from ..jobs import WEBHOOK_ONLY_REASON, job_report_keys, upload_stamp
 from ..reports import ReportWriter, summary_dict
 from ..status import STATUSES
 from .cfn import ACCOUNT, REGION, LocalStack, load_template
@@ -209,11 +209,6 @@ class FileRun:
     local_name: str = ""  # <file name>.<upload time>: this upload's report files in --out
     rows_estimate: int | None = None
     summary: dict = field(default_factory=dict)
-
-
-def upload_stamp(when: datetime) -> str:
-    """The UTC upload time as report names carry it: 20261130T161000.123Z (sorts by time)."""
-    return when.strftime("%Y%m%dT%H%M%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def s3_event_key(key: str) -> str:
@@ -1035,12 +1030,10 @@ class LocalPipeline:
             time.sleep(0.2)
 
     def _report_keys(self, f: FileRun) -> tuple[str, str]:
-        """Where this job's report is in S3: the job item says (one name per upload); older
-        jobs without those attributes used `reports/<key>.results.csv`."""
+        """Where this job's report is in S3: the names fixed on its job item (one per upload),
+        else the names reports had before them."""
         meta = (wiring.store().get_job(f.obj.job_id) if f.obj else None) or {}
-        if meta.get("report_csv_key") and meta.get("report_summary_key"):
-            return str(meta["report_csv_key"]), str(meta["report_summary_key"])
-        return report_keys(f.key)
+        return job_report_keys({"key": f.key, **meta})
 
     def _collect(self, files: list[FileRun], started: float, abort_reason: str) -> dict:
         store, finisher = wiring.store(), wiring.finisher()
