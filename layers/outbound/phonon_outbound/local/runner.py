@@ -468,7 +468,9 @@ class LocalPipeline:
         # rate-limit wait can be cut short by it. The service is built here, before any
         # dispatcher runs, and its client factory wrapped (one client per worker thread).
         service = wiring.dispatch_service()
-        make_client = service._client_factory
+        make_client = getattr(service, "_client_factory", None)
+        if make_client is None:  # the dispatcher changed shape: fail loudly here, not at Ctrl-C
+            raise RuntimeError("the local run cannot gate the dispatcher's requests (DispatchService._client_factory)")
         service._client_factory = lambda: self.gate.wrap(make_client())
         service.sleep = self.gate.sleep
         self._watch_claims(wiring.store())
