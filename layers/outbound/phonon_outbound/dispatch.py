@@ -651,7 +651,9 @@ class DispatchService:
 
     def _any_unsettled(self, owners: Iterable[str]) -> bool:
         """Whether any of these dedupe claim owners (`<job>.<row>`) has no outcome yet while its
-        job is still open (a completed job's rows all have one: one read per job)."""
+        job is still active (`active_shard`, removed when it completes: a completed job's rows
+        all have one, one read per job). A job item without it (e.g. the stub a local run keeps
+        with its saved claims) is no job in progress: its claims stand as they are."""
         by_job: dict[str, list[int]] = {}
         for owner in owners:
             job, _, row = owner.rpartition(".")
@@ -659,7 +661,8 @@ class DispatchService:
                 by_job.setdefault(job, []).append(int(row))
         for job, rows in by_job.items():
             meta = self.store.get_job(job)
-            if meta and not meta.get("completed") and self.store.any_without_outcome(job, rows):
+            if (meta and meta.get("active_shard") and not meta.get("completed")
+                    and self.store.any_without_outcome(job, rows)):
                 return True
         return False
 
