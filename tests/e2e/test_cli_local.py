@@ -259,13 +259,14 @@ if __name__ == "__main__":  # pragma: no cover
 
 def test_phone_and_id_column_options_map_columns_the_rules_do_not_know(tmp_path):
     # Given an export whose phone columns and identifier have names no rule recognises
+    # (non-ASCII names too: S3 returns such metadata RFC 2047-encoded, ingest must decode it)
     path = tmp_path / "export.csv"
-    with path.open("w", newline="") as fh:
+    with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["Ref", "Primary", "Secondary", "Name"])
+        w.writerow(["Réf", "Primary", "मोबाइल नंबर", "Name"])
         w.writerow(["R-1", "9876543210", "", "A"])
         w.writerow(["R-2", "", "9876543211", "B"])  # only the second column
-    mapping = ["--phone-columns", "Primary,Secondary", "--id-column", "Ref"]
+    mapping = ["--phone-columns", "Primary,मोबाइल नंबर", "--id-column", "Réf"]
     unmapped = run_cli("check", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "c0"), str(path))
     assert json.loads(unmapped.stdout)["files"][0].get("error")  # no phone column by the rules
     checked = run_cli("check", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "c1"), *mapping, str(path))

@@ -85,3 +85,20 @@ def test_a_damaged_state_line_costs_one_claim_not_the_run(tmp_path):
     with state.path.open("a") as fh:
         fh.write("{not json\n")
     assert [i["pk"]["S"] for i in state.read(now=1000)] == ["DEDUPE#h1"]
+
+
+@pytest.mark.parametrize("columns", [("Mobile Nº", "मोबाइल नंबर"), ("Primary", "Alt Mobile"), ("📞 Phone",)])
+def test_metadata_the_way_s3_returns_it_maps_the_columns_as_given(columns):
+    # S3 returns a non-ASCII metadata value RFC 2047-encoded (B or Q encoding): ingest must read
+    # the column names the user gave, not the encoded form.
+    from email.header import Header
+
+    from phonon_outbound.contacts.mapping import mapping_from_metadata
+
+    joined = ",".join(columns)
+    for returned in (metadata_value(joined), Header(joined, "utf-8").encode(),
+                     "=?utf-8?q?" + "".join(f"={b:02X}" for b in joined.encode()) + "?="):
+        got = mapping_from_metadata({"phone-columns": returned, "id-column": metadata_value("Réf №")})
+        assert got == {"phone_columns": columns, "id_column": "Réf №"}, returned
+    # plain ASCII values, and text that merely looks like an encoded word, are kept as they are
+    assert mapping_from_metadata({"id-column": "=?not encoded"}) == {"id_column": "=?not encoded"}
