@@ -50,15 +50,22 @@ def test_same_file_name_and_same_file_twice_get_their_own_reports_with_their_own
 
 
 def test_file_names_with_plus_spaces_parentheses_and_accents_are_read(tmp_path):
-    # Given a file name a real S3 notification would URL-encode ('+' for a space)
-    name = tmp_path / "Leads+Q3 (final) é.csv"
-    write_csv(name, 5)
-    proc = run_cli("run", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"), str(name),
+    # Given file names a real S3 notification would URL-encode ('+' for a space), names that
+    # look encoded already, URL delimiters, emoji, Devanagari, and one at the file system's
+    # 255-byte limit (its report name cannot simply append `.<upload time>.summary.json`)
+    names = ["Leads+Q3 (final) é.csv", "x%20y%2B.csv", "h#sh?q=1&a.csv", "📞 calls.csv", "संपर्क सूची.csv",
+             "L" * 251 + ".csv"]
+    paths = [write_csv(tmp_path / n, 2, prefix=f"N{i}") for i, n in enumerate(names)]
+    proc = run_cli("run", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"), *map(str, paths),
                    state=tmp_path / "state")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    f = json.loads(proc.stdout)["files"][0]
-    assert f["accepted"] == 5 and not f.get("error")
-    assert f["key"] == "incoming/Leads+Q3 (final) é.csv"
+    files = json.loads(proc.stdout)["files"]
+    assert [f["key"] for f in files] == [f"incoming/{n}" for n in names]
+    assert all(f["accepted"] == 2 and not f.get("error") for f in files)
+    reports = [Path(f["report"]) for f in files]
+    assert len(set(reports)) == len(names) and all(r.is_file() for r in reports)
+    assert all(r.name.startswith(n[:40]) for r, n in zip(reports, names, strict=True))
+    assert [len(read_report(str(r))) for r in reports] == [2] * len(names)
 
 
 def test_ctrl_c_writes_every_row_exits_130_and_the_same_command_again_sends_nobody_twice(tmp_path):

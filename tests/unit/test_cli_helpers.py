@@ -102,3 +102,21 @@ def test_metadata_the_way_s3_returns_it_maps_the_columns_as_given(columns):
         assert got == {"phone_columns": columns, "id_column": "Réf №"}, returned
     # plain ASCII values, and text that merely looks like an encoded word, are kept as they are
     assert mapping_from_metadata({"id-column": "=?not encoded"}) == {"id_column": "=?not encoded"}
+
+
+def test_report_names_fit_the_file_systems_name_limit_and_stay_distinct():
+    # A file name near the 255-byte limit (ext4, APFS, NTFS) cannot take `.<stamp>.summary.json`
+    # on top: the report name is shortened, keeps its start and stays unique per input name.
+    from phonon_outbound.local.runner import MAX_NAME_BYTES, report_base_name
+
+    stamp = "20261130T171452.743Z"
+    assert report_base_name("contacts.csv", stamp) == f"contacts.csv.{stamp}"
+    assert report_base_name("contacts.csv", stamp, 2) == f"contacts.csv.{stamp}-2"
+    long_a, long_b = "L" * 240 + "a.csv", "L" * 240 + "b.csv"
+    deva = "संपर्क" * 20 + ".csv"  # 3 bytes a letter in UTF-8
+    names = [report_base_name(n, stamp, k) for n in (long_a, long_b, deva) for k in (1, 2)]
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert len(f"{name}.summary.json".encode()) <= MAX_NAME_BYTES
+        assert name.startswith(("LLLLLLLLLL", "संपर्क")) and stamp in name
+        name.encode("utf-8")  # never a split character

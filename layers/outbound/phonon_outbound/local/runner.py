@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import email.header
+import hashlib
 import importlib.util
 import json
 import logging
@@ -224,6 +225,27 @@ def metadata_value(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return email.header.Header(text, "utf-8").encode()
+
+
+# The longest file name the common file systems take (ext4, APFS, NTFS: 255 bytes / UTF-16 units).
+MAX_NAME_BYTES = 255
+_LONGEST_SUFFIX = ".summary.json"
+
+
+def report_base_name(file_name: str, stamp: str, n: int = 1) -> str:
+    """`<file name>.<upload stamp>` (`-<n>` for the n-th with the same name and stamp): this
+    upload's report files in --out, without the `.results.csv` / `.summary.json` suffix.
+
+    A file name near the file system's limit is shortened to fit (its start kept, cut on a
+    character boundary, then `~` and 8 hex digits of the whole name, so two long names that
+    differ only at the end still get different reports)."""
+    tail = f".{stamp}" + (f"-{n}" if n > 1 else "")
+    room = MAX_NAME_BYTES - len(_LONGEST_SUFFIX.encode()) - len(tail.encode())
+    if len(file_name.encode()) <= room:
+        return file_name + tail
+    tag = "~" + hashlib.sha256(file_name.encode()).hexdigest()[:8]
+    head = file_name.encode()[:room - len(tag)].decode("utf-8", "ignore")
+    return head + tag + tail
 
 
 class SendGate:
@@ -764,11 +786,11 @@ class LocalPipeline:
             uploaded = max(datetime.now(UTC), last + timedelta(milliseconds=1))  # distinct, ordered
             last = uploaded
             obj = ObjectRef(self.bucket, key, put.get("VersionId"), put.get("ETag"), p.stat().st_size)
-            name = f"{p.name}.{upload_stamp(uploaded)}"
             n = 1
+            name = report_base_name(p.name, upload_stamp(uploaded))
             while name in taken or (out / f"{name}.results.csv").exists():
                 n += 1
-                name = f"{p.name}.{upload_stamp(uploaded)}-{n}"
+                name = report_base_name(p.name, upload_stamp(uploaded), n)
             taken.add(name)
             files.append(FileRun(p, key, obj, uploaded, name))
         return files
