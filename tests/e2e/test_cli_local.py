@@ -334,3 +334,28 @@ def test_ctrl_c_while_an_answer_is_awaited_keeps_those_rows_from_being_sent_agai
             again = pipeline.run([data])
         assert again["totals"]["duplicate"] == 20
         assert sim.stats()["calls_accepted"] == placed == 20  # nobody called twice
+
+
+def test_a_state_dir_that_cannot_be_used_is_a_usage_error_and_a_damaged_one_a_warning(tmp_path):
+    data = write_csv(tmp_path / "st.csv", 2)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    # Given a --state-dir that cannot be written: refused before anything is sent, one line
+    proc = run_cli("run", "--flow-id", "DemoFlw1", "--state-dir", str(blocker / "state"), "--out",
+                   str(tmp_path / "out"), str(data))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+    assert "--state-dir" in proc.stderr and "--no-state" in proc.stderr
+    # Given a state file damaged by bytes that are not text and an item of the wrong shape
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "dedupe-claims.jsonl").write_bytes(b"\xff\xfe garbage\n" + json.dumps(
+        {"pk": {"S": "DEDUPE#x"}, "sk": {"S": "-"}, "expires": "soon"}).encode() + b"\n")
+    proc = run_cli("run", "--json", "--flow-id", "DemoFlw1", "--state-dir", str(state), "--out", str(tmp_path / "out"),
+                   str(data))
+    # Then the run goes on, says what was lost, and saves a clean state
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["totals"]["accepted"] == 2
+    assert "2 damaged line(s)" in proc.stderr and "Traceback" not in proc.stderr
+    saved = (state / "dedupe-claims.jsonl").read_text().splitlines()
+    assert len([line for line in saved if "DEDUPE#" in line]) == 2

@@ -120,3 +120,31 @@ def test_report_names_fit_the_file_systems_name_limit_and_stay_distinct():
         assert len(f"{name}.summary.json".encode()) <= MAX_NAME_BYTES
         assert name.startswith(("LLLLLLLLLL", "संपर्क")) and stamp in name
         name.encode("utf-8")  # never a split character
+
+
+def test_a_state_file_with_bytes_that_are_not_text_or_items_of_the_wrong_shape_loses_only_those(tmp_path):
+    # Given a saved state damaged in every way a disk, an editor or a merge tool can damage it
+    state = LocalState(tmp_path)
+    state.write([_claim("h1", "j1.1", 2000), {"pk": {"S": "JOB#j1"}, "sk": {"S": "META"}, "key": {"S": "k"}}],
+                now=1000)
+    with state.path.open("ab") as fh:
+        fh.write(b"\xed\xa0\x80\xff garbage \x00\n")  # not UTF-8
+        for bad in ({"pk": {"S": "DEDUPE#nosk"}}, {"pk": {"S": "DEDUPE#h4"}, "sk": {"S": "-"}, "expires": "soon"},
+                    [1, 2], {"pk": "DEDUPE#x"}, {"pk": {"S": "DEDUPE#h5"}, "sk": {"S": "-"}, "owner": {"S": 5}},
+                    {"pk": {"S": "DEDUPE#h6"}, "sk": {"S": "-"}, "expires": {"N": "never"}}):
+            fh.write(json.dumps(bad).encode() + b"\n")
+    # Then the good items load, the damaged lines are counted, and nothing raises
+    items = state.read(now=1000)
+    assert sorted(i["pk"]["S"] for i in items) == ["DEDUPE#h1", "JOB#j1"]
+    assert state.damaged == 7
+    # and the next save keeps the good ones only
+    assert state.write([], now=1000) == 1
+
+
+def test_a_state_dir_that_cannot_be_written_is_found_before_the_run(tmp_path):
+    afile = tmp_path / "plain.txt"
+    afile.write_text("x")
+    assert LocalState(afile / "state").problem()  # a path under a file
+    assert LocalState(afile).problem()  # a file, not a folder
+    assert LocalState(tmp_path / "new" / "state").problem() is None  # created
+    assert (tmp_path / "new" / "state").is_dir()

@@ -324,6 +324,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise UsageError(f"cannot create {safe(folder)}: {safe(err.strerror or err)}") from None
     state_dir = None if args.no_state else args.state_dir
+    if state_dir is not None:
+        from .local.state import LocalState
+
+        problem = LocalState(state_dir).problem()
+        if problem:
+            raise UsageError(f"--state-dir {safe(state_dir)} cannot keep the duplicate protection ({safe(problem)}): "
+                             f"give another --state-dir, or --no-state to run without it")
 
     from .local.runner import LocalPipeline, RunOptions
 
@@ -338,6 +345,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             if pipeline.state_loaded:
                 print(f"duplicate protection: {pipeline.state_loaded:,} calls accepted by earlier local runs "
                       f"(from {safe(state_dir)})", file=sys.stderr)
+            if pipeline.state_damaged:
+                print(f"warning: {pipeline.state_damaged:,} damaged line(s) of {safe(state_dir)}/dedupe-claims.jsonl "
+                      f"ignored: the calls they held are no longer protected from being placed again",
+                      file=sys.stderr)
             stage = "upload"
             uploaded = pipeline.upload(files)
             stage = "run"
@@ -358,6 +369,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if state_dir is not None and result.get("state_claims") is not None:
         print(f"duplicate protection: {result['state_claims']:,} accepted calls remembered in {safe(state_dir)}",
               file=human)
+    if result.get("state_error"):
+        print(f"warning: the duplicate protection could not be saved to {safe(state_dir)} "
+              f"({safe(result['state_error'])}): a later run would call this run's contacts again", file=human)
     if result.get("interrupted"):
         t = result["totals"]
         print(f"interrupted: {t['accepted']:,} of {t['rows']:,} rows accepted, {t['cancelled']:,} not sent "

@@ -387,7 +387,9 @@ class LocalPipeline:
         self.webhook_pushes = 0
         self.last_push = 0.0
         self.state_loaded = 0
+        self.state_damaged = 0  # lines of the saved state that could not be used
         self.state_saved: int | None = None
+        self.state_error = ""  # why the state could not be saved at the end
         self.interrupted = False
         self._claimed: dict[str, str] | None = None
         self._previous_sigint: Any = None  # hash -> owner (<job>.<row>) of this run's claims
@@ -435,8 +437,9 @@ class LocalPipeline:
         self.dlq_url = self.stack.physical["ChunkDeadLetterQueue"]["Ref"]
         self.state_table = env["STATE_TABLE"]
         if self.o.state_dir is not None:
-            self.state_loaded = LocalState.load_into(self.ddb, self.state_table,
-                                                     LocalState(self.o.state_dir).read())
+            saved = LocalState(self.o.state_dir)
+            self.state_loaded = LocalState.load_into(self.ddb, self.state_table, saved.read())
+            self.state_damaged = saved.damaged
 
         # Webhook endpoint first: the simulator needs its URL.
         self._webhook_handler = _load_handler(self.stack, "WebhookFunction")
@@ -875,6 +878,8 @@ class LocalPipeline:
         log.info("local state saved in %.1f s", time.monotonic() - t0)
         if self.state_saved is not None:
             result["state_claims"] = self.state_saved
+        if self.state_error:
+            result["state_error"] = self.state_error
         return result
 
     @staticmethod
@@ -894,8 +899,10 @@ class LocalPipeline:
                 wanted = [h for h, owner in self._claimed.items() if not self._is_released(owner)]
                 claims = LocalState.claims_at(self.ddb, self.state_table, wanted, released=self._released)
             self.state_saved = LocalState(self.o.state_dir).write(claims)
-        except Exception as err:  # the reports matter more; say it
-            self._errors.append(f"the local state could not be saved to {self.o.state_dir}: {err!r}")
+        except OSError as err:  # the reports matter more; the person is told (cli)
+            self.state_error = f"{err.strerror or err}"
+        except Exception as err:  # noqa: BLE001 - a bug; still told, the reports are written
+            self.state_error = f"{type(err).__name__}: {err}"
 
     def _is_released(self, owner: str) -> bool:
         job, _, row = owner.rpartition(".")
