@@ -185,6 +185,16 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
         assert proc.stdout == ""
+    # Every malformed command line is one line naming the problem (no usage block), exit 2
+    for args, words in ((["run", "--rate", "0", sample], "--rate"), (["run", "--batch-size", "10001", sample], "10000"),
+                        (["run", "--bogus", sample], "--bogus"), (["check", "--rate", "5", sample], "--rate"),
+                        (["run", "--flow-id", "Fl0w\x1b[31m", sample], "--flow-id"), (["run"], "FILE"),
+                        (["redrive"], "--stack"), (["nonsense"], "nonsense"), ([], "COMMAND"),
+                        (["run", "--concurrency", "two", sample], "--concurrency")):
+        proc = run_cli(*args, state=tmp_path / "st")
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and words in proc.stderr, (args, proc.stderr)
+        assert "\x1b" not in proc.stderr and proc.stdout == ""
     empty = run_cli("run", str(tmp_path))
     assert "no contact files" in empty.stderr
     assert "short" not in run_cli("run", "--flow-id", FLOW, "--security-id", "short", sample).stderr  # values are never echoed

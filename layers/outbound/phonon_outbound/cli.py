@@ -17,7 +17,7 @@ import time
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATUS_COUNTS = ("accepted", "rejected", "duplicate", "failed", "cancelled", "suppressed")
@@ -95,10 +95,18 @@ def _column(text: str) -> str:
 
 
 # ---------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="phonon-outbound", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (what is wrong, and where the help is) instead
+    of the usage block, and never a raw control character from the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {safe(message)} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="phonon-outbound", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.set_defaults(_commands=sub.choices)
 
     run = sub.add_parser(
         "run", help="run the whole pipeline locally (embedded AWS + Phonon simulator)",
@@ -505,7 +513,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INTERRUPTED
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the command they were given to, not the top level
+            args._commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
     handlers = {"run": cmd_run, "check": cmd_check, "redrive": cmd_redrive}
