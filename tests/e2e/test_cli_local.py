@@ -369,3 +369,30 @@ def test_a_state_dir_that_cannot_be_used_is_a_usage_error_and_a_damaged_one_a_wa
     assert "2 damaged line(s)" in proc.stderr and "Traceback" not in proc.stderr
     saved = (state / "dedupe-claims.jsonl").read_text().splitlines()
     assert len([line for line in saved if "DEDUPE#" in line]) == 2
+
+
+def test_ctrl_c_after_everything_was_sent_stops_the_waiting_says_so_and_exits_130(tmp_path):
+    # Given a run that has sent every row and now waits for the simulator's flow-end webhooks
+    data = write_csv(tmp_path / "late.csv", 200)
+    log = tmp_path / "run.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound")}
+    env.pop("AWS_ENDPOINT_URL", None)
+    child = subprocess.Popen([*CLI, "run", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"),
+                              "--log-file", str(log), "--state-dir", str(tmp_path / "state"), str(data)], cwd=ROOT,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline and '"report written"' not in (
+            log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    # When the user presses Ctrl-C (while the reports are being finished)
+    os.killpg(child.pid, signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=90)
+    # Then it is acknowledged at once, the reports are complete, and the exit status says interrupted
+    assert child.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "everything was already sent" in stderr
+    result = json.loads(stdout)
+    assert result["totals"]["accepted"] == 200
+    assert [r["status"] for r in read_report(result["files"][0]["report"])] == ["ACCEPTED"] * 200
+    assert (tmp_path / "state" / "dedupe-claims.jsonl").is_file()

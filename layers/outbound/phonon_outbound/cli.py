@@ -291,7 +291,7 @@ def print_human(result: dict, stream: Any, *, sent: bool = True) -> None:
 
 
 def _exit_code(result: dict) -> int:
-    if result.get("interrupted"):
+    if result.get("interrupted") or result.get("interrupted_after_sending"):
         return EXIT_INTERRUPTED
     t = result["totals"]
     bad = sum(t.get(k, 0) for k in ("rejected", "failed", "cancelled", "suppressed"))
@@ -390,6 +390,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print("to go on, send only the CANCELLED rows: with --no-state a rerun of the same files would call "
                   "the accepted rows again", file=human)
+    if result.get("interrupted_after_sending"):
+        print("interrupted after every row was sent: the reports above are complete (nothing to run again)",
+              file=human)
     human.flush()
     code = _exit_code(result)
     if result.get("interrupted") and any(t.is_alive() and not t.daemon for t in threading.enumerate()

@@ -390,7 +390,8 @@ class LocalPipeline:
         self.state_damaged = 0  # lines of the saved state that could not be used
         self.state_saved: int | None = None
         self.state_error = ""  # why the state could not be saved at the end
-        self.interrupted = False
+        self.interrupted = False  # Ctrl-C while sending: unsent rows are CANCELLED
+        self.late_interrupt = False  # Ctrl-C after everything was sent: only the waiting was cut short
         self._claimed: dict[str, str] | None = None
         self._previous_sigint: Any = None  # hash -> owner (<job>.<row>) of this run's claims
 
@@ -847,7 +848,7 @@ class LocalPipeline:
         # From here on a Ctrl-C only cuts the waits short (answers in flight, webhooks): the
         # reports and the local state are written whatever happens.
         # (The previous handler comes back in __exit__, after the emulator has stopped.)
-        previous = self._on_sigint(lambda *_: self._hurry.set())
+        previous = self._on_sigint(self._late_sigint)
         if previous is not None and self._previous_sigint is None:
             self._previous_sigint = previous
         if self.interrupted:
@@ -881,6 +882,19 @@ class LocalPipeline:
         if self.state_error:
             result["state_error"] = self.state_error
         return result
+
+    def _late_sigint(self, *_: Any) -> None:
+        """Ctrl-C once sending has stopped (or finished): stop waiting (answers in flight,
+        flow-end webhooks); the reports and the state are still written. Said at once."""
+        first = not self._hurry.is_set()
+        self._hurry.set()
+        if not self.interrupted:
+            self.late_interrupt = True
+            if first:
+                self._say("interrupted: everything was already sent; no longer waiting for flow-end webhooks, "
+                          "writing the reports and saving the state")
+        elif first:
+            self._say("interrupted again: no longer waiting; writing the reports and saving the state")
 
     @staticmethod
     def _on_sigint(handler: Any) -> Any:
@@ -1120,6 +1134,8 @@ class LocalPipeline:
             result["error"] = abort_reason
         if self.interrupted:
             result["interrupted"] = True
+        elif self.late_interrupt:
+            result["interrupted_after_sending"] = True
         if self.state_loaded:
             result["state_claims_loaded"] = self.state_loaded
         if self._errors:
