@@ -191,10 +191,22 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
                         (["run", "--flow-id", "Fl0w\x1b[31m", sample], "--flow-id"), (["run"], "FILE"),
                         (["redrive"], "--stack"), (["nonsense"], "nonsense"), ([], "COMMAND"),
                         (["run", "--concurrency", "two", sample], "--concurrency")):
-        proc = run_cli(*args, state=tmp_path / "st")
+        proc = run_cli(*args, state=tmp_path.parent / f"{tmp_path.name}-st")
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and words in proc.stderr, (args, proc.stderr)
         assert "\x1b" not in proc.stderr and proc.stdout == ""
+    # Output places that cannot be used: one line naming the option, exit 2, nothing sent
+    places = tmp_path.parent / f"{tmp_path.name}-places"
+    places.mkdir()
+    a_file = places / "a-file.txt"
+    a_file.write_text("x")
+    for args, option in ((["run", "--out", str(a_file)], "--out"), (["check", "--out", str(a_file)], "--out"),
+                         (["run", "--log-file", str(places)], "--log-file"),
+                         (["run", "--log-file", str(a_file / "run.log")], "--log-file"),
+                         (["check", "--out", str(a_file / "sub")], "--out")):
+        proc = run_cli(*args, "--flow-id", "DemoFlw1", sample, state=places / "st")
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and option in proc.stderr, (args, proc.stderr)
     empty = run_cli("run", str(tmp_path))
     assert "no contact files" in empty.stderr
     assert "short" not in run_cli("run", "--flow-id", FLOW, "--security-id", "short", sample).stderr  # values are never echoed

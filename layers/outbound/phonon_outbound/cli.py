@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 import unicodedata
@@ -188,6 +189,33 @@ def build_parser() -> Parser:
     return p
 
 
+# ---------------------------------------------------------------------- output places
+def usable_folder(folder: Path, option: str) -> None:
+    """Create `folder` (the folder an option names) or say, in one line, why it cannot hold
+    the files written there; checked before anything is sent."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {safe(folder)} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"{option} {safe(folder)} cannot be written ({safe(err.strerror or err)})") from None
+
+
+def usable_file(path: Path, option: str) -> None:
+    """The file an option names can be appended to (its folder created), or one line why not."""
+    if path.is_dir():
+        raise UsageError(f"{option} {safe(path)} is a folder: name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{option} {safe(path)} cannot be written ({safe(err.strerror or err)})") from None
+
+
 # ---------------------------------------------------------------------- inputs
 def expand_inputs(paths: list[Path]) -> list[Path]:
     """Files as given; a directory stands for its contact files (by suffix, .gz too), sorted
@@ -326,11 +354,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"batch's last answer never stops the sending", file=sys.stderr)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_file = args.log_file or args.out / "logs" / f"run-{stamp}.log"
-    for folder in (args.out, log_file.parent):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"cannot create {safe(folder)}: {safe(err.strerror or err)}") from None
+    usable_folder(args.out, "--out")
+    usable_file(log_file, "--log-file")
     state_dir = None if args.no_state else args.state_dir
     if state_dir is not None:
         from .local.state import LocalState
@@ -411,6 +436,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     files = expand_inputs(args.files)
+    usable_folder(args.out, "--out")
     started = time.monotonic()
     settings = Settings.from_env().model_copy(update={"default_flow_id": args.flow_id or "",
                                                       "batch_size": args.batch_size})
