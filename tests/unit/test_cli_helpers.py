@@ -148,3 +148,21 @@ def test_a_state_dir_that_cannot_be_written_is_found_before_the_run(tmp_path):
     assert LocalState(afile).problem()  # a file, not a folder
     assert LocalState(tmp_path / "new" / "state").problem() is None  # created
     assert (tmp_path / "new" / "state").is_dir()
+
+
+@pytest.mark.parametrize("url", ["http://[bad", "http:///nohost", "http://127.0.0.1:99999/x", "ftp://host/x",
+                                 "host/create", "http://host:port/x", "https://a b/x"])
+def test_an_api_url_that_cannot_be_called_is_refused_before_the_run(url):
+    # (each of these made the run retry for minutes, or hang, instead of a usage error)
+    from phonon_outbound.cli import api_url
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        api_url(url)
+
+
+def test_an_api_url_scheme_in_any_case_is_an_url():
+    from phonon_outbound.cli import api_url
+
+    assert api_url("HTTPS://api.example.com/kairos-apis/outbound/create") == \
+        "https://api.example.com/kairos-apis/outbound/create"
+    assert api_url("http://127.0.0.1:8765/create") == "http://127.0.0.1:8765/create"

@@ -82,6 +82,23 @@ def _flow_id(text: str) -> str:
     return text
 
 
+def api_url(text: str) -> str:
+    """--api-url: an http(s) URL with a host (and a valid port, if any); the scheme in any case.
+    A URL the HTTP client cannot call would otherwise fail every request of the run."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    text = text.strip()
+    problem = f"{safe(text)!r} is not an http(s) URL with a host (e.g. https://host/kairos-apis/outbound/create)"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        raise argparse.ArgumentTypeError(problem) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(problem)
+    return urlunsplit(parts._replace(scheme=parts.scheme.lower()))
+
+
 def _columns(text: str) -> tuple[str, ...]:
     names = tuple(c.strip() for c in text.split(",") if c.strip())
     if not names:
@@ -119,7 +136,7 @@ def build_parser() -> Parser:
                      help="contact files (.csv .tsv .txt .json .jsonl .ndjson, or .gz of each); a directory "
                           "stands for its contact files, sorted by name (not its sub-directories)")
     run.add_argument("--flow-id", type=_flow_id, metavar="ID", help="flow for files that name none (8 letters or digits)")
-    run.add_argument("--api-url", metavar="URL", help="the Phonon create endpoint to call (default: the bundled simulator)")
+    run.add_argument("--api-url", type=api_url, metavar="URL", help="the Phonon create endpoint to call (default: the bundled simulator)")
     run.add_argument("--security-id", action="append", default=[], metavar="[FLOW=]SID",
                      help=f"a flow's 64-character security-id: SID for --flow-id, FLOW=SID for another flow (e.g. "
                           f"a JSON file's own flow-id); repeatable. Better kept off the command line: env "
@@ -336,8 +353,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .settings import fit_batch_size
 
     files = expand_inputs(args.files)
-    if args.api_url and not (args.api_url.startswith("http://") or args.api_url.startswith("https://")):
-        raise UsageError("--api-url must be an http(s) URL")
     sid, others = security_ids(args)
     if args.api_url and args.flow_id and args.flow_id not in others:
         raise UsageError(f"--api-url needs the security-id of flow {args.flow_id}: set {SECURITY_ID_ENV} (or "
