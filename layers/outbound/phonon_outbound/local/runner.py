@@ -906,6 +906,9 @@ class LocalPipeline:
     def save_state(self) -> None:
         if self.o.state_dir is None:
             return
+        if self._claimed is None or len(self._claimed) >= 5_000:  # the embedded AWS reads ~1,000 claims/s
+            self._say("saving duplicate protection (the accepted calls' claims) in "
+                      f"{self.o.state_dir}; this can take a minute for a big run")
         try:
             if self._claimed is None:
                 claims = LocalState.claims_in(self.ddb, self.state_table, released=self._released)
