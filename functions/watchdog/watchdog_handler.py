@@ -1,5 +1,6 @@
 """Watchdog Lambda (scheduled): jobs that have not moved for `STALE_JOB_MINUTES` → the
-`StaleJobs` metric (its alarm pages someone) and their ids in the log. See watchdog.py."""
+`StaleJobs` metric (its alarm pages someone) and their ids in the log; a stale job that only
+lacks its report gets it written. See watchdog.py."""
 
 from __future__ import annotations
 
@@ -12,4 +13,4 @@ from phonon_outbound.observability import logger, metrics
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict, context: LambdaContext) -> dict:
-    return watchdog.check(wiring.store(), wiring.settings().stale_job_minutes)
+    return watchdog.check(wiring.store(), wiring.settings().stale_job_minutes, finisher=wiring.finisher())

@@ -47,7 +47,12 @@ ALLOWED: dict[str, set[str]] = {
         "secretsmanager:GetSecretValue",  # its own credentials
         "kms:Decrypt",  # the credentials' key, through Secrets Manager only
     },
-    "WatchdogFunction": LOGS | XRAY | {"dynamodb:Query"},  # the active-jobs index
+    "WatchdogFunction": LOGS | XRAY | {
+        "dynamodb:Query",  # the active-jobs index; a job's outcomes
+        "dynamodb:GetItem", "dynamodb:UpdateItem",  # an orphaned job's item and its report claim
+        "s3:PutObject", "s3:AbortMultipartUpload",  # that job's report
+        "events:PutEvents",  # its completion event
+    },
 }
 
 # Never, for any function: the audit's findings.
@@ -179,9 +184,12 @@ def test_the_key_decrypts_only_through_secrets_manager(cfn, function):
             "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}}
 
 
-def test_the_watchdog_reads_only_the_active_jobs_index(cfn):
+def test_the_watchdog_reads_the_active_jobs_index_and_writes_only_reports(cfn):
     grants = _grants(cfn, "WatchdogFunction")
-    assert grants["dynamodb:Query"] == ['{"Fn::Sub": "${StateTable.Arn}/index/active-jobs"}']
+    assert sorted(grants["dynamodb:Query"]) == sorted(['{"Fn::Sub": "${StateTable.Arn}/index/active-jobs"}',
+                                                       '{"Fn::GetAtt": ["StateTable", "Arn"]}'])
+    assert grants["dynamodb:UpdateItem"] == ['{"Fn::GetAtt": ["StateTable", "Arn"]}']
+    assert grants["s3:PutObject"] == ['{"Fn::Sub": "${ContactsBucket.Arn}/reports/*"}']
 
 
 def test_each_function_writes_only_its_own_log_group(cfn):

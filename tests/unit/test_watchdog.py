@@ -95,7 +95,7 @@ def test_jobs_not_updated_for_the_threshold_are_the_stale_ones_oldest_first(jobs
 
 def test_the_handler_emits_the_stalejobs_metric_and_logs_job_ids_not_file_names(jobs, capsys):
     result = _handler()({}, Ctx())
-    assert result == {"stale_jobs": 2, "jobs": ["stuck-2h", "stuck-61m"]}
+    assert result == {"stale_jobs": 2, "jobs": ["stuck-2h", "stuck-61m"], "reports_written": []}
     captured = capsys.readouterr()
     blobs = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{") and "_aws" in line]
     metric = [b for b in blobs if "StaleJobs" in b]
@@ -108,6 +108,48 @@ def test_the_handler_emits_the_stalejobs_metric_and_logs_job_ids_not_file_names(
 def test_with_nothing_stale_the_metric_is_zero(jobs, capsys, monkeypatch):
     monkeypatch.setenv("STALE_JOB_MINUTES", "600")
     wiring.reset()
-    assert _handler()({}, Ctx()) == {"stale_jobs": 0, "jobs": []}
+    assert _handler()({}, Ctx()) == {"stale_jobs": 0, "jobs": [], "reports_written": []}
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "StaleJobs" in line]
     assert blobs and _value(blobs[0]["StaleJobs"]) == 0
+
+
+def _settled_but_unreported(store, job: str, finalizing_until: int | None) -> None:
+    """A job whose every chunk settled but whose report writer died (its claim left behind)."""
+    item = {"key": f"incoming/{job}.csv", "flow": "DemoFlw1", "active_shard": "A", "ingest_done": True,
+            "total_rows": 1, "chunks_total": 1, "chunks_settled": 1, "status": "DISPATCHING",
+            "report_csv_key": f"reports/incoming/{job}.csv.20261130T000000.000Z.results.csv",
+            "report_summary_key": f"reports/incoming/{job}.csv.20261130T000000.000Z.summary.json",
+            "updated_at": int(time.time()) - 3 * 3600}
+    if finalizing_until is not None:
+        item["finalizing"] = finalizing_until
+    store.put_job(job, item)
+    store.put_rows(job, [{"row": 1, "status": "ACCEPTED", "cid": "C-1", "request_id": "r-1"}])
+
+
+def test_a_stale_job_that_only_lacks_its_report_gets_it_once_the_writers_lease_ran_out(jobs, stack):
+    # Given a job whose report writer died 2 h ago, and one whose writer still holds its lease
+    _settled_but_unreported(jobs, "orphan", finalizing_until=int(time.time()) - 3600)
+    _settled_but_unreported(jobs, "writing", finalizing_until=int(time.time()) + 600)
+    # When the watchdog runs
+    result = _handler()({}, Ctx())
+    # Then the orphan's report is written and it is no longer stale; the other waits for its writer
+    assert result["reports_written"] == ["orphan"]
+    assert "orphan" not in result["jobs"] and "writing" in result["jobs"]
+    s3 = boto3.client("s3", region_name="us-east-1")
+    body = s3.get_object(Bucket=stack.function_environment()["BUCKET_NAME"],
+                         Key="reports/incoming/orphan.csv.20261130T000000.000Z.results.csv")["Body"].read().decode()
+    assert "C-1" in body and "ACCEPTED" in body
+    assert jobs.get_job("orphan").get("completed") is True
+    # And a second run writes nothing again (a completed job is never claimed again)
+    assert _handler()({}, Ctx())["reports_written"] == []
+
+
+def test_the_report_claim_is_a_lease_and_a_completed_job_is_never_claimed_again(jobs):
+    jobs.put_job("leased", {"key": "incoming/leased.csv"})
+    t = time.time()
+    assert jobs.claim_finalize("leased", lease_s=60, now=t)
+    assert not jobs.claim_finalize("leased", lease_s=60, now=t + 30)  # the writer is still within its lease
+    assert jobs.claim_finalize("leased", lease_s=60, now=t + 61)  # its lease ran out: taken over
+    jobs.update_job("leased", completed=True)
+    assert not jobs.claim_finalize("leased", lease_s=60, now=t + 10_000)
+    assert not jobs.claim_finalize("no-such-job")

@@ -48,6 +48,9 @@ from botocore.exceptions import ClientError
 ROW_PAD = 10
 CHUNK_PAD = 8
 DEFAULT_RETENTION_S = 90 * 86400
+# Longer than any function that writes reports may run (ingest: 900 s), so a live writer is
+# never taken over.
+FINALIZE_LEASE_S = 960
 ACTIVE_SHARD = "A"  # the `active-jobs` index's hash key while a job is not completed
 MAX_NOTES = 20  # notes kept on a job item (and so in its summary); more are counted, not stored
 MAX_NOTE_CHARS = 500
@@ -399,14 +402,22 @@ class Store:
             if not _conditional_failed(err):
                 raise
 
-    def claim_finalize(self, job: str) -> bool:
-        """Exactly one caller wins the right to write the job's report."""
+    def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None) -> bool:
+        """One caller at a time wins the right to write the job's report, for `lease_s` seconds.
+
+        A lease, not a flag: a writer killed half-way (a Lambda time-out) leaves `finalizing`
+        behind, and with a flag no report would ever be written. Once the lease has run out the
+        next caller (a redelivered chunk, the stale-job watchdog) takes it over. A completed
+        job is never claimed again, so its report and completion event are not repeated."""
+        now = time.time() if now is None else now
         try:
             self.state.update_item(
                 Key={"pk": job_pk(job), "sk": "META"},
-                UpdateExpression="SET finalizing = :t, updated_at = :now",
-                ConditionExpression=Attr("finalizing").not_exists(),
-                ExpressionAttributeValues={":t": True, ":now": int(time.time())},
+                UpdateExpression="SET finalizing = :until, updated_at = :now",
+                ConditionExpression="attribute_exists(pk) "
+                                    "AND (attribute_not_exists(finalizing) OR finalizing < :now) "
+                                    "AND (attribute_not_exists(completed) OR completed = :f)",
+                ExpressionAttributeValues={":until": int(now + lease_s), ":now": int(now), ":f": False},
             )
             return True
         except ClientError as err:

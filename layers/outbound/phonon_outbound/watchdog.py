@@ -8,6 +8,10 @@ completes and `updated_at` (epoch seconds) on every write, indexed by the state 
 `active-jobs` (hash `active_shard`, range `updated_at`), so one Query finds the jobs whose
 last write is older than the threshold, however many jobs there are.
 
+A stale job whose every chunk has settled only lacks its report: its writer died (the report
+claim is a lease, `Store.claim_finalize`) and nothing else would come back to it. The watchdog
+writes that report itself once the lease has run out, so no file is left without one.
+
 It emits the metric `StaleJobs` (namespace PhononOutbound, the count, 0 included so the alarm
 always has data) and logs the stale jobs' ids and ages — ids only: a job's file name may
 itself name a person.
@@ -52,9 +56,31 @@ def stale_jobs(store: Store, stale_s: float, now: float | None = None) -> list[d
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def check(store: Store, stale_minutes: float, now: float | None = None) -> dict[str, Any]:
-    """Find the stale jobs, emit `StaleJobs`, log their ids; returns {"stale_jobs": n, "jobs": [ids]}."""
+def recover_reports(store: Store, finisher: Any, jobs: list[dict[str, Any]]) -> list[str]:
+    """Write the report of every stale job that is only missing it (ingest done, every chunk
+    settled, not completed); the report claim's lease decides who writes. Returns their ids."""
+    written = []
+    for j in jobs:
+        meta = store.get_job(j["job"])
+        if not meta or meta.get("completed") or not meta.get("ingest_done"):
+            continue
+        try:
+            if finisher.maybe_finalize(j["job"], meta):
+                written.append(j["job"])
+        except Exception:  # one job's failure must not stop the others; the next run retries
+            logger.exception("could not write a stale job's report", extra={"job": j["job"]})
+    return written
+
+
+def check(store: Store, stale_minutes: float, now: float | None = None, finisher: Any = None) -> dict[str, Any]:
+    """Find the stale jobs, write the reports only they lack (with a finisher), emit
+    `StaleJobs` for the rest, log their ids; returns {"stale_jobs": n, "jobs": [ids],
+    "reports_written": [ids]}."""
     jobs = stale_jobs(store, stale_minutes * 60, now)
+    recovered = recover_reports(store, finisher, jobs) if finisher is not None else []
+    if recovered:
+        logger.warning("reports written for stale jobs", extra={"jobs": recovered})
+        jobs = [j for j in jobs if j["job"] not in set(recovered)]
     count("StaleJobs", len(jobs))
     if jobs:
         logger.warning("jobs have not moved", extra={
@@ -62,7 +88,7 @@ def check(store: Store, stale_minutes: float, now: float | None = None) -> dict[
             "jobs": [{"job": j["job"], "idle_s": j["idle_s"]} for j in jobs[:MAX_LOGGED_JOBS]]})
     else:
         logger.info("no stale jobs", extra={"stale_after_minutes": stale_minutes})
-    return {"stale_jobs": len(jobs), "jobs": [j["job"] for j in jobs]}
+    return {"stale_jobs": len(jobs), "jobs": [j["job"] for j in jobs], "reports_written": recovered}
 
 
-__all__ = ["ACTIVE_INDEX", "check", "stale_jobs"]
+__all__ = ["ACTIVE_INDEX", "check", "recover_reports", "stale_jobs"]
