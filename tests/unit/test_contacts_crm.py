@@ -1,5 +1,6 @@
 """Acceptance corpus (issue 9 #1): small, realistic exports of HubSpot, Salesforce (Data Loader
-and report), Zoho, Pipedrive, Freshsales and everyday Indian spreadsheets, read by
+and report), Zoho, Pipedrive, Freshsales, Dynamics 365, Google and Outlook contacts, Shopify,
+WooCommerce, LeadSquared, Google Forms and everyday Indian spreadsheets, read by
 ``check_file`` exactly as ingest reads them. Every contact with a valid number is ACCEPTED,
 the numbers come from every phone column in column order, and the summary notes say which
 columns gave the numbers and the identifiers."""
@@ -37,6 +38,25 @@ EXPECTED = {
     "indian-sheet-semicolon.csv": ("phone numbers from 'Mob. No.', 'Contact No', 'Tel.', 'Cell #'",
                                    "no client-identifier column: identifiers generated as indian-sheet-semicolon-",
                                    set()),
+    "dynamics365-contacts.csv": ("phone numbers from 'Business Phone', 'Mobile Phone', 'Home Phone'",
+                                 "client-identifier from '(Do Not Modify) Contact' (the file's record id", set()),
+    "google-contacts.csv": ("phone numbers from 'Phone 1 - Value', 'Phone 2 - Value'",
+                            "no client-identifier column: identifiers generated as google-contacts-", set()),
+    "outlook-contacts.csv": ("phone numbers from 'Assistant's Phone', 'Business Phone', 'Business Phone 2', 'Car Phone', "
+                             "'Company Main Phone', 'Home Phone', 'Home Phone 2', 'Mobile Phone', 'Other Phone', "
+                             "'Primary Phone', … (11 in all)",
+                             "no client-identifier column: identifiers generated as outlook-contacts-", set()),
+    "shopify-customers.csv": ("phone numbers from 'Default Address Phone', 'Phone'",
+                              "client-identifier from 'Customer ID' (the file's record id", set()),
+    "woocommerce-customers.csv": ("phone numbers from 'billing_phone', 'shipping_phone'",
+                                  "client-identifier from 'customer_id' (the file's record id", set()),
+    "leadsquared-leads.csv": ("phone numbers from 'Phone Number', 'Mobile Number', 'mx_Alternate_Mobile'",
+                              "client-identifier from 'ProspectID' (the file's record id", set()),
+    "google-forms-responses.csv": ("phone numbers from 'Phone number (with country code)'",
+                                   "no client-identifier column: identifiers generated as google-forms-responses-",
+                                   set()),
+    "bank-collections-sheet.csv": ("phone numbers from 'RMN', 'Alternate Contact Number'",
+                                   "client-identifier from 'Cust ID' (the file's record id", set()),
     "webform-leads.jsonl": ("phone numbers also from the keys 'Mobile Phone Number', 'phone', 'Phone Number', "
                             "'WhatsApp Number'", "client-identifier from the record-id key 'Record ID'", set()),
 }
@@ -92,3 +112,19 @@ def test_crm_columns_that_are_not_numbers_stay_flow_variables():
     assert {"$flow.key.Fax", "$flow.key.DoNotCall", "$flow.key.AccountId", "$flow.key.OwnerId",
             "$flow.key.Id"} <= set(names)
     assert not any(n in names for n in ("$flow.key.Phone", "$flow.key.MobilePhone"))
+
+
+def test_the_other_tools_numbers_come_from_their_own_phone_columns_only():
+    dyn = _calls("dynamics365-contacts.csv")  # 'Manager Phone' is somebody else's number
+    assert dyn["9c2f1e3a-5b7d-4e8f-a1b2-3c4d5e6f7a01"] == ["914423456700", "919876543301"]
+    assert dyn["9c2f1e3a-5b7d-4e8f-a1b2-3c4d5e6f7a03"] == ["914842345603"]  # only a home phone
+    google = _calls("google-contacts.csv")  # Google joins a field's values with ' ::: '
+    assert google["google-contacts-3"] == ["911123456703", "919876543403"]
+    outlook = _calls("outlook-contacts.csv")  # a pager and a fax are not called
+    assert outlook["outlook-contacts-1"] == ["912023456701", "919876543501"]
+    assert outlook["outlook-contacts-2"] == ["917923456702"]
+    assert _calls("shopify-customers.csv")["7043823837372"] == ["913323456701", "919876543601"]
+    bank = _calls("bank-collections-sheet.csv")  # a float's '.0', and several numbers in one cell
+    assert bank["C10001"] == ["919876543210"]
+    assert bank["C10002"] == ["919876543211", "919123456780", "914023456702"]
+    assert bank["C10003"] == ["919876543213", "912223456789"]

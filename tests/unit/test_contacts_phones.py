@@ -130,3 +130,18 @@ def test_slow_path_results_are_cached_and_the_cache_is_bounded(monkeypatch):
         norm.normalize(t)
     assert len(norm._cache) <= 3
     assert norm.normalize("0 98765 43213") == ("919876543213", None)
+
+
+@pytest.mark.parametrize(("token", "digits"), [
+    ("9876543210.0", "919876543210"),  # a data-frame export's float of a number column with gaps
+    ("919876543210.00", "919876543210"),
+    ("+91 98765 43210 (WhatsApp)", "919876543210"),  # phonenumbers would read the letters as digits
+    ("9876543210 (Father)", "919876543210"),
+])
+def test_what_exports_add_around_a_valid_number_is_tidied_away(token, digits):
+    assert PhoneNormalizer("IN").normalize(token) == (digits, None)
+
+
+@pytest.mark.parametrize("token", ["123.0", "98765.0", "98765 43210 (9)"])
+def test_tidying_never_makes_a_short_or_odd_value_valid(token):
+    assert PhoneNormalizer("IN").normalize(token)[0] is None

@@ -27,8 +27,9 @@ def split_columns(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
 def mapping_from_metadata(metadata: Mapping[str, str] | None) -> dict:
     """``phone_columns`` / ``id_column`` for ParseOptions from S3 object metadata
     ``phone-columns`` (comma-separated header names) and ``id-column`` (one header name);
-    keys in any case. Absent or blank entries are left out (the header rules apply)."""
-    meta = {str(k).lower(): v for k, v in (metadata or {}).items()}
+    keys in any case, with ``-`` or ``_`` (``Phone_Columns``). Absent or blank entries are left
+    out (the header rules apply)."""
+    meta = {str(k).strip().lower().replace("_", "-"): v for k, v in (metadata or {}).items()}
     out: dict[str, Any] = {}
     phones = split_columns(meta.get(PHONE_COLUMNS_KEY))
     if phones:

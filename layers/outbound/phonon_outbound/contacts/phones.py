@@ -64,6 +64,19 @@ def masked(token: str) -> str:
     return f"(a value of {len(token)} character{'' if len(token) == 1 else 's'})"
 
 
+# What exports add around a number that phonenumbers reads otherwise (tried only when the
+# token as written is not valid): a float's ".0" from a data-frame export ("9876543210.0") and a
+# label with letters in trailing parentheses ("+91 98765 43210 (WhatsApp)": phonenumbers reads
+# letters as a vanity number's digits).
+_FLOAT_TAIL = re.compile(r"(\+?\d{6,})\.0+")
+_LABEL_TAIL = re.compile(r"(.*\d)\s*\([^()]*[^\W\d_][^()]*\)")
+
+
+def _tidy(token: str) -> str | None:
+    m = _FLOAT_TAIL.fullmatch(token) or _LABEL_TAIL.fullmatch(token)
+    return m.group(1) if m is not None else None
+
+
 def is_scientific_notation(token: str) -> bool:
     return ("e" in token or "E" in token) and _SCIENTIFIC.fullmatch(token) is not None
 
@@ -106,6 +119,12 @@ class PhoneNormalizer:
         if hit is not None:
             return hit
         result = self._slow_path(token)
+        if result[0] is None:
+            tidy = _tidy(token)
+            if tidy is not None:
+                retried = self._slow_path(tidy)
+                if retried[0] is not None:
+                    result = retried
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[token] = result

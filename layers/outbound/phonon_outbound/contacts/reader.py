@@ -66,6 +66,7 @@ from .headers import (
     is_phone_header,
     is_record_id_header,
     map_header,
+    maybe_phone_columns,
     shown_header,
     summarize_columns,
 )
@@ -88,11 +89,24 @@ __all__ = ["ContactFile", "open_contacts"]
 _CSV_EXT = (".csv", ".tsv", ".txt")
 _JSON_EXT = (".json",)
 _JSONL_EXT = (".jsonl", ".ndjson")
-_SPLIT_NUMBERS = re.compile(r"[;|]")
+_SPLIT_NUMBERS = re.compile(r"[;|]|:::")  # ':::' is how Google Contacts' CSV joins a field's values
 _SEP_LINE = re.compile(r'\s*"?sep=(.)"?[,;\t]*\s*', re.IGNORECASE)
 _DATA_LIKE = re.compile(r"[+(]?\d[\d ()\-.]{5,}\d|\d+(?:[.,]\d+)?[eE]\+?\d+|[^@\s]+@[^@\s]+\.[^@\s]+")
 _BLANK_LINE_CHARS = " \t\r\n,;\"'"
 _JSON_LINE = json.JSONDecoder(parse_float=Decimal)  # numbers as written: 9.18E+11 stays recognisable
+# "9876543210 / 9123456780", "+91-98765-43210, 022 2345 6789", "9876543210 or 9123456780": a
+# cell that is not one valid number is read as several when ',' '/' '&' 'or' 'and' (else
+# spaces) cut it into parts of at least 7 digits each (docs/contact-files.md "Phone columns");
+# "022/23456789" is one valid number and stays one, "9,876,543,210" has parts too short to be
+# numbers and stays one (invalid) value.
+_SPLIT_FALLBACK = re.compile(r"\s*(?:[,/&]|\s(?:or|and)\s)\s*", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+_MIN_PART_DIGITS = 7
+_MIN_SEVERAL = 2 * _MIN_PART_DIGITS  # a cell shorter than this cannot hold two numbers
+# An identifier as a spreadsheet's General format shows a long number: 3.15208E+18.
+_EXCEL_SCI_ID = re.compile(r"[+-]?\d(?:[.,]\d+)?[eE]\+\d{1,3}")
+_SCI_ID = "is in spreadsheet scientific notation, so its digits are lost"
+_SCI_FIX = "format the column as text in the spreadsheet and export the file again"
 _HEAD_BYTES = 8192  # looked at before the pre-pass: BOM, binary signatures, format guess
 _DISCARD = 1 << 16  # the rest of an over-long line is read and dropped in pieces of this size
 # Lines are bounded before the csv module sees them (_bounded_lines) and cells are checked
@@ -104,6 +118,15 @@ MAX_NOTE_CHARS = 300
 
 Row = ValidRow | RejectedRow
 
+
+
+def _several_numbers(token: str) -> list[str] | None:
+    """The parts of a cell holding several numbers, else None."""
+    for sep in (_SPLIT_FALLBACK, _SPACES):
+        parts = [p for p in sep.split(token.strip()) if p]
+        if len(parts) >= 2 and all(sum(c.isdigit() for c in p) >= _MIN_PART_DIGITS for p in parts):
+            return parts
+    return None
 
 def open_contacts(stream, filename: str, options: ParseOptions | None = None, *,
                   stream_factory: Callable[[], object] | None = None) -> ContactFile:
@@ -396,8 +419,10 @@ class ContactFile:
             names = [n for n in (shown_header(h) for h in header[:50]) if n]
             shown = ", ".join(names[:20]) + (", …" if len(header) > 20 and names else "")
             found = f"the header ({shown})" if shown else "the header"
+            maybe = maybe_phone_columns(header[:50])[:3]
+            hint = f" (e.g. phone-columns: {maybe[0]}, if that column holds the numbers)" if maybe else ""
             raise FileRejected(f"no phone column: {found} has no phone column; name one {PHONE_HEADER_HELP}, or "
-                               f"give the phone-columns mapping")
+                               f"give the phone-columns mapping{hint}")
         self._header = header
 
         def new_reader() -> Iterator[list[str]]:
@@ -628,8 +653,13 @@ class ContactFile:
         # The hot loop: ~1M rows a file, so locals only, and the common case inline.
         width = cols.width
         ci = cols.client
-        cid_is_record_id = cols.client_from in ("record id", "mapping")
+        # An implicit CRM record id may be empty on a row (the contact is still called, with a
+        # generated identifier and a warning); client-identifier and an explicit id-column
+        # mapping say "this is the identifier", so an empty cell rejects the row.
+        cid_is_record_id = cols.client_from == "record id"
         cid_label = column_label(ci, self._header[ci], True) if ci is not None else ""
+        empty_cid = ("client-identifier is empty" if cols.client_from != "mapping"
+                     else f"client-identifier is empty ({cid_label}, the id-column mapping, is empty)")
         phones = cols.phones
         si = cols.start
         keys = cols.keys
@@ -655,14 +685,26 @@ class ContactFile:
                         continue
                     rowno += 1
                     n = len(cells)
+                    cid_warning = None
                     if ci is not None:
                         cid = cells[ci].strip() if ci < n else ""
                         if not cid:
                             if cid_is_record_id:  # a CRM row without its record id is still a contact
                                 cid = f"{stem}-{rowno}"
+                                cid_warning = f"{cid_label} is empty: identifier generated as {cid}"
                             else:
                                 if rowno > start_row:
-                                    yield RejectedRow(rowno, "", "client-identifier is empty")
+                                    yield RejectedRow(rowno, "", empty_cid)
+                                continue
+                        elif ("E+" in cid or "e+" in cid) and _EXCEL_SCI_ID.fullmatch(cid):
+                            # 3.15208E+18: a long numeric id (Zoho's record ids have 19 digits) as a
+                            # spreadsheet showed it; every such row would look like the same id
+                            if cid_is_record_id:
+                                cid = f"{stem}-{rowno}"
+                                cid_warning = f"{cid_label} {_SCI_ID}: identifier generated as {cid}"
+                            else:
+                                if rowno > start_row:
+                                    yield RejectedRow(rowno, "", f"client-identifier {_SCI_ID}; {_SCI_FIX}")
                                 continue
                         else:
                             # ClaimTracker.claim, with its first test inlined
@@ -705,7 +747,12 @@ class ContactFile:
                         if cell:
                             digits, problem = normalize(cell)
                             if digits is None:
-                                problems.append(number_problem(cell, col, problem))
+                                if len(cell) >= _MIN_SEVERAL:  # several numbers? the slow path
+                                    more, more_problems = numbers_of([cell], 1, [(0, col)])
+                                    nums.extend(d for d in more if d not in nums)
+                                    problems.extend(more_problems)
+                                else:
+                                    problems.append(number_problem(cell, col, problem))
                             elif digits not in nums:
                                 nums.append(digits)
                     if n >= width:
@@ -718,10 +765,8 @@ class ContactFile:
                             if i < n and cells[i].strip():
                                 warnings = [f"column '{written}' ignored: {build.reserved_key} is reserved for "
                                             f"the pipeline's own tracking reference"]
-                    if ci is not None and cid_is_record_id and cid == f"{stem}-{rowno}" and not (
-                            ci < n and cells[ci].strip()):
-                        note = f"{cid_label} is empty: identifier generated as {cid}"
-                        warnings = [*warnings, note] if warnings else [note]
+                    if cid_warning is not None:
+                        warnings = [*warnings, cid_warning] if warnings else [cid_warning]
                     start = cells[si].strip() if si is not None and si < n else ""
                     if nums and not start and not problems and warnings is None:
                         yield ValidRow(rowno, cid, {"client-identifier": cid, "contact-numbers": nums, "keys": kv}, [])
@@ -1008,7 +1053,7 @@ class _RowBuilder:
             cell = cells[i]
             if not cell:
                 continue
-            tokens = _SPLIT_NUMBERS.split(cell) if (";" in cell or "|" in cell) else (cell,)
+            tokens = _SPLIT_NUMBERS.split(cell) if (";" in cell or "|" in cell or ":::" in cell) else (cell,)
             for tok in tokens:
                 tok = tok.strip()
                 if not tok:
@@ -1017,8 +1062,17 @@ class _RowBuilder:
                 if digits is not None:
                     if digits not in nums:
                         nums.append(digits)
-                else:
+                    continue
+                parts = _several_numbers(tok) if len(tok) >= _MIN_SEVERAL else None
+                if parts is None:
                     problems.append(number_problem(tok, col, problem))
+                    continue
+                for part in parts:
+                    digits, problem = normalize(part)
+                    if digits is None:
+                        problems.append(number_problem(part, col, problem))
+                    elif digits not in nums:
+                        nums.append(digits)
         return nums, problems
 
     def finish(self, rowno: int, cid: str, nums: list[str], problems: list[str],
