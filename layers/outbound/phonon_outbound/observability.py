@@ -145,7 +145,9 @@ def tracing_enabled() -> bool:
     """Whether powertools' Tracer would trace here, decided the way it decides it: not when
     POWERTOOLS_TRACE_DISABLED is true, and only inside Lambda (LAMBDA_TASK_ROOT set) but not
     under `sam local` (AWS_SAM_LOCAL) or chalice's local mode. On AWS the template turns X-Ray
-    on (`Tracing: Active`) and sets no POWERTOOLS_TRACE_DISABLED, so the functions trace there."""
+    on (`Tracing: Active`) and sets no POWERTOOLS_TRACE_DISABLED, so the functions trace there.
+    Whether X-Ray is Active or PassThrough cannot be read at init (Lambda sets the daemon
+    address either way), so, as for powertools, being inside Lambda is the test."""
     if os.getenv("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in _TRUE:
         return False
     return bool(os.getenv("LAMBDA_TASK_ROOT")) and not (os.getenv("AWS_SAM_LOCAL") or os.getenv("AWS_CHALICE_CLI_MODE"))
