@@ -103,16 +103,19 @@ import webhook_handler
 from phonon_outbound.observability import tracer
 event = {{"requestContext": {{"http": {{"method": "GET"}}}}, "headers": {{}}, "body": None}}
 answer = webhook_handler.handler(event, Context())
+from aws_xray_sdk.core import patcher
 print(json.dumps({{"status": answer["statusCode"], "xray": "aws_xray_sdk.core" in sys.modules,
-                  "tracer": type(tracer.real()).__module__}}))
+                  "tracer": type(tracer.real()).__module__, "patched": sorted(patcher._PATCHED_MODULES),
+                  "unused": sorted(m for m in ("requests", "sqlite3") if m in sys.modules)}}))
 """
 
 
 def test_with_tracing_on_the_handler_is_traced_by_powertools() -> None:
-    """POWERTOOLS_TRACE_DISABLED=false inside Lambda: the X-Ray SDK is imported, the handler
-    runs inside powertools' `## handler` subsegment, and the SDK sends that subsegment (with
-    powertools' ColdStart and Service annotations) to the daemon address: here a UDP socket
-    of this test, standing in for the X-Ray daemon."""
+    """POWERTOOLS_TRACE_DISABLED=false inside Lambda: the X-Ray SDK is imported, botocore is
+    patched (and nothing the webhook does not use), the handler runs inside powertools'
+    `## handler` subsegment, and the SDK sends that subsegment (with powertools' ColdStart and
+    Service annotations) to the daemon address: here a UDP socket of this test, standing in
+    for the X-Ray daemon."""
     daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     daemon.bind(("127.0.0.1", 0))
     daemon.settimeout(30)
@@ -127,7 +130,9 @@ def test_with_tracing_on_the_handler_is_traced_by_powertools() -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        assert result == {"status": 405, "xray": True, "tracer": "aws_lambda_powertools.tracing.tracer"}
+        # AWS calls are traced; libraries the webhook does not use are neither patched nor imported
+        assert result == {"status": 405, "xray": True, "tracer": "aws_lambda_powertools.tracing.tracer",
+                          "patched": ["botocore"], "unused": []}
         datagram = daemon.recv(65536).decode()
     finally:
         daemon.close()
@@ -137,3 +142,23 @@ def test_with_tracing_on_the_handler_is_traced_by_powertools() -> None:
     assert segment["name"] == "## handler"
     assert segment["trace_id"] == "1-5759e988-bd862e3fe1be46a994272793"
     assert segment["annotations"] == {"ColdStart": True, "Service": "phonon-outbound"}
+
+
+_PATCHED = """
+import json, sys
+sys.path[:0] = {path!r}
+import {handler}_handler
+from aws_xray_sdk.core import patcher
+print(json.dumps(sorted(patcher._PATCHED_MODULES)))
+"""
+
+
+@pytest.mark.parametrize(("handler", "patched"), [("dispatch", ["botocore", "requests"]), ("ingest", ["botocore"])])
+def test_with_tracing_on_xray_patches_what_the_function_calls(handler: str, patched: list[str]) -> None:
+    """Dispatch's calls to the Phonon API (requests) are traced as well as its AWS calls."""
+    env = _clean_env(LAMBDA_TASK_ROOT=str(ROOT / "functions" / handler), POWERTOOLS_TRACE_DISABLED="false",
+                     AWS_XRAY_CONTEXT_MISSING="LOG_ERROR")
+    out = subprocess.run([sys.executable, "-c", _PATCHED.format(path=_path(handler), handler=handler)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == patched

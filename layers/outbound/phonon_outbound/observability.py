@@ -160,20 +160,29 @@ class LazyTracer:
     The decision is taken when a decorator is applied, i.e. when the handler module is
     imported, which is also when powertools' Tracer reads the environment."""
 
+    # What X-Ray patches: AWS calls (botocore) always; `requests` (the Phonon API client) only
+    # in a process that has imported it (dispatch). powertools' default, X-Ray's patch_all,
+    # imports every library it can patch (requests, sqlite3, …) into every function.
+    PATCH_ALWAYS = ("botocore",)
+    PATCH_IF_IMPORTED = ("requests",)
+
     def __init__(self, service: str):
         self.service = service
         self._tracer: Tracer | None = None
         self._lock = threading.Lock()
+
+    def patch_modules(self) -> list[str]:
+        return [*self.PATCH_ALWAYS, *(m for m in self.PATCH_IF_IMPORTED if m in sys.modules)]
 
     @property
     def enabled(self) -> bool:
         return self._tracer is not None or tracing_enabled()
 
     def real(self) -> Tracer:
-        """The powertools Tracer (imports the X-Ray SDK and patches boto3/requests)."""
+        """The powertools Tracer (imports the X-Ray SDK and patches `patch_modules()`)."""
         with self._lock:
             if self._tracer is None:
-                self._tracer = Tracer(service=self.service, disabled=None)
+                self._tracer = Tracer(service=self.service, disabled=None, patch_modules=self.patch_modules())
             return self._tracer
 
     def capture_lambda_handler(self, lambda_handler: Callable | None = None, **options: Any) -> Any:
