@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import boto3
 import pytest
+from boto3.dynamodb.types import TypeSerializer
 
 from phonon_outbound import wiring
 from phonon_outbound.api.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
 from phonon_outbound.ingest import ObjectRef
-from phonon_outbound.jobs import report_keys
+from phonon_outbound.jobs import job_report_keys
 
 
 class Ctx:
@@ -64,7 +65,7 @@ class Harness:
 
     def s3_event(self, obj: ObjectRef) -> dict:
         return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-                             "eventName": "ObjectCreated:Put",
+                             "eventName": "ObjectCreated:Put", "eventTime": obj.event_time or "",
                              "s3": {"bucket": {"name": obj.bucket}, "object": {
                                  "key": obj.key, "size": obj.size, "eTag": obj.etag, "versionId": obj.version_id}}}]}
 
@@ -124,18 +125,119 @@ class Harness:
         attrs = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
         return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
+    def report_keys(self, obj: ObjectRef) -> tuple[str, str]:
+        """The object version's own report keys, as its job item names them."""
+        return job_report_keys(self.job(obj), obj.job_id)
+
     def report(self, obj: ObjectRef) -> list[dict]:
-        body = self.s3.get_object(Bucket=self.bucket, Key=report_keys(obj.key)[0])["Body"].read().decode()
-        return list(csv.DictReader(io.StringIO(body)))
+        return list(csv.DictReader(io.StringIO(self.report_text(obj))))
 
     def report_text(self, obj: ObjectRef) -> str:
-        return self.s3.get_object(Bucket=self.bucket, Key=report_keys(obj.key)[0])["Body"].read().decode()
+        return self.s3.get_object(Bucket=self.bucket, Key=self.report_keys(obj)[0])["Body"].read().decode()
 
     def summary(self, obj: ObjectRef) -> dict:
-        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=report_keys(obj.key)[1])["Body"].read())
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.report_keys(obj)[1])["Body"].read())
 
     def job(self, obj: ObjectRef) -> dict:
         return wiring.store().get_job(obj.job_id) or {}
+
+
+# ------------------------------------------------------------------ item sizes
+MAX_ITEM_BYTES = 400 * 1024
+_SERIALIZE = TypeSerializer()
+
+
+def _av(value: object) -> dict:
+    """A DynamoDB attribute value in the wire form ({"S": ...}), whether the caller (a Table
+    resource or a plain client) gave it typed already or as Python."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _AV_TYPES:
+        return value
+    return _SERIALIZE.serialize(value)
+
+
+_AV_TYPES = {"S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS", "L", "M"}
+
+
+def _number_size(n: object) -> int:
+    digits = str(n).lstrip("-").replace(".", "").lstrip("0") or "0"
+    return (len(digits) + 1) // 2 + 1
+
+
+def _value_size(av: dict) -> int:
+    """DynamoDB's item-size arithmetic (Developer Guide, "Item sizes and formats")."""
+    (t, v), = av.items()
+    if t == "S":
+        return len(v.encode())
+    if t == "N":
+        return _number_size(v)
+    if t == "B":
+        return len(getattr(v, "value", v))
+    if t in ("BOOL", "NULL"):
+        return 1
+    if t == "SS":
+        return sum(len(x.encode()) for x in v)
+    if t == "NS":
+        return sum(_number_size(x) for x in v)
+    if t == "BS":
+        return sum(len(getattr(x, "value", x)) for x in v)
+    if t == "L":
+        return 3 + sum(1 + _value_size(_av(x)) for x in v)
+    return 3 + sum(len(k.encode()) + 1 + _value_size(_av(x)) for k, x in v.items())  # M
+
+
+def item_size(item: dict) -> int:
+    return sum(len(k.encode()) + _value_size(_av(v)) for k, v in item.items())
+
+
+@pytest.fixture(autouse=True)
+def dynamodb_item_sizes(monkeypatch):
+    """Fail the test on any DynamoDB item over 400 KB that the code writes. Real DynamoDB
+    rejects such a write whole; moto applies part of an oversized UpdateItem before it raises,
+    so without this check a local run hides the problem. Put items are measured as sent;
+    updated items are read back after the call (raised or not)."""
+    import botocore.client
+
+    real = botocore.client.BaseClient._make_api_call
+    too_big: list[tuple[str, str, int]] = []
+
+    plain: list = []  # a client without the Table resource's type conversion, made on first use
+
+    def check(table: str, what: str, item: dict | None) -> None:
+        if item:
+            size = item_size(item)
+            if size > MAX_ITEM_BYTES:
+                too_big.append((table, what, size))
+
+    def read_back(table: str, key: dict) -> dict | None:
+        if not plain:
+            plain.append(boto3.client("dynamodb", region_name="us-east-1"))
+        out = real(plain[0], "GetItem", {"TableName": table, "Key": {k: _av(v) for k, v in key.items()},
+                                         "ConsistentRead": True})
+        return out.get("Item")
+
+    def watched(self, operation_name, api_params):
+        if self.meta.service_model.service_name != "dynamodb":
+            return real(self, operation_name, api_params)
+        if operation_name == "PutItem":
+            check(api_params["TableName"], "PutItem", api_params.get("Item"))
+        elif operation_name == "BatchWriteItem":
+            for table, requests in api_params.get("RequestItems", {}).items():
+                for r in requests:
+                    check(table, "BatchWriteItem", (r.get("PutRequest") or {}).get("Item"))
+        elif operation_name == "TransactWriteItems":
+            for t in api_params.get("TransactItems", []):
+                if "Put" in t:
+                    check(t["Put"]["TableName"], "TransactWriteItems", t["Put"].get("Item"))
+        if operation_name != "UpdateItem":
+            return real(self, operation_name, api_params)
+        try:
+            return real(self, operation_name, api_params)
+        finally:
+            check(api_params["TableName"], "UpdateItem", read_back(api_params["TableName"], api_params["Key"]))
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", watched)
+    yield too_big
+    assert not too_big, f"DynamoDB items over 400 KB were written: {too_big}"
 
 
 @pytest.fixture

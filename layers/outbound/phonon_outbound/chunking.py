@@ -21,6 +21,7 @@ from .api.body import build_body
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "SECURITY_ID_LEN",
     "CallTooLarge",
     "Chunk",
     "Chunker",
@@ -30,6 +31,10 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 256 * 1024
+# A flow's security-id is 64 alphanumeric characters (docs/phonon-api.md). Ingest
+# never reads it (it only checks that the flow's secret exists): chunks are sized for this
+# length, and dispatch refuses a body that would still come out over the limit.
+SECURITY_ID_LEN = 64
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 try:  # the C encoder, called directly: the same bytes as json.dumps, without its per-call set-up
@@ -81,7 +86,7 @@ class Chunker:
     numbers of the calls, in the same order.
     """
 
-    def __init__(self, batch_size: int, security_id_len: int = 64, *, flow_id: str,
+    def __init__(self, batch_size: int, security_id_len: int = SECURITY_ID_LEN, *, flow_id: str,
                  max_body_bytes: int = MAX_BODY_BYTES) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")

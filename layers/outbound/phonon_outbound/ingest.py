@@ -17,21 +17,75 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
-from .chunking import CallTooLarge, Chunk, Chunker
+from botocore.exceptions import ClientError
+
+from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
-from .jobs import JobFinisher
+from .jobs import JobFinisher, report_keys, upload_stamp
 from .observability import count, logger
 from .settings import Settings
 from .store import Store
 
 MAX_BATCH_BYTES = 1_000_000  # SendMessageBatch carries at most 1 MiB in all; keep a margin
 MAX_BATCH_ENTRIES = 10
-INGEST_LEASE_S = 16 * 60  # longer than one Lambda run: a live ingest is never taken over
+# The object claim's lease: this invocation's remaining time plus a little. A live ingest is
+# never taken over (it cannot outlive its invocation); a crashed or timed-out one is taken over
+# by Lambda's retry (a minute later at the earliest).
+LEASE_SLACK_S = 5.0
+MAX_PREPASS_PAUSES = 2  # a pre-pass that runs out of time in a fresh invocation too: reject
+# S3 answers for an object (version) that is not there: GetObject's NoSuchKey / NoSuchVersion,
+# HeadObject's bare 404, and 405 for a version that is a delete marker.
+MISSING_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound", "405", "MethodNotAllowed"})
+_EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class PrepassOutOfTime(Exception):
+    """The validation pre-pass reached the invocation's time margin (see _Deadline)."""
+
+
+class _Deadline:
+    """The object's byte stream as the contact reader's pre-pass reads it, with a watch on the
+    invocation's remaining time: below the margin, the next read raises PrepassOutOfTime.
+    (The reader takes any object with read(); its own code stays free of Lambda concerns.)
+    Disarmed once the pre-pass is done: the row pass watches the time itself."""
+
+    def __init__(self, body: Any, remaining_s: Callable[[], float], margin_s: float):
+        self.body = body
+        self.remaining_s = remaining_s
+        self.margin_s = margin_s
+        self.armed = True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.armed and self.remaining_s() < self.margin_s:
+            raise PrepassOutOfTime
+        return self.body.read(n)
+
+    def close(self) -> None:
+        self.body.close()
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def parse_event_time(value: Any) -> datetime | None:
+    """An event's ISO 8601 time (S3 `eventTime`, EventBridge `time`) as an aware datetime; None
+    when absent, unreadable, or a placeholder such as sample events' 1970-01-01."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when if when >= _EPOCH_2000 else None
 
 
 @dataclass(frozen=True)
@@ -41,6 +95,22 @@ class ObjectRef:
     version_id: str | None = None
     etag: str | None = None
     size: int | None = None
+    event_time: str | None = None  # the event's time of the upload (ISO 8601), when it gave one
+    raw_key: str | None = None  # the key exactly as the event spelled it
+
+    def candidates(self) -> list[str]:
+        """The keys to try, in order: the key, then the event's spelling as given, URL-decoded
+        (form and percent encoding). S3 event notifications URL-encode keys (AWS's "Event
+        message structure": "red flower.jpg" arrives as "red+flower.jpg"); AWS's page on the
+        EventBridge event structure documents no encoding and its examples show plain keys,
+        so EventBridge keys are taken as given first (powertools' data class decodes them:
+        the sources disagree). A key with a literal `+` or `%` is then still found."""
+        raw = self.raw_key if self.raw_key is not None else self.key
+        out: list[str] = []
+        for k in (self.key, raw, unquote_plus(raw), unquote(raw)):
+            if k and k not in out:
+                out.append(k)
+        return out
 
     @property
     def identity(self) -> str:
@@ -57,12 +127,20 @@ class ObjectRef:
         obj = s3["object"]
         return cls(bucket=s3["bucket"]["name"], key=unquote_plus(obj["key"]),
                    version_id=obj.get("versionId") or None, etag=obj.get("eTag") or None,
-                   size=obj.get("size"))
+                   size=obj.get("size"), event_time=record.get("eventTime") or None, raw_key=obj["key"])
+
+    @classmethod
+    def from_eventbridge(cls, event: dict) -> ObjectRef:
+        d = event["detail"]
+        obj = d.get("object") or {}
+        return cls(bucket=d["bucket"]["name"], key=obj["key"], version_id=obj.get("version-id") or None,
+                   etag=obj.get("etag") or None, size=obj.get("size"), event_time=event.get("time") or None,
+                   raw_key=obj["key"])
 
 
 @dataclass
 class IngestResult:
-    status: str  # done | paused | duplicate | rejected
+    status: str  # done | paused | duplicate | rejected | cancelled
     job: str
     rows: int = 0
     chunks: int = 0
@@ -104,19 +182,21 @@ class IngestService:
 
     # ------------------------------------------------------------------ entry point
     def ingest(self, obj: ObjectRef, remaining_s: Callable[[], float]) -> IngestResult:
+        obj, head, missing = self._resolve(obj)
         job = obj.job_id
-        claim = self.store.claim_object(obj.identity, job, INGEST_LEASE_S, self.clock())
+        lease = max(0.0, remaining_s()) + LEASE_SLACK_S
+        claim = self.store.claim_object(obj.identity, job, lease, self.clock())
         if claim == "duplicate":
             logger.info("duplicate notification ignored", extra={"job": job, "key": obj.key})
             return IngestResult("duplicate", job)
-        meta = self.store.get_job(job) if claim == "resume" else None
+        meta = self.store.get_job(job)
         if meta and meta.get("ingest_done"):  # the last run died after finishing: only the report may be owed
             self.store.renew_object(obj.identity, 0, done=True)
             if not meta.get("completed"):
                 self.finisher.maybe_finalize(job, meta)
             return IngestResult("duplicate", job)
         try:
-            result = self._run(obj, job, meta, remaining_s)
+            result = self._run(obj, job, meta, head, missing, remaining_s)
         except Exception:
             # Let the next attempt (Lambda retry of the async S3 invoke) resume at once.
             self.store.renew_object(obj.identity, -1)
@@ -127,7 +207,115 @@ class IngestService:
             self.store.renew_object(obj.identity, 0, done=True)
         return result
 
+    def fail(self, obj: ObjectRef, reason: str) -> IngestResult:
+        """End the object's job after Lambda gave up on it (the async invoke's on-failure
+        destination): a whole-file rejection when nothing was queued yet, else the unsent rest
+        is cancelled. Either way the report and the completion event follow."""
+        try:
+            obj, head, _ = self._resolve(obj)
+        except ClientError:
+            head = None
+        job = obj.job_id
+        meta = self.store.get_job(job)
+        if meta and meta.get("completed"):
+            return IngestResult("duplicate", job)
+        count("IngestFailed", 1)
+        logger.error("ingest failed", extra={"job": job, "key": obj.key, "reason": reason})
+        self.store.renew_object(obj.identity, 0, done=True)  # nothing retries it any more
+        if meta and meta.get("ingest_done"):  # everything was queued; only the report was owed
+            self.finisher.maybe_finalize(job, meta)
+            return IngestResult("done", job, reason=reason)
+        if meta is None:
+            meta = self._create_job(obj, job, head)
+        return self._end_early(job, meta, reason)
+
+    def cancel_key(self, obj: ObjectRef, reason: str, version: str | None = None) -> list[str]:
+        """Cancel the active jobs of a deleted key (of one version when `version` is given):
+        dispatch sends nothing more for them, their unsent rows end CANCELLED."""
+        done: list[str] = []
+        seen: set[str] = set()
+        for key in obj.candidates():
+            for item in self.store.jobs_for_key(obj.bucket, key):
+                job = str(item.get("job", ""))
+                if not job or job in seen or (version and item.get("version") and item["version"] != version):
+                    continue
+                seen.add(job)
+                if self.store.cancel_job(job, reason):
+                    done.append(job)
+                    meta = self.store.get_job(job) or {}
+                    if meta.get("ingest_done"):  # every chunk queued: settling them finishes the job
+                        self.finisher.maybe_finalize(job, meta)
+        if done:
+            logger.info("jobs cancelled", extra={"key": obj.key, "jobs": done, "reason": reason})
+            count("JobsCancelled", len(done))
+        return done
+
     # ------------------------------------------------------------------ the work
+    def _resolve(self, obj: ObjectRef) -> tuple[ObjectRef, dict | None, str | None]:
+        """The object as it exists: the first of its candidate keys that S3 knows (HeadObject),
+        with its head; or (obj, None, S3's error code) when none resolves."""
+        extra = {"VersionId": obj.version_id} if obj.version_id else {}
+        first: str | None = None
+        for key in obj.candidates():
+            try:
+                head = self.s3.head_object(Bucket=obj.bucket, Key=key, **extra)
+            except ClientError as err:
+                code = _error_code(err)
+                if code not in MISSING_CODES:
+                    raise
+                first = first or code
+                continue
+            return replace(obj, key=key), head, None
+        return obj, None, first
+
+    def _key_deleted(self, obj: ObjectRef) -> bool:
+        """Is the key's current version a delete marker? (The version we read may still exist.)"""
+        try:
+            self.s3.head_object(Bucket=obj.bucket, Key=obj.key)
+        except ClientError as err:
+            headers = err.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            return _error_code(err) in MISSING_CODES and str(headers.get("x-amz-delete-marker")).lower() == "true"
+        return False
+
+    def _missing_reason(self, obj: ObjectRef, code: str) -> str:
+        if code in ("405", "MethodNotAllowed"):
+            what = "the version is a delete marker"
+        elif code in ("404", "NotFound"):
+            what = "NoSuchVersion" if obj.version_id else "NoSuchKey"
+        else:
+            what = code
+        return f"the object no longer exists ({what}): it was deleted before it could be read"
+
+    def _upload_time(self, obj: ObjectRef, head: dict | None) -> datetime:
+        when = parse_event_time(obj.event_time)
+        if when is None and head and isinstance(head.get("LastModified"), datetime):
+            when = head["LastModified"]
+        if when is None:
+            when = datetime.fromtimestamp(self.clock(), UTC)
+        return when.astimezone(UTC)
+
+    def _create_job(self, obj: ObjectRef, job: str, head: dict | None) -> dict:
+        """The job's META item and its KEY# index entry, once. The report's name is fixed here:
+        the key and the upload time, made unique among the key's reports (two uploads within
+        one millisecond, or an event time with whole seconds only, get the next free one)."""
+        uploaded = self._upload_time(obj, head)
+        stamp_at = uploaded
+        for _ in range(1000):
+            if self.store.claim_report_name(obj.bucket, obj.key, upload_stamp(stamp_at), job):
+                break
+            stamp_at += timedelta(milliseconds=1)
+        csv_key, summary_key = report_keys(obj.key, upload_stamp(stamp_at))
+        size = int((head or {}).get("ContentLength") or obj.size or 0)
+        meta = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or "", "etag": obj.etag or "",
+                "size": size, "created_at": int(self.clock()), "uploaded_at": uploaded.isoformat(timespec="milliseconds"),
+                "report_csv_key": csv_key, "report_summary_key": summary_key, "status": "VALIDATING",
+                "checkpoint_row": 0, "next_chunk": 0, "chunks_settled": 0, "api_requests": 0, "ingest_done": False}
+        if not self.store.create_job(job, meta):
+            meta = self.store.get_job(job) or meta
+        self.store.index_job(obj.bucket, obj.key, job, {"version": obj.version_id or "",
+                                                        "uploaded_at": meta.get("uploaded_at", "")})
+        return meta
+
     def _open(self, obj: ObjectRef) -> tuple[Any, dict]:
         kwargs: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
         if obj.version_id:
@@ -142,52 +330,80 @@ class IngestService:
 
         return parse_options(self.settings, **mapping_from_metadata(metadata))
 
-    def _run(self, obj: ObjectRef, job: str, meta: dict | None, remaining_s: Callable[[], float]) -> IngestResult:
-        started = self.clock()
-        body, head = self._open(obj)
-        size = int(head.get("ContentLength") or obj.size or 0)
-        metadata = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
-        base = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or "", "etag": obj.etag or "",
-                "size": size, "created_at": int(started)}
+    def _run(self, obj: ObjectRef, job: str, meta: dict | None, head: dict | None, missing: str | None,
+             remaining_s: Callable[[], float]) -> IngestResult:
+        new = meta is None
+        if meta is None:
+            meta = self._create_job(obj, job, head)
+        if missing:
+            return self._end_early(job, meta, self._missing_reason(obj, missing))
+        if new and obj.version_id and self._key_deleted(obj):
+            # The delete's event may have come first (EventBridge does not keep order), when
+            # there was no job to cancel yet: the file must not be sent anyway.
+            return self._end_early(job, meta, "the input file was deleted before it was read")
+        if meta.get("cancelled_reason"):
+            return self._end_early(job, meta, str(meta["cancelled_reason"]))
+        try:
+            body, got = self._open(obj)
+        except ClientError as err:
+            if _error_code(err) in MISSING_CODES:
+                return self._end_early(job, meta, self._missing_reason(obj, _error_code(err)))
+            raise
+        size = int(got.get("ContentLength") or obj.size or 0)
+        metadata = {k.lower(): v for k, v in (got.get("Metadata") or {}).items()}
+        stream = _Deadline(body, remaining_s, self.settings.ingest_time_margin_s)
+        flow = meta.get("flow") or ""
         try:
             if size > self.settings.max_file_bytes:
                 raise FileRejected(f"file is {size:,} bytes, larger than the configured limit of "
                                    f"{self.settings.max_file_bytes:,} bytes")
             # The reader validates the whole file first (nothing is sent from a file that turns
             # out broken at row N), then reads it again: a fresh GET of the same version.
-            contacts = open_contacts(body, obj.key, self._parse_options(metadata),
-                                     stream_factory=lambda: self._open(obj)[0])
-            if meta:
-                flow = meta["flow"]
-            else:
+            try:
+                contacts = open_contacts(stream, obj.key, self._parse_options(metadata),
+                                         stream_factory=lambda: self._open(obj)[0])
+            except PrepassOutOfTime:
+                body.close()
+                return self._pause_prepass(job, meta)
+            stream.armed = False
+            if not flow:
                 flow, source = resolve_flow(metadata.get("flow-id"), contacts.flow_id, obj.key,
                                             self.settings.default_flow_id)
                 if not flow:
                     raise FileRejected("no flow for this file: give it S3 metadata 'flow-id', a 'flow-id' in "
                                        "the JSON, an incoming/<flow-id>/ prefix, or set the default flow")
-                base["flow_source"] = source
-            security_id = self.secrets.security_id(flow)
+                meta["flow_source"] = source
+            self.secrets.check(flow)  # DescribeSecret: ingest never reads a security-id
         except (FileRejected, UnknownFlow) as err:
             body.close()
-            return self._reject_file(job, base, err.reason)
-        if not meta:
-            meta = {**base, "flow": flow, "status": "INGESTING", "checkpoint_row": 0, "next_chunk": 0,
-                    "chunks_settled": 0, "api_requests": 0, "ingest_done": False}
-            self.store.put_job(job, meta)
+            return self._reject_file(job, meta, err.reason)
+        if meta.get("status") == "VALIDATING" or not meta.get("flow"):
+            meta = self.store.update_job(job, flow=flow, flow_source=meta.get("flow_source", ""), status="INGESTING",
+                                         row_count=int(getattr(contacts, "row_count", 0) or 0))
         try:
-            return self._stream(obj, job, meta, flow, security_id, contacts, remaining_s)
+            return self._stream(obj, job, meta, flow, contacts, remaining_s)
         except FileRejected as err:  # detected before any row was yielded
-            return self._reject_file(job, {**base, **meta}, err.reason)
+            return self._reject_file(job, meta, err.reason)
         finally:
             contacts.close()
             body.close()
 
-    def _stream(self, obj: ObjectRef, job: str, meta: dict, flow: str, security_id: str, contacts: Any,
+    def _pause_prepass(self, job: str, meta: dict) -> IngestResult:
+        pauses = int(meta.get("prepass_pauses", 0)) + 1
+        if pauses > MAX_PREPASS_PAUSES:
+            return self._reject_file(job, meta, "the file could not be validated within one run of the ingest "
+                                                "function: split it into smaller files")
+        self.store.update_job(job, prepass_pauses=pauses)
+        logger.info("ingest paused in the validation pre-pass", extra={"job": job, "pauses": pauses})
+        return IngestResult("paused", job)
+
+    def _stream(self, obj: ObjectRef, job: str, meta: dict, flow: str, contacts: Any,
                 remaining_s: Callable[[], float]) -> IngestResult:
         s = self.settings
         checkpoint = int(meta.get("checkpoint_row", 0))
         next_chunk = int(meta.get("next_chunk", 0))
-        chunker = Chunker(batch_size=s.batch_size, security_id_len=len(security_id), flow_id=flow)
+        chunker = Chunker(batch_size=s.batch_size, security_id_len=SECURITY_ID_LEN, flow_id=flow)
+        cancelled: list[str] = []  # the job's cancelled_reason, seen on a checkpoint write
         pending: list[tuple[int, Chunk, str]] = []  # (chunk no, chunk, message body)
         rejected: list[dict] = []
         warnings: dict[int, str] = {}
@@ -214,7 +430,10 @@ class IngestService:
                 self._send_batch(batch)
                 flush_rejected()
                 checkpoint = batch[-1][1].rows[-1]
-                self.store.update_job(job, checkpoint_row=checkpoint, next_chunk=batch[-1][0] + 1)
+                now = self.store.update_job(job, checkpoint_row=checkpoint, next_chunk=batch[-1][0] + 1)
+                if now.get("cancelled_reason"):
+                    cancelled.append(str(now["cancelled_reason"]))
+                    return
 
         def flush_rejected() -> None:
             if rejected:
@@ -239,6 +458,9 @@ class IngestService:
                                      "reason": str(err)})
                 if len(pending) >= MAX_BATCH_ENTRIES:
                     send_pending(False)
+                    if cancelled:  # the file was deleted (or the job cancelled): send nothing more
+                        flush_rejected()
+                        return self._end_early(job, self.store.get_job(job) or meta, cancelled[0])
             elif isinstance(item, RejectedRow):
                 n_rejected += 1
                 rejected.append({"row": item.row, "status": "REJECTED", "cid": item.client_id, "reason": item.reason})
@@ -249,6 +471,8 @@ class IngestService:
                 # rebuilds it from the same rows) and checkpoint behind the last queued chunk.
                 send_pending(True)
                 flush_rejected()
+                if cancelled:
+                    return self._end_early(job, self.store.get_job(job) or meta, cancelled[0])
                 if not chunker.pending_rows:
                     checkpoint = last_row
                     self.store.update_job(job, checkpoint_row=checkpoint, next_chunk=next_chunk)
@@ -258,6 +482,8 @@ class IngestService:
         queue_chunks(chunker.flush())
         send_pending(True)
         flush_rejected()
+        if cancelled:
+            return self._end_early(job, self.store.get_job(job) or meta, cancelled[0])
         total_rows = max(last_row, checkpoint)
         count("RowsIngested", rows_seen)
         meta = self.store.update_job(job, ingest_done=True, total_rows=total_rows, chunks_total=next_chunk,
@@ -283,12 +509,27 @@ class IngestService:
             time.sleep(min(2.0, 0.1 * 2**attempt))
         raise RuntimeError(f"SQS refused {len(entries)} chunk messages after retries")
 
-    def _reject_file(self, job: str, base: dict, reason: str) -> IngestResult:
-        logger.warning("file rejected", extra={"job": job, "key": base.get("key"), "reason": reason})
+    def _reject_file(self, job: str, meta: dict, reason: str) -> IngestResult:
+        logger.warning("file rejected", extra={"job": job, "key": meta.get("key"), "reason": reason})
         count("FilesRejected", 1)
-        self.store.put_job(job, {**base, "created_at": int(base.get("created_at") or self.clock()),
-                                 "flow": base.get("flow", ""), "status": "REJECTED", "error": reason,
-                                 "ingest_done": True, "total_rows": 0, "chunks_total": 0, "chunks_settled": 0,
-                                 "api_requests": 0})
+        self.store.update_job(job, flow=meta.get("flow", ""), status="REJECTED", error=reason, ingest_done=True,
+                              total_rows=0, chunks_total=0)
         self.finisher.finalize(job)
         return IngestResult("rejected", job, reason=reason)
+
+    def _end_early(self, job: str, meta: dict, reason: str) -> IngestResult:
+        """End a job whose file will not be (fully) read: the object is gone, the job was
+        cancelled, or Lambda gave up. Nothing queued yet: a whole-file rejection. Else the job
+        is cancelled with this reason (dispatch sends nothing more) and every row after the
+        last queued chunk is reported CANCELLED; the report follows once the queued chunks
+        are settled."""
+        if int(meta.get("next_chunk", 0)) == 0 and not meta.get("cancelled_reason"):
+            return self._reject_file(job, meta, reason)
+        self.store.cancel_job(job, reason)
+        total = max(int(meta.get("row_count") or 0), int(meta.get("checkpoint_row") or 0))
+        chunks = int(meta.get("next_chunk", 0))
+        meta = self.store.update_job(job, ingest_done=True, total_rows=total, chunks_total=chunks,
+                                     status="DISPATCHING")
+        logger.warning("ingest ended early", extra={"job": job, "reason": reason, "chunks": chunks})
+        self.finisher.maybe_finalize(job, meta)
+        return IngestResult("cancelled", job, rows=total, chunks=chunks, reason=reason)

@@ -13,6 +13,7 @@ import io
 import json
 import tempfile
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from .observability import count, logger
@@ -27,8 +28,26 @@ WEBHOOK_ONLY_REASON = ("accepted: known from Phonon's flow-end webhook; the API'
                        "not recorded")
 
 
-def report_keys(key: str) -> tuple[str, str]:
-    return f"reports/{key}.results.csv", f"reports/{key}.summary.json"
+def upload_stamp(when: datetime) -> str:
+    """`20261130T161057.123Z`: the UTC upload time in a report's name (sorts by time)."""
+    when = when.astimezone(UTC)
+    return when.strftime("%Y%m%dT%H%M%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def report_keys(key: str, stamp: str | None = None) -> tuple[str, str]:
+    """Where a report goes: `reports/<input key>.<upload stamp>.results.csv` / `.summary.json`,
+    so every upload (object version) of one key has its own report. Without a stamp: the
+    name reports had before per-upload names (jobs created before them have no stamp)."""
+    base = f"reports/{key}.{stamp}" if stamp else f"reports/{key}"
+    return f"{base}.results.csv", f"{base}.summary.json"
+
+
+def job_report_keys(meta: dict, job: str = "") -> tuple[str, str]:
+    """The report keys fixed on the job item at its creation (`report_csv_key`,
+    `report_summary_key`); the old unstamped names for a job that has none."""
+    if meta.get("report_csv_key") and meta.get("report_summary_key"):
+        return str(meta["report_csv_key"]), str(meta["report_summary_key"])
+    return report_keys(meta.get("key") or job)
 
 
 class JobFinisher:
@@ -61,8 +80,14 @@ class JobFinisher:
         total = int(meta.get("total_rows", 0))
         counts = dict.fromkeys(STATUSES, 0)
         missing = 0
-        csv_key, summary_key = report_keys(meta.get("key", job))
-        fill_reason = missing_reason or "no outcome was recorded for this row (internal error; please report it)"
+        csv_key, summary_key = job_report_keys(meta, job)
+        cancelled = meta.get("cancelled_reason")
+        # Rows without an outcome: an aborted run's rows, the rows a failed ingest never read
+        # (`missing_reason` on the job), or the rows a cancelled job never sent (CANCELLED).
+        fill_status = "CANCELLED" if cancelled and not missing_reason else "FAILED"
+        fill_reason = (missing_reason or meta.get("missing_reason")
+                       or (f"not sent: {cancelled}" if cancelled else None)
+                       or "no outcome was recorded for this row (internal error; please report it)")
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+b") as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             writer = ReportWriter(text)
@@ -72,9 +97,9 @@ class JobFinisher:
             def fill_to(row: int) -> None:
                 nonlocal expected, missing
                 while expected < row:
-                    filled.append({"row": expected, "status": "FAILED", "reason": fill_reason})
-                    writer.write(expected, "", "FAILED", "", "", fill_reason)
-                    counts["FAILED"] += 1
+                    filled.append({"row": expected, "status": fill_status, "reason": fill_reason})
+                    writer.write(expected, "", fill_status, "", "", fill_reason)
+                    counts[fill_status] += 1
                     missing += 1
                     expected += 1
 
@@ -100,7 +125,7 @@ class JobFinisher:
             self.s3.upload_fileobj(raw, self.bucket, csv_key, ExtraArgs={"ContentType": "text/csv; charset=utf-8"})
         if filled and missing_reason:
             self.store.put_rows(job, filled)
-        if missing and not missing_reason:
+        if missing and not (missing_reason or meta.get("missing_reason") or cancelled):
             logger.error("rows without outcome", extra={"job": job, "missing": missing})
         now = time.time()
         summary = summary_dict(
@@ -108,10 +133,15 @@ class JobFinisher:
             api_requests=int(meta.get("api_requests", 0)),
             timings={"elapsed_s": now - float(meta.get("created_at") or now)},
             notes=meta.get("notes", []) or [], report=f"s3://{self.bucket}/{csv_key}", error=meta.get("error"),
-            bucket=meta.get("bucket", ""), job=job, started_at=meta.get("created_at"), finished_at=round(now, 3))
+            bucket=meta.get("bucket", ""), job=job, started_at=meta.get("created_at"), finished_at=round(now, 3),
+            version=meta.get("version", ""), uploaded_at=meta.get("uploaded_at", ""),
+            **({"cancelled": cancelled} if cancelled else {}),
+            **({"failure": meta["failure"]} if meta.get("failure") else {}))
         self.s3.put_object(Bucket=self.bucket, Key=summary_key, Body=json.dumps(summary, indent=2).encode(),
                            ContentType="application/json")
-        self.store.update_job(job, status="REJECTED" if meta.get("error") else "COMPLETED", completed=True,
+        final = ("REJECTED" if meta.get("error") else "FAILED" if meta.get("failure")
+                 else "CANCELLED" if cancelled else "COMPLETED")
+        self.store.update_job(job, status=final, completed=True,
                               counts={k.lower(): v for k, v in counts.items()})
         if not force:
             count("FilesCompleted", 1)

@@ -57,6 +57,14 @@ class Settings(BaseModel):
     ingest_time_margin_s: float = Field(60.0, ge=0)
     dispatch_max_wait_s: float = Field(20.0, ge=0)
     dispatch_parallelism: int = Field(4, ge=1, le=32)
+    # How long the state table keeps personal data (jobs, row outcomes, key index): every such
+    # item carries `expires_at`, and the table's TTL deletes it (docs/design.md, "Retention").
+    data_retention_days: float = Field(90.0, gt=0)
+
+    @property
+    def retention_s(self) -> float:
+        return self.data_retention_days * 86400.0
+
     # dispatch: a job whose item has not changed for this long is stale (watchdog.py's StaleJobs)
     stale_job_minutes: float = Field(60.0, gt=0)
 

@@ -8,10 +8,22 @@ State table (`pk`/`sk`, see docs/design.md):
   JOB#<job>/OUT#<row>     a settled chunk's row outcomes in one item, keyed by its first row
   JOB#<job>/CHUNK#<n>     the chunk ledger: lease while a dispatcher sends it, DONE when settled
   OBJ#<object identity>/- an S3 object version claimed by one job (duplicate notifications)
+  KEY#<bucket>/<key>/JOB#<job>       the jobs of one input key (cancelled when the object is deleted)
+  KEY#<bucket>/<key>/REPORT#<stamp>  a report name taken by one job of the key (no two share one)
   DEDUPE#<hash>/-         a call claimed for the dedupe window
   LIMIT#<name>/-          the global rate limiter
   BREAKER#<flow>/-        the per-flow circuit breaker
 Results table: one item per call Phonon accepted, keyed by `phonon-uuid`.
+
+Retention: every item that holds personal data (job META, ROW#, OUT#, KEY#, object claims)
+carries `expires_at` (epoch seconds) = now + the retention period (`Store.expiry()`); both
+tables have DynamoDB TTL on it. TTL deletes late (up to days), so readers that matter
+(`get_job`, `jobs_for_key`, the outcome readers) treat an expired item as absent.
+
+Bounds: DynamoDB refuses an item over 400 KB (and moto applies part of such an update before
+refusing it, which hides the problem locally). Job items hold counters, keys and a few
+strings; the free-text ones (`notes`, `error`, `cancelled_reason`) are capped here
+(`bound_job_attrs`), whoever writes them.
 """
 
 from __future__ import annotations
@@ -35,6 +47,47 @@ from botocore.exceptions import ClientError
 
 ROW_PAD = 10
 CHUNK_PAD = 8
+DEFAULT_RETENTION_S = 90 * 86400
+ACTIVE_SHARD = "A"  # the `active-jobs` index's hash key while a job is not completed
+MAX_NOTES = 20  # notes kept on a job item (and so in its summary); more are counted, not stored
+MAX_NOTE_CHARS = 500
+MAX_TEXT_CHARS = 2000  # error / cancelled_reason
+SETTLED_SET_COMPACT = 500  # a job's settled-chunk set is compacted past this many numbers
+
+
+def _clip(text: str, limit: int) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def bound_notes(notes: Iterable[str]) -> list[str]:
+    """At most MAX_NOTES distinct notes of at most MAX_NOTE_CHARS each (linear: a set of the
+    ones seen); the rest are summed up in one last note."""
+    kept: list[str] = []
+    seen: set[str] = set()
+    dropped = 0
+    for note in notes:
+        note = _clip(note, MAX_NOTE_CHARS)
+        if note in seen:
+            continue
+        seen.add(note)
+        if len(kept) < MAX_NOTES:
+            kept.append(note)
+        else:
+            dropped += 1
+    if dropped:
+        kept.append(f"... and {dropped:,} more notes not shown")
+    return kept
+
+
+def bound_job_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    out = dict(attrs)
+    if "notes" in out and out["notes"] is not None:
+        out["notes"] = bound_notes(out["notes"])
+    for name in ("error", "cancelled_reason", "missing_reason"):
+        if isinstance(out.get(name), str):
+            out[name] = _clip(out[name], MAX_TEXT_CHARS)
+    return out
 
 
 def job_pk(job: str) -> str:
@@ -122,9 +175,10 @@ class ChunkClaim:
 
 
 class Store:
-    def __init__(self, state_table: str, results_table: str, resource: Any = None, retention_s: float = 90 * 86400):
+    def __init__(self, state_table: str, results_table: str, resource: Any = None,
+                 retention_s: float = DEFAULT_RETENTION_S):
         self._ddb = resource or boto3.resource("dynamodb")
-        self.retention_s = retention_s
+        self.retention_s = float(retention_s)
         self.state = self._ddb.Table(state_table)
         self.results = self._ddb.Table(results_table)
         self.client = self._ddb.meta.client
@@ -132,9 +186,18 @@ class Store:
         # back): well inside a dispatch Lambda's 60 s, well above a claim phase's < 1 s.
         self.lock_wait_s = 10.0
 
+    # ---------------------------------------------------------------- retention
     def expiry(self, now: float | None = None) -> int:
-        """`expires_at` (epoch seconds) for an item that holds personal data: the tables' TTL."""
+        """`expires_at` for an item written now: DynamoDB TTL deletes it after the retention period."""
         return int((time.time() if now is None else now) + self.retention_s)
+
+    @staticmethod
+    def live(item: dict | None, now: float | None = None) -> bool:
+        """False for an item whose `expires_at` has passed (TTL has not deleted it yet)."""
+        if not item:
+            return False
+        exp = item.get("expires_at")
+        return exp is None or float(exp) >= (time.time() if now is None else now)
 
     # ---------------------------------------------------------------- S3 object claims
     def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
@@ -144,7 +207,8 @@ class Store:
         key = {"pk": f"OBJ#{identity}", "sk": "-"}
         try:
             self.state.put_item(
-                Item={**key, "job": job, "lease_until": _dec(now + lease_s), "done": False},
+                Item={**key, "job": job, "lease_until": _dec(now + lease_s), "done": False,
+                      "expires_at": self.expiry(now)},
                 ConditionExpression=Attr("pk").not_exists(),
             )
             return "new"
@@ -172,26 +236,106 @@ class Store:
         )
 
     # ---------------------------------------------------------------- file jobs
+    def _job_stamp(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return {**bound_job_attrs(attrs), "updated_at": int(time.time())}
+
     def put_job(self, job: str, attrs: dict) -> None:
-        self.state.put_item(Item={"pk": job_pk(job), "sk": "META", **attrs})
+        """Write a job item as given (bounded; `updated_at` now unless given). Ingest creates
+        jobs with `create_job`, which also puts them on the active-jobs index."""
+        item = {"pk": job_pk(job), "sk": "META", "updated_at": int(time.time()), **bound_job_attrs(attrs),
+                "expires_at": self.expiry()}
+        self.state.put_item(Item=item)
+
+    def create_job(self, job: str, attrs: dict) -> bool:
+        """The job's META item, written once (False: it exists already)."""
+        item = {"pk": job_pk(job), "sk": "META", **self._job_stamp(attrs), "expires_at": self.expiry(),
+                "active_shard": ACTIVE_SHARD}
+        try:
+            self.state.put_item(Item=item, ConditionExpression=Attr("pk").not_exists())
+            return True
+        except ClientError as err:
+            if _conditional_failed(err):
+                return False
+            raise
 
     def get_job(self, job: str) -> dict | None:
         item = self.state.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True).get("Item")
-        return _plain(item) if item else None
+        return _plain(item) if item and self.live(item) else None
 
     def update_job(self, job: str, **attrs: Any) -> dict:
-        out = self.state.update_item(Key={"pk": job_pk(job), "sk": "META"}, ReturnValues="ALL_NEW",
-                                     **_set_update(attrs))
+        """SET the attributes (and `updated_at`); a job set `completed` leaves the active-jobs index."""
+        update = _set_update(self._job_stamp(attrs))
+        if attrs.get("completed"):
+            update["UpdateExpression"] += " REMOVE active_shard"
+        out = self.state.update_item(Key={"pk": job_pk(job), "sk": "META"}, ReturnValues="ALL_NEW", **update)
         return _plain(out["Attributes"])
+
+    def cancel_job(self, job: str, reason: str) -> bool:
+        """Mark a job cancelled (its input was deleted, or an operator cancelled it). Dispatch
+        sends nothing more for it; its unsent rows end CANCELLED with this reason. Does nothing
+        (False) to a job that is completed, already cancelled, or unknown."""
+        try:
+            self.state.update_item(
+                Key={"pk": job_pk(job), "sk": "META"},
+                UpdateExpression="SET cancelled_reason = :r, updated_at = :u",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(cancelled_reason) "
+                                    "AND (attribute_not_exists(completed) OR completed = :f)",
+                ExpressionAttributeValues={":r": _clip(reason, MAX_TEXT_CHARS), ":u": int(time.time()), ":f": False},
+            )
+            return True
+        except ClientError as err:
+            if _conditional_failed(err):
+                return False
+            raise
+
+    # ---------------------------------------------------------------- key index
+    @staticmethod
+    def _key_pk(bucket: str, key: str) -> str:
+        return f"KEY#{bucket}/{key}"
+
+    def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None:
+        """Remember that `job` reads this key (idempotent put)."""
+        self.state.put_item(Item={"pk": self._key_pk(bucket, key), "sk": f"JOB#{job}", "job": job, **attrs,
+                                  "expires_at": self.expiry()})
+
+    def jobs_for_key(self, bucket: str, key: str) -> list[dict]:
+        """The index items of the key's jobs (job, version, uploaded_at), oldest upload first."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(self._key_pk(bucket, key)) & Key("sk").begins_with("JOB#"),
+            "ConsistentRead": True,
+        }
+        items: list[dict] = []
+        while True:
+            page = self.state.query(**kwargs)
+            items.extend(_plain(i) for i in page.get("Items", []) if self.live(i))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted(items, key=lambda i: str(i.get("uploaded_at", "")))
+
+    def claim_report_name(self, bucket: str, key: str, stamp: str, job: str) -> bool:
+        """Take a report time stamp for this key (True also when `job` holds it already)."""
+        try:
+            self.state.put_item(
+                Item={"pk": self._key_pk(bucket, key), "sk": f"REPORT#{stamp}", "job": job,
+                      "expires_at": self.expiry()},
+                ConditionExpression="attribute_not_exists(pk) OR job = :j",
+                ExpressionAttributeValues={":j": job},
+            )
+            return True
+        except ClientError as err:
+            if _conditional_failed(err):
+                return False
+            raise
 
     def add_to_job(self, job: str, **counters: int) -> dict:
         names = {f"#{k}": k for k in counters}
         values = {f":{k}": v for k, v in counters.items()}
         out = self.state.update_item(
             Key={"pk": job_pk(job), "sk": "META"},
-            UpdateExpression="ADD " + ", ".join(f"#{k} :{k}" for k in counters),
+            UpdateExpression="SET updated_at = :now ADD " + ", ".join(f"#{k} :{k}" for k in counters),
             ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
+            ExpressionAttributeValues={**values, ":now": int(time.time())},
             ReturnValues="ALL_NEW",
         )
         return _plain(out["Attributes"])
@@ -200,32 +344,69 @@ class Store:
         """Count a settled chunk on its job, once: the chunk number goes into the job's
         `settled_set` in the same conditional update that increments `chunks_settled`, so a
         retry after a crash between settling and counting can simply call this again.
-        Returns (counted now, the job item)."""
-        names = {"#set": "settled_set", "#n": "chunks_settled", **{f"#{k}": k for k in counters}}
-        values = {":chunk": {chunk}, ":c": chunk, ":one": 1, **{f":{k}": v for k, v in counters.items()}}
+        Returns (counted now, the job item).
+
+        The set stays small: chunks below `settled_below` are all counted and leave the set
+        (`_compact_settled`), so it holds only the chunks settled out of order (a chunk
+        retried for a while), not every chunk of a million-row file (400 KB item limit)."""
+        names = {"#set": "settled_set", "#n": "chunks_settled", "#below": "settled_below",
+                 **{f"#{k}": k for k in counters}}
+        values = {":chunk": {chunk}, ":c": chunk, ":one": 1, ":now": int(time.time()),
+                  **{f":{k}": v for k, v in counters.items()}}
         try:
             out = self.state.update_item(
                 Key={"pk": job_pk(job), "sk": "META"},
-                UpdateExpression="ADD #set :chunk, #n :one" + "".join(f", #{k} :{k}" for k in counters),
-                ConditionExpression="attribute_not_exists(#set) OR NOT contains(#set, :c)",
+                UpdateExpression="SET updated_at = :now ADD #set :chunk, #n :one"
+                                 + "".join(f", #{k} :{k}" for k in counters),
+                ConditionExpression="(attribute_not_exists(#set) OR NOT contains(#set, :c)) "
+                                    "AND (attribute_not_exists(#below) OR #below <= :c)",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
-            return True, _plain(out["Attributes"])
+            meta = _plain(out["Attributes"])
+            if len(meta.get("settled_set") or ()) > SETTLED_SET_COMPACT:
+                self._compact_settled(job, meta)
+            return True, meta
         except ClientError as err:
             if not _conditional_failed(err):
                 raise
         return False, self.get_job(job) or {}
+
+    def _compact_settled(self, job: str, meta: dict) -> None:
+        """Move the settled set's contiguous run from `settled_below` up into `settled_below`
+        (optimistic: a concurrent compaction wins, this one does nothing)."""
+        below = int(meta.get("settled_below", 0))
+        settled = {int(c) for c in meta.get("settled_set") or ()}
+        new_below = below
+        while new_below in settled:
+            new_below += 1
+        if new_below == below:
+            return
+        done = {c for c in settled if c < new_below}
+        values: dict[str, Any] = {":new": new_below, ":done": done}
+        if "settled_below" in meta:
+            cond, values[":old"] = "settled_below = :old", below
+        else:
+            cond = "attribute_not_exists(settled_below)"
+        try:
+            self.state.update_item(
+                Key={"pk": job_pk(job), "sk": "META"},
+                UpdateExpression="SET settled_below = :new DELETE settled_set :done",
+                ConditionExpression=cond, ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if not _conditional_failed(err):
+                raise
 
     def claim_finalize(self, job: str) -> bool:
         """Exactly one caller wins the right to write the job's report."""
         try:
             self.state.update_item(
                 Key={"pk": job_pk(job), "sk": "META"},
-                UpdateExpression="SET finalizing = :t",
+                UpdateExpression="SET finalizing = :t, updated_at = :now",
                 ConditionExpression=Attr("finalizing").not_exists(),
-                ExpressionAttributeValues={":t": True},
+                ExpressionAttributeValues={":t": True, ":now": int(time.time())},
             )
             return True
         except ClientError as err:
@@ -240,11 +421,15 @@ class Store:
     def put_rows(self, job: str, rows: Iterable[dict]) -> int:
         """Write row outcome items (idempotent puts). Each dict has at least row and status."""
         n = 0
+        expires = self.expiry()
         with self.state.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
             for row in rows:
                 item = {k: v for k, v in row.items() if v is not None and v != ""}
+                if isinstance(item.get("reason"), str):
+                    item["reason"] = _clip(item["reason"], MAX_TEXT_CHARS)
                 item["pk"] = job_pk(job)
                 item["sk"] = row_sk(row["row"])
+                item["expires_at"] = expires
                 batch.put_item(Item=item)
                 n += 1
         return n
@@ -299,7 +484,8 @@ class Store:
             return
         first = min(int(r["row"]) for r in rows)
         self.state.put_item(Item={"pk": job_pk(job), "sk": outcome_sk(first), "chunk": chunk, "n": len(rows),
-                                  "last_row": max(int(r["row"]) for r in rows), "at": at, "outcomes": blob})
+                                  "last_row": max(int(r["row"]) for r in rows), "at": at, "outcomes": blob,
+                                  "expires_at": self.expiry()})
 
     def _batch_get(self, keys: list[dict], projection: str | None = None,
                    names: dict[str, str] | None = None) -> Iterator[dict]:
@@ -322,7 +508,7 @@ class Store:
             KeyConditionExpression=Key("pk").eq(job_pk(job)) & Key("sk").between(outcome_sk(0), outcome_sk(row)),
             ScanIndexForward=False, Limit=1, ConsistentRead=True)
         items = out.get("Items", [])
-        if not items or int(items[0].get("last_row", -1)) < row:
+        if not items or int(items[0].get("last_row", -1)) < row or not self.live(items[0]):
             return None
         return _plain(items[0])
 
@@ -331,10 +517,12 @@ class Store:
             "KeyConditionExpression": Key("pk").eq(job_pk(job)) & Key("sk").begins_with(prefix),
             "ConsistentRead": True,
         }
+        now = time.time()
         while True:
             page = self.state.query(**kwargs)
             for item in page.get("Items", []):
-                yield _plain(item)
+                if self.live(item, now):
+                    yield _plain(item)
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -62,7 +62,8 @@ def store() -> Store:
     from .store import Store
 
     s = settings()
-    return _once("store", lambda: Store(s.state_table, s.results_table, boto3.resource("dynamodb")))
+    return _once("store", lambda: Store(s.state_table, s.results_table, boto3.resource("dynamodb"),
+                                        retention_s=s.retention_s))
 
 
 def secrets() -> FlowSecrets:
