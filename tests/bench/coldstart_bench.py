@@ -48,8 +48,8 @@ TARGET_RATIO = 1.25
 # What each handler legitimately needs; everything else its import pulls in is our cost.
 # Every handler's logger masks each line with powertools' data masking (observability.py);
 # ingest and dispatch read flows' secrets with powertools' parameters (flows.py); the webhook
-# validates a push with powertools' parser (webhook.py); dispatch's batch utility brings the
-# event data classes. "pydantic" is the library as our modules use it: imported, and one model
+# validates a push with powertools' parser (webhook.py); ingest reads its S3, EventBridge and
+# SQS events with powertools' event data classes, and dispatch's batch utility brings them. "pydantic" is the library as our modules use it: imported, and one model
 # class built (pydantic imports its schema machinery, and looks for plugins among the installed
 # distributions, on the first model class, not on `import pydantic`).
 _STATEMENTS = {
@@ -59,7 +59,7 @@ _LOGGING = ["aws_lambda_powertools.logging", "aws_lambda_powertools.metrics",
             "aws_lambda_powertools.utilities.data_masking"]
 LIBRARIES: dict[str, list[str]] = {
     "ingest": ["boto3", "phonenumbers", "ijson", "pydantic", *_LOGGING,
-               "aws_lambda_powertools.utilities.parameters"],
+               "aws_lambda_powertools.utilities.parameters", "aws_lambda_powertools.utilities.data_classes"],
     "dispatch": ["boto3", "requests", "pydantic", *_LOGGING, "aws_lambda_powertools.utilities.batch",
                  "aws_lambda_powertools.utilities.parameters"],
     "webhook": ["boto3", "pydantic", *_LOGGING, "aws_lambda_powertools.utilities.data_classes",
