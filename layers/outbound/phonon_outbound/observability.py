@@ -9,15 +9,22 @@ the line. Phone-like digit runs become `•••••`, values under secret-lo
 `register_secret` (the webhook's credentials, the flows' security-ids) are erased wherever
 they appear: in the message, in extra keys and in tracebacks
 (docs/webhook.md, "Personal data in logs").
+
+The Tracer is built only when tracing is on (`LazyTracer`): powertools' `Tracer()` imports the
+X-Ray SDK even when it is disabled, which was the largest part of a handler's import time
+(docs/benchmarks.md, "Cold start").
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -130,7 +137,78 @@ logger = Logger(service=SERVICE, logger_handler=logging.StreamHandler(sys.stderr
                 logger_formatter=PiiMaskingFormatter())
 logger.addFilter(PiiMaskingFilter())
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE, disabled=None)
+
+_TRUE = frozenset({"1", "y", "yes", "t", "true", "on"})  # what powertools reads as true in its env vars
+
+
+def tracing_enabled() -> bool:
+    """Whether powertools' Tracer would trace here, decided the way it decides it: not when
+    POWERTOOLS_TRACE_DISABLED is true, and only inside Lambda (LAMBDA_TASK_ROOT set) but not
+    under `sam local` (AWS_SAM_LOCAL) or chalice's local mode. On AWS the template turns X-Ray
+    on (`Tracing: Active`) and sets no POWERTOOLS_TRACE_DISABLED, so the functions trace there.
+    Whether X-Ray is Active or PassThrough cannot be read at init (Lambda sets the daemon
+    address either way), so, as for powertools, being inside Lambda is the test."""
+    if os.getenv("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in _TRUE:
+        return False
+    return bool(os.getenv("LAMBDA_TASK_ROOT")) and not (os.getenv("AWS_SAM_LOCAL") or os.getenv("AWS_CHALICE_CLI_MODE"))
+
+
+class LazyTracer:
+    """powertools' Tracer, built the first time it is needed while tracing is on, never while
+    it is off. Off, the decorators hand back the function itself (not a wrapper: nothing runs
+    per call) and annotations and metadata are dropped, so the X-Ray SDK is never imported.
+    The decision is taken when a decorator is applied, i.e. when the handler module is
+    imported, which is also when powertools' Tracer reads the environment."""
+
+    # What X-Ray patches: AWS calls (botocore) always; `requests` (the Phonon API client) only
+    # in a process that has imported it (dispatch). powertools' default, X-Ray's patch_all,
+    # imports every library it can patch (requests, sqlite3, …) into every function.
+    PATCH_ALWAYS = ("botocore",)
+    PATCH_IF_IMPORTED = ("requests",)
+
+    def __init__(self, service: str):
+        self.service = service
+        self._tracer: Tracer | None = None
+        self._lock = threading.Lock()
+
+    def patch_modules(self) -> list[str]:
+        return [*self.PATCH_ALWAYS, *(m for m in self.PATCH_IF_IMPORTED if m in sys.modules)]
+
+    @property
+    def enabled(self) -> bool:
+        return self._tracer is not None or tracing_enabled()
+
+    def real(self) -> Tracer:
+        """The powertools Tracer (imports the X-Ray SDK and patches `patch_modules()`)."""
+        with self._lock:
+            if self._tracer is None:
+                self._tracer = Tracer(service=self.service, disabled=None, patch_modules=self.patch_modules())
+            return self._tracer
+
+    def capture_lambda_handler(self, lambda_handler: Callable | None = None, **options: Any) -> Any:
+        if lambda_handler is None:  # used as @tracer.capture_lambda_handler(capture_response=False)
+            return functools.partial(self.capture_lambda_handler, **options)
+        if not self.enabled:
+            return lambda_handler
+        return self.real().capture_lambda_handler(lambda_handler, **options)
+
+    def capture_method(self, method: Callable | None = None, **options: Any) -> Any:
+        if method is None:
+            return functools.partial(self.capture_method, **options)
+        if not self.enabled:
+            return method
+        return self.real().capture_method(method, **options)
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        if self.enabled:
+            self.real().put_annotation(key, value)
+
+    def put_metadata(self, key: str, value: Any, namespace: str | None = None) -> None:
+        if self.enabled:
+            self.real().put_metadata(key, value, namespace)
+
+
+tracer = LazyTracer(SERVICE)
 
 
 _metrics_on = True

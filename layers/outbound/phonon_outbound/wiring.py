@@ -2,25 +2,36 @@
 
 Nothing is created at import time, so tests and the local runner can set the environment (or
 pass their own clients) first. `reset()` forgets everything (tests, local runner restarts).
+
+Each builder imports its service module inside itself, so importing `wiring` costs only
+boto3 and the settings model, and a Lambda pays for the services its handler asks for: the
+webhook function never imports dispatch, ingest or the contact reader (phonenumbers), and the
+ingest function never imports the HTTP client (requests). One module with lazy builders was
+chosen over one wiring module per handler because the builders share pieces (the store, the
+finisher, the secrets, one cache and one `reset()`) and the local runner and the tests wire all
+services in one process; a per-handler split would repeat those or need a common module that
+is this one. tests/unit/test_handler_imports.py checks, in a fresh interpreter per handler,
+which of our modules and which heavy libraries each handler's import leaves out
+(docs/benchmarks.md, "Cold start").
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-from .api.client import PhononClient
-from .dispatch import DispatchService, requeue_with
-from .flows import FlowSecrets
-from .ingest import IngestService
-from .jobs import JobFinisher
 from .settings import Settings, current
-from .store import Store
-from .webhook import Credentials, WebhookService
+
+if TYPE_CHECKING:  # for the annotations only: the builders import these when they are called
+    from .dispatch import DispatchService
+    from .flows import FlowSecrets
+    from .ingest import IngestService
+    from .jobs import JobFinisher
+    from .store import Store
+    from .webhook import Credentials, WebhookService
 
 _lock = threading.RLock()  # builders call one another
 _cache: dict[str, Any] = {}
@@ -48,27 +59,38 @@ def client(service: str) -> Any:
 
 
 def store() -> Store:
+    from .store import Store
+
     s = settings()
     return _once("store", lambda: Store(s.state_table, s.results_table, boto3.resource("dynamodb"),
                                         retention_s=s.retention_s))
 
 
 def secrets() -> FlowSecrets:
+    from .flows import FlowSecrets
+
     return _once("secrets", lambda: FlowSecrets(settings().flow_secret_prefix, client("secretsmanager")))
 
 
 def finisher() -> JobFinisher:
+    from .jobs import JobFinisher
+
     s = settings()
     return _once("finisher", lambda: JobFinisher(store(), client("s3"), s.bucket_name, client("events"),
                                                  s.event_bus_name))
 
 
 def ingest_service() -> IngestService:
+    from .ingest import IngestService
+
     return _once("ingest", lambda: IngestService(settings(), store(), client("s3"), client("sqs"), secrets(),
                                                  finisher(), throttle=_cache.get("throttle")))
 
 
 def dispatch_service() -> DispatchService:
+    from .api.client import PhononClient
+    from .dispatch import DispatchService, requeue_with
+
     s = settings()
     return _once("dispatch", lambda: DispatchService(
         s, store(), lambda: PhononClient(s.api_url, s.api_connect_timeout_s, s.api_read_timeout_s), secrets(),
@@ -77,11 +99,17 @@ def dispatch_service() -> DispatchService:
 
 
 def webhook_service() -> WebhookService:
+    from .webhook import WebhookService
+
     return _once("webhook", lambda: WebhookService(store(), settings().correlation_key))
 
 
 def webhook_credentials() -> Credentials:
     """Read through powertools' parameters cache (5 minutes), so a rotated secret is picked up."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    from .webhook import Credentials
+
     provider = _once("secrets_provider", lambda: SecretsProvider(boto3_client=client("secretsmanager")))
     return Credentials.from_secret(provider.get(settings().webhook_secret_name, max_age=300))
 
