@@ -1,0 +1,108 @@
+"""Hostile contact files the first audits did not list (issue 10, "build for the rule"): JSON
+nested far deeper than any contact file, a JSON Lines line that is one deep array, key names
+seen inside nested values, repeated or empty flow-variable headers, and a gzip whose
+decompressed size is out of all proportion to its stored size."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from phonon_outbound.contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
+
+NOW = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
+OPTS = ParseOptions(now=NOW)
+
+
+def read(data: bytes, name: str, opts: ParseOptions = OPTS):
+    cf = open_contacts(io.BytesIO(data), name, opts)
+    return cf, list(cf.rows())
+
+
+def reject(data: bytes, name: str, opts: ParseOptions = OPTS) -> str:
+    with pytest.raises(FileRejected) as exc:
+        read(data, name, opts)
+    return exc.value.reason
+
+
+# ------------------------------------------------------------------ nesting
+@pytest.mark.parametrize("doc", [
+    b"[" * 10_000 + b"]" * 10_000,
+    b'[{"client-identifier":"A","contact-numbers":["9876543210"],"keys":{"x":' + b"[" * 10_000
+    + b"]" * 10_000 + b"}}]",
+    b'{"flow-id":"ABCD1234","calls":[' + b"{\"a\":" * 5_000 + b"1" + b"}" * 5_000 + b"]}",
+])
+def test_json_nested_deeper_than_any_contact_file_is_rejected_before_the_parser_holds_its_path(doc):
+    # The parser keeps every level's path ("item.item.item…"): memory grows with the square of
+    # the depth, 250 MB at 10,000 levels, the whole function at 100,000 (a 200 kB file).
+    reason = reject(doc, "calls.json")
+    assert reason.startswith("not valid JSON for a contact file: nested more than 64 levels deep")
+
+
+def test_a_json_lines_line_nested_past_the_decoder_s_recursion_limit_is_one_rejected_row():
+    data = (b'{"client-identifier":"A","contact-numbers":["9876543210"]}\n'
+            + b"[" * 100_000 + b"]" * 100_000 + b"\n"
+            + b'{"client-identifier":"B","contact-numbers":["9876543211"],"keys":{"x":' + b"[" * 900
+            + b"]" * 900 + b"}}\n"
+            + b'{"client-identifier":"C","contact-numbers":["9876543212"]}\n')
+    cf, rows = read(data, "calls.jsonl")
+    assert [r.row for r in rows] == [1, 2, 3, 4]
+    assert isinstance(rows[0], ValidRow) and isinstance(rows[3], ValidRow)
+    assert isinstance(rows[1], RejectedRow) and "nested more than 64 levels" in rows[1].reason
+    assert isinstance(rows[2], RejectedRow) and "nested more than 64 levels" in rows[2].reason
+
+
+def test_keys_inside_nested_values_are_not_taken_for_the_call_object_s_own_keys():
+    doc = [{"client-identifier": "A", "contact-numbers": ["9876543210"], "keys": {"Mobile": "x"},
+            "extra": {"client-identifier": "NOT-ME", "Phone": "9123456780"}}]
+    cf, rows = read(json.dumps(doc).encode(), "calls.json")
+    assert isinstance(rows[0], ValidRow) and rows[0].client_id == "A"
+    assert rows[0].call["contact-numbers"] == ["919876543210"]
+    assert not any("phone numbers also from" in n for n in cf.notes), cf.notes
+
+
+def test_a_nested_client_identifier_does_not_make_two_objects_duplicates():
+    doc = [{"client-identifier": "A", "contact-numbers": ["9876543210"], "meta": {"client-identifier": "Z"}},
+           {"client-identifier": "B", "contact-numbers": ["9876543211"], "meta": {"client-identifier": "Z"}}]
+    cf, rows = read(json.dumps(doc).encode(), "calls.json")
+    assert [type(r) for r in rows] == [ValidRow, ValidRow]
+
+
+# ------------------------------------------------------------------ flow-variable headers
+def test_a_repeated_flow_variable_header_gives_one_variable_from_its_first_column():
+    data = b"client-identifier,Phone,Name,City, Name \nA,9876543210,Ann,Pune,Bob\nB,9876543211,,Goa,Cat\n"
+    cf, rows = read(data, "leads.csv")
+    names = [[k["name"] for k in r.call["keys"]] for r in rows]
+    assert names == [["$flow.key.Name", "$flow.key.City"], ["$flow.key.City"]]
+    assert rows[0].call["keys"][0]["value"] == "Ann"
+    assert any("column 5" in n and "$flow.key.Name" in n for n in cf.notes), cf.notes
+
+
+def test_a_header_that_is_only_the_flow_key_prefix_adds_no_nameless_variable():
+    data = "client-identifier,phone,$flow.key.,$FLOW.KEY.Région\nA,9876543210,v1,v2\n".encode()
+    cf, rows = read(data, "leads.csv")
+    assert rows[0].call["keys"] == [{"name": "$flow.key.Région", "value": "v2"}]
+    assert any("column 3" in n and "no name after $flow.key." in n for n in cf.notes), cf.notes
+    assert "v1" not in json.dumps(cf.notes)
+
+
+# ------------------------------------------------------------------ gzip
+def test_a_gzip_expanding_hundreds_of_times_is_rejected_as_a_bomb_not_read_as_millions_of_rows():
+    # 8 MB of four-byte lines from ~8 kB of gzip: a 2 GiB object of this would be read for hours
+    # and report a billion rows
+    bomb = gzip.compress(b"client-identifier,phone\n" + b"a,1\n" * 2_000_000, compresslevel=9)
+    opts = ParseOptions(now=NOW, max_compression_ratio=200, min_ratio_check_bytes=1 << 20)
+    reason = reject(bomb, "leads.csv.gz", opts)
+    assert reason.startswith("decompressed size is more than 200 times the compressed size (max_compression_ratio)")
+
+
+def test_an_ordinary_gzip_well_under_the_ratio_is_read():
+    rows = b"".join(b"C%07d,98%08d,Customer %d\n" % (i, i, i) for i in range(50_000))
+    data = gzip.compress(b"client-identifier,phone,Name\n" + rows)
+    opts = ParseOptions(now=NOW, max_compression_ratio=200, min_ratio_check_bytes=1 << 20)
+    cf, got = read(data, "leads.csv.gz", opts)
+    assert len(got) == 50_000 and all(isinstance(r, ValidRow) for r in got)
