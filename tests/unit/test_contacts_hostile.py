@@ -106,3 +106,18 @@ def test_an_ordinary_gzip_well_under_the_ratio_is_read():
     opts = ParseOptions(now=NOW, max_compression_ratio=200, min_ratio_check_bytes=1 << 20)
     cf, got = read(data, "leads.csv.gz", opts)
     assert len(got) == 50_000 and all(isinstance(r, ValidRow) for r in got)
+
+
+# ------------------------------------------------------------------ no cell value in a reason
+def test_a_day_first_start_time_with_more_text_does_not_echo_the_text():
+    data = b"client-identifier,phone,start-time\nA,9876543210,05/06/2026 call Ravi on 9123456780\n"
+    cf, rows = read(data, "leads.csv")
+    assert isinstance(rows[0], RejectedRow)
+    assert "9123456780" not in rows[0].reason and "Ravi" not in rows[0].reason
+    assert rows[0].reason.startswith("start-time (a value of 34 characters) is not year-first")
+
+
+def test_a_gzip_with_garbage_after_its_member_does_not_echo_the_garbage():
+    data = gzip.compress(b"client-identifier,phone\nA,9876543210\n") + b"98765432"
+    reason = reject(data, "leads.csv.gz")
+    assert "98" not in reason, reason

@@ -206,6 +206,9 @@ class Source:
 def gzip_reason(exc: BaseException) -> str:
     if isinstance(exc, EOFError):
         return "not valid gzip: the compressed file is truncated"
+    if isinstance(exc, gzip.BadGzipFile) and str(exc).startswith("Not a gzipped file"):
+        # the gzip module's message quotes the two bytes it found: file content, left out
+        return "not valid gzip: bytes after the compressed content are not gzip-compressed"
     return f"not valid gzip: {exc}"
 
 
