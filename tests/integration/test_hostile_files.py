@@ -46,6 +46,8 @@ FILES: dict[str, bytes] = {
     "many-numbers.csv": (b'client-identifier,phone\nA,"' + b";".join(b"98%08d" % i for i in range(2_000))
                          + b'"\nB,s3cr3t@example.com\n'),
     "cp1252.csv": "client-identifier,phone,Name\nAé,9876543210,Zoë\n=é,98765,x\n".encode("cp1252"),
+    "warnings.csv": (b"Record ID,phone,Mobile,OutboundRef,start-time\nR1,9876543210,12345,x,\n,9123456780,,,\n"
+                     b"R3,9876543211,,,2020-01-01 10:00\n=cmd|' /C calc'!A0,9876543212,,,\n"),
     "bomb.csv.gz": gzip.compress(b"client-identifier,phone\n" + b"a,1\n" * 5_000_000, compresslevel=9),
 }
 
