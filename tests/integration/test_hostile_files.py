@@ -48,6 +48,9 @@ FILES: dict[str, bytes] = {
     "cp1252.csv": "client-identifier,phone,Name\nAé,9876543210,Zoë\n=é,98765,x\n".encode("cp1252"),
     "warnings.csv": (b"Record ID,phone,Mobile,OutboundRef,start-time\nR1,9876543210,12345,x,\n,9123456780,,,\n"
                      b"R3,9876543211,,,2020-01-01 10:00\n=cmd|' /C calc'!A0,9876543212,,,\n"),
+    # one good number and 8,000 bad ones: the ACCEPTED row's warnings ride in the chunk message
+    "many-bad-numbers.csv": (b'client-identifier,phone\nA,"9876543210;' + b";".join(b"%d" % i for i in range(1, 8001))
+                             + b'"\nB,"' + b";".join(b"%d" % i for i in range(1, 8001)) + b'"\n'),
     "bomb.csv.gz": gzip.compress(b"client-identifier,phone\n" + b"a,1\n" * 5_000_000, compresslevel=9),
 }
 

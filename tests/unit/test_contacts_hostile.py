@@ -121,3 +121,25 @@ def test_a_gzip_with_garbage_after_its_member_does_not_echo_the_garbage():
     data = gzip.compress(b"client-identifier,phone\nA,9876543210\n") + b"98765432"
     reason = reject(data, "leads.csv.gz")
     assert "98" not in reason, reason
+
+
+# ------------------------------------------------------------------ many numbers in a row
+def test_thousands_of_unusable_numbers_make_one_bounded_warning_or_reason():
+    bad = ";".join(str(i) for i in range(1, 5001))  # 5,000 values none of which is a number
+    data = f'client-identifier,phone,Mobile\nA,"9876543210;{bad}",\nB,"{bad}",\n'.encode()
+    cf, rows = read(data, "leads.csv")
+    ok, rejected = rows
+    assert isinstance(ok, ValidRow) and ok.call["contact-numbers"] == ["919876543210"]
+    assert len("; ".join(ok.warnings)) < 1000
+    assert "and 4,995 more numbers that cannot be used" in "; ".join(ok.warnings)
+    assert isinstance(rejected, RejectedRow) and len(rejected.reason) < 1000
+    assert "and 4,995 more numbers that cannot be used" in rejected.reason
+
+
+def test_numbers_repeated_across_many_columns_are_sent_once_in_column_order():
+    cols = 6
+    cells = ['"' + ";".join(f"98{(i + c) % 3000:08d}" for i in range(3000)) + '"' for c in range(cols)]
+    header = "client-identifier," + ",".join(f"phone{c}" for c in range(cols))
+    cf, rows = read(f"{header}\nA,{','.join(cells)}\n".encode(), "leads.csv")
+    nums = rows[0].call["contact-numbers"]
+    assert nums == [f"9198{i:08d}" for i in range(3000)]

@@ -115,6 +115,10 @@ _DISCARD = 1 << 16  # the rest of an over-long line is read and dropped in piece
 # is lifted: otherwise it would answer first, with its own message, whatever the setting.
 csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 MAX_NOTES = 20
+# A row's reason or warnings name at most this many unusable numbers (or warnings) and count the
+# rest: a cell of 10,000 bad values would otherwise make a 600 kB reason, too big for the chunk
+# message that carries an ACCEPTED row's warnings (SQS: 256 KB) and for the report.
+MAX_ROW_PROBLEMS = 5
 # A call object sits at most 2 levels down and its keys' values rarely nest; past this depth a
 # JSON file is no contact file (and its parser's memory grows with the depth).
 MAX_JSON_DEPTH = 64
@@ -122,6 +126,14 @@ MAX_NOTE_CHARS = 300
 
 Row = ValidRow | RejectedRow
 
+
+
+def _add_new(nums: list[str], seen: set[str], more: list[str]) -> None:
+    """Append the numbers of ``more`` not in ``nums`` (whose set ``seen`` is) yet, in order."""
+    for d in more:
+        if d not in seen:
+            seen.add(d)
+            nums.append(d)
 
 
 def _several_numbers(token: str) -> list[str] | None:
@@ -762,6 +774,7 @@ class ContactFile:
                                           f"(max_cell_bytes): row not read")
                         continue
                     nums = []
+                    seen = set()  # beside nums: a row may give thousands (16,384 phone columns)
                     problems = []
                     for i, col in phones:  # numbers_of() inlined for the usual one-number cells
                         if i >= n:
@@ -771,7 +784,7 @@ class ContactFile:
                             continue
                         if ";" in cell or "|" in cell:
                             more, more_problems = numbers_of([cell], 1, [(0, col)])
-                            nums.extend(d for d in more if d not in nums)
+                            _add_new(nums, seen, more)
                             problems.extend(more_problems)
                             continue
                         cell = cell.strip()
@@ -780,11 +793,12 @@ class ContactFile:
                             if digits is None:
                                 if len(cell) >= _MIN_SEVERAL:  # several numbers? the slow path
                                     more, more_problems = numbers_of([cell], 1, [(0, col)])
-                                    nums.extend(d for d in more if d not in nums)
+                                    _add_new(nums, seen, more)
                                     problems.extend(more_problems)
                                 else:
                                     problems.append(number_problem(cell, col, problem))
-                            elif digits not in nums:
+                            elif digits not in seen:
+                                seen.add(digits)
                                 nums.append(digits)
                     if n >= width:
                         kv = [{"name": name, "value": v} for i, name in keys if (v := cells[i].strip())]
@@ -1097,6 +1111,7 @@ class _RowBuilder:
     def numbers(self, cells: list[str], n: int, phones: list[tuple[int, str]]) -> tuple[list[str], list[str]]:
         normalize = self.phones.normalize
         nums: list[str] = []
+        seen: set[str] = set()  # a set beside the list: a cell may hold ~10,000 numbers
         problems: list[str] = []
         for i, col in phones:
             if i >= n:
@@ -1111,7 +1126,8 @@ class _RowBuilder:
                     continue
                 digits, problem = normalize(tok)
                 if digits is not None:
-                    if digits not in nums:
+                    if digits not in seen:
+                        seen.add(digits)
                         nums.append(digits)
                     continue
                 parts = _several_numbers(tok) if len(tok) >= _MIN_SEVERAL else None
@@ -1122,7 +1138,8 @@ class _RowBuilder:
                     digits, problem = normalize(part)
                     if digits is None:
                         problems.append(number_problem(part, col, problem))
-                    elif digits not in nums:
+                    elif digits not in seen:
+                        seen.add(digits)
                         nums.append(digits)
         return nums, problems
 
@@ -1133,6 +1150,11 @@ class _RowBuilder:
         start_problem = None
         if start:
             start_value, start_problem = self.times.parse(start)
+        if len(problems) > MAX_ROW_PROBLEMS:
+            problems = [*problems[:MAX_ROW_PROBLEMS],
+                        f"… and {len(problems) - MAX_ROW_PROBLEMS:,} more numbers that cannot be used"]
+        if warnings is not None and len(warnings) > MAX_ROW_PROBLEMS:
+            warnings = [*warnings[:MAX_ROW_PROBLEMS], f"… and {len(warnings) - MAX_ROW_PROBLEMS:,} more warnings"]
         if not nums or start_problem is not None:
             reasons = list(problems)
             if not nums and not problems:
