@@ -8,11 +8,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import tracemalloc
 from datetime import UTC, datetime
 
 import pytest
 
 from phonon_outbound.contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
+from phonon_outbound.contacts.dedupe import DigestSpill
 
 NOW = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
 OPTS = ParseOptions(now=NOW)
@@ -143,3 +145,34 @@ def test_numbers_repeated_across_many_columns_are_sent_once_in_column_order():
     cf, rows = read(f"{header}\nA,{','.join(cells)}\n".encode(), "leads.csv")
     nums = rows[0].call["contact-numbers"]
     assert nums == [f"9198{i:08d}" for i in range(3000)]
+
+
+# ------------------------------------------------------------------ one identifier, millions of rows
+def test_one_identifier_repeated_on_millions_of_rows_is_counted_in_bounded_memory():
+    # every digest of the same identifier falls in one of the 256 ranges DigestSpill counts
+    # one at a time: 25 M rows of "a" held 200 MB there; 500 M rows (a 2 GB file) 4 GB
+    spill = DigestSpill()
+    digest = hash("a")
+    tracemalloc.start()
+    try:
+        for _ in range(40):
+            spill.add_many([digest] * 50_000)
+        spill.add(hash("b"))
+        repeated = spill.repeated()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert repeated == {digest}
+    assert peak < 4_000_000, peak  # 2 M digests as one array would be 16 MB
+
+
+def test_digests_repeated_within_and_across_runs_are_all_found():
+    spill = DigestSpill()
+    twice_in_a_run = list(range(0, 1000, 7))
+    across_runs = [10**12 + 1, -(10**12)]
+    spill.add_many([*range(1000), *twice_in_a_run, across_runs[0]])
+    spill.add_many(range(2000, 2000 + (1 << 16)))  # forces a flush between the two
+    spill.add_many([across_runs[1], 5_000_000_000])
+    spill.add_many(range(1_000_000, 1_000_000 + (1 << 16)))
+    spill.add_many([across_runs[0], across_runs[1]])
+    assert spill.repeated() == {*twice_in_a_run, *across_runs}
