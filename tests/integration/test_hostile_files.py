@@ -51,6 +51,8 @@ FILES: dict[str, bytes] = {
     # one good number and 8,000 bad ones: the ACCEPTED row's warnings ride in the chunk message
     "many-bad-numbers.csv": (b'client-identifier,phone\nA,"9876543210;' + b";".join(b"%d" % i for i in range(1, 8001))
                              + b'"\nB,"' + b";".join(b"%d" % i for i in range(1, 8001)) + b'"\n'),
+    "long-id.jsonl": (b'{"client-identifier":"' + b"X" * 500_000 + b'","contact-numbers":["9876543210"]}\n'
+                      b'{"client-identifier":"' + b"Y" * 500_000 + b'","contact-numbers":["98765"]}\n'),
     "bomb.csv.gz": gzip.compress(b"client-identifier,phone\n" + b"a,1\n" * 5_000_000, compresslevel=9),
 }
 

@@ -176,3 +176,15 @@ def test_digests_repeated_within_and_across_runs_are_all_found():
     spill.add_many(range(1_000_000, 1_000_000 + (1 << 16)))
     spill.add_many([across_runs[0], across_runs[1]])
     assert spill.repeated() == {*twice_in_a_run, *across_runs}
+
+
+def test_a_json_lines_identifier_longer_than_the_cell_limit_rejects_its_row_without_keeping_it():
+    # JSON Lines values are bounded by the line limit (1 MiB) only: a 500 kB identifier would
+    # be stored with its rejected row (DynamoDB items: 400 KB at most)
+    big = "X" * 500_000
+    data = (json.dumps({"client-identifier": big, "contact-numbers": ["9876543210"]}) + "\n"
+            + json.dumps({"client-identifier": "B", "contact-numbers": ["9876543211"]}) + "\n").encode()
+    cf, rows = read(data, "calls.jsonl")
+    assert isinstance(rows[0], RejectedRow) and rows[0].client_id == ""
+    assert rows[0].reason == "client-identifier is longer than the limit of 131,072 bytes (max_cell_bytes)"
+    assert isinstance(rows[1], ValidRow)

@@ -1105,6 +1105,7 @@ class _RowBuilder:
         self.phones = PhoneNormalizer(opts.default_region)
         self.times = StartTimeParser(opts.time_zone, opts.now)
         self.reserved_key = opts.reserved_key
+        self.max_cell = opts.max_cell_bytes
         self._reserved_lower = opts.reserved_key.lower()
         self._key_names: dict[str, str | None] = {}
 
@@ -1189,6 +1190,9 @@ class _RowBuilder:
             if raw_cid is None or cid == "":
                 return RejectedRow(rowno, "", f"{id_name} is missing or empty")
             return RejectedRow(rowno, "", f"{id_name} must be text or a number")
+        if len(cid) > self.max_cell:  # JSON Lines: only the line limit bounded it; it is kept with the row
+            return None if skip else RejectedRow(rowno, "", f"{id_name} is longer than the limit of "
+                                                            f"{self.max_cell:,} bytes (max_cell_bytes)")
         first = claims.claim(cid, rowno)
         if skip:
             return None
