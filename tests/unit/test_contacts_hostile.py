@@ -188,3 +188,13 @@ def test_a_json_lines_identifier_longer_than_the_cell_limit_rejects_its_row_with
     assert isinstance(rows[0], RejectedRow) and rows[0].client_id == ""
     assert rows[0].reason == "client-identifier is longer than the limit of 131,072 bytes (max_cell_bytes)"
     assert isinstance(rows[1], ValidRow)
+
+
+def test_a_json_call_naming_one_flow_variable_twice_sends_it_once_from_its_first_entry():
+    doc = [{"client-identifier": "A", "contact-numbers": ["9876543210"],
+            "keys": [{"name": "Name", "value": "Ann"}, {"name": "$flow.key.Name", "value": "Bob"},
+                     {"name": "City", "value": "Pune"}]}]
+    cf, rows = read(json.dumps(doc).encode(), "calls.json")
+    assert rows[0].call["keys"] == [{"name": "$flow.key.Name", "value": "Ann"},
+                                    {"name": "$flow.key.City", "value": "Pune"}]
+    assert rows[0].warnings == ["keys entry 2 repeats the flow variable $flow.key.Name of entry 1: ignored"]

@@ -1248,10 +1248,15 @@ class _RowBuilder:
                     warnings.append(f"keys entry {n} is not {{\"name\": ..., \"value\": ...}}: ignored")
         else:
             return keys, ["keys is not a list of {\"name\": ..., \"value\": ...}: ignored"]
+        first_entry: dict[str, int] = {}
         for name, value, n in pairs:
             key = self._key_name(name)
             if key is None:
                 warnings.append(f"keys entry {n} has an empty name: ignored")
+                continue
+            if key in first_entry:  # one variable, one value: as for a CSV header given twice
+                warnings.append(f"keys entry {n} repeats the flow variable {shown_header(key) or 'of an earlier entry'}"
+                                f" of entry {first_entry[key]}: ignored")
                 continue
             if key.lower() == self._reserved_lower:
                 warnings.append(f"key '{name}' ignored: {self.reserved_key} is reserved for the pipeline's own "
@@ -1260,6 +1265,7 @@ class _RowBuilder:
             text = _value_text(value)
             if text is None or not text.strip():
                 continue
+            first_entry[key] = n
             keys.append({"name": key, "value": text})
         return keys, warnings
 
