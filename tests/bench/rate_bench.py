@@ -97,7 +97,7 @@ def in_processes(path: Path, out: Path, rate: int, batch_size: int | None, concu
         url = (sim.stdout.readline() if sim.stdout else "").strip()
         base = url.split("/", 3)
         cmd = [str(exe), "run", str(path), "--rate", str(rate), "--concurrency", str(concurrency), "--api-url", url,
-               "--flow-id", FLOW, "--security-id", SID, "--json", "--out", str(out)]
+               "--flow-id", FLOW, "--security-id", SID, "--json", "--out", str(out), "--no-state"]
         if batch_size:
             cmd += ["--batch-size", str(batch_size)]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],

@@ -32,7 +32,8 @@ def test_chaos_10000_rows_20pct_transient_10pct_lost_answers(tmp_path: Path):
         with LocalPipeline(opts) as pipeline:
             result = pipeline.run([path])
         stats = sim.stats()
-    report = list(csv.DictReader((tmp_path / "out" / "chaos.csv.results.csv").open()))
+    with open(result["files"][0]["report"], newline="", encoding="utf-8") as fh:
+        report = list(csv.DictReader(fh))
     assert [int(r["row"]) for r in report] == list(range(1, 10_001)), "a row is missing or out of order"
     assert {r["status"] for r in report} == {"ACCEPTED"}, result
     calls = stats["calls_by_client_identifier"]

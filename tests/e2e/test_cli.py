@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,15 @@ SID = "S" * 64
 pytestmark = pytest.mark.e2e
 
 
-def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound")}
-    env.pop("AWS_ENDPOINT_URL", None)
-    return subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, timeout: float = 240, cwd: Path | None = None, env: dict | None = None,
+            state: Path | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a child process. `run` keeps its duplicate-protection state in `state`
+    (a per-test folder) unless the arguments say otherwise."""
+    full = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound"), **(env or {})}
+    full.pop("AWS_ENDPOINT_URL", None)
+    if args[:1] == ("run",) and "--no-state" not in args and "--state-dir" not in args:
+        args = (*args[:1], "--state-dir", str(state or Path(tempfile.mkdtemp(prefix="po-state-"))), *args[1:])
+    return subprocess.run([*CLI, *args], cwd=cwd or ROOT, env=full, capture_output=True, text=True, timeout=timeout)
 
 
 def write_csv(path: Path, n: int, prefix: str = "E") -> Path:
@@ -52,7 +58,7 @@ def test_make_run_sample_file_every_row_has_a_status(tmp_path):
     # the simulator's flow-end webhooks came back through the local webhook handler
     assert result["webhooks_received"] == 24
     assert all(r["phonon-uuid"] for r in report)
-    assert "chunks settled" in proc.stderr  # progress on stderr
+    assert "rows/s" in proc.stderr and "calls/min (limit 30,000)" in proc.stderr  # progress on stderr
 
 
 @pytest.mark.parametrize("shape", ["200", "202"])
@@ -86,6 +92,8 @@ def test_an_account_level_refusal_ends_the_run_with_a_reason_and_nothing_accepte
     assert result["totals"]["accepted"] == 0 and result["totals"]["failed"] == 50
     report = read_report(result["files"][0]["report"])
     assert len(report) == 50 and all(r["status"] == "FAILED" and "not sent" in r["reason"] for r in report)
+    # every FAILED row keeps its client-identifier, also those of chunks never taken
+    assert [r["client-identifier"] for r in report] == [f"E-{i:05d}" for i in range(50)]
 
 
 def test_a_wrong_security_id_is_an_account_level_stop(tmp_path):
@@ -106,7 +114,9 @@ def test_check_writes_the_same_report_without_sending(tmp_path):
     report = read_report(result["files"][0]["report"])
     by_id = {r["row"]: r for r in report}
     assert by_id["1"]["status"] == "ACCEPTED"
-    assert by_id["2"]["status"] == "REJECTED" and "12345" in by_id["2"]["reason"]
+    # the reason names the column and masks the value (no cell value echoed raw)
+    assert by_id["2"]["status"] == "REJECTED" and "Phone" in by_id["2"]["reason"]
+    assert "12345" not in by_id["2"]["reason"]
     assert result["api_requests"] == 0
 
 

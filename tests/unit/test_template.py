@@ -4,13 +4,14 @@ place broken GetAtts or event properties in AWS::Serverless resources would show
 
 from __future__ import annotations
 
-import copy
+import re
 from pathlib import Path
 
 import pytest
 
 from phonon_outbound.local.cfn import load_template
 from phonon_outbound.settings import Settings
+from tools.sam_translate import translate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,37 +23,21 @@ def template() -> dict:
 
 @pytest.fixture(scope="module")
 def transformed() -> dict:
-    import os
+    return translate(ROOT / "template.yaml", region="ap-south-1")
 
-    from samtranslator.translator.transform import transform
-    from samtranslator.yaml_helper import yaml_parse
 
-    class NoManagedPolicies:
-        def load(self) -> dict:
-            return {}
-
-    doc = yaml_parse((ROOT / "template.yaml").read_text())
-    for res in doc["Resources"].values():  # what `sam package` does with local code paths
-        props = res.get("Properties", {})
-        for key in ("CodeUri", "ContentUri"):
-            if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
-                props[key] = "s3://bucket/code.zip"
-    old = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ["AWS_DEFAULT_REGION"] = "ap-south-1"
-    try:
-        return transform(copy.deepcopy(doc), {}, NoManagedPolicies())
-    finally:
-        if old is None:
-            os.environ.pop("AWS_DEFAULT_REGION")
-        else:
-            os.environ["AWS_DEFAULT_REGION"] = old
+def _esm(transformed: dict, queue: str) -> dict:
+    esm = [r["Properties"] for r in transformed["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+           and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": [queue, "Arn"]}]
+    assert len(esm) == 1, queue
+    return esm[0]
 
 
 def test_the_dispatch_event_source_reports_partial_failures_and_caps_concurrency(transformed):
-    esm = [r["Properties"] for r in transformed["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
-    assert len(esm) == 1
-    assert esm[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert esm[0]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "DispatchMaxConcurrency"}
+    esm = _esm(transformed, "ChunkQueue")
+    assert esm["FunctionName"] == {"Ref": "DispatchFunction"}
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "DispatchMaxConcurrency"}
 
 
 def test_the_chunk_queue_outlives_six_dispatch_timeouts_and_redrives_to_a_dlq(template):
@@ -65,6 +50,9 @@ def test_the_chunk_queue_outlives_six_dispatch_timeouts_and_redrives_to_a_dlq(te
 
 def test_every_function_environment_variable_is_a_setting(template):
     names = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for res in template["Resources"].values():
+        if res["Type"] == "AWS::Serverless::Function":
+            names |= set(res["Properties"].get("Environment", {}).get("Variables", {}))
     settings = {n.upper() for n in Settings.model_fields}
     unknown = {n for n in names - settings if not n.startswith("POWERTOOLS_")}
     assert not unknown, f"template sets variables no code reads: {unknown}"
@@ -99,3 +87,170 @@ def test_no_secret_has_a_default_in_the_template(template):
     assert "security-id\":" not in text
     for name, spec in template["Parameters"].items():
         assert "secur" not in name.lower() or not spec.get("Default"), name
+
+
+# ---------------------------------------------------------------- alarms can notify (#1)
+def _alarms(template: dict) -> dict[str, dict]:
+    return {n: r["Properties"] for n, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def test_the_alarm_topic_uses_a_rotated_customer_managed_key_that_cloudwatch_may_use(template):
+    topic = template["Resources"]["AlarmTopic"]["Properties"]
+    key_ref = topic["KmsMasterKeyId"]
+    assert key_ref != "alias/aws/sns" and "Fn::GetAtt" in key_ref, key_ref
+    key = template["Resources"][key_ref["Fn::GetAtt"][0]]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    grants = {}
+    for st in key["Properties"]["KeyPolicy"]["Statement"]:
+        principal = st["Principal"].get("Service") or st["Principal"].get("AWS")
+        grants[str(principal)] = (st["Effect"], set([st["Action"]] if isinstance(st["Action"], str) else st["Action"]))
+    assert grants["cloudwatch.amazonaws.com"] == ("Allow", {"kms:Decrypt", "kms:GenerateDataKey*"})
+    root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    assert grants[str(root)] == ("Allow", {"kms:*"})  # the account keeps control through IAM
+
+
+def test_every_alarm_notifies_the_alarm_topic(template):
+    alarms = _alarms(template)
+    assert alarms
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+
+
+def test_the_operational_metrics_have_alarms(template):
+    metrics = {(a["Namespace"], a["MetricName"]) for a in _alarms(template).values()}
+    for metric in ("IngestFailed", "StaleJobs", "ChunksFailed", "WebhooksUnauthorized", "AccountRefusals"):
+        assert ("PhononOutbound", metric) in metrics, metric
+    silent = [a for a in _alarms(template).values() if a["MetricName"] == "StaleJobs"
+              and a["TreatMissingData"] == "breaching"]
+    assert len(silent) == 1 and silent[0]["ComparisonOperator"] == "LessThanThreshold"  # the watchdog stopped
+    queues = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in _alarms(template).values()
+              if a["Namespace"] == "AWS/SQS"}
+    assert queues == {"ChunkDeadLetterQueue", "IngestFailureDeadLetterQueue", "EventDeadLetterQueue"}
+
+
+# ---------------------------------------------------------------- a file never vanishes (#2)
+def test_failed_ingest_invocations_go_to_a_queue_that_ingest_reads_back(template, transformed):
+    props = template["Resources"]["IngestFunction"]["Properties"]
+    on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["IngestFailureQueue", "Arn"]}}
+    esm = _esm(transformed, "IngestFailureQueue")
+    assert esm["FunctionName"] == {"Ref": "IngestFunction"} and esm["BatchSize"] == 1
+    queue = template["Resources"]["IngestFailureQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] >= 6 * props["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["IngestFailureDeadLetterQueue", "Arn"]}
+    assert template["Resources"]["IngestFailureDeadLetterQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_deleted_contact_files_reach_ingest(template):
+    events = template["Resources"]["IngestFunction"]["Properties"]["Events"]
+    deleted = [e["Properties"] for e in events.values()
+               if e["Type"] == "EventBridgeRule" and e["Properties"]["Pattern"]["detail-type"] == ["Object Deleted"]]
+    assert len(deleted) == 1
+    detail = deleted[0]["Pattern"]["detail"]
+    assert detail["object"]["key"] == [{"prefix": "incoming/"}]
+    assert detail["bucket"]["name"] == [{"Ref": "ContactsBucket"}]
+    assert deleted[0]["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]}}
+
+
+def test_eventbridge_may_write_to_its_dlq_only_from_this_stacks_rules(template):
+    policy = template["Resources"]["EventDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    sources = policy[0]["Condition"]["ArnEquals"]["aws:SourceArn"]
+    names = set()
+    for res in template["Resources"].values():
+        for event in (res.get("Properties", {}).get("Events") or {}).values():
+            p = event["Properties"]
+            if "DeadLetterConfig" in p:
+                names.add((p.get("RuleName") or p.get("Name"))["Fn::Sub"])
+    assert {s["Fn::Sub"].rsplit("rule/", 1)[1] for s in sources} == names and len(names) == 3
+
+
+# ---------------------------------------------------------------- stale jobs (#12)
+def test_the_state_table_has_the_sparse_active_jobs_index(template):
+    props = template["Resources"]["StateTable"]["Properties"]
+    index = {g["IndexName"]: g for g in props["GlobalSecondaryIndexes"]}["active-jobs"]
+    assert index["KeySchema"] == [{"AttributeName": "active_shard", "KeyType": "HASH"},
+                                  {"AttributeName": "updated_at", "KeyType": "RANGE"}]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+    types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert types["active_shard"] == "S" and types["updated_at"] == "N"
+
+
+def test_the_watchdog_runs_every_five_minutes_with_the_stale_job_threshold(template):
+    props = template["Resources"]["WatchdogFunction"]["Properties"]
+    assert props["CodeUri"] == "functions/watchdog/" and props["Handler"] == "watchdog_handler.handler"
+    assert props["Environment"]["Variables"]["STALE_JOB_MINUTES"] == {"Ref": "StaleJobMinutes"}
+    (event,) = props["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(5 minutes)"
+
+
+# ---------------------------------------------------------------- retention (#7)
+def test_every_function_logs_to_its_own_log_group_with_the_retention_parameter(template):
+    functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
+    groups = set()
+    for res in functions:
+        group = res["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        props = template["Resources"][group]["Properties"]
+        assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert props["KmsKeyId"] == {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
+        groups.add(group)
+    assert len(groups) == len(functions) == 4
+
+
+def test_contact_data_in_dynamodb_expires_and_the_tables_cannot_be_deleted(template):
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["DATA_RETENTION_DAYS"] == \
+        {"Ref": "DataRetentionDays"}
+    assert template["Parameters"]["DataRetentionDays"]["Default"] == 90
+    for table in ("StateTable", "ResultsTable"):
+        res = template["Resources"][table]
+        assert res["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+        assert res["Properties"]["DeletionProtectionEnabled"] is True
+        assert res["DeletionPolicy"] == "Retain"
+
+
+def test_contact_files_and_reports_expire_and_old_versions_too(template):
+    rules = template["Resources"]["ContactsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    by_prefix = {r.get("Prefix"): r for r in rules}
+    assert by_prefix["incoming/"]["ExpirationInDays"] == {"Ref": "IncomingRetentionDays"}
+    assert by_prefix["reports/"]["ExpirationInDays"] == {"Ref": "ReportRetentionDays"}
+    noncurrent = [r for r in rules if "NoncurrentVersionExpiration" in r]
+    assert [r.get("Prefix") for r in noncurrent] == [None]  # every prefix
+    assert noncurrent[0]["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "NoncurrentVersionRetentionDays"}
+
+
+def test_the_contacts_bucket_logs_access_to_a_private_encrypted_expiring_bucket(template):
+    logging = template["Resources"]["ContactsBucket"]["Properties"]["LoggingConfiguration"]
+    target = template["Resources"][logging["DestinationBucketName"]["Ref"]]["Properties"]
+    assert target["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert all(target["PublicAccessBlockConfiguration"].values()) and len(target["PublicAccessBlockConfiguration"]) == 4
+    assert target["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == {"Ref": "AccessLogRetentionDays"}
+
+
+# ---------------------------------------------------------------- abuse (#9)
+def test_webhook_and_dispatch_have_reserved_concurrency(template):
+    res, params = template["Resources"], template["Parameters"]
+    assert res["WebhookFunction"]["Properties"]["ReservedConcurrentExecutions"] == {"Ref": "WebhookReservedConcurrency"}
+    assert res["DispatchFunction"]["Properties"]["ReservedConcurrentExecutions"] == {"Ref": "DispatchReservedConcurrency"}
+    # the SQS event source never asks for more than dispatch may run
+    assert params["DispatchReservedConcurrency"]["Default"] >= params["DispatchMaxConcurrency"]["Default"]
+
+
+def test_the_api_url_must_be_https(template):
+    spec = template["Parameters"]["ApiUrl"]
+    pattern = re.compile(spec["AllowedPattern"])
+    assert pattern.fullmatch(spec["Default"])
+    for bad in ("http://central-api.phonon.io/kairos-apis/outbound/create", "ftp://x", "https://", "",
+                "HTTP://x.example", " https://x.example"):
+        assert not pattern.fullmatch(bad), bad
+
+
+# ---------------------------------------------------------------- checks
+def test_every_checkov_skip_is_justified_next_to_its_resource(template):
+    skips = 0
+    for name, res in template["Resources"].items():
+        for skip in res.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), name
+            assert len(skip.get("comment", "").split()) >= 8, f"{name}: {skip['id']} needs a reason"
+            skips += 1
+    assert skips

@@ -1,192 +1,513 @@
-"""The `phonon-outbound` command: run | check | simulate | redrive."""
+"""The `phonon-outbound` command: run | check | simulate | redrive.
+
+Exit status: 0 every row ACCEPTED or DUPLICATE; 1 the run finished but some row is REJECTED,
+FAILED, CANCELLED or SUPPRESSED (or a file was rejected whole); 2 usage or configuration
+error (nothing sent); 130 interrupted with Ctrl-C (the reports say how far it got).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
+import threading
+import time
+import unicodedata
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-EXIT_OK, EXIT_ROWS, EXIT_USAGE = 0, 1, 2
-COUNTS = ("rows", "accepted", "rejected", "duplicate", "failed")
-
+EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STATUS_COUNTS = ("accepted", "rejected", "duplicate", "failed", "cancelled", "suppressed")
+COUNTS = ("rows", *STATUS_COUNTS)
+CONTACT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson")
+SECURITY_ID_ENV = "PHONON_SECURITY_ID"
+STATE_DIR = Path(".phonon-outbound")
 
 # A dispatcher (one Lambda instance) sends a batch of up to 10 chunks and takes the next batch
 # only after the batch's last answer: alone, it leaves the limiter's slots unused for that long
 # (measured at 30,000/min, 0.3-1 s latency: 0.92 of the limit with one, 0.99 with two).
 MIN_DISPATCHERS = 2
 
+_FLOW_RE = re.compile(r"^[A-Za-z0-9]{8}$")
+_SID_RE = re.compile(r"^[A-Za-z0-9]{64}$")
 
+
+class UsageError(Exception):
+    """A usage or configuration error: one line, exit 2, nothing sent."""
+
+
+# ---------------------------------------------------------------------- terminal safety
+def safe(text: Any) -> str:
+    """Text from a file (names, notes, reasons) as it may reach a terminal: control and
+    bidirectional-override characters are shown escaped (`\\x1b`), never written raw."""
+    out = []
+    for ch in str(text):
+        cat = unicodedata.category(ch)
+        if ch == "\t":
+            out.append(" ")
+        elif cat == "Cc" or (cat == "Cf" and ch not in "\u200d") or cat in ("Zl", "Zp"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------- option types
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
 def _batch(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 10_000:
+    value = _positive(text)
+    if value > 10_000:
         raise argparse.ArgumentTypeError("must be between 1 and 10000")
     return value
 
 
+def _flow_id(text: str) -> str:
+    text = text.strip()
+    if not _FLOW_RE.match(text):
+        raise argparse.ArgumentTypeError(f"{safe(text)!r} is not a Phonon flow id (8 letters or digits)")
+    return text
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    names = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one column name (comma-separated)")
+    return names
+
+
+def _column(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a column name")
+    return text.strip()
+
+
+# ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="phonon-outbound", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="phonon-outbound", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the whole pipeline locally (embedded AWS + Phonon simulator)")
-    run.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    run.add_argument("--flow-id", help="flow for files that name none")
-    run.add_argument("--api-url", help="the create endpoint to call (default: the bundled simulator)")
-    run.add_argument("--security-id", default=os.environ.get("PHONON_SECURITY_ID"),
-                     help="security-id for --flow-id (also env PHONON_SECURITY_ID)")
-    run.add_argument("--rate", type=_positive, default=30_000, help="records per minute, global (30000)")
-    run.add_argument("--batch-size", type=_batch, default=None,
-                     help="calls per API request, 1-10000 (500; never more than one second's worth of --rate)")
-    run.add_argument("--concurrency", type=_positive, default=2, help="dispatch workers running at once (2, at least 2)")
-    run.add_argument("--out", type=Path, default=Path("outbound-reports"), help="where reports are written")
-    run.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
+    run = sub.add_parser(
+        "run", help="run the whole pipeline locally (embedded AWS + Phonon simulator)",
+        description="Run the whole serverless pipeline on this machine: an embedded AWS (moto), the same "
+                    "ingest, dispatch and webhook handlers as on AWS, and the bundled Phonon simulator unless "
+                    "--api-url is given. Reports go to --out. Exit status: 0 every row ACCEPTED or DUPLICATE, "
+                    "1 some row not (or a file rejected), 2 usage or configuration error, 130 Ctrl-C.")
+    run.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                     help="contact files (.csv .tsv .txt .json .jsonl .ndjson, or .gz of each); a directory "
+                          "stands for its contact files, sorted by name (not its sub-directories)")
+    run.add_argument("--flow-id", type=_flow_id, metavar="ID", help="flow for files that name none (8 letters or digits)")
+    run.add_argument("--api-url", metavar="URL", help="the Phonon create endpoint to call (default: the bundled simulator)")
+    run.add_argument("--security-id", action="append", default=[], metavar="[FLOW=]SID",
+                     help=f"a flow's 64-character security-id: SID for --flow-id, FLOW=SID for another flow (e.g. "
+                          f"a JSON file's own flow-id); repeatable. Better kept off the command line: env "
+                          f"{SECURITY_ID_ENV} (for --flow-id) and {SECURITY_ID_ENV}_<FLOW> (for flow FLOW). "
+                          f"Default with the simulator: its demo id")
+    run.add_argument("--rate", type=_positive, default=30_000, metavar="N",
+                     help="records (calls) per minute, global rate limit (default 30000)")
+    run.add_argument("--batch-size", type=_batch, default=None, metavar="N",
+                     help="calls per API request, 1-10000 (default 500; never more than one second's worth of "
+                          "--rate: lowered, and said so)")
+    run.add_argument("--concurrency", type=_positive, default=2, metavar="N",
+                     help="dispatch workers running at once (default 2; at least 2, as the SQS event source)")
+    run.add_argument("--out", type=Path, default=Path("outbound-reports"), metavar="DIR",
+                     help="folder for the reports: <file>.<UTC upload time>.results.csv and .summary.json per "
+                          "input (default ./outbound-reports)")
+    run.add_argument("--json", action="store_true",
+                     help="print the final summary as one JSON object on stdout (human output goes to stderr)")
     run.add_argument("--shape", choices=("202", "200"), default="202",
-                     help="answer shape of the bundled simulator (202 bulk, or 200 with call-details)")
+                     help="answer shape of the bundled simulator: 202 bulk (default) or 200 with call-details")
+    run.add_argument("--phone-columns", type=_columns, metavar="COL[,COL…]",
+                     help="the file's phone columns, in order, instead of recognising them by name (sent as S3 "
+                          "object metadata 'phone-columns', as on AWS)")
+    run.add_argument("--id-column", type=_column, metavar="COL",
+                     help="the column that holds the client-identifier (S3 object metadata 'id-column')")
+    run.add_argument("--state-dir", type=Path, default=STATE_DIR, metavar="DIR",
+                     help="where duplicate protection is kept between local runs: the calls accepted within the "
+                          "dedupe window (default ./.phonon-outbound; delete it to forget them)")
+    run.add_argument("--no-state", action="store_true",
+                     help="neither read nor write the state directory: every run starts with no memory of "
+                          "earlier runs (a rerun calls everyone again)")
+    run.add_argument("--log-file", type=Path, metavar="FILE",
+                     help="where the machine logs go (default <out>/logs/run-<UTC time>.log)")
+    run.add_argument("--verbose", action="store_true", help="also show the machine logs on stderr")
 
-    check = sub.add_parser("check", help="validate files only: same rules and report, nothing sent")
-    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    check.add_argument("--flow-id")
-    check.add_argument("--out", type=Path, default=Path("outbound-reports"))
-    check.add_argument("--json", action="store_true")
-    check.add_argument("--batch-size", type=_batch, default=500)
+    check = sub.add_parser(
+        "check", help="validate files only: same rules and report, nothing sent",
+        description="Apply ingest's rules to local files and write the same report and summary (ACCEPTED means "
+                    "'would be sent'); nothing is sent and no AWS is needed. Exit status as for run.")
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                       help="contact files; a directory stands for its contact files, sorted by name")
+    check.add_argument("--flow-id", type=_flow_id, metavar="ID", help="flow for files that name none (8 letters or digits)")
+    check.add_argument("--out", type=Path, default=Path("outbound-reports"), metavar="DIR",
+                       help="folder for the reports (default ./outbound-reports)")
+    check.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    check.add_argument("--batch-size", type=_batch, default=500, metavar="N",
+                       help="calls per API request the check sizes chunks for (default 500)")
+    check.add_argument("--phone-columns", type=_columns, metavar="COL[,COL…]",
+                       help="the file's phone columns, in order, instead of recognising them by name")
+    check.add_argument("--id-column", type=_column, metavar="COL",
+                       help="the column that holds the client-identifier")
 
-    sub.add_parser("simulate", help="run the Phonon simulator standalone (simulate --help for its options)")
+    sub.add_parser("simulate", help="run the Phonon simulator standalone (simulate --help for its options)",
+                   add_help=False)
 
-    rd = sub.add_parser("redrive", help="move dead-lettered chunks back to the chunk queue (deployed stack)")
+    rd = sub.add_parser(
+        "redrive", help="move dead-lettered chunks back to the chunk queue (deployed stack)",
+        description="Move chunk messages from the dead-letter queue back to the chunk queue of a deployed stack, "
+                    "once the cause is fixed. Nothing Phonon already accepted is placed again.")
     where = rd.add_mutually_exclusive_group(required=True)
-    where.add_argument("--stack", help="CloudFormation stack name (reads ChunkQueueUrl / ChunkDeadLetterQueueUrl)")
-    where.add_argument("--dlq-url", help="the dead-letter queue URL (with --queue-url)")
-    rd.add_argument("--queue-url", help="the chunk queue URL")
-    rd.add_argument("--limit", type=_positive, help="move at most this many messages")
+    where.add_argument("--stack", metavar="NAME", help="CloudFormation stack name (reads its ChunkQueueUrl and "
+                                       "ChunkDeadLetterQueueUrl outputs)")
+    where.add_argument("--dlq-url", metavar="URL", help="the dead-letter queue URL (with --queue-url)")
+    rd.add_argument("--queue-url", metavar="URL", help="the chunk queue URL (with --dlq-url)")
+    rd.add_argument("--limit", type=_positive, metavar="N", help="move at most this many messages (default: all)")
+    rd.add_argument("--region", metavar="REGION", help="AWS region of the stack (default: AWS_REGION / AWS_DEFAULT_REGION / profile)")
+    rd.add_argument("--profile", metavar="NAME", help="AWS named profile to use (default: AWS_PROFILE or the default chain)")
     return p
 
 
-def _print_summary(result: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result, indent=None))
-        return
+# ---------------------------------------------------------------------- inputs
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; a directory stands for its contact files (by suffix, .gz too), sorted
+    by name, not descending into sub-directories. A missing path or a directory with no
+    contact file is a usage error."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted((c for c in p.iterdir() if c.is_file() and not c.name.startswith(".")
+                            and c.name.lower().removesuffix(".gz").endswith(CONTACT_SUFFIXES)),
+                           key=lambda c: c.name)
+            if not found:
+                raise UsageError(f"{safe(p)} is a directory with no contact files (.csv .tsv .txt .json .jsonl "
+                                 f".ndjson, or .gz of each)")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise UsageError(f"no such file: {safe(p)}")
+    return out
+
+
+def security_ids(args: argparse.Namespace, environ: Any = None) -> tuple[str | None, dict[str, str]]:
+    """(security-id for --flow-id, {flow: security-id}) from --security-id and the environment.
+
+    For a flow FLOW, the first found of: `--security-id FLOW=SID`, `PHONON_SECURITY_ID_FLOW`;
+    for --flow-id also a plain `--security-id SID` (before the FLOW variable) and
+    `PHONON_SECURITY_ID` (last). Values are checked for shape and never echoed."""
+    env = os.environ if environ is None else environ
+    from_env: dict[str, str] = {}
+    prefix = f"{SECURITY_ID_ENV}_"
+    for name, value in env.items():
+        if name.startswith(prefix) and value.strip():
+            flow = name[len(prefix):]
+            if not _FLOW_RE.match(flow):
+                raise UsageError(f"environment variable {safe(name)}: '{safe(flow)}' is not a Phonon flow id")
+            from_env[flow] = value.strip()
+    given: dict[str, str] = {}
+    plain: str | None = None
+    for text in args.security_id:
+        flow, sep, sid = text.partition("=")
+        if sep:
+            if not _FLOW_RE.match(flow.strip()):
+                raise UsageError(f"--security-id FLOW=SID: '{safe(flow.strip())}' is not a Phonon flow id "
+                                 f"(8 letters or digits)")
+            given[flow.strip()] = sid.strip()
+        else:
+            plain = text.strip()
+    flows = {**from_env, **given}
+    mine = None
+    if args.flow_id:
+        mine = (given.get(args.flow_id) or plain or from_env.get(args.flow_id)
+                or (env.get(SECURITY_ID_ENV) or "").strip() or None)
+        if mine:
+            flows[args.flow_id] = mine
+    elif plain:
+        raise UsageError("--security-id SID without --flow-id: give it as --security-id FLOW=SID")
+    for flow, sid in flows.items():
+        if not _SID_RE.match(sid):
+            raise UsageError(f"the security-id given for flow {flow} is not 64 letters or digits")
+    return mine, flows
+
+
+# ---------------------------------------------------------------------- output
+def _counts_text(c: dict) -> str:
+    parts = [f"{c.get(k, 0):,} {k}" for k in STATUS_COUNTS if c.get(k) or k == "accepted"]
+    return ", ".join(parts)
+
+
+def _requests_text(n: int) -> str:
+    return f"{n:,} request{'' if n == 1 else 's'} reached Phonon"
+
+
+def print_human(result: dict, stream: Any, *, sent: bool = True) -> None:
     for f in result["files"]:
-        line = (f"{f['file']}: {f['rows']} rows: {f['accepted']} accepted, {f['rejected']} rejected, "
-                f"{f['duplicate']} duplicate, {f['failed']} failed → {f['report']}")
+        print(f"{safe(f['file'])}: {f['rows']:,} rows: {_counts_text(f)}", file=stream)
         if f.get("error"):
-            line += f"  [file rejected: {f['error']}]"
-        print(line, file=sys.stderr)
+            print(f"  file rejected: {safe(f['error'])}", file=stream)
+            flow = re.search(r"unknown flow '([A-Za-z0-9]{8})'", str(f["error"]))
+            if flow:
+                print(f"  hint: give flow {flow.group(1)}'s security-id in {SECURITY_ID_ENV}_{flow.group(1)} "
+                      f"(or --security-id {flow.group(1)}=SID)", file=stream)
+        if f.get("flow"):
+            print(f"  flow: {safe(f['flow'])}", file=stream)
+        for note in f.get("notes") or []:
+            print(f"  note: {safe(note)}", file=stream)
+        print(f"  report: {safe(f['report'])}", file=stream)
     t = result["totals"]
-    print(f"total: {t['rows']} rows, {t['accepted']} accepted, {t['rejected']} rejected, {t['duplicate']} duplicate, "
-          f"{t['failed']} failed; {result.get('api_requests', 0)} API requests in {result.get('elapsed_s', 0)} s",
-          file=sys.stderr)
+    line = f"total: {t['rows']:,} rows: {_counts_text(t)}"
+    if sent:
+        line += f"; {_requests_text(int(result.get('api_requests', 0)))}"
+    line += f" in {result.get('elapsed_s', 0):.1f} s"
+    print(line, file=stream)
     if result.get("webhooks_pending"):
-        print(f"{result['webhooks_pending']} flow-end webhooks had not arrived when the run ended: those rows have "
-              f"their request-id but no phonon-uuid in the report yet", file=sys.stderr)
-    if result.get("error"):
-        print(f"run stopped: {result['error']}", file=sys.stderr)
+        print(f"{result['webhooks_pending']:,} flow-end webhooks had not arrived when the run ended: those rows have "
+              f"their request-id but no phonon-uuid in the report yet", file=stream)
+    if result.get("error") and not result.get("interrupted"):
+        print(f"run stopped: {safe(result['error'])}", file=stream)
+    for err in result.get("internal_errors") or []:
+        print(f"internal error (please report it): {safe(err)}", file=stream)
 
 
 def _exit_code(result: dict) -> int:
+    if result.get("interrupted"):
+        return EXIT_INTERRUPTED
     t = result["totals"]
-    bad = t["rejected"] + t["failed"] + sum(1 for f in result["files"] if f.get("error"))
+    bad = sum(t.get(k, 0) for k in ("rejected", "failed", "cancelled", "suppressed"))
+    bad += sum(1 for f in result["files"] if f.get("error"))
     return EXIT_ROWS if bad or result.get("error") else EXIT_OK
 
 
-def _missing(files: list[Path]) -> list[str]:
-    return [str(f) for f in files if not f.is_file()]
+def _err(text: str) -> None:
+    print(f"phonon-outbound: {text}", file=sys.stderr, flush=True)
 
 
+# ---------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
-    from .local.runner import LocalPipeline, RunOptions
     from .settings import fit_batch_size
 
-    if missing := _missing(args.files):
-        print(f"phonon-outbound: no such file: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_USAGE
+    files = expand_inputs(args.files)
     if args.api_url and not (args.api_url.startswith("http://") or args.api_url.startswith("https://")):
-        print("phonon-outbound: --api-url must be an http(s) URL", file=sys.stderr)
-        return EXIT_USAGE
-    if args.api_url and args.flow_id and not args.security_id:
-        print("phonon-outbound: --security-id (or PHONON_SECURITY_ID) is required with --api-url", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("--api-url must be an http(s) URL")
+    sid, others = security_ids(args)
+    if args.api_url and args.flow_id and args.flow_id not in others:
+        raise UsageError(f"--api-url needs the security-id of flow {args.flow_id}: set {SECURITY_ID_ENV} (or "
+                         f"--security-id)")
+    human = sys.stderr if args.json else sys.stdout
     batch_size = fit_batch_size(args.rate, args.batch_size)
     if args.batch_size and batch_size < args.batch_size:
-        print(f"phonon-outbound: --batch-size {args.batch_size} lowered to {batch_size}: a request may carry at most "
-              f"one second's worth of --rate {args.rate}/min", file=sys.stderr)
+        print(f"note: --batch-size {args.batch_size} lowered to {batch_size}: a request may carry at most one "
+              f"second's worth of --rate {args.rate}/min", file=sys.stderr)
     concurrency = max(MIN_DISPATCHERS, args.concurrency)
     if concurrency > args.concurrency:
-        print(f"phonon-outbound: --concurrency {args.concurrency} raised to {concurrency}: as the SQS event source on "
-              f"AWS (MaximumConcurrency 2-1000), the local run keeps at least two dispatchers, so the wait for "
-              f"one batch's last answer never stops the sending", file=sys.stderr)
-    opts = RunOptions(flow_id=args.flow_id, api_url=args.api_url, security_id=args.security_id, rate=args.rate,
-                      batch_size=batch_size, concurrency=concurrency, out_dir=args.out, shape=args.shape)
+        print(f"note: --concurrency {args.concurrency} raised to {concurrency}: as the SQS event source on AWS "
+              f"(MaximumConcurrency 2-1000), the local run keeps at least two dispatchers, so the wait for one "
+              f"batch's last answer never stops the sending", file=sys.stderr)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    log_file = args.log_file or args.out / "logs" / f"run-{stamp}.log"
+    for folder in (args.out, log_file.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot create {safe(folder)}: {safe(err.strerror or err)}") from None
+    state_dir = None if args.no_state else args.state_dir
+
+    from .local.runner import LocalPipeline, RunOptions
+
+    opts = RunOptions(flow_id=args.flow_id, api_url=args.api_url, security_id=sid, security_ids=others,
+                      rate=args.rate, batch_size=batch_size, concurrency=concurrency, out_dir=args.out,
+                      shape=args.shape, phone_columns=args.phone_columns or (), id_column=args.id_column,
+                      state_dir=state_dir, log_file=log_file, verbose=args.verbose)
+    started = time.monotonic()
+    stage = "start-up"
     try:
         with LocalPipeline(opts) as pipeline:
-            result = pipeline.run(args.files)
+            if pipeline.state_loaded:
+                print(f"duplicate protection: {pipeline.state_loaded:,} calls accepted by earlier local runs "
+                      f"(from {safe(state_dir)})", file=sys.stderr)
+            stage = "upload"
+            uploaded = pipeline.upload(files)
+            stage = "run"
+            result = pipeline.run(files, uploaded)
+    except KeyboardInterrupt:
+        if stage == "run":
+            _err(f"interrupted after {time.monotonic() - started:.1f} s, before the reports could be written")
+        else:
+            _err(f"interrupted during {stage} after {time.monotonic() - started:.1f} s: nothing was sent; "
+                 f"run the same command again to start")
+        return EXIT_INTERRUPTED
     except (ValueError, FileNotFoundError) as err:
-        print(f"phonon-outbound: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    _print_summary(result, args.json)
-    return _exit_code(result)
+        raise UsageError(str(err)) from None
+    if args.json:
+        print(json.dumps(result))
+    print_human(result, human)
+    print(f"log: {safe(log_file)}", file=human)
+    if state_dir is not None and result.get("state_claims") is not None:
+        print(f"duplicate protection: {result['state_claims']:,} accepted calls remembered in {safe(state_dir)}",
+              file=human)
+    if result.get("interrupted"):
+        t = result["totals"]
+        print(f"interrupted: {t['accepted']:,} of {t['rows']:,} rows accepted, {t['cancelled']:,} not sent "
+              f"(CANCELLED in the report).", file=human)
+        if state_dir is not None:
+            print(f"to go on, run the same command again: rows already accepted are reported DUPLICATE, not called "
+                  f"again ({safe(state_dir)} remembers them)", file=human)
+        else:
+            print("to go on, send only the CANCELLED rows: with --no-state a rerun of the same files would call "
+                  "the accepted rows again", file=human)
+    human.flush()
+    code = _exit_code(result)
+    if result.get("interrupted") and any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                                         if t is not threading.main_thread()):
+        # A dispatcher thread still waits for an answer we no longer need: do not let it hold
+        # the exit (the reports and the state are written).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
+# ---------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
-    import time
-
     from .check import check_file
     from .settings import Settings
 
-    if missing := _missing(args.files):
-        print(f"phonon-outbound: no such file: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_USAGE
+    files = expand_inputs(args.files)
     started = time.monotonic()
     settings = Settings.from_env().model_copy(update={"default_flow_id": args.flow_id or "",
                                                       "batch_size": args.batch_size})
+    mapping: dict[str, Any] = {}
+    if args.phone_columns:
+        mapping["phone_columns"] = args.phone_columns
+    if args.id_column:
+        mapping["id_column"] = args.id_column
     entries = []
-    for path in args.files:
-        s = check_file(path, settings, args.out)
-        entry = {"file": str(path), **{k: s[k] for k in COUNTS}, "report": s["report"]}
-        if s.get("error"):
-            entry["error"] = s["error"]
+    seen: dict[str, int] = {}
+    for path in files:
+        # Two inputs with the same name never share a report: the second goes to a sub-folder.
+        n = seen[path.name] = seen.get(path.name, 0) + 1
+        out = args.out if n == 1 else args.out / f"{path.name}-{n}"
+        s = check_file(path, settings, out, **mapping)
+        entry = {"file": str(path), **{k: int(s.get(k, 0)) for k in COUNTS}, "report": s["report"]}
+        for k in ("error", "notes", "flow"):
+            if s.get(k):
+                entry[k] = s[k]
         entries.append(entry)
     totals = {k: sum(e[k] for e in entries) for k in COUNTS}
     result = {"files": entries, "totals": totals, "api_requests": 0, "elapsed_s": round(time.monotonic() - started, 3)}
-    _print_summary(result, args.json)
+    if args.json:
+        print(json.dumps(result))
+    print_human(result, sys.stderr if args.json else sys.stdout, sent=False)
     return _exit_code(result)
 
 
-def cmd_redrive(args: argparse.Namespace) -> int:
+# ---------------------------------------------------------------------- redrive
+def aws_session(region: str | None, profile: str | None) -> Any:
+    """A boto3 session for a deployed stack; a missing region, profile or credentials is a
+    UsageError (one line), found before anything is moved."""
     import boto3
+    from botocore.exceptions import ProfileNotFound
 
-    from .redrive import redrive, stack_queues
+    try:
+        session = boto3.session.Session(region_name=region, profile_name=profile)
+    except ProfileNotFound:
+        raise UsageError(f"AWS profile '{safe(profile)}' not found (aws configure list-profiles)") from None
+    if not session.region_name:
+        raise UsageError("no AWS region: give --region, or set AWS_REGION (or a region in the profile)")
+    if session.get_credentials() is None:
+        raise UsageError("no AWS credentials found: give --profile, or configure credentials (aws configure, "
+                         "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, SSO)")
+    return session
+
+
+def aws_error(err: Exception) -> str:
+    """One line for an AWS failure, without a traceback."""
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+    if isinstance(err, NoRegionError):
+        return "no AWS region: give --region, or set AWS_REGION"
+    if isinstance(err, NoCredentialsError):
+        return "no AWS credentials found: give --profile, or configure credentials"
+    if isinstance(err, ClientError):
+        e = err.response.get("Error", {})
+        return f"AWS refused {err.operation_name}: {e.get('Code', '')}: {safe(e.get('Message', ''))}"
+    return f"{type(err).__name__}: {safe(err)}"
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .redrive import StackError, redrive, stack_queues
 
     if args.dlq_url and not args.queue_url:
-        print("phonon-outbound: --queue-url is required with --dlq-url", file=sys.stderr)
-        return EXIT_USAGE
-    queue_url, dlq_url = (stack_queues(boto3.client("cloudformation"), args.stack) if args.stack
-                          else (args.queue_url, args.dlq_url))
-    moved = redrive(boto3.client("sqs"), dlq_url, queue_url, args.limit)
-    print(f"moved {moved} chunk message(s) back to the chunk queue", file=sys.stderr)
+        raise UsageError("--queue-url is required with --dlq-url")
+    session = aws_session(args.region, args.profile)
+    try:
+        if args.stack:
+            queue_url, dlq_url = stack_queues(session.client("cloudformation"), args.stack)
+        else:
+            queue_url, dlq_url = args.queue_url, args.dlq_url
+    except StackError as err:
+        raise UsageError(str(err)) from None
+    except (ClientError, BotoCoreError) as err:
+        raise UsageError(aws_error(err)) from None
+    try:
+        moved = redrive(session.client("sqs"), dlq_url, queue_url, args.limit)
+    except (ClientError, BotoCoreError) as err:
+        raise UsageError(aws_error(err)) from None
+    except RuntimeError as err:
+        _err(str(err))
+        return EXIT_ROWS
+    print(f"moved {moved} chunk message(s) back to the chunk queue")
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks is escaped, not a crash
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     if argv[:1] == ["simulate"]:  # the simulator parses its own options (--port, --shape, …)
         from .api import simulator
 
-        return int(simulator.main(argv[1:]) or 0)
+        try:
+            return int(simulator.main(argv[1:]) or 0)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
     handlers = {"run": cmd_run, "check": cmd_check, "redrive": cmd_redrive}
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except UsageError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as err:  # a bug: one line for the person, the traceback on request
+        if os.environ.get("PHONON_OUTBOUND_DEBUG"):
+            raise
+        _err(f"internal error: {type(err).__name__}: {safe(err)} (set PHONON_OUTBOUND_DEBUG=1 to see where)")
+        return EXIT_ROWS
 
 
 if __name__ == "__main__":

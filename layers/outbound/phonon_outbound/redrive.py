@@ -12,12 +12,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+QUEUE_OUTPUT, DLQ_OUTPUT = "ChunkQueueUrl", "ChunkDeadLetterQueueUrl"
+
+
+class StackError(Exception):
+    """The stack cannot be used: it does not exist, or lacks the outputs we read."""
+
 
 def stack_queues(cloudformation: Any, stack: str) -> tuple[str, str]:
     """(queue URL, DLQ URL) from the deployed stack's outputs."""
-    outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        if error.get("Code") == "ValidationError" and "does not exist" in str(error.get("Message", "")):
+            region = getattr(getattr(cloudformation, "meta", None), "region_name", "") or "this region"
+            raise StackError(f"stack '{stack}' not found in {region} (check --stack and --region)") from None
+        raise
+    outputs = stacks[0].get("Outputs", []) if stacks else []
     values = {o["OutputKey"]: o["OutputValue"] for o in outputs}
-    return values["ChunkQueueUrl"], values["ChunkDeadLetterQueueUrl"]
+    missing = [k for k in (QUEUE_OUTPUT, DLQ_OUTPUT) if k not in values]
+    if missing:
+        raise StackError(f"stack '{stack}' has no output {' or '.join(missing)}: is it a phonon-outbound stack?")
+    return values[QUEUE_OUTPUT], values[DLQ_OUTPUT]
 
 
 def redrive(sqs: Any, dlq_url: str, queue_url: str, limit: int | None = None) -> int:

@@ -1,0 +1,192 @@
+"""Least privilege, one statement at a time, read from the SAM-translated template (what
+CloudFormation deploys, including whatever SAM would add to a role by itself).
+
+Each function has its own role; every action it may call is on the allow-list below, which
+names why the code needs it. A new boto3 call in a function needs a new line here and in
+template.yaml (and docs/deploy.md), on purpose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tools.sam_translate import translate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}  # its own log group (LoggingConfig.LogGroup)
+XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # Tracing: Active
+
+ALLOWED: dict[str, set[str]] = {
+    "IngestFunction": LOGS | XRAY | {
+        "s3:GetObject", "s3:GetObjectVersion",  # the contact file (a version, when the event names one)
+        "s3:ListBucket",  # a deleted file reads as 404, not 403
+        "s3:PutObject", "s3:AbortMultipartUpload",  # reports of rejected files
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
+        "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",  # jobs, object claims, rows, key index
+        "sqs:SendMessage",  # chunks; and the on-failure destination
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",  # failure queue event source
+        "secretsmanager:DescribeSecret",  # the flow exists (never its security-id)
+        "events:PutEvents",  # completion events
+        "lambda:InvokeFunction",  # continue a long file in a fresh invocation (itself)
+    },
+    "DispatchFunction": LOGS | XRAY | {
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+        "sqs:SendMessage",  # requeue with a delay
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query",
+        "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",  # chunk ledger, dedupe claims, limiter, outcomes
+        "s3:PutObject", "s3:AbortMultipartUpload",  # reports
+        "secretsmanager:GetSecretValue",  # flow security-ids
+        "kms:Decrypt",  # flow secrets encrypted with the stack's key, through Secrets Manager only
+        "events:PutEvents",
+    },
+    "WebhookFunction": LOGS | XRAY | {
+        "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query",
+        "secretsmanager:GetSecretValue",  # its own credentials
+        "kms:Decrypt",  # the credentials' key, through Secrets Manager only
+    },
+    "WatchdogFunction": LOGS | XRAY | {"dynamodb:Query"},  # the active-jobs index
+}
+
+# Never, for any function: the audit's findings.
+FORBIDDEN = {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration", "s3:PutObjectAcl",
+             "s3:PutBucketPolicy", "dynamodb:Scan", "dynamodb:DeleteTable", "iam:PassRole"}
+
+VPC_POLICY = "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+
+
+@pytest.fixture(scope="module")
+def cfn() -> dict:
+    return translate(ROOT / "template.yaml")
+
+
+def _role_of(cfn: dict, function: str) -> tuple[str, dict]:
+    role = cfn["Resources"][function]["Properties"]["Role"]
+    assert isinstance(role, dict) and "Fn::GetAtt" in role, f"{function}: role must be one of ours"
+    name = role["Fn::GetAtt"][0]
+    return name, cfn["Resources"][name]
+
+
+def _statements(cfn: dict, role_name: str, role: dict) -> list[dict]:
+    out = []
+    for policy in role["Properties"].get("Policies", []):
+        assert "Fn::If" not in policy, "a conditional inline policy would hide from this test"
+        out += policy["PolicyDocument"]["Statement"]
+    for res in cfn["Resources"].values():  # separate policies attached to the role
+        if res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and \
+                {"Ref": role_name} in res["Properties"].get("Roles", []):
+            out += res["Properties"]["PolicyDocument"]["Statement"]
+    return out
+
+
+def _actions(statement: dict) -> list[str]:
+    assert "NotAction" not in statement and "NotResource" not in statement, statement
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else list(actions)
+
+
+def _resources(statement: dict) -> list[str]:
+    res = statement["Resource"]
+    return [json.dumps(r, sort_keys=True) for r in (res if isinstance(res, list) else [res])]
+
+
+def _grants(cfn: dict, function: str) -> dict[str, list[str]]:
+    """action -> the resources (as JSON text) it is allowed on."""
+    name, role = _role_of(cfn, function)
+    grants: dict[str, list[str]] = {}
+    for st in _statements(cfn, name, role):
+        assert st["Effect"] == "Allow", st
+        for action in _actions(st):
+            grants.setdefault(action, []).extend(_resources(st))
+    return grants
+
+
+def test_every_function_has_a_role_of_its_own_and_only_those_roles_exist(cfn):
+    functions = sorted(n for n, r in cfn["Resources"].items() if r["Type"] == "AWS::Lambda::Function")
+    assert functions == sorted(ALLOWED)
+    roles = [_role_of(cfn, f)[0] for f in functions]
+    assert len(set(roles)) == len(roles)
+    assert sorted(n for n, r in cfn["Resources"].items() if r["Type"] == "AWS::IAM::Role") == sorted(roles)
+
+
+@pytest.mark.parametrize("function", sorted(ALLOWED))
+def test_no_wildcard_action_and_nothing_off_the_allow_list(cfn, function):
+    grants = _grants(cfn, function)
+    wild = [a for a in grants if "*" in a or "?" in a]
+    assert not wild, f"{function}: wildcard actions {wild}"
+    extra = set(grants) - ALLOWED[function]
+    assert not extra, f"{function}: actions not on its allow-list: {sorted(extra)}"
+    assert not set(grants) & FORBIDDEN
+
+
+@pytest.mark.parametrize("function", sorted(ALLOWED))
+def test_no_managed_policy_except_the_vpc_one_and_only_with_static_egress(cfn, function):
+    _, role = _role_of(cfn, function)
+    managed = role["Properties"].get("ManagedPolicyArns")
+    if function != "DispatchFunction":
+        assert managed is None, f"{function}: {managed}"
+        return
+    assert managed == {"Fn::If": ["UseStaticEgress", [{"Fn::Sub": VPC_POLICY}], {"Ref": "AWS::NoValue"}]}
+
+
+def test_the_public_webhook_cannot_scan_delete_batch_write_or_touch_s3(cfn):
+    grants = _grants(cfn, "WebhookFunction")
+    for action in ("dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"):
+        assert action not in grants, action
+    # results: only the conditional update of one item
+    assert [a for a, res in grants.items() if any("ResultsTable" in r for r in res)] == ["dynamodb:UpdateItem"]
+    assert not [a for a in grants if a.startswith(("s3:", "sqs:", "events:", "lambda:"))]
+    assert grants["secretsmanager:GetSecretValue"] == ['{"Ref": "WebhookSecret"}']
+
+
+def test_ingest_may_check_a_flow_but_never_read_a_security_id(cfn):
+    ingest = _grants(cfn, "IngestFunction")
+    assert "secretsmanager:GetSecretValue" not in ingest
+    assert "secretsmanager:DescribeSecret" in ingest
+    assert "secretsmanager:GetSecretValue" in _grants(cfn, "DispatchFunction")
+
+
+@pytest.mark.parametrize("function", ["IngestFunction", "DispatchFunction"])
+def test_object_access_is_limited_to_its_key_prefix(cfn, function):
+    grants = _grants(cfn, function)
+    for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
+        assert grants[action] and all(r.endswith('/reports/*"}') for r in grants[action]), grants[action]
+    for action in ("s3:GetObject", "s3:GetObjectVersion"):
+        assert all(r.endswith('/incoming/*"}') for r in grants.get(action, [])), grants.get(action)
+    assert function == "IngestFunction" or "s3:GetObject" not in grants
+
+
+def test_no_resource_wildcard_but_for_actions_without_resource_level_permissions(cfn):
+    for function in ALLOWED:
+        for action, resources in _grants(cfn, function).items():
+            if action in XRAY:
+                continue
+            for r in resources:
+                assert r != '"*"', f"{function}: {action} on *"
+                assert "index/*" not in r, f"{function}: {action} on every index"
+
+
+@pytest.mark.parametrize("function", ["WebhookFunction", "DispatchFunction"])
+def test_the_key_decrypts_only_through_secrets_manager(cfn, function):
+    name, role = _role_of(cfn, function)
+    decrypt = [s for s in _statements(cfn, name, role) if "kms:Decrypt" in _actions(s)]
+    assert decrypt
+    for st in decrypt:
+        assert st["Resource"] == {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
+        assert st["Condition"] == {"StringEquals": {
+            "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}}
+
+
+def test_the_watchdog_reads_only_the_active_jobs_index(cfn):
+    grants = _grants(cfn, "WatchdogFunction")
+    assert grants["dynamodb:Query"] == ['{"Fn::Sub": "${StateTable.Arn}/index/active-jobs"}']
+
+
+def test_each_function_writes_only_its_own_log_group(cfn):
+    for function in ALLOWED:
+        log_group = cfn["Resources"][function]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        grants = _grants(cfn, function)
+        for action in LOGS:
+            assert grants[action] == [json.dumps({"Fn::GetAtt": [log_group, "Arn"]}, sort_keys=True)]
