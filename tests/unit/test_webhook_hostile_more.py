@@ -109,3 +109,15 @@ def test_huge_integers_are_refused_or_bounded_never_a_5xx(hook):
             (item,) = hook.results()
             assert 0 <= item.get("duration", 0) <= 10**9
             hook.store.results.delete_item(Key={"phonon-uuid": GOOD_UUID})
+
+
+def test_names_inside_a_keys_object_and_unknown_fields_are_the_caller_s_and_stay_as_they_are(hook):
+    doc = push_doc(keys={"$flow.key.OutboundRef": f"{JOB}.1", "Name": "a", "name": "b", "Status": "gold"},
+                   extra={"Duration": 1, "duration": 2})
+    got, body = hook.call(hook.event(doc))
+    assert (got, body["matched"]) == (200, True)
+
+
+def test_the_uuid_under_two_of_its_names_with_one_value_is_one_uuid(hook):
+    got, body = hook.call(hook.event(push_doc(uuid=GOOD_UUID) | {"uuid": GOOD_UUID}))
+    assert (got, body["phonon-uuid"]) == (200, GOOD_UUID)

@@ -234,8 +234,6 @@ class FlowEndPush(_Model):
         Field(None, alias="recordingUrls"))
 
 
-_CANONICAL: dict[str, str] = {}  # filled below, once the models exist
-
 _FIELD_NAMES = frozenset(
     {alias for model in (FlowEndPush, CallAttempt, Delivery, FlowVariable)
      for name, f in model.model_fields.items() for alias in (name, f.alias) if alias} | set(UUID_ALIASES))
@@ -271,45 +269,63 @@ class _Ambiguous(ValueError):
     """A JSON object names one field twice (exactly, or in two spellings of one of our fields)."""
 
 
-def _canonical_names() -> dict[str, str]:
-    """Our field names by their squashed form (case, '-' and '_' ignored): ``Phonon-UUID``,
-    ``phonon_uuid`` and ``PhononUuid`` are the uuid, ``CallDetails`` is ``callDetails``."""
+def _names_of(*models: type[BaseModel]) -> dict[str, str]:
+    """Field names by their squashed form (case, '-' and '_' ignored) -> as the schema spells
+    them: ``CallDetails`` is ``callDetails``, ``Hangup_Cause`` is ``hangupCause``."""
     out: dict[str, str] = {}
-    for model in (FlowEndPush, CallAttempt, Delivery, FlowVariable):
+    for model in models:
         for name, f in model.model_fields.items():
-            if name == "phonon_uuid":
-                continue
-            out.setdefault(_squash(f.alias or name), f.alias or name)
-            out.setdefault(_squash(name), f.alias or name)
-    for alias in UUID_ALIASES:
-        out[_squash(alias)] = UUID_ALIASES[0]
-    out["body"] = "body"
+            if name != "phonon_uuid":
+                out[_squash(f.alias or name)] = out[_squash(name)] = f.alias or name
     return out
 
 
-_CANONICAL.update(_canonical_names())
+# Only where our fields stand: the push (and its `body` wrapper), the items of its detail lists
+# and of `keys`. Keys elsewhere (a `keys` object's flow-variable names, unknown fields) are the
+# caller's and are left as they are.
+_TOP_NAMES = {**_names_of(FlowEndPush), **{_squash(a): UUID_ALIASES[0] for a in UUID_ALIASES}, "body": "body"}
+_ITEM_NAMES = {"callDetails": _names_of(CallAttempt), "smsDetails": _names_of(Delivery),
+               "emailDetails": _names_of(Delivery), "keys": _names_of(FlowVariable)}
+
+
+def _renamed(obj: dict, names: dict[str, str]) -> dict:
+    """``obj`` with its field names spelled as the schema does; two spellings of one field in
+    one object with different values are ambiguous (which one counts would depend on the parser)."""
+    out: dict = {}
+    for key, value in obj.items():
+        name = names.get(_squash(key), key) if isinstance(key, str) else key
+        if name in out:
+            if out[name] == value:  # the same value in two spellings says one thing
+                continue
+            raise _Ambiguous(f"the field {name} appears more than once"
+                             if name in names.values() else "a field appears more than once")
+        out[name] = value
+    return out
+
+
+def _canonical(doc: dict) -> dict:
+    doc = _renamed(doc, _TOP_NAMES)
+    for field, names in _ITEM_NAMES.items():
+        items = doc.get(field)
+        if isinstance(items, list):
+            doc[field] = [_renamed(i, names) if isinstance(i, dict) else i for i in items]
+    return doc
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict:
-    """A JSON object with our field names spelled as documented; a field given twice (two
-    spellings of it, or the same key twice) is ambiguous: which one counts would depend on the
+    """A JSON object; a key given twice is ambiguous: which value counts would depend on the
     parser, and a proxy in front of us may have read the other one."""
-    out: dict = {}
-    for key, value in pairs:
-        name = _CANONICAL.get(_squash(key), key) if isinstance(key, str) else key
-        if name in out:
-            known = name if name in _CANONICAL.values() else None
-            raise _Ambiguous(f"the field {known} appears more than once" if known
-                             else "a field appears more than once")
-        out[name] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _Ambiguous("a field appears more than once")
     return out
 
 
 def _loads(text: str) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_object)
-    except _Ambiguous as err:
-        raise WebhookError(400, f"invalid push: {err}") from None
+    except _Ambiguous:
+        raise
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise WebhookError(400, "body is not JSON") from None
 
@@ -350,12 +366,18 @@ def parse_push(body: str | bytes) -> FlowEndPush:
             body = body.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise WebhookError(400, "body is not UTF-8") from None
-    doc = _loads(body)
-    if isinstance(doc, dict) and "body" in doc and not any(a in doc for a in UUID_ALIASES):
-        inner = doc["body"]  # one level of Phonon's own wrapping, as an object or as JSON text
-        doc = _loads(inner) if isinstance(inner, str) else inner
-    if not isinstance(doc, dict):
-        raise WebhookError(400, "body is not a JSON object")
+    try:
+        doc = _loads(body)
+        if isinstance(doc, dict):
+            doc = _renamed(doc, _TOP_NAMES)
+        if isinstance(doc, dict) and "body" in doc and not any(a in doc for a in UUID_ALIASES):
+            inner = doc["body"]  # one level of Phonon's own wrapping, as an object or as JSON text
+            doc = _loads(inner) if isinstance(inner, str) else inner
+        if not isinstance(doc, dict):
+            raise WebhookError(400, "body is not a JSON object")
+        doc = _canonical(doc)
+    except _Ambiguous as err:
+        raise WebhookError(400, f"invalid push: {err}") from None
     if not any(a in doc for a in UUID_ALIASES):
         raise WebhookError(400, "no phonon-uuid in the push")
     try:
