@@ -198,3 +198,13 @@ def test_a_json_call_naming_one_flow_variable_twice_sends_it_once_from_its_first
     assert rows[0].call["keys"] == [{"name": "$flow.key.Name", "value": "Ann"},
                                     {"name": "$flow.key.City", "value": "Pune"}]
     assert rows[0].warnings == ["keys entry 2 repeats the flow variable $flow.key.Name of entry 1: ignored"]
+
+
+# ------------------------------------------------------------------ a headerless first line
+@pytest.mark.parametrize("line", ["Ravi Kumar,Mumbai,98765-43210 (home)", "Ravi Kumar,+91-98765-43210 ext 2,Pune",
+                                  "Ravi Kumar,9876543210 / 9123456780,Pune", "Ravi Kumar,42,Mumbai",
+                                  "Ravi Kumar,Pune,mail ravi.k@example.com"])
+def test_a_first_line_holding_data_anywhere_in_a_cell_is_not_shown_as_a_header(line):
+    reason = reject(f"{line}\nAnita,9123456780,Goa\n".encode(), "leads.csv")
+    assert "Ravi" not in reason and "Mumbai" not in reason and "Pune" not in reason, reason
+    assert reason.startswith("no header: the first line looks like data")

@@ -128,6 +128,20 @@ Row = ValidRow | RejectedRow
 
 
 
+_NUMBER_ONLY = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
+_DIGIT_RUN = re.compile(r"\d(?:[ ()\-./]{0,2}\d){6,}")  # 7+ digits, separators between them
+_EMAIL_IN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _looks_like_data(cell: str) -> bool:
+    """Is a cell of the first line data rather than a column name? A phone number, an e-mail
+    address or a number anywhere in it (a name next to a number is a contact's, not a header):
+    then no cell of the line may be shown in the rejection reason."""
+    text = cell.strip()
+    return bool(_DATA_LIKE.fullmatch(text) or _NUMBER_ONLY.fullmatch(text) or _DIGIT_RUN.search(text)
+                or _EMAIL_IN.search(text))
+
+
 def _add_new(nums: list[str], seen: set[str], more: list[str]) -> None:
     """Append the numbers of ``more`` not in ``nums`` (whose set ``seen`` is) yet, in order."""
     for d in more:
@@ -433,7 +447,7 @@ class ContactFile:
         except MappingError as exc:
             raise FileRejected(str(exc)) from None
         if not cols.phones:
-            if any(_DATA_LIKE.fullmatch(h.strip()) for h in header):
+            if any(_looks_like_data(h) for h in header):
                 raise FileRejected("no header: the first line looks like data (it holds a phone number, a number "
                                    "or an e-mail address); the first line must name the columns, e.g. "
                                    "client-identifier,phone")
