@@ -208,3 +208,9 @@ def test_a_first_line_holding_data_anywhere_in_a_cell_is_not_shown_as_a_header(l
     reason = reject(f"{line}\nAnita,9123456780,Goa\n".encode(), "leads.csv")
     assert "Ravi" not in reason and "Mumbai" not in reason and "Pune" not in reason, reason
     assert reason.startswith("no header: the first line looks like data")
+
+
+@pytest.mark.parametrize("line", ['sep="', '"sep=""'])
+def test_a_sep_line_naming_the_quote_character_rejects_the_file_with_its_reason(line):
+    reason = reject(f'{line}\nclient-identifier"phone\nA"9876543210\n'.encode(), "leads.csv")
+    assert reason == "the 'sep=' line names the double quote, which cannot separate columns"

@@ -424,6 +424,8 @@ class ContactFile:
             m = _SEP_LINE.fullmatch(first.rstrip("\r\n"))
             if m is not None:
                 delimiter = m.group(1)
+                if delimiter == '"':  # the csv module cannot split on its quote character
+                    raise FileRejected("the 'sep=' line names the double quote, which cannot separate columns")
                 budget[0] = 0
                 first = next((ln for ln in lines if ln.strip(_BLANK_LINE_CHARS)), None)
                 if first is None:
