@@ -308,13 +308,18 @@ def test_the_run_command_at_debug_with_events_logged_prints_no_number_or_secret(
     env = {**os.environ, "PYTHONPATH": str(root / "layers" / "outbound"), "PHONON_OUTBOUND_LOG_LEVEL": "DEBUG",
            "POWERTOOLS_LOG_LEVEL": "DEBUG", "POWERTOOLS_LOGGER_LOG_EVENT": "true"}
     env.pop("AWS_ENDPOINT_URL", None)
+    log_file = tmp_path / "run.log"
     done = subprocess.run([sys.executable, "-m", "phonon_outbound.cli", "run", "--flow-id", DEMO_FLOW_ID, "--json",
+                           "--verbose", "--log-file", str(log_file),
                            "--out", str(tmp_path / "out"), str(tmp_path / "contacts.csv")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     result = json.loads(done.stdout[done.stdout.index("{"):])
     assert result["totals"]["accepted"] == len(NUMBERS) and result["totals"]["rejected"] == len(INVALID)
-    assert '"authorization"' in done.stderr and '"Records"' in done.stderr  # the events were logged
-    reports = "\n".join(p.read_text() for p in (tmp_path / "out").iterdir())
+    logs = log_file.read_text()
+    for text in (done.stderr, logs):  # --verbose: the machine logs on stderr as well as in the log file
+        assert '"authorization"' in text and '"Records"' in text  # the events were logged
+    reports = "\n".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
     found = {where: leaks(text, {"security-id": DEMO_SECURITY_ID}, ALL_NUMBERS)
-             for where, text in (("stdout", done.stdout), ("stderr", done.stderr), ("reports", reports))}
+             for where, text in (("stdout", done.stdout), ("stderr", done.stderr), ("log file", logs),
+                                 ("reports", reports))}
     assert {where: what for where, what in found.items() if what} == {}
