@@ -26,7 +26,8 @@ def _zip() -> bytes:
     return out.getvalue()
 
 
-SECRET_CELLS = ("Jo\x00hn", "SECRETNAME", "9123456780", "s3cr3t@example.com")
+SID = "Zx9" * 21 + "Q"  # shaped like a security-id, pasted into a JSON file's flow-id
+SECRET_CELLS = ("Jo\x00hn", "SECRETNAME", "9123456780", "s3cr3t@example.com", SID, "Ravi")
 
 FILES: dict[str, bytes] = {
     "nul.csv": b"client-identifier,phone,Name\nA,9876543210,Jo\x00hn\nB,98765\x0043211,SECRETNAME\n",
@@ -53,6 +54,10 @@ FILES: dict[str, bytes] = {
                              + b'"\nB,"' + b";".join(b"%d" % i for i in range(1, 8001)) + b'"\n'),
     "long-id.jsonl": (b'{"client-identifier":"' + b"X" * 500_000 + b'","contact-numbers":["9876543210"]}\n'
                       b'{"client-identifier":"' + b"Y" * 500_000 + b'","contact-numbers":["98765"]}\n'),
+    "sid-as-flow.json": json.dumps({"flow-id": SID, "calls": [{"client-identifier": "A",
+                                                                "contact-numbers": ["9876543210"]}]}).encode(),
+    "headerless.csv": b"Ravi Kumar,98765-43210 (home),Pune\nAnita,9123456780,Goa\n",
+    'sep-quote.csv': b'sep="\nclient-identifier"phone\nA"9876543210\n',
     "bomb.csv.gz": gzip.compress(b"client-identifier,phone\n" + b"a,1\n" * 5_000_000, compresslevel=9),
 }
 
