@@ -50,15 +50,22 @@ def test_same_file_name_and_same_file_twice_get_their_own_reports_with_their_own
 
 
 def test_file_names_with_plus_spaces_parentheses_and_accents_are_read(tmp_path):
-    # Given a file name a real S3 notification would URL-encode ('+' for a space)
-    name = tmp_path / "Leads+Q3 (final) é.csv"
-    write_csv(name, 5)
-    proc = run_cli("run", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"), str(name),
+    # Given file names a real S3 notification would URL-encode ('+' for a space), names that
+    # look encoded already, URL delimiters, emoji, Devanagari, and one at the file system's
+    # 255-byte limit (its report name cannot simply append `.<upload time>.summary.json`)
+    names = ["Leads+Q3 (final) é.csv", "x%20y%2B.csv", "h#sh?q=1&a.csv", "📞 calls.csv", "संपर्क सूची.csv",
+             "L" * 251 + ".csv"]
+    paths = [write_csv(tmp_path / n, 2, prefix=f"N{i}") for i, n in enumerate(names)]
+    proc = run_cli("run", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"), *map(str, paths),
                    state=tmp_path / "state")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    f = json.loads(proc.stdout)["files"][0]
-    assert f["accepted"] == 5 and not f.get("error")
-    assert f["key"] == "incoming/Leads+Q3 (final) é.csv"
+    files = json.loads(proc.stdout)["files"]
+    assert [f["key"] for f in files] == [f"incoming/{n}" for n in names]
+    assert all(f["accepted"] == 2 and not f.get("error") for f in files)
+    reports = [Path(f["report"]) for f in files]
+    assert len(set(reports)) == len(names) and all(r.is_file() for r in reports)
+    assert all(r.name.startswith(n[:40]) for r, n in zip(reports, names, strict=True))
+    assert [len(read_report(str(r))) for r in reports] == [2] * len(names)
 
 
 def test_ctrl_c_writes_every_row_exits_130_and_the_same_command_again_sends_nobody_twice(tmp_path):
@@ -178,6 +185,28 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
         assert proc.stdout == ""
+    # Every malformed command line is one line naming the problem (no usage block), exit 2
+    for args, words in ((["run", "--rate", "0", sample], "--rate"), (["run", "--batch-size", "10001", sample], "10000"),
+                        (["run", "--bogus", sample], "--bogus"), (["check", "--rate", "5", sample], "--rate"),
+                        (["run", "--flow-id", "Fl0w\x1b[31m", sample], "--flow-id"), (["run"], "FILE"),
+                        (["redrive"], "--stack"), (["nonsense"], "nonsense"), ([], "COMMAND"),
+                        (["run", "--concurrency", "two", sample], "--concurrency")):
+        proc = run_cli(*args, state=tmp_path.parent / f"{tmp_path.name}-st")
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and words in proc.stderr, (args, proc.stderr)
+        assert "\x1b" not in proc.stderr and proc.stdout == ""
+    # Output places that cannot be used: one line naming the option, exit 2, nothing sent
+    places = tmp_path.parent / f"{tmp_path.name}-places"
+    places.mkdir()
+    a_file = places / "a-file.txt"
+    a_file.write_text("x")
+    for args, option in ((["run", "--out", str(a_file)], "--out"), (["check", "--out", str(a_file)], "--out"),
+                         (["run", "--log-file", str(places)], "--log-file"),
+                         (["run", "--log-file", str(a_file / "run.log")], "--log-file"),
+                         (["check", "--out", str(a_file / "sub")], "--out")):
+        proc = run_cli(*args, "--flow-id", "DemoFlw1", sample, state=places / "st")
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and option in proc.stderr, (args, proc.stderr)
     empty = run_cli("run", str(tmp_path))
     assert "no contact files" in empty.stderr
     assert "short" not in run_cli("run", "--flow-id", FLOW, "--security-id", "short", sample).stderr  # values are never echoed
@@ -259,13 +288,14 @@ if __name__ == "__main__":  # pragma: no cover
 
 def test_phone_and_id_column_options_map_columns_the_rules_do_not_know(tmp_path):
     # Given an export whose phone columns and identifier have names no rule recognises
+    # (non-ASCII names too: S3 returns such metadata RFC 2047-encoded, ingest must decode it)
     path = tmp_path / "export.csv"
-    with path.open("w", newline="") as fh:
+    with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["Ref", "Primary", "Secondary", "Name"])
+        w.writerow(["Réf", "Primary", "मोबाइल नंबर", "Name"])
         w.writerow(["R-1", "9876543210", "", "A"])
         w.writerow(["R-2", "", "9876543211", "B"])  # only the second column
-    mapping = ["--phone-columns", "Primary,Secondary", "--id-column", "Ref"]
+    mapping = ["--phone-columns", "Primary,मोबाइल नंबर", "--id-column", "Réf"]
     unmapped = run_cli("check", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "c0"), str(path))
     assert json.loads(unmapped.stdout)["files"][0].get("error")  # no phone column by the rules
     checked = run_cli("check", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "c1"), *mapping, str(path))
@@ -326,3 +356,55 @@ def test_ctrl_c_while_an_answer_is_awaited_keeps_those_rows_from_being_sent_agai
             again = pipeline.run([data])
         assert again["totals"]["duplicate"] == 20
         assert sim.stats()["calls_accepted"] == placed == 20  # nobody called twice
+
+
+def test_a_state_dir_that_cannot_be_used_is_a_usage_error_and_a_damaged_one_a_warning(tmp_path):
+    data = write_csv(tmp_path / "st.csv", 2)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    # Given a --state-dir that cannot be written: refused before anything is sent, one line
+    proc = run_cli("run", "--flow-id", "DemoFlw1", "--state-dir", str(blocker / "state"), "--out",
+                   str(tmp_path / "out"), str(data))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+    assert "--state-dir" in proc.stderr and "--no-state" in proc.stderr
+    # Given a state file damaged by bytes that are not text and an item of the wrong shape
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "dedupe-claims.jsonl").write_bytes(b"\xff\xfe garbage\n" + json.dumps(
+        {"pk": {"S": "DEDUPE#x"}, "sk": {"S": "-"}, "expires": "soon"}).encode() + b"\n")
+    proc = run_cli("run", "--json", "--flow-id", "DemoFlw1", "--state-dir", str(state), "--out", str(tmp_path / "out"),
+                   str(data))
+    # Then the run goes on, says what was lost, and saves a clean state
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["totals"]["accepted"] == 2
+    assert "2 damaged line(s)" in proc.stderr and "Traceback" not in proc.stderr
+    saved = (state / "dedupe-claims.jsonl").read_text().splitlines()
+    assert len([line for line in saved if "DEDUPE#" in line]) == 2
+
+
+def test_ctrl_c_after_everything_was_sent_stops_the_waiting_says_so_and_exits_130(tmp_path):
+    # Given a run that has sent every row and now waits for the simulator's flow-end webhooks
+    data = write_csv(tmp_path / "late.csv", 200)
+    log = tmp_path / "run.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound")}
+    env.pop("AWS_ENDPOINT_URL", None)
+    child = subprocess.Popen([*CLI, "run", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"),
+                              "--log-file", str(log), "--state-dir", str(tmp_path / "state"), str(data)], cwd=ROOT,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline and '"report written"' not in (
+            log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    # When the user presses Ctrl-C (while the reports are being finished)
+    os.killpg(child.pid, signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=90)
+    # Then it is acknowledged at once, the reports are complete, and the exit status says interrupted
+    assert child.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "everything was already sent" in stderr
+    result = json.loads(stdout)
+    assert result["totals"]["accepted"] == 200
+    assert [r["status"] for r in read_report(result["files"][0]["report"])] == ["ACCEPTED"] * 200
+    assert (tmp_path / "state" / "dedupe-claims.jsonl").is_file()

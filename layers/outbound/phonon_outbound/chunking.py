@@ -38,7 +38,7 @@ SECURITY_ID_LEN = 64
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 try:  # the C encoder, called directly: the same bytes as json.dumps, without its per-call set-up
-    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]  # private, untyped
     from json.encoder import encode_basestring as _encode_basestring
 
     _c_encode = _c_make_encoder(None, _ENCODER.default, _encode_basestring, None, ":", ",", False, False, True)

@@ -12,12 +12,13 @@ import json
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATUS_COUNTS = ("accepted", "rejected", "duplicate", "failed", "cancelled", "suppressed")
@@ -81,6 +82,23 @@ def _flow_id(text: str) -> str:
     return text
 
 
+def api_url(text: str) -> str:
+    """--api-url: an http(s) URL with a host (and a valid port, if any); the scheme in any case.
+    A URL the HTTP client cannot call would otherwise fail every request of the run."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    text = text.strip()
+    problem = f"{safe(text)!r} is not an http(s) URL with a host (e.g. https://host/kairos-apis/outbound/create)"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        raise argparse.ArgumentTypeError(problem) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(problem)
+    return urlunsplit(parts._replace(scheme=parts.scheme.lower()))
+
+
 def _columns(text: str) -> tuple[str, ...]:
     names = tuple(c.strip() for c in text.split(",") if c.strip())
     if not names:
@@ -95,10 +113,18 @@ def _column(text: str) -> str:
 
 
 # ---------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="phonon-outbound", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (what is wrong, and where the help is) instead
+    of the usage block, and never a raw control character from the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {safe(message)} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="phonon-outbound", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.set_defaults(_commands=sub.choices)
 
     run = sub.add_parser(
         "run", help="run the whole pipeline locally (embedded AWS + Phonon simulator)",
@@ -110,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="contact files (.csv .tsv .txt .json .jsonl .ndjson, or .gz of each); a directory "
                           "stands for its contact files, sorted by name (not its sub-directories)")
     run.add_argument("--flow-id", type=_flow_id, metavar="ID", help="flow for files that name none (8 letters or digits)")
-    run.add_argument("--api-url", metavar="URL", help="the Phonon create endpoint to call (default: the bundled simulator)")
+    run.add_argument("--api-url", type=api_url, metavar="URL", help="the Phonon create endpoint to call (default: the bundled simulator)")
     run.add_argument("--security-id", action="append", default=[], metavar="[FLOW=]SID",
                      help=f"a flow's 64-character security-id: SID for --flow-id, FLOW=SID for another flow (e.g. "
                           f"a JSON file's own flow-id); repeatable. Better kept off the command line: env "
@@ -178,6 +204,33 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--region", metavar="REGION", help="AWS region of the stack (default: AWS_REGION / AWS_DEFAULT_REGION / profile)")
     rd.add_argument("--profile", metavar="NAME", help="AWS named profile to use (default: AWS_PROFILE or the default chain)")
     return p
+
+
+# ---------------------------------------------------------------------- output places
+def usable_folder(folder: Path, option: str) -> None:
+    """Create `folder` (the folder an option names) or say, in one line, why it cannot hold
+    the files written there; checked before anything is sent."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {safe(folder)} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"{option} {safe(folder)} cannot be written ({safe(err.strerror or err)})") from None
+
+
+def usable_file(path: Path, option: str) -> None:
+    """The file an option names can be appended to (its folder created), or one line why not."""
+    if path.is_dir():
+        raise UsageError(f"{option} {safe(path)} is a folder: name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{option} {safe(path)} cannot be written ({safe(err.strerror or err)})") from None
 
 
 # ---------------------------------------------------------------------- inputs
@@ -283,7 +336,7 @@ def print_human(result: dict, stream: Any, *, sent: bool = True) -> None:
 
 
 def _exit_code(result: dict) -> int:
-    if result.get("interrupted"):
+    if result.get("interrupted") or result.get("interrupted_after_sending"):
         return EXIT_INTERRUPTED
     t = result["totals"]
     bad = sum(t.get(k, 0) for k in ("rejected", "failed", "cancelled", "suppressed"))
@@ -300,8 +353,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .settings import fit_batch_size
 
     files = expand_inputs(args.files)
-    if args.api_url and not (args.api_url.startswith("http://") or args.api_url.startswith("https://")):
-        raise UsageError("--api-url must be an http(s) URL")
     sid, others = security_ids(args)
     if args.api_url and args.flow_id and args.flow_id not in others:
         raise UsageError(f"--api-url needs the security-id of flow {args.flow_id}: set {SECURITY_ID_ENV} (or "
@@ -318,12 +369,16 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"batch's last answer never stops the sending", file=sys.stderr)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_file = args.log_file or args.out / "logs" / f"run-{stamp}.log"
-    for folder in (args.out, log_file.parent):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"cannot create {safe(folder)}: {safe(err.strerror or err)}") from None
+    usable_folder(args.out, "--out")
+    usable_file(log_file, "--log-file")
     state_dir = None if args.no_state else args.state_dir
+    if state_dir is not None:
+        from .local.state import LocalState
+
+        problem = LocalState(state_dir).problem()
+        if problem:
+            raise UsageError(f"--state-dir {safe(state_dir)} cannot keep the duplicate protection ({safe(problem)}): "
+                             f"give another --state-dir, or --no-state to run without it")
 
     from .local.runner import LocalPipeline, RunOptions
 
@@ -338,6 +393,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             if pipeline.state_loaded:
                 print(f"duplicate protection: {pipeline.state_loaded:,} calls accepted by earlier local runs "
                       f"(from {safe(state_dir)})", file=sys.stderr)
+            if pipeline.state_damaged:
+                print(f"warning: {pipeline.state_damaged:,} damaged line(s) of {safe(state_dir)}/dedupe-claims.jsonl "
+                      f"ignored: the calls they held are no longer protected from being placed again",
+                      file=sys.stderr)
             stage = "upload"
             uploaded = pipeline.upload(files)
             stage = "run"
@@ -358,6 +417,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if state_dir is not None and result.get("state_claims") is not None:
         print(f"duplicate protection: {result['state_claims']:,} accepted calls remembered in {safe(state_dir)}",
               file=human)
+    if result.get("state_error"):
+        print(f"warning: the duplicate protection could not be saved to {safe(state_dir)} "
+              f"({safe(result['state_error'])}): a later run would call this run's contacts again", file=human)
     if result.get("interrupted"):
         t = result["totals"]
         print(f"interrupted: {t['accepted']:,} of {t['rows']:,} rows accepted, {t['cancelled']:,} not sent "
@@ -368,6 +430,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print("to go on, send only the CANCELLED rows: with --no-state a rerun of the same files would call "
                   "the accepted rows again", file=human)
+    if result.get("interrupted_after_sending"):
+        print("interrupted after every row was sent: the reports above are complete (nothing to run again)",
+              file=human)
     human.flush()
     code = _exit_code(result)
     if result.get("interrupted") and any(t.is_alive() and not t.daemon for t in threading.enumerate()
@@ -386,6 +451,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     files = expand_inputs(args.files)
+    usable_folder(args.out, "--out")
     started = time.monotonic()
     settings = Settings.from_env().model_copy(update={"default_flow_id": args.flow_id or "",
                                                       "batch_size": args.batch_size})
@@ -491,7 +557,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INTERRUPTED
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the command they were given to, not the top level
+            args._commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
     handlers = {"run": cmd_run, "check": cmd_check, "redrive": cmd_redrive}

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import email.header
+import hashlib
 import importlib.util
 import json
 import logging
@@ -226,6 +227,27 @@ def metadata_value(text: str) -> str:
         return email.header.Header(text, "utf-8").encode()
 
 
+# The longest file name the common file systems take (ext4, APFS, NTFS: 255 bytes / UTF-16 units).
+MAX_NAME_BYTES = 255
+_LONGEST_SUFFIX = ".summary.json"
+
+
+def report_base_name(file_name: str, stamp: str, n: int = 1) -> str:
+    """`<file name>.<upload stamp>` (`-<n>` for the n-th with the same name and stamp): this
+    upload's report files in --out, without the `.results.csv` / `.summary.json` suffix.
+
+    A file name near the file system's limit is shortened to fit (its start kept, cut on a
+    character boundary, then `~` and 8 hex digits of the whole name, so two long names that
+    differ only at the end still get different reports)."""
+    tail = f".{stamp}" + (f"-{n}" if n > 1 else "")
+    room = MAX_NAME_BYTES - len(_LONGEST_SUFFIX.encode()) - len(tail.encode())
+    if len(file_name.encode()) <= room:
+        return file_name + tail
+    tag = "~" + hashlib.sha256(file_name.encode()).hexdigest()[:8]
+    head = file_name.encode()[:room - len(tag)].decode("utf-8", "ignore")
+    return head + tag + tail
+
+
 class SendGate:
     """Every request the dispatchers make passes here: after Ctrl-C nothing more is sent (a
     blocked post answers "not sent", which the dispatcher treats as a transient failure), and
@@ -365,8 +387,11 @@ class LocalPipeline:
         self.webhook_pushes = 0
         self.last_push = 0.0
         self.state_loaded = 0
+        self.state_damaged = 0  # lines of the saved state that could not be used
         self.state_saved: int | None = None
-        self.interrupted = False
+        self.state_error = ""  # why the state could not be saved at the end
+        self.interrupted = False  # Ctrl-C while sending: unsent rows are CANCELLED
+        self.late_interrupt = False  # Ctrl-C after everything was sent: only the waiting was cut short
         self._claimed: dict[str, str] | None = None
         self._previous_sigint: Any = None  # hash -> owner (<job>.<row>) of this run's claims
 
@@ -413,8 +438,9 @@ class LocalPipeline:
         self.dlq_url = self.stack.physical["ChunkDeadLetterQueue"]["Ref"]
         self.state_table = env["STATE_TABLE"]
         if self.o.state_dir is not None:
-            self.state_loaded = LocalState.load_into(self.ddb, self.state_table,
-                                                     LocalState(self.o.state_dir).read())
+            saved = LocalState(self.o.state_dir)
+            self.state_loaded = LocalState.load_into(self.ddb, self.state_table, saved.read())
+            self.state_damaged = saved.damaged
 
         # Webhook endpoint first: the simulator needs its URL.
         self._webhook_handler = _load_handler(self.stack, "WebhookFunction")
@@ -764,11 +790,11 @@ class LocalPipeline:
             uploaded = max(datetime.now(UTC), last + timedelta(milliseconds=1))  # distinct, ordered
             last = uploaded
             obj = ObjectRef(self.bucket, key, put.get("VersionId"), put.get("ETag"), p.stat().st_size)
-            name = f"{p.name}.{upload_stamp(uploaded)}"
             n = 1
+            name = report_base_name(p.name, upload_stamp(uploaded))
             while name in taken or (out / f"{name}.results.csv").exists():
                 n += 1
-                name = f"{p.name}.{upload_stamp(uploaded)}-{n}"
+                name = report_base_name(p.name, upload_stamp(uploaded), n)
             taken.add(name)
             files.append(FileRun(p, key, obj, uploaded, name))
         return files
@@ -822,7 +848,7 @@ class LocalPipeline:
         # From here on a Ctrl-C only cuts the waits short (answers in flight, webhooks): the
         # reports and the local state are written whatever happens.
         # (The previous handler comes back in __exit__, after the emulator has stopped.)
-        previous = self._on_sigint(lambda *_: self._hurry.set())
+        previous = self._on_sigint(self._late_sigint)
         if previous is not None and self._previous_sigint is None:
             self._previous_sigint = previous
         if self.interrupted:
@@ -853,7 +879,22 @@ class LocalPipeline:
         log.info("local state saved in %.1f s", time.monotonic() - t0)
         if self.state_saved is not None:
             result["state_claims"] = self.state_saved
+        if self.state_error:
+            result["state_error"] = self.state_error
         return result
+
+    def _late_sigint(self, *_: Any) -> None:
+        """Ctrl-C once sending has stopped (or finished): stop waiting (answers in flight,
+        flow-end webhooks); the reports and the state are still written. Said at once."""
+        first = not self._hurry.is_set()
+        self._hurry.set()
+        if not self.interrupted:
+            self.late_interrupt = True
+            if first:
+                self._say("interrupted: everything was already sent; no longer waiting for flow-end webhooks, "
+                          "writing the reports and saving the state")
+        elif first:
+            self._say("interrupted again: no longer waiting; writing the reports and saving the state")
 
     @staticmethod
     def _on_sigint(handler: Any) -> Any:
@@ -865,6 +906,9 @@ class LocalPipeline:
     def save_state(self) -> None:
         if self.o.state_dir is None:
             return
+        if self._claimed is None or len(self._claimed) >= 5_000:  # the embedded AWS reads ~1,000 claims/s
+            self._say("saving duplicate protection (the accepted calls' claims) in "
+                      f"{self.o.state_dir}; this can take a minute for a big run")
         try:
             if self._claimed is None:
                 claims = LocalState.claims_in(self.ddb, self.state_table, released=self._released)
@@ -872,8 +916,10 @@ class LocalPipeline:
                 wanted = [h for h, owner in self._claimed.items() if not self._is_released(owner)]
                 claims = LocalState.claims_at(self.ddb, self.state_table, wanted, released=self._released)
             self.state_saved = LocalState(self.o.state_dir).write(claims)
-        except Exception as err:  # the reports matter more; say it
-            self._errors.append(f"the local state could not be saved to {self.o.state_dir}: {err!r}")
+        except OSError as err:  # the reports matter more; the person is told (cli)
+            self.state_error = f"{err.strerror or err}"
+        except Exception as err:  # noqa: BLE001 - a bug; still told, the reports are written
+            self.state_error = f"{type(err).__name__}: {err}"
 
     def _is_released(self, owner: str) -> bool:
         job, _, row = owner.rpartition(".")
@@ -1091,6 +1137,8 @@ class LocalPipeline:
             result["error"] = abort_reason
         if self.interrupted:
             result["interrupted"] = True
+        elif self.late_interrupt:
+            result["interrupted_after_sending"] = True
         if self.state_loaded:
             result["state_claims_loaded"] = self.state_loaded
         if self._errors:

@@ -49,6 +49,40 @@ def _expiry(item: dict[str, Any]) -> float | None:
     return None
 
 
+def _attribute_ok(value: Any) -> bool:
+    """A DynamoDB AttributeValue (in DynamoDB's JSON) that BatchWriteItem accepts."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    (kind, v), = value.items()
+    if kind == "S":
+        return isinstance(v, str)
+    if kind == "N":
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            return False
+        return isinstance(v, str)
+    if kind == "BOOL":
+        return isinstance(v, bool)
+    if kind == "NULL":
+        return v is True
+    if kind in ("SS", "NS"):
+        return isinstance(v, list) and bool(v) and all(_attribute_ok({kind[0]: x}) for x in v)
+    if kind == "M":
+        return isinstance(v, dict) and all(isinstance(k, str) and _attribute_ok(x) for k, x in v.items())
+    if kind == "L":
+        return isinstance(v, list) and all(_attribute_ok(x) for x in v)
+    return False  # B / BS: nothing we save carries binary
+
+
+def _item_ok(item: Any) -> bool:
+    """A saved item the next run can load: its keys are strings, every attribute well formed."""
+    return (isinstance(item, dict) and all(isinstance(k, str) and _attribute_ok(v) for k, v in item.items())
+            and "S" in item.get("pk", {}) and "S" in item.get("sk", {})
+            and all("N" in item[n] for n in ("expires", "expires_at") if n in item)
+            and ("owner" not in item or "S" in item["owner"]))
+
+
 def _live(item: dict[str, Any], now: float) -> bool:
     expiry = _expiry(item)
     return expiry is None or expiry >= now
@@ -65,6 +99,23 @@ class LocalState:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.path = self.folder / CLAIMS_FILE
+        self.damaged = 0  # lines of the file the last read() could not use
+
+    def problem(self) -> str | None:
+        """Why this folder cannot keep the state (None: it can): created when missing, then
+        a file written and removed in it, and the saved claims (if any) read. Found before a
+        run sends anything, so duplicate protection is never lost silently at its end."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.folder)
+            os.close(fd)
+            os.unlink(probe)
+            if self.path.exists():
+                with self.path.open("rb") as fh:
+                    fh.read(1)
+        except OSError as err:
+            return err.strerror or str(err)
+        return None
 
     # ---------------------------------------------------------------- file
     def read(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -73,16 +124,21 @@ class LocalState:
         if not self.path.is_file():
             return []
         claims, jobs = [], {}
-        with self.path.open(encoding="utf-8") as fh:
+        self.damaged = 0
+        # errors="replace": bytes that are not UTF-8 spoil their own line only
+        with self.path.open(encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 line = line.strip()
                 if not line:
                     continue
                 try:
                     item = json.loads(line)
-                    pk = item["pk"]["S"]
-                except (ValueError, KeyError, TypeError):
-                    continue  # a damaged line costs one claim, not the run
+                except ValueError:
+                    item = None
+                if not _item_ok(item):
+                    self.damaged += 1  # a damaged line costs one claim, not the run
+                    continue
+                pk = item["pk"]["S"]
                 if pk.startswith(DEDUPE_PREFIX) and _live(item, now):
                     claims.append(item)
                 elif pk.startswith(JOB_PREFIX):
