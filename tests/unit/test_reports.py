@@ -19,6 +19,18 @@ def test_cells_a_spreadsheet_would_run_as_a_formula_get_a_leading_apostrophe(cel
     assert neutralize(cell) == safe
 
 
+@pytest.mark.parametrize(("cell", "safe"), [
+    # full-width signs (an IME's input; Excel and LibreOffice read ＝1+1 as a formula), DDE's
+    # pipe (=cmd|' /C calc'!A0 written as |cmd), a percent sign (LibreOffice's percent formulas
+    # and %0A-style smuggling), and a formula behind leading spaces or a line break
+    ("＝1+1", "'＝1+1"), ("＋91", "'＋91"), ("－5", "'－5"), ("＠SUM(A1)", "'＠SUM(A1)"),
+    ("|cmd", "'|cmd"), ("%0A=1", "'%0A=1"), (" =1+2", "' =1+2"), ("\n=1+2", "'\n=1+2"),
+    ("x;＝1+1", "x;'＝1+1"), ("x;|cmd", "x;'|cmd"), ("a|b", "a|b"), ("50%", "50%"),
+])
+def test_other_ways_to_start_a_formula_are_neutralised_too(cell, safe):
+    assert neutralize(cell) == safe
+
+
 def test_the_report_has_exactly_the_spec_columns_and_a_header_even_without_rows():
     buf = io.StringIO(newline="")
     ReportWriter(buf)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .chunking import CallTooLarge, Chunker
 from .contacts import FileRejected, RejectedRow, ValidRow, open_contacts, parse_options
-from .flows import FLOW_ID_RE, resolve_flow
+from .flows import FLOW_ID_RE, not_a_flow_id, resolve_flow
 from .reports import ReportWriter, summary_dict
 from .settings import Settings
 
@@ -46,7 +46,7 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                 if not flow:
                     raise FileRejected("no flow for this file: give --flow-id or a 'flow-id' in the JSON")
                 if not FLOW_ID_RE.match(flow):
-                    raise FileRejected(f"flow-id '{flow}' is not a Phonon flow id (8 letters or digits)")
+                    raise FileRejected(not_a_flow_id(flow))
                 summary["flow"] = flow
                 chunker = Chunker(batch_size=settings.batch_size, security_id_len=64, flow_id=flow)
                 for item in contacts.rows():

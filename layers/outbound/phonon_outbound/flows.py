@@ -24,6 +24,16 @@ FLOW_ID_RE = re.compile(r"^[A-Za-z0-9]{8}$")
 SECURITY_ID_RE = re.compile(r"^[A-Za-z0-9]{64}$")
 
 
+def shown_flow(flow: str) -> str:
+    """A flow id fit for a reason: quoted when shaped like one; else only its length (the value
+    may be a phone number, or a security-id pasted into the wrong field)."""
+    return f"'{flow}'" if FLOW_ID_RE.match(flow) else f"(a value of {len(flow)} characters)"
+
+
+def not_a_flow_id(flow: str) -> str:
+    return f"flow-id {shown_flow(flow)} is not a Phonon flow id (8 letters or digits)"
+
+
 class UnknownFlow(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -68,7 +78,7 @@ class FlowSecrets:
         """Raise UnknownFlow unless `flow` is shaped like a flow id and its secret exists (and is
         not scheduled for deletion). Other errors (throttling, access) propagate: a retry."""
         if not FLOW_ID_RE.match(flow):
-            raise UnknownFlow(f"flow-id '{flow}' is not a Phonon flow id (8 letters or digits)")
+            raise UnknownFlow(not_a_flow_id(flow))
         if not self.exists(flow):
             raise UnknownFlow(f"unknown flow '{flow}': no secret named '{self.secret_name(flow)}' holds its "
                               f"security-id")
@@ -99,7 +109,7 @@ class FlowSecrets:
 
     def security_id(self, flow: str) -> str:
         if not FLOW_ID_RE.match(flow):
-            raise UnknownFlow(f"flow-id '{flow}' is not a Phonon flow id (8 letters or digits)")
+            raise UnknownFlow(not_a_flow_id(flow))
         name = f"{self.prefix}{flow}"
         try:
             raw = self.provider.get(name, max_age=self.max_age)

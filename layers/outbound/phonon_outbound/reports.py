@@ -8,8 +8,9 @@ order. Two defences against a spreadsheet running a cell (OWASP "CSV Injection")
   separates fields with ``;`` (most of Europe) splits an unquoted line on ``;`` too, so an
   unquoted ``x;=1+1`` would become the cells ``x`` and ``=1+1`` and run the formula; quoted,
   it stays the one text cell ``x;=1+1``;
-- a cell starting with ``=`` ``+`` ``-`` ``@``, a tab or a carriage return gets a leading
-  apostrophe, which spreadsheets show as text and do not evaluate; so does such a character
+- a cell starting with ``=`` ``+`` ``-`` ``@``, a tab or a carriage return (also their
+  full-width forms ``＝`` ``＋`` ``－`` ``＠``, ``|`` and ``%``, and any of them behind leading
+  spaces or line breaks) gets a leading apostrophe, which spreadsheets show as text and do not evaluate; so does such a character
   right after a ``;`` inside a cell (``x;=1+1`` → ``x;'=1+1``), for readers that split on
   ``;`` without honouring the quotes.
 
@@ -31,10 +32,13 @@ from .status import STATUSES
 __all__ = ["HEADER", "STATUSES", "ReportWriter", "neutralize", "summary_dict"]
 
 HEADER = ("row", "client-identifier", "status", "phonon-uuid", "request-id", "reason")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-_AFTER_SEMICOLON = re.compile(r";(?=[=+\-@\t\r])")
+# OWASP's list (= + - @ tab CR), their full-width forms (an IME types ＝; Excel and LibreOffice
+# take it for =), '|' (DDE: =cmd|' /C calc'!A0) and '%' (LibreOffice's percent formulas; "%0A"
+# smuggling). Leading spaces and line breaks are looked through: " =1+2" may be trimmed and run.
+_FORMULA_CHARS = "=+-@\t\r\uff1d\uff0b\uff0d\uff20|%"
+_FORMULA_START = tuple(_FORMULA_CHARS)
+_LEADING_BLANKS = " \n\u00a0\u3000"
+_AFTER_SEMICOLON = re.compile(r";(?=[" + re.escape(_FORMULA_CHARS) + "])")
 
 
 def neutralize(cell: str) -> str:
@@ -43,7 +47,7 @@ def neutralize(cell: str) -> str:
         return cell
     if ";" in cell:
         cell = _AFTER_SEMICOLON.sub(";'", cell)
-    if cell.startswith(_FORMULA_START):
+    if cell.lstrip(_LEADING_BLANKS).startswith(_FORMULA_START):
         return "'" + cell
     return cell
 

@@ -73,6 +73,7 @@ class Settings(BaseModel):
     max_line_bytes: int = Field(1024**2, ge=1024)
     max_columns: int = Field(16_384, ge=1)
     max_cell_bytes: int = Field(128 * 1024, ge=64)
+    max_compression_ratio: float = Field(100.0, ge=1)  # gzip: decompressed / compressed bytes
 
     @field_validator("default_flow_id", "api_url", "bucket_name", mode="before")
     @classmethod

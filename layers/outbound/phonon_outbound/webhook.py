@@ -13,8 +13,12 @@ otherwise. The push is validated by a schema (pydantic, through powertools' pars
 - the body is at most `MAX_BODY_BYTES` (checked on the raw event before anything is decoded),
   valid base64 when the event says so, UTF-8, and JSON without NaN/Infinity or overflowing
   numbers;
+- field names are read whatever their case and `-` / `_` (``Phonon-UUID``, ``CallDetails``);
+  a field given twice in one object (the same name, or two spellings of one field) is
+  ambiguous and refused, as are two different correlation references;
 - `phonon-uuid` is a token of at most 64 characters of ``[A-Za-z0-9-]``;
-- durations are finite numbers in ``0 … MAX_DURATION``; texts we keep are at most 64 characters;
+- durations are finite numbers in ``0 … MAX_DURATION``; texts we keep are at most 64 characters,
+  without control characters or bidirectional overrides;
 - lists are bounded (`MAX_ATTEMPTS` call attempts, `MAX_KEYS` flow variables, `MAX_DETAILS`
   SMS / e-mail details, `MAX_RECORDINGS` recordings). A push over a bound is **refused** (400),
   not truncated: the outcome is read from the *last* attempt, so keeping the first N would
@@ -141,13 +145,24 @@ def _duration(value: Any) -> int | None:
     return int(value)
 
 
+# Control characters (NUL, ESC sequences, line breaks) and bidirectional overrides have no place
+# in a hangup cause or a time; stored, they would reach a report or an operator's terminal.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str) and _UNPRINTABLE.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 def _cause(value: Any) -> str | None:
     if value is None:
         return None
     text = str(value)
     if len(text) > MAX_TEXT:
         raise ValueError(f"at most {MAX_TEXT} characters")
-    return text
+    return _printable(text)
 
 
 def _blank_is_none(value: Any) -> Any:
@@ -160,7 +175,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-Text = Annotated[StrictStr, StringConstraints(max_length=MAX_TEXT)]
+Text = Annotated[StrictStr, StringConstraints(max_length=MAX_TEXT), AfterValidator(_printable)]
 OptText = Annotated[Text | None, BeforeValidator(_blank_is_none)]
 Cause = Annotated[StrictStr | StrictInt | None, BeforeValidator(_blank_is_none), AfterValidator(_cause)]
 Duration = Annotated[StrictStr | StrictInt | StrictFloat | None, AfterValidator(_duration)]
@@ -246,9 +261,71 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _squash(name: str) -> str:
+    return name.replace("-", "").replace("_", "").lower()
+
+
+class _Ambiguous(ValueError):
+    """A JSON object names one field twice (exactly, or in two spellings of one of our fields)."""
+
+
+def _names_of(*models: type[BaseModel]) -> dict[str, str]:
+    """Field names by their squashed form (case, '-' and '_' ignored) -> as the schema spells
+    them: ``CallDetails`` is ``callDetails``, ``Hangup_Cause`` is ``hangupCause``."""
+    out: dict[str, str] = {}
+    for model in models:
+        for name, f in model.model_fields.items():
+            if name != "phonon_uuid":
+                out[_squash(f.alias or name)] = out[_squash(name)] = f.alias or name
+    return out
+
+
+# Only where our fields stand: the push (and its `body` wrapper), the items of its detail lists
+# and of `keys`. Keys elsewhere (a `keys` object's flow-variable names, unknown fields) are the
+# caller's and are left as they are.
+_TOP_NAMES = {**_names_of(FlowEndPush), **{_squash(a): UUID_ALIASES[0] for a in UUID_ALIASES}, "body": "body"}
+_ITEM_NAMES = {"callDetails": _names_of(CallAttempt), "smsDetails": _names_of(Delivery),
+               "emailDetails": _names_of(Delivery), "keys": _names_of(FlowVariable)}
+
+
+def _renamed(obj: dict, names: dict[str, str]) -> dict:
+    """``obj`` with its field names spelled as the schema does; two spellings of one field in
+    one object with different values are ambiguous (which one counts would depend on the parser)."""
+    out: dict = {}
+    for key, value in obj.items():
+        name = names.get(_squash(key), key) if isinstance(key, str) else key
+        if name in out:
+            if out[name] == value:  # the same value in two spellings says one thing
+                continue
+            raise _Ambiguous(f"the field {name} appears more than once"
+                             if name in names.values() else "a field appears more than once")
+        out[name] = value
+    return out
+
+
+def _canonical(doc: dict) -> dict:
+    doc = _renamed(doc, _TOP_NAMES)
+    for field, names in _ITEM_NAMES.items():
+        items = doc.get(field)
+        if isinstance(items, list):
+            doc[field] = [_renamed(i, names) if isinstance(i, dict) else i for i in items]
+    return doc
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object; a key given twice is ambiguous: which value counts would depend on the
+    parser, and a proxy in front of us may have read the other one."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _Ambiguous("a field appears more than once")
+    return out
+
+
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_object)
+    except _Ambiguous:
+        raise
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise WebhookError(400, "body is not JSON") from None
 
@@ -289,12 +366,18 @@ def parse_push(body: str | bytes) -> FlowEndPush:
             body = body.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise WebhookError(400, "body is not UTF-8") from None
-    doc = _loads(body)
-    if isinstance(doc, dict) and "body" in doc and not any(a in doc for a in UUID_ALIASES):
-        inner = doc["body"]  # one level of Phonon's own wrapping, as an object or as JSON text
-        doc = _loads(inner) if isinstance(inner, str) else inner
-    if not isinstance(doc, dict):
-        raise WebhookError(400, "body is not a JSON object")
+    try:
+        doc = _loads(body)
+        if isinstance(doc, dict):
+            doc = _renamed(doc, _TOP_NAMES)
+        if isinstance(doc, dict) and "body" in doc and not any(a in doc for a in UUID_ALIASES):
+            inner = doc["body"]  # one level of Phonon's own wrapping, as an object or as JSON text
+            doc = _loads(inner) if isinstance(inner, str) else inner
+        if not isinstance(doc, dict):
+            raise WebhookError(400, "body is not a JSON object")
+        doc = _canonical(doc)
+    except _Ambiguous as err:
+        raise WebhookError(400, f"invalid push: {err}") from None
     if not any(a in doc for a in UUID_ALIASES):
         raise WebhookError(400, "no phonon-uuid in the push")
     try:
@@ -357,17 +440,22 @@ class WebhookService:
     def _has_row(meta: dict, row: int) -> bool:
         """Rows are numbered from 1; once ingest is done we know the last one. A push naming
         another row must not invent a row in the report."""
-        return row >= 1 and (not meta.get("ingest_done") or row <= int(meta.get("total_rows", 0)))
+        if meta.get("ingest_done"):
+            return 1 <= row <= int(meta.get("total_rows", 0))
+        # still ingesting: the validation pre-pass has counted the file's rows
+        return row >= 1 and (not meta.get("row_count") or row <= int(meta["row_count"]))
 
     def correlation_ref(self, push: FlowEndPush | dict) -> str | None:
         """Our `<job>.<row>` from the push's flow variables; None when absent or not of that shape."""
         if isinstance(push, dict):
             push = parse(event={"phonon-uuid": "x", **push}, model=FlowEndPush)
-        for k in push.keys or []:
-            if k.name in (self.correlation_name, self.correlation_key):
-                value = k.value
-                return value if isinstance(value, str) and _REF.match(value) else None
-        return None
+        values = {k.value if isinstance(k.value, str) else repr(k.value)
+                  for k in push.keys or [] if k.name in (self.correlation_name, self.correlation_key)}
+        if len(values) > 1:  # two refs: which row the push is for cannot be told
+            raise WebhookError(400, f"invalid push: keys: {self.correlation_key} appears more than once "
+                                    f"with different values")
+        value = next(iter(values), None)
+        return value if isinstance(value, str) and _REF.match(value) else None
 
     def handle_request(self, body: Any, is_base64: bool = False) -> dict:
         return self.handle(decode_body(body, is_base64))

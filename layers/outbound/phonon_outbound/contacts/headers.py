@@ -242,10 +242,11 @@ def _is_start_header(words: Sequence[str]) -> bool:
 
 
 def flow_key_name(name: str) -> str:
-    """A key name as written, with the ``$flow.key.`` prefix added when missing."""
+    """A key name as written, with the ``$flow.key.`` prefix added when missing (a prefix
+    written in another case, ``$FLOW.KEY.x``, is written as documented: ``$flow.key.x``)."""
     name = name.strip()
     if name[: len(FLOW_KEY_PREFIX)].lower() == FLOW_KEY_PREFIX:
-        return name
+        return FLOW_KEY_PREFIX + name[len(FLOW_KEY_PREFIX):].strip()
     return FLOW_KEY_PREFIX + name
 
 
@@ -323,6 +324,8 @@ def map_header(cells: list[str], reserved_key: str, *, phone_columns: Sequence[s
     unnamed: list[int] = []
     repeated: dict[str, list[int]] = {}
     record_ids: list[int] = []
+    nameless: list[int] = []  # '$flow.key.' and nothing after it
+    key_columns: dict[str, tuple[int, str]] = {}  # a flow variable's name (exact: the flow tells case apart) -> (column, name)
     for i, raw in enumerate(cells):
         written = raw.strip()
         if not written:
@@ -354,9 +357,16 @@ def map_header(cells: list[str], reserved_key: str, *, phone_columns: Sequence[s
         elif is_record_id_header(w):
             record_ids.append(i)
         key = flow_key_name(written)
-        if key.lower() == reserved_lower:
+        if key == FLOW_KEY_PREFIX:
+            nameless.append(i)
+        elif key.lower() == reserved_lower:
             cols.reserved.append((i, column_label(i, written)))
+        elif key in key_columns:  # one variable, one value: the first column with the name gives it
+            first, first_key = key_columns[key]
+            repeated.setdefault(f"the flow variable {shown_header(first_key) or 'of an earlier column'} "
+                                f"(column {first + 1})", []).append(i)
         else:
+            key_columns[key] = (i, key)
             cols.keys.append((i, key))
     if cols.client is None and len(record_ids) == 1:
         cols.client, cols.client_from = record_ids[0], "record id"
@@ -370,6 +380,10 @@ def map_header(cells: list[str], reserved_key: str, *, phone_columns: Sequence[s
         else:
             cols.notes.append(f"{len(unnamed):,} columns have no header name (columns {listed(unnamed)}): "
                               f"their values are ignored")
+    if nameless:
+        cols.notes.append(f"column{'s' if len(nameless) > 1 else ''} {listed(nameless)} "
+                          f"{'have' if len(nameless) > 1 else 'has'} no name after {FLOW_KEY_PREFIX}: "
+                          f"{'their' if len(nameless) > 1 else 'its'} values are ignored")
     for role, idx in repeated.items():
         cols.notes.append(f"column{'s' if len(idx) > 1 else ''} {listed(idx)} repeat{'' if len(idx) > 1 else 's'} "
                           f"{role}: ignored")

@@ -14,7 +14,7 @@ __all__ = ["mapping_from_metadata", "metadata_text", "parse_options", "split_col
 
 PHONE_COLUMNS_KEY = "phone-columns"
 ID_COLUMN_KEY = "id-column"
-_CAPS = ("max_decompressed_bytes", "max_line_bytes", "max_columns", "max_cell_bytes")
+_CAPS = ("max_decompressed_bytes", "max_line_bytes", "max_columns", "max_cell_bytes", "max_compression_ratio")
 
 
 def split_columns(value: str | Iterable[str] | None) -> tuple[str, ...] | None:

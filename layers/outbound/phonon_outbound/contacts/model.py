@@ -27,6 +27,11 @@ class ParseOptions:
     max_line_bytes: int = 1024**2
     max_columns: int = 16_384  # Excel's own maximum (column XFD)
     max_cell_bytes: int = 128 * 1024
+    # A gzip whose decompressed bytes pass this many times its compressed bytes (checked once
+    # min_ratio_check_bytes are decompressed) is rejected: a bomb of short lines would otherwise
+    # be read for hours and reported as a billion rows. Contact CSVs compress 3-10 times.
+    max_compression_ratio: float = 100.0
+    min_ratio_check_bytes: int = 16 * 1024**2
 
     @property
     def reserved_key(self) -> str:

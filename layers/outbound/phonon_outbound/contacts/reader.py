@@ -76,6 +76,7 @@ from .source import (
     GZIP_ERRORS,
     Opened,
     Source,
+    TooCompressed,
     TooLarge,
     TooLargeDecompressed,
     detect_encoding,
@@ -114,10 +115,39 @@ _DISCARD = 1 << 16  # the rest of an over-long line is read and dropped in piece
 # is lifted: otherwise it would answer first, with its own message, whatever the setting.
 csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 MAX_NOTES = 20
+# A row's reason or warnings name at most this many unusable numbers (or warnings) and count the
+# rest: a cell of 10,000 bad values would otherwise make a 600 kB reason, too big for the chunk
+# message that carries an ACCEPTED row's warnings (SQS: 256 KB) and for the report.
+MAX_ROW_PROBLEMS = 5
+# A call object sits at most 2 levels down and its keys' values rarely nest; past this depth a
+# JSON file is no contact file (and its parser's memory grows with the depth).
+MAX_JSON_DEPTH = 64
 MAX_NOTE_CHARS = 300
 
 Row = ValidRow | RejectedRow
 
+
+
+_NUMBER_ONLY = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
+_DIGIT_RUN = re.compile(r"\d(?:[ ()\-./]{0,2}\d){6,}")  # 7+ digits, separators between them
+_EMAIL_IN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _looks_like_data(cell: str) -> bool:
+    """Is a cell of the first line data rather than a column name? A phone number, an e-mail
+    address or a number anywhere in it (a name next to a number is a contact's, not a header):
+    then no cell of the line may be shown in the rejection reason."""
+    text = cell.strip()
+    return bool(_DATA_LIKE.fullmatch(text) or _NUMBER_ONLY.fullmatch(text) or _DIGIT_RUN.search(text)
+                or _EMAIL_IN.search(text))
+
+
+def _add_new(nums: list[str], seen: set[str], more: list[str]) -> None:
+    """Append the numbers of ``more`` not in ``nums`` (whose set ``seen`` is) yet, in order."""
+    for d in more:
+        if d not in seen:
+            seen.add(d)
+            nums.append(d)
 
 
 def _several_numbers(token: str) -> list[str] | None:
@@ -142,7 +172,8 @@ def open_contacts(stream, filename: str, options: ParseOptions | None = None, *,
     name = os.path.basename(filename.rstrip("/")) or filename
     kind, gz_by_name, stem = _classify_name(name)
     source = Source(stream, gz_by_name, options.max_bytes, stream_factory,
-                    max_decompressed=options.max_decompressed_bytes)
+                    max_decompressed=options.max_decompressed_bytes, max_ratio=options.max_compression_ratio,
+                    min_ratio_check=options.min_ratio_check_bytes)
     cf = ContactFile(source, kind, stem, options)
     cf._prefer_tab = name.lower().removesuffix(".gz").endswith(".tsv")
     try:
@@ -324,6 +355,10 @@ class ContactFile:
                     raise FileRejected(f"not decodable as text: not valid {label} ({exc.reason})") from None
                 self._encoding, self._errors = "cp1252", "phonon-cp1252"
                 self._note("not valid UTF-8: read as Windows-1252")
+            except TooCompressed:
+                raise FileRejected(f"decompressed size is more than {self._opts.max_compression_ratio:g} times the "
+                                   f"compressed size (max_compression_ratio): a gzip bomb, or rows of mostly empty "
+                                   f"columns; remove the empty columns, or upload the file uncompressed") from None
             except TooLargeDecompressed:
                 raise FileRejected(f"decompressed size over the limit of {self._opts.max_decompressed_bytes:,} "
                                    f"bytes (max_decompressed_bytes)") from None
@@ -389,6 +424,8 @@ class ContactFile:
             m = _SEP_LINE.fullmatch(first.rstrip("\r\n"))
             if m is not None:
                 delimiter = m.group(1)
+                if delimiter == '"':  # the csv module cannot split on its quote character
+                    raise FileRejected("the 'sep=' line names the double quote, which cannot separate columns")
                 budget[0] = 0
                 first = next((ln for ln in lines if ln.strip(_BLANK_LINE_CHARS)), None)
                 if first is None:
@@ -412,7 +449,7 @@ class ContactFile:
         except MappingError as exc:
             raise FileRejected(str(exc)) from None
         if not cols.phones:
-            if any(_DATA_LIKE.fullmatch(h.strip()) for h in header):
+            if any(_looks_like_data(h) for h in header):
                 raise FileRejected("no header: the first line looks like data (it holds a phone number, a number "
                                    "or an e-mail address); the first line must name the columns, e.g. "
                                    "client-identifier,phone")
@@ -513,9 +550,9 @@ class ContactFile:
                     continue
                 try:
                     obj = loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
-                if isinstance(obj, dict):
+                if isinstance(obj, dict) and not _too_deep(line, obj):
                     roles.saw_keys(obj)
                     cid = _cid_text(roles.cid_value(obj)[1])
                     if cid:
@@ -546,57 +583,72 @@ class ContactFile:
         return io.BufferedReader(_JsonValueGuard(raw, self._opts.max_cell_bytes), 1 << 16)
 
     def _scan_json(self, opened: Opened) -> None:
+        # ijson.basic_parse, not ijson.parse: parse() builds each event's path ("item.item…")
+        # and keeps one per open level, so its memory grows with the square of the nesting
+        # depth (250 MB at 10,000 levels of '[' in a 20 kB file). Here the depth is counted
+        # and capped (MAX_JSON_DEPTH) and only the few places a contact file uses are watched.
         spill = DigestSpill()
         shape: str | None = None
         flow_id = None
-        calls_seen = False
+        calls_seen = in_calls = item_is_map = False
         count = 0
-        item = item_dot = "\0"  # set once the top-level shape is known
+        depth = 0  # containers open around the current event
+        item_depth = -1  # the depth of the call objects, once the top-level shape is known
+        top_key = key = None  # the current key of the top-level object / of the call object
         roles = self._roles
         id_keys: dict = {}  # the current object's identifier candidates: key -> value
         is_id_key = roles.is_id_key
         try:
             try:
-                for prefix, event, value in ijson.parse(self._json_bytes(opened, check=True), use_float=False):
-                    if prefix == item:
-                        if event == "map_key":
-                            roles.saw_key(value)
-                        elif event == "start_map":
-                            count += 1
-                            id_keys = {}
-                        elif event == "end_map":
+                for event, value in ijson.basic_parse(self._json_bytes(opened, check=True), use_float=False):
+                    if event == "end_map" or event == "end_array":
+                        depth -= 1
+                        if depth == item_depth and item_is_map and event == "end_map":
+                            item_is_map = False
                             cid = _cid_text(roles.cid_value(id_keys)[1])
                             if cid:
                                 spill.add(hash(cid))
-                        elif event in ("start_array", "string", "number", "boolean", "null"):
-                            count += 1
-                    elif event in ("string", "number") and prefix.startswith(item_dot):
-                        key = prefix[len(item_dot):]
-                        if is_id_key(key):
+                        elif depth == 1 and in_calls and event == "end_array":
+                            in_calls = False
+                        continue
+                    if depth >= MAX_JSON_DEPTH and (event == "start_map" or event == "start_array"):
+                        raise FileRejected(f"not valid JSON for a contact file: nested more than "
+                                           f"{MAX_JSON_DEPTH} levels deep")
+                    if depth == item_depth and (in_calls or shape == "array"):
+                        count += 1
+                        if event == "start_map":
+                            item_is_map, id_keys, key = True, {}, None
+                    elif depth == item_depth + 1 and item_is_map:
+                        if event == "map_key":
+                            key = value
+                            roles.saw_key(value)
+                        elif (event == "string" or event == "number") and is_id_key(key):
                             id_keys[key] = value
-                    elif prefix == "":
-                        if shape is None:
-                            if event == "start_map":
-                                shape, item, item_dot = "object", "calls.item", "calls.item."
-                            elif event == "start_array":
-                                shape, item, item_dot = "array", "item", "item."
-                            else:
-                                raise FileRejected("not valid JSON for a contact file: the top level must be an "
-                                                   "array of call objects or an object with a \"calls\" array")
-                    elif shape == "object":
-                        if prefix == "calls":
-                            if event == "start_array":
-                                calls_seen = True
-                            elif event not in ("end_array",):
+                    elif depth == 0:
+                        if event == "start_map":
+                            shape, item_depth = "object", 2
+                        elif event == "start_array":
+                            shape, item_depth = "array", 1
+                        else:
+                            raise FileRejected("not valid JSON for a contact file: the top level must be an "
+                                               "array of call objects or an object with a \"calls\" array")
+                    elif depth == 1 and shape == "object":
+                        if event == "map_key":
+                            top_key = value
+                        elif top_key == "calls":
+                            if event != "start_array":
                                 raise FileRejected("not valid JSON for a contact file: \"calls\" must be an array "
                                                    "of call objects")
-                        elif prefix == "flow-id" and event in ("string", "number") and flow_id is None:
+                            calls_seen = in_calls = True
+                        elif top_key == "flow-id" and (event == "string" or event == "number") and flow_id is None:
                             flow_id = str(value).strip() or None
+                    if event == "start_map" or event == "start_array":
+                        depth += 1
             except ijson.JSONError as exc:
                 raise FileRejected(f"not valid JSON: {_ijson_reason(exc)}") from None
             if shape == "object" and not calls_seen:
                 raise FileRejected("not valid JSON for a contact file: the object has no \"calls\" array")
-            self._json_prefix = item
+            self._json_prefix = "calls.item" if shape == "object" else "item"
             self.flow_id = flow_id
             self.row_count = count
             self._repeated = spill.repeated()
@@ -640,9 +692,16 @@ class ContactFile:
                 continue
             try:
                 obj = loads(line)
+            except RecursionError:
+                obj = _TOO_DEEP
             except ValueError as exc:
                 if lineno > start_row:
                     yield RejectedRow(lineno, "", f"line is not valid JSON ({exc})")
+                continue
+            if obj is _TOO_DEEP or _too_deep(line, obj):
+                if lineno > start_row:
+                    yield RejectedRow(lineno, "", f"line is not valid JSON for a contact file: nested more than "
+                                                  f"{MAX_JSON_DEPTH} levels deep")
                 continue
             r = build.from_object(lineno, obj, claims, lineno <= start_row, "line")
             if r is not None:
@@ -731,6 +790,7 @@ class ContactFile:
                                           f"(max_cell_bytes): row not read")
                         continue
                     nums = []
+                    seen = set()  # beside nums: a row may give thousands (16,384 phone columns)
                     problems = []
                     for i, col in phones:  # numbers_of() inlined for the usual one-number cells
                         if i >= n:
@@ -740,7 +800,7 @@ class ContactFile:
                             continue
                         if ";" in cell or "|" in cell:
                             more, more_problems = numbers_of([cell], 1, [(0, col)])
-                            nums.extend(d for d in more if d not in nums)
+                            _add_new(nums, seen, more)
                             problems.extend(more_problems)
                             continue
                         cell = cell.strip()
@@ -749,11 +809,12 @@ class ContactFile:
                             if digits is None:
                                 if len(cell) >= _MIN_SEVERAL:  # several numbers? the slow path
                                     more, more_problems = numbers_of([cell], 1, [(0, col)])
-                                    nums.extend(d for d in more if d not in nums)
+                                    _add_new(nums, seen, more)
                                     problems.extend(more_problems)
                                 else:
                                     problems.append(number_problem(cell, col, problem))
-                            elif digits not in nums:
+                            elif digits not in seen:
+                                seen.add(digits)
                                 nums.append(digits)
                     if n >= width:
                         kv = [{"name": name, "value": v} for i, name in keys if (v := cells[i].strip())]
@@ -887,6 +948,26 @@ def _bounded_lines(text: io.TextIOBase, cap: int, budget: list[int], continued_c
             raise _LineTooLong("record")
         budget[0] = used + n
         yield line
+
+
+_TOO_DEEP = object()
+
+
+def _too_deep(line: str, obj) -> bool:
+    """Is a decoded JSON Lines value nested more than MAX_JSON_DEPTH levels? (Only a line with
+    that many brackets can be, so the walk is made for such lines only; it is iterative.)"""
+    if line.count("[") + line.count("{") <= MAX_JSON_DEPTH:
+        return False
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
+    return False
 
 
 def _csv_error(exc: csv.Error) -> str:
@@ -1040,12 +1121,14 @@ class _RowBuilder:
         self.phones = PhoneNormalizer(opts.default_region)
         self.times = StartTimeParser(opts.time_zone, opts.now)
         self.reserved_key = opts.reserved_key
+        self.max_cell = opts.max_cell_bytes
         self._reserved_lower = opts.reserved_key.lower()
         self._key_names: dict[str, str | None] = {}
 
     def numbers(self, cells: list[str], n: int, phones: list[tuple[int, str]]) -> tuple[list[str], list[str]]:
         normalize = self.phones.normalize
         nums: list[str] = []
+        seen: set[str] = set()  # a set beside the list: a cell may hold ~10,000 numbers
         problems: list[str] = []
         for i, col in phones:
             if i >= n:
@@ -1060,7 +1143,8 @@ class _RowBuilder:
                     continue
                 digits, problem = normalize(tok)
                 if digits is not None:
-                    if digits not in nums:
+                    if digits not in seen:
+                        seen.add(digits)
                         nums.append(digits)
                     continue
                 parts = _several_numbers(tok) if len(tok) >= _MIN_SEVERAL else None
@@ -1071,7 +1155,8 @@ class _RowBuilder:
                     digits, problem = normalize(part)
                     if digits is None:
                         problems.append(number_problem(part, col, problem))
-                    elif digits not in nums:
+                    elif digits not in seen:
+                        seen.add(digits)
                         nums.append(digits)
         return nums, problems
 
@@ -1082,6 +1167,11 @@ class _RowBuilder:
         start_problem = None
         if start:
             start_value, start_problem = self.times.parse(start)
+        if len(problems) > MAX_ROW_PROBLEMS:
+            problems = [*problems[:MAX_ROW_PROBLEMS],
+                        f"… and {len(problems) - MAX_ROW_PROBLEMS:,} more numbers that cannot be used"]
+        if warnings is not None and len(warnings) > MAX_ROW_PROBLEMS:
+            warnings = [*warnings[:MAX_ROW_PROBLEMS], f"… and {len(warnings) - MAX_ROW_PROBLEMS:,} more warnings"]
         if not nums or start_problem is not None:
             reasons = list(problems)
             if not nums and not problems:
@@ -1116,6 +1206,9 @@ class _RowBuilder:
             if raw_cid is None or cid == "":
                 return RejectedRow(rowno, "", f"{id_name} is missing or empty")
             return RejectedRow(rowno, "", f"{id_name} must be text or a number")
+        if len(cid) > self.max_cell:  # JSON Lines: only the line limit bounded it; it is kept with the row
+            return None if skip else RejectedRow(rowno, "", f"{id_name} is longer than the limit of "
+                                                            f"{self.max_cell:,} bytes (max_cell_bytes)")
         first = claims.claim(cid, rowno)
         if skip:
             return None
@@ -1171,10 +1264,15 @@ class _RowBuilder:
                     warnings.append(f"keys entry {n} is not {{\"name\": ..., \"value\": ...}}: ignored")
         else:
             return keys, ["keys is not a list of {\"name\": ..., \"value\": ...}: ignored"]
+        first_entry: dict[str, int] = {}
         for name, value, n in pairs:
             key = self._key_name(name)
             if key is None:
                 warnings.append(f"keys entry {n} has an empty name: ignored")
+                continue
+            if key in first_entry:  # one variable, one value: as for a CSV header given twice
+                warnings.append(f"keys entry {n} repeats the flow variable {shown_header(key) or 'of an earlier entry'}"
+                                f" of entry {first_entry[key]}: ignored")
                 continue
             if key.lower() == self._reserved_lower:
                 warnings.append(f"key '{name}' ignored: {self.reserved_key} is reserved for the pipeline's own "
@@ -1183,6 +1281,7 @@ class _RowBuilder:
             text = _value_text(value)
             if text is None or not text.strip():
                 continue
+            first_entry[key] = n
             keys.append({"name": key, "value": text})
         return keys, warnings
 

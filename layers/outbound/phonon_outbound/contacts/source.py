@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from .model import FileRejected
 
-__all__ = ["GZIP_ERRORS", "Source", "TooLarge", "TooLargeDecompressed", "detect_encoding", "gzip_reason"]
+__all__ = ["GZIP_ERRORS", "Source", "TooCompressed", "TooLarge", "TooLargeDecompressed", "detect_encoding", "gzip_reason"]
 
 _CHUNK = 1 << 16
 GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
@@ -42,15 +42,24 @@ class TooLargeDecompressed(TooLarge):
     """The decompressed bytes passed ``max_decompressed_bytes`` (a gzip bomb, or just too big)."""
 
 
+class TooCompressed(TooLarge):
+    """The decompressed bytes passed ``max_compression_ratio`` times the compressed bytes."""
+
+
 class _Counting(io.RawIOBase):
-    """Raw stream over any object with ``read(n)``; counts bytes, enforces a limit, may tee."""
+    """Raw stream over any object with ``read(n)``; counts bytes, enforces a limit, may tee.
+
+    ``ratio``: (the compressed stream's counter, the highest ratio, the count from which it is
+    checked): this stream's bytes may not pass ratio times the other's."""
 
     def __init__(self, stream, limit: int | None, tee: BinaryIO | None = None,
-                 too_large: type[TooLarge] = TooLarge) -> None:
+                 too_large: type[TooLarge] = TooLarge,
+                 ratio: tuple[_Counting, float, int] | None = None) -> None:
         self._stream = stream
         self._limit = limit
         self._tee = tee
         self._too_large = too_large
+        self._ratio = ratio
         self.count = 0
 
     def readable(self) -> bool:
@@ -67,6 +76,10 @@ class _Counting(io.RawIOBase):
             self._tee.write(data)
         if self._limit is not None and self.count > self._limit:
             raise self._too_large()
+        if self._ratio is not None:
+            compressed, ratio, floor = self._ratio
+            if self.count > floor and self.count > ratio * compressed.count:
+                raise TooCompressed()
         return n
 
 
@@ -108,9 +121,12 @@ class Source:
     """
 
     def __init__(self, stream, gz_by_name: bool, max_bytes: int | None,
-                 stream_factory: Callable[[], object] | None = None, max_decompressed: int | None = None) -> None:
+                 stream_factory: Callable[[], object] | None = None, max_decompressed: int | None = None,
+                 max_ratio: float | None = None, min_ratio_check: int = 0) -> None:
         self._stream = stream
         self._max_decompressed = max_decompressed
+        self._max_ratio = max_ratio
+        self._min_ratio_check = min_ratio_check
         self._factory = stream_factory
         self._limit = max_bytes
         self._gz_by_name = gz_by_name
@@ -157,10 +173,12 @@ class Source:
                 self.notes.append("gzip-compressed although the name does not end in .gz: decompressed")
             self.gz = is_gzip
         data: BinaryIO = gzip.GzipFile(fileobj=buffered, mode="rb") if self.gz else buffered  # type: ignore[assignment]
-        if self.gz and self._max_decompressed is not None:
-            # Counted after decompression: a small gzip may hold gigabytes (10 MB of gzip -> 10 GiB).
-            data = io.BufferedReader(_Counting(data, self._max_decompressed, too_large=TooLargeDecompressed),
-                                     _CHUNK)  # type: ignore[assignment]
+        if self.gz and (self._max_decompressed is not None or self._max_ratio is not None):
+            # Counted after decompression: a small gzip may hold gigabytes (10 MB of gzip -> 10 GiB),
+            # and the ratio to the compressed bytes read so far stops a bomb early.
+            ratio = (counting, self._max_ratio, self._min_ratio_check) if self._max_ratio is not None else None
+            data = io.BufferedReader(_Counting(data, self._max_decompressed, too_large=TooLargeDecompressed,
+                                               ratio=ratio), _CHUNK)  # type: ignore[assignment]
         return Opened(counting, data)
 
     def _drain_first(self) -> None:
@@ -188,6 +206,9 @@ class Source:
 def gzip_reason(exc: BaseException) -> str:
     if isinstance(exc, EOFError):
         return "not valid gzip: the compressed file is truncated"
+    if isinstance(exc, gzip.BadGzipFile) and str(exc).startswith("Not a gzipped file"):
+        # the gzip module's message quotes the two bytes it found: file content, left out
+        return "not valid gzip: bytes after the compressed content are not gzip-compressed"
     return f"not valid gzip: {exc}"
 
 

@@ -99,9 +99,9 @@ class StartTimeParser:
                 year = "20" + year
             if int(a) > 12 >= int(b):  # unambiguous: day first
                 suggestion = f"{year}-{int(b):02d}-{int(a):02d} {clock or 'HH:MM'}"
-                return (f"start-time '{cell}' is day-first; write it year-first with a time, as "
+                return (f"start-time {_shown(cell)} is day-first; write it year-first with a time, as "
                         f"YYYY-MM-DD HH:MM[:SS]: here {suggestion}")
-            return (f"start-time '{cell}' is not year-first (day-first or month-first dates are "
+            return (f"start-time {_shown(cell)} is not year-first (day-first or month-first dates are "
                     f"ambiguous); {self._howto}")
         if _SERIAL.fullmatch(cell):
             return (f"start-time '{cell}' is a spreadsheet date serial number; format the column as "
