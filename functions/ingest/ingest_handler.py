@@ -98,8 +98,8 @@ def failure_records(event: dict) -> list[tuple[dict, str]] | None:
             logger.warning("ingest failure queue: not a Lambda destination record",
                            extra={"message_id": record.message_id})
             continue
-        response = doc.get("responsePayload") if isinstance(doc.get("responsePayload"), dict) else {}
-        context = doc.get("responseContext") if isinstance(doc.get("responseContext"), dict) else {}
+        response: dict = doc["responsePayload"] if isinstance(doc.get("responsePayload"), dict) else {}
+        context: dict = doc["responseContext"] if isinstance(doc.get("responseContext"), dict) else {}
         # errorType only (e.g. "Sandbox.Timedout", "MemoryError"): an errorMessage may quote data.
         what = (response.get("errorType") or context.get("functionError")
                 or doc["requestContext"].get("condition") or "unknown error")

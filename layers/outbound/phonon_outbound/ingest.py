@@ -420,7 +420,8 @@ class IngestService:
         def send_pending(all_: bool) -> None:
             nonlocal checkpoint
             while pending and (all_ or len(pending) >= MAX_BATCH_ENTRIES):
-                batch, size = [], 0
+                batch: list[tuple[int, Chunk, str]] = []
+                size = 0
                 while pending and len(batch) < MAX_BATCH_ENTRIES:
                     nbytes = len(pending[0][2].encode())
                     if batch and size + nbytes > MAX_BATCH_BYTES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -88,7 +89,7 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        values = {}
+        values: dict[str, Any] = {}  # text from the environment; pydantic converts and checks it
         for name in cls.model_fields:
             raw = env.get(name.upper())
             if raw is not None and raw != "":

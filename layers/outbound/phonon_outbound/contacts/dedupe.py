@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterable
 from itertools import islice
 from operator import eq
+from typing import IO
 
 __all__ = ["ClaimTracker", "DigestSpill"]
 
@@ -46,7 +47,7 @@ class DigestSpill:
 
     def __init__(self) -> None:
         self._pending: list[int] = []
-        self._file = None
+        self._file: IO[bytes] | None = None
         self._runs: list[tuple[int, list[int]]] = []  # (byte offset, 257 indexes into the run)
         self._within: set[int] = set()  # digests already seen twice inside one run
 
@@ -71,9 +72,10 @@ class DigestSpill:
             run = sorted(set(run))
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="phonon-ids-")  # noqa: SIM115 - closed by close()
-        offset = self._file.seek(0, os.SEEK_END)
-        array("q", run).tofile(self._file)
-        self._file.flush()
+        spool = self._file
+        offset = spool.seek(0, os.SEEK_END)
+        array("q", run).tofile(spool)
+        spool.flush()
         self._runs.append((offset, [bisect_left(run, b) for b in _BOUNDS]))
 
     def repeated(self) -> set[int]:

@@ -148,7 +148,8 @@ def _pieces(word: str) -> list[str] | None:
     for i in range(n - 1, -1, -1):
         for j in range(min(n, i + _PIECE_MAX), i + 1, -1):
             rest = best[j]
-            if rest is not None and word[i:j] in _PIECES and (best[i] is None or len(rest) + 1 < len(best[i])):
+            here = best[i]
+            if rest is not None and word[i:j] in _PIECES and (here is None or len(rest) + 1 < len(here)):
                 best[i] = [word[i:j], *rest]
     found = best[0]
     return found if found is not None and len(found) > 1 else None

@@ -51,6 +51,7 @@ import re
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from itertools import chain
+from typing import Any
 
 import ijson
 
@@ -577,7 +578,7 @@ class ContactFile:
             data = opened.data
             if data.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
                 data.read(3)
-            raw = _Utf8Check(data) if check else data
+            raw: Any = _Utf8Check(data) if check else data
         else:
             raw = _Transcode(self._text(opened))
         return io.BufferedReader(_JsonValueGuard(raw, self._opts.max_cell_bytes), 1 << 16)
@@ -594,7 +595,8 @@ class ContactFile:
         count = 0
         depth = 0  # containers open around the current event
         item_depth = -1  # the depth of the call objects, once the top-level shape is known
-        top_key = key = None  # the current key of the top-level object / of the call object
+        top_key: Any = None
+        key: Any = None  # the current key of the top-level object / of the call object
         roles = self._roles
         id_keys: dict = {}  # the current object's identifier candidates: key -> value
         is_id_key = roles.is_id_key
@@ -789,8 +791,8 @@ class ContactFile:
                                           f"{name} has a value longer than the limit of {max_cell:,} bytes "
                                           f"(max_cell_bytes): row not read")
                         continue
-                    nums = []
-                    seen = set()  # beside nums: a row may give thousands (16,384 phone columns)
+                    nums: list[str] = []
+                    seen: set[str] = set()  # beside nums: a row may give thousands (16,384 phone columns)
                     problems = []
                     for i, col in phones:  # numbers_of() inlined for the usual one-number cells
                         if i >= n:
