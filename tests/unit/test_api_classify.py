@@ -1,4 +1,4 @@
-"""Every row of phonon-api.md's response table, the two success shapes, the 202 contradiction,
+"""Every row of docs/phonon-api.md's response table, the two success shapes, the 202 contradiction,
 and the HTTP-status fall-backs."""
 
 import json

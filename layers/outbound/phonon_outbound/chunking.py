@@ -2,7 +2,7 @@
 
 A chunk holds at most ``batch_size`` calls and its request body -- as built by
 :func:`build_body`, security-id included -- is at most ``max_body_bytes`` (256 KiB: Phonon
-silently drops larger bodies, phonon-api.md). The size is computed incrementally from each
+silently drops larger bodies, docs/phonon-api.md). The size is computed incrementally from each
 call's own serialization, never by re-serializing the chunk:
 
     len(build_body(sid, flow, calls)) == overhead(len(sid), flow) + sum(len(serialize_call(c))) + (n - 1)

@@ -51,7 +51,8 @@ def flow_from_key(key: str) -> str | None:
 
 def resolve_flow(metadata_flow: str | None, file_flow: str | None, key: str,
                  default_flow: str | None) -> tuple[str | None, str]:
-    """SPEC order: S3 metadata, the JSON file's own flow-id, the key prefix, the default."""
+    """The order of docs/contract.md ("Which flow a file belongs to"): S3 metadata, the JSON
+    file's own flow-id, the key prefix, the default."""
     for flow, source in ((metadata_flow, "object metadata"), (file_flow, "the file's flow-id"),
                          (flow_from_key(key), "the key prefix"), (default_flow, "the default flow")):
         if flow and str(flow).strip():

@@ -2,7 +2,7 @@
 
 The same (security-id, flow-id, calls) always give the same bytes. That matters: Phonon
 refuses a byte-identical body with ``201 Checksum Repeated``, so a resend of the same bytes
-can never place a call twice (phonon-api.md). Never re-serialise a body differently between
+can never place a call twice (docs/phonon-api.md). Never re-serialise a body differently between
 attempts (no ``sort_keys``, no pretty printing): build it with :func:`build_body` every time.
 
 The body contains the flow's security-id, a secret: never log it, never put it in a message.

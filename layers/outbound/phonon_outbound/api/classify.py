@@ -1,6 +1,6 @@
-"""phonon-api.md's response taxonomy: one :class:`ApiAnswer` → one :class:`Verdict`.
+"""docs/phonon-api.md's response taxonomy: one :class:`ApiAnswer` → one :class:`Verdict`.
 
-Rules (phonon-api.md, "Response" and "contradictions"):
+Rules (docs/phonon-api.md, "Answers" and "Where the document contradicts itself"):
 
 1. The body's ``api-response-code`` and ``api-response-message`` decide, whatever the HTTP
    status (401 "IP Not Whitelisted" may come with HTTP 200).

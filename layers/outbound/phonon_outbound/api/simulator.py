@@ -1,5 +1,5 @@
 """The bundled Phonon simulator: a real HTTP server on loopback that behaves like the
-Outbound Create API (phonon-api.md), with fault modes, a rate limit, and flow-end webhooks.
+Outbound Create API (docs/phonon-api.md), with fault modes, a rate limit, and flow-end webhooks.
 
 Behaviour, in the order a request meets it:
 

@@ -677,7 +677,7 @@ class LocalPipeline:
             self._continuations.append(event)
 
     def _throttle(self) -> None:
-        """Keep the emulated queue shallow: moto's SQS slows down with depth (aws-here.md).
+        """Keep the emulated queue shallow: moto's SQS slows down with depth (docs/benchmarks.md: every send scans the queued messages).
         After Ctrl-C, stop ingest before it queues another chunk."""
         while not self._stop.is_set():
             if self._interrupted.is_set():
