@@ -220,14 +220,7 @@ class LocalState:
             request: dict | None = {table: {"Keys": keys[i:i + 100], "ConsistentRead": True}}
             while request:
                 got = client.batch_get_item(RequestItems=request)
-                for item in got.get("Responses", {}).get(table, []):
-                    if not _live(item, now):
-                        continue
-                    job, _, row = item.get("owner", {}).get("S", "").rpartition(".")
-                    if row.isdigit() and int(row) in released.get(job, ()):
-                        continue
-                    jobs.add(job)
-                    yield item
+                yield from LocalState._kept(got.get("Responses", {}).get(table, []), now, released, jobs)
                 request = got.get("UnprocessedKeys") or None
         yield from LocalState._stubs(client, table, jobs)
 
@@ -252,12 +245,18 @@ class LocalState:
             TableName=table, FilterExpression="begins_with(pk, :d)",
             ExpressionAttributeValues={":d": {"S": DEDUPE_PREFIX}}, ConsistentRead=True)
         for page in pages:
-            for item in page.get("Items", []):
-                if not _live(item, now):
-                    continue
-                job, _, row = item.get("owner", {}).get("S", "").rpartition(".")
-                if row.isdigit() and int(row) in released.get(job, ()):
-                    continue
-                jobs.add(job)
-                yield item
+            yield from LocalState._kept(page.get("Items", []), now, released, jobs)
         yield from LocalState._stubs(client, table, jobs)
+
+    @staticmethod
+    def _kept(items: Iterable[dict[str, Any]], now: float, released: dict[str, set[int]],
+              jobs: set[str]) -> Iterator[dict[str, Any]]:
+        """The live claims among `items` whose row was not released; their jobs added to `jobs`."""
+        for item in items:
+            if not _live(item, now):
+                continue
+            job, _, row = item.get("owner", {}).get("S", "").rpartition(".")
+            if row.isdigit() and int(row) in released.get(job, ()):
+                continue
+            jobs.add(job)
+            yield item
