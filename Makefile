@@ -16,7 +16,7 @@ SAM_VENV := tools/.venv-sam
 TRANSLATED := build/template.json
 # Type checking of the package and the handlers (0 errors; pyproject.toml [tool.mypy]);
 # `make lint` runs it between ruff and the template checks.
-MYPY_CMD ?= $(VENV)/bin/mypy layers/outbound/phonon_outbound functions
+MYPY_CMD ?= $(VENV)/bin/mypy layers/outbound/phonon_outbound functions devkit/phonon_outbound_dev
 
 .PHONY: setup run test lint sam-check tools bench clean
 
@@ -51,7 +51,7 @@ tools: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed
 # event source mappings and permissions SAM generates. Every checkov skip is a Metadata entry
 # on its resource in template.yaml, with the reason.
 lint: setup $(CHECKOV_VENV)/.installed
-	$(VENV)/bin/ruff check layers functions tests tools
+	$(VENV)/bin/ruff check layers functions devkit tests tools
 	$(MYPY_CMD)
 	$(VENV)/bin/cfn-lint template.yaml
 	$(PY) tools/sam_translate.py template.yaml $(TRANSLATED)

@@ -33,7 +33,7 @@ def stack(aws_env):
     """Every storage resource of template.yaml, in moto."""
     from moto import mock_aws
 
-    from phonon_outbound.local.cfn import LocalStack, load_template
+    from phonon_outbound_dev.local.cfn import LocalStack, load_template
 
     with mock_aws():
         s = LocalStack(load_template(ROOT / "template.yaml"), ROOT)

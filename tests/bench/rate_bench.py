@@ -34,9 +34,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from phonon_outbound.api.simulator import PhononSimulator
-from phonon_outbound.local.runner import LocalPipeline, RunOptions
 from phonon_outbound.settings import fit_batch_size
+from phonon_outbound_dev.local.runner import LocalPipeline, RunOptions
+from phonon_outbound_dev.simulator import PhononSimulator
 
 FLOW, SID = "RateBnch", "R" * 64
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from phonon_outbound.api.simulator import FaultPlan, PhononSimulator
-from phonon_outbound.local.runner import LocalPipeline, RunOptions
+from phonon_outbound_dev.local.runner import LocalPipeline, RunOptions
+from phonon_outbound_dev.simulator import FaultPlan, PhononSimulator
 
 pytestmark = pytest.mark.e2e
 FLOW, SID = "Chaos123", "C" * 64

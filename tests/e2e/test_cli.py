@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from phonon_outbound.api.simulator import FaultPlan, PhononSimulator
+from phonon_outbound_dev.simulator import FaultPlan, PhononSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "phonon_outbound.cli"]
+CLI = [sys.executable, "-m", "phonon_outbound_dev.cli"]
 FLOW = "Flow1234"
 SID = "S" * 64
 

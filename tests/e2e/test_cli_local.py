@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from phonon_outbound.api.simulator import PhononSimulator
-from phonon_outbound.cli import build_parser
+from phonon_outbound_dev.cli import build_parser
+from phonon_outbound_dev.simulator import PhononSimulator
 from tests.e2e.test_cli import CLI, ROOT, read_report, run_cli, write_csv
 
 FLOW, SID = "Flow1234", "S" * 64
@@ -270,7 +270,7 @@ def test_machine_logs_go_to_the_log_file_not_the_terminal(tmp_path):
 
 
 def test_column_mapping_options_are_uploaded_as_object_metadata(tmp_path):
-    from phonon_outbound.local.runner import LocalPipeline, RunOptions
+    from phonon_outbound_dev.local.runner import LocalPipeline, RunOptions
 
     data = write_csv(tmp_path / "m.csv", 1)
     opts = RunOptions(flow_id="DemoFlw1", out_dir=tmp_path / "out", phone_columns=("phone", "Mobile Nº"),
@@ -336,7 +336,7 @@ def test_ctrl_c_while_an_answer_is_awaited_keeps_those_rows_from_being_sent_agai
     import _thread
     import threading
 
-    from phonon_outbound.local.runner import IN_FLIGHT_REASON, LocalPipeline, RunOptions
+    from phonon_outbound_dev.local.runner import IN_FLIGHT_REASON, LocalPipeline, RunOptions
 
     data = write_csv(tmp_path / "slowapi.csv", 20)
     with PhononSimulator(flows={FLOW: SID}, latency_s=(6.0, 6.0)) as sim:

@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from phonon_outbound.cli import main
+from phonon_outbound_dev.cli import main
 from tests.e2e.test_cli import CLI, ROOT
 
 pytestmark = pytest.mark.e2e

@@ -25,8 +25,8 @@ import boto3
 import pytest
 
 from phonon_outbound import wiring
-from phonon_outbound.api.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
 from phonon_outbound.observability import logger as service_logger
+from phonon_outbound_dev.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
 
 from ..integration.conftest import Ctx, Harness
 
@@ -211,17 +211,20 @@ def debug_logs():
     raw = logging.StreamHandler(stream)
     raw.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     service = logging.getLogger(service_logger.name)
-    package = logging.getLogger("phonon_outbound")
-    levels = (service.level, package.level)
+    # the layer's package and the developer kit's (local runner, simulator)
+    packages = [logging.getLogger("phonon_outbound"), logging.getLogger("phonon_outbound_dev")]
+    levels = (service.level, *(p.level for p in packages))
     service.addHandler(formatted)
-    package.addHandler(raw)
     service.setLevel(logging.DEBUG)
-    package.setLevel(logging.DEBUG)
+    for package in packages:
+        package.addHandler(raw)
+        package.setLevel(logging.DEBUG)
     yield stream
     service.removeHandler(formatted)
-    package.removeHandler(raw)
     service.setLevel(levels[0])
-    package.setLevel(levels[1])
+    for package, level in zip(packages, levels[1:], strict=True):
+        package.removeHandler(raw)
+        package.setLevel(level)
 
 
 @pytest.fixture
@@ -309,7 +312,7 @@ def test_the_run_command_at_debug_with_events_logged_prints_no_number_or_secret(
            "POWERTOOLS_LOG_LEVEL": "DEBUG", "POWERTOOLS_LOGGER_LOG_EVENT": "true"}
     env.pop("AWS_ENDPOINT_URL", None)
     log_file = tmp_path / "run.log"
-    done = subprocess.run([sys.executable, "-m", "phonon_outbound.cli", "run", "--flow-id", DEMO_FLOW_ID, "--json",
+    done = subprocess.run([sys.executable, "-m", "phonon_outbound_dev.cli", "run", "--flow-id", DEMO_FLOW_ID, "--json",
                            "--verbose", "--log-file", str(log_file),
                            "--out", str(tmp_path / "out"), str(tmp_path / "contacts.csv")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)

@@ -17,9 +17,9 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 
 from phonon_outbound import wiring
-from phonon_outbound.api.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
 from phonon_outbound.ingest import ObjectRef
 from phonon_outbound.jobs import job_report_keys
+from phonon_outbound_dev.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
 
 
 class Ctx:

@@ -13,9 +13,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from phonon_outbound import wiring
-from phonon_outbound.api.simulator import FaultPlan
 from phonon_outbound.dispatch import ChunkMessage, DispatchService, RetryLater, dedupe_hash
 from phonon_outbound.store import Store
+from phonon_outbound_dev.simulator import FaultPlan
 
 from .conftest import csv_rows
 

@@ -13,8 +13,8 @@ import zipfile
 
 import pytest
 
-from phonon_outbound.check import check_file
 from phonon_outbound.settings import Settings
+from phonon_outbound_dev.check import check_file
 
 from .conftest import Harness
 

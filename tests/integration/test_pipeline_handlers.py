@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from phonon_outbound import wiring
-from phonon_outbound.api.simulator import FaultPlan
+from phonon_outbound_dev.simulator import FaultPlan
 
 from .conftest import Ctx, csv_rows, fail_once
 
@@ -62,7 +62,7 @@ def test_given_the_200_shape_then_results_are_keyed_by_the_uuids_phonon_issued(m
 
 
 def test_every_call_carries_the_correlation_key_and_no_message_carries_the_security_id(make_harness):
-    from phonon_outbound.api.simulator import DEMO_SECURITY_ID
+    from phonon_outbound_dev.simulator import DEMO_SECURITY_ID
 
     h = make_harness()
     obj = h.upload("corr.csv", csv_rows(5))
@@ -268,7 +268,7 @@ def test_the_sample_events_drive_the_handlers(make_harness):
 
 def test_given_a_dead_lettered_chunk_when_the_operator_redrives_it_then_it_is_sent_once_and_the_report_updates(
         make_harness):
-    from phonon_outbound.redrive import redrive
+    from phonon_outbound_dev.redrive import redrive
 
     h = make_harness(max_receive_count=2)
     h.sim.set_faults(FaultPlan(sequence=["drop_after_accept"], probabilities={"http500": 1.0}))
@@ -351,7 +351,7 @@ def test_given_the_rate_limit_is_used_up_then_a_chunk_waits_in_the_queue_without
 
 def test_given_the_flows_dedupe_lock_stays_busy_then_the_chunk_waits_in_the_queue_without_spending_an_attempt(
         make_harness):
-    from phonon_outbound.api.simulator import DEMO_FLOW_ID
+    from phonon_outbound_dev.simulator import DEMO_FLOW_ID
 
     h = make_harness()
     obj = h.upload("locked.csv", csv_rows(3))

@@ -21,7 +21,7 @@ import requests
 from phonon_outbound.api.body import MAX_BODY_BYTES, build_body
 from phonon_outbound.api.classify import Kind, classify
 from phonon_outbound.api.client import PhononClient
-from phonon_outbound.api.simulator import (
+from phonon_outbound_dev.simulator import (
     CREATE_PATH,
     DEMO_FLOW_ID,
     DEMO_SECURITY_ID,
@@ -574,7 +574,7 @@ def test_constructor_validation():
 def test_main_serves_until_interrupted():
     env = dict(os.environ, PYTHONPATH=str(REPO / "layers" / "outbound"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "phonon_outbound.api.simulator", "--port", "0", "--shape", "200", "--seed", "1"],
+        [sys.executable, "-m", "phonon_outbound_dev.simulator", "--port", "0", "--shape", "200", "--seed", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
     )
     try:
@@ -593,7 +593,7 @@ def test_main_serves_until_interrupted():
 
 
 def test_main_rejects_bad_arguments(capsys):
-    from phonon_outbound.api.simulator import main
+    from phonon_outbound_dev.simulator import main
 
     assert main(["--webhook-auth", "no-colon", "--port", "0"]) == 2
     assert main(["--faults", '{"sequence": ["explode"]}', "--port", "0"]) == 2

@@ -9,9 +9,9 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from phonon_outbound.cli import UsageError, safe, security_ids
-from phonon_outbound.local.runner import metadata_value, s3_event_key, upload_stamp
-from phonon_outbound.local.state import LocalState
+from phonon_outbound_dev.cli import UsageError, safe, security_ids
+from phonon_outbound_dev.local.runner import metadata_value, s3_event_key, upload_stamp
+from phonon_outbound_dev.local.state import LocalState
 
 SID, SID2 = "A" * 64, "B" * 64
 
@@ -107,7 +107,7 @@ def test_metadata_the_way_s3_returns_it_maps_the_columns_as_given(columns):
 def test_report_names_fit_the_file_systems_name_limit_and_stay_distinct():
     # A file name near the 255-byte limit (ext4, APFS, NTFS) cannot take `.<stamp>.summary.json`
     # on top: the report name is shortened, keeps its start and stays unique per input name.
-    from phonon_outbound.local.runner import MAX_NAME_BYTES, report_base_name
+    from phonon_outbound_dev.local.runner import MAX_NAME_BYTES, report_base_name
 
     stamp = "20261130T171452.743Z"
     assert report_base_name("contacts.csv", stamp) == f"contacts.csv.{stamp}"
@@ -154,14 +154,14 @@ def test_a_state_dir_that_cannot_be_written_is_found_before_the_run(tmp_path):
                                  "host/create", "http://host:port/x", "https://a b/x"])
 def test_an_api_url_that_cannot_be_called_is_refused_before_the_run(url):
     # (each of these made the run retry for minutes, or hang, instead of a usage error)
-    from phonon_outbound.cli import api_url
+    from phonon_outbound_dev.cli import api_url
 
     with pytest.raises(argparse.ArgumentTypeError):
         api_url(url)
 
 
 def test_an_api_url_scheme_in_any_case_is_an_url():
-    from phonon_outbound.cli import api_url
+    from phonon_outbound_dev.cli import api_url
 
     assert api_url("HTTPS://api.example.com/kairos-apis/outbound/create") == \
         "https://api.example.com/kairos-apis/outbound/create"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from phonon_outbound.check import check_file
 from phonon_outbound.settings import Settings
+from phonon_outbound_dev.check import check_file
 
 CRM = Path(__file__).resolve().parents[1] / "fixtures" / "crm"
 SETTINGS = Settings(default_flow_id="AB12CD34")

@@ -158,7 +158,7 @@ def test_parse_options_from_settings_carry_the_caps_and_the_mapping():
 
 
 def test_check_file_takes_the_mapping(tmp_path):
-    from phonon_outbound.check import check_file
+    from phonon_outbound_dev.check import check_file
     f = tmp_path / "sheet.csv"
     f.write_text("Cust No,Primary Contact\nK1,9876543210\n")
     s = Settings(default_flow_id="AB12CD34")

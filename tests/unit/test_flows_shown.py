@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from phonon_outbound.check import check_file
 from phonon_outbound.flows import FlowSecrets, UnknownFlow
 from phonon_outbound.settings import Settings
+from phonon_outbound_dev.check import check_file
 
 SID = "Zx9" * 21 + "Q"  # 64 letters and digits: shaped like a security-id
 

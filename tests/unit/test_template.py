@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from phonon_outbound.local.cfn import load_template
 from phonon_outbound.settings import Settings
+from phonon_outbound_dev.local.cfn import load_template
 from tools.sam_translate import translate
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -108,7 +108,7 @@ def webhook_stack():
     the webhook's items, which `hook` clears before each test): ~1 s instead of ~0.5 s a test."""
     from moto import mock_aws
 
-    from phonon_outbound.local.cfn import LocalStack, load_template
+    from phonon_outbound_dev.local.cfn import LocalStack, load_template
 
     with pytest.MonkeyPatch.context() as mp:
         for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):

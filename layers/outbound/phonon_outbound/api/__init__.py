@@ -3,8 +3,8 @@
 The names below are loaded on first use (PEP 562), not when the package is imported: ingest
 builds request bodies (`api.body`) but never sends them, and importing this package must not
 import the HTTP client and `requests` into the ingest Lambda (docs/benchmarks.md, "Cold
-start"). The bundled simulator lives in :mod:`phonon_outbound.api.simulator` (imported on
-demand).
+start"). The Phonon simulator used by tests and local runs is not part of this package: it
+is in the developer kit, :mod:`phonon_outbound_dev.simulator` (devkit/, never in the layer).
 """
 
 from __future__ import annotations

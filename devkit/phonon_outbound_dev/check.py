@@ -10,11 +10,11 @@ import json
 import time
 from pathlib import Path
 
-from .chunking import CallTooLarge, Chunker
-from .contacts import FileRejected, RejectedRow, ValidRow, open_contacts, parse_options
-from .flows import FLOW_ID_RE, not_a_flow_id, resolve_flow
-from .reports import ReportWriter, summary_dict
-from .settings import Settings
+from phonon_outbound.chunking import CallTooLarge, Chunker
+from phonon_outbound.contacts import FileRejected, RejectedRow, ValidRow, open_contacts, parse_options
+from phonon_outbound.flows import FLOW_ID_RE, not_a_flow_id, resolve_flow
+from phonon_outbound.reports import ReportWriter, summary_dict
+from phonon_outbound.settings import Settings
 
 PLACEHOLDER_JOB = "0" * 20  # same length as a real job id, so sizes match what ingest measures
 

@@ -39,14 +39,15 @@ from urllib.parse import quote_plus
 
 import boto3
 
-from .. import wiring
-from ..api.client import ApiAnswer
-from ..contacts import FileRejected, ParseOptions, RejectedRow, open_contacts, parse_options
-from ..flows import FLOW_ID_RE
-from ..ingest import ObjectRef
-from ..jobs import WEBHOOK_ONLY_REASON, job_report_keys, upload_stamp
-from ..reports import ReportWriter, summary_dict
-from ..status import STATUSES
+from phonon_outbound import wiring
+from phonon_outbound.api.client import ApiAnswer
+from phonon_outbound.contacts import FileRejected, ParseOptions, RejectedRow, open_contacts, parse_options
+from phonon_outbound.flows import FLOW_ID_RE
+from phonon_outbound.ingest import ObjectRef
+from phonon_outbound.jobs import WEBHOOK_ONLY_REASON, job_report_keys, upload_stamp
+from phonon_outbound.reports import ReportWriter, summary_dict
+from phonon_outbound.status import STATUSES
+
 from .cfn import ACCOUNT, REGION, LocalStack, load_template
 from .state import LocalState
 
@@ -61,7 +62,7 @@ def find_root() -> Path:
     for folder in (here, *here.parents):
         if (folder / "template.yaml").is_file() and (folder / "functions").is_dir():
             return folder
-    pkg = Path(__file__).resolve().parents[4]
+    pkg = Path(__file__).resolve().parents[3]
     if (pkg / "template.yaml").is_file():
         return pkg
     raise FileNotFoundError("template.yaml not found: run from the phonon-outbound project folder")
@@ -453,7 +454,7 @@ class LocalPipeline:
             secrets[self.o.flow_id] = self.o.security_id
         api_url = self.o.api_url
         if not api_url:
-            from ..api.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
+            from ..simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
             if self.o.flow_id:
                 secrets.setdefault(self.o.flow_id, DEMO_SECURITY_ID)
             secrets.setdefault(DEMO_FLOW_ID, DEMO_SECURITY_ID)
@@ -481,7 +482,7 @@ class LocalPipeline:
         local.update(self.o.settings)
         env.update({k.upper(): str(v) for k, v in local.items()})
         self._setenv(env)
-        from ..observability import disable_metrics
+        from phonon_outbound.observability import disable_metrics
 
         disable_metrics()
         wiring.reset()
@@ -558,7 +559,7 @@ class LocalPipeline:
     def _setup_logging(self) -> None:
         """Machine logs (the handlers' JSON lines, AWS clients, the HTTP client) go to the log
         file, and to stderr only with `verbose`; never mixed into the person's output."""
-        from ..observability import SERVICE
+        from phonon_outbound.observability import SERVICE
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         domain = logging.getLogger(SERVICE)
@@ -616,7 +617,7 @@ class LocalPipeline:
         self._saved_levels.clear()
         logging.captureWarnings(False)
         if hasattr(self, "_saved_propagate"):
-            from ..observability import SERVICE
+            from phonon_outbound.observability import SERVICE
 
             logging.getLogger(SERVICE).propagate = self._saved_propagate
         stream = getattr(self, "_log_stream", None)
@@ -804,7 +805,7 @@ class LocalPipeline:
         (the simulator's demo id, as for --flow-id); with --api-url it needs its own."""
         if self.o.api_url or not self._own_sim:
             return
-        from ..api.simulator import DEMO_SECURITY_ID
+        from ..simulator import DEMO_SECURITY_ID
 
         for p in paths:
             if not p.name.lower().removesuffix(".gz").endswith(".json"):

@@ -350,7 +350,7 @@ def _err(text: str) -> None:
 
 # ---------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
-    from .settings import fit_batch_size
+    from phonon_outbound.settings import fit_batch_size
 
     files = expand_inputs(args.files)
     sid, others = security_ids(args)
@@ -447,8 +447,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
+    from phonon_outbound.settings import Settings
+
     from .check import check_file
-    from .settings import Settings
 
     files = expand_inputs(args.files)
     usable_folder(args.out, "--out")
@@ -549,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
     if argv[:1] == ["simulate"]:  # the simulator parses its own options (--port, --shape, …)
-        from .api import simulator
+        from . import simulator
 
         try:
             return int(simulator.main(argv[1:]) or 0)

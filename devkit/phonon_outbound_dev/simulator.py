@@ -75,7 +75,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .body import API_VERSION, MAX_BODY_BYTES
+from phonon_outbound.api.body import API_VERSION, MAX_BODY_BYTES
 
 __all__ = [
     "CREATE_PATH",
@@ -1152,5 +1152,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m phonon_outbound.api.simulator
+if __name__ == "__main__":  # python -m phonon_outbound_dev.simulator
     sys.exit(main())
