@@ -10,6 +10,7 @@ import io
 import json
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 import boto3
@@ -281,6 +282,11 @@ def csv_rows(n: int, prefix: str = "C", start: int = 0) -> bytes:
     for i in range(start, start + n):
         lines.append(f"{prefix}-{i:06d},98{i:08d},Customer {i}")
     return ("\n".join(lines) + "\n").encode()
+
+
+def statuses(report: list[dict]) -> dict[str, int]:
+    """How many report rows have each status."""
+    return dict(Counter(r["status"] for r in report))
 
 
 def fail_once(monkeypatch, cls: type, name: str, message: str) -> list:

@@ -17,16 +17,9 @@ from phonon_outbound.dispatch import ChunkMessage, DispatchService, RetryLater, 
 from phonon_outbound.store import Store
 from phonon_outbound_dev.simulator import FaultPlan
 
-from .conftest import csv_rows
+from .conftest import csv_rows, statuses
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def statuses(report: list[dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in report:
-        out[r["status"]] = out.get(r["status"], 0) + 1
-    return out
 
 
 def dedupe_claims(h) -> dict[str, str]:

@@ -18,16 +18,9 @@ from phonon_outbound.api.body import MAX_BODY_BYTES
 from phonon_outbound.status import Status
 from phonon_outbound.store import Store
 
-from .conftest import Ctx, csv_rows
+from .conftest import Ctx, csv_rows, statuses
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def statuses(report: list[dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in report:
-        out[r["status"]] = out.get(r["status"], 0) + 1
-    return out
 
 
 def throttled(*_args, **_kwargs):

@@ -5,7 +5,6 @@ claim's lease, the pre-pass's time watch, the failure destination, bounded job i
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from phonon_outbound import wiring
 from phonon_outbound.ingest import ObjectRef
 
-from .conftest import Ctx, csv_rows
+from .conftest import Ctx, csv_rows, statuses
 
 SAMPLES = Path(__file__).resolve().parents[1] / "events" / "aws"
 
@@ -29,10 +28,6 @@ def sample(name: str, bucket: str, key: str | None = None) -> dict:
         else:
             doc["detail"]["object"]["key"] = key
     return doc
-
-
-def statuses(report: list[dict]) -> dict[str, int]:
-    return dict(Counter(r["status"] for r in report))
 
 
 def run(h, event: dict, seconds: float = 900.0) -> dict:

@@ -12,16 +12,9 @@ import pytest
 from phonon_outbound import wiring
 from phonon_outbound_dev.simulator import FaultPlan
 
-from .conftest import Ctx, csv_rows, fail_once
+from .conftest import Ctx, csv_rows, fail_once, statuses
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def statuses(report: list[dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in report:
-        out[r["status"]] = out.get(r["status"], 0) + 1
-    return out
 
 
 def test_given_a_clean_file_when_the_pipeline_runs_then_every_row_is_accepted_once_with_its_request_id(make_harness):
