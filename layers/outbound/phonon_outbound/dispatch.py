@@ -46,6 +46,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, ValidationError
 
+from . import windows
 from .api.body import MAX_BODY_BYTES, build_body, redact
 from .api.classify import Kind, Verdict, classify
 from .api.client import PhononClient
@@ -330,6 +331,10 @@ class DispatchService:
                 self.requeue(body, state.wait_s)
                 return Outcome("waiting", reason=f"flow {msg.flow} paused: {state.reason}")
             probe = state.probe
+        wait = None if cancelled else windows.chunk_wait(self.s, self.store, msg.job, msg.flow, calls, self.clock())
+        if wait is not None:  # the calling window is closed: hand back unsent (docs/calling-windows.md)
+            self.requeue(body, wait.seconds)
+            return Outcome("waiting", reason=wait.reason)
 
         claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
         if claim.state == "done":

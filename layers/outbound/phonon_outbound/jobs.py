@@ -136,7 +136,8 @@ class JobFinisher:
             bucket=meta.get("bucket", ""), job=job, started_at=meta.get("created_at"), finished_at=round(now, 3),
             version=meta.get("version", ""), uploaded_at=meta.get("uploaded_at", ""),
             **({"cancelled": cancelled} if cancelled else {}),
-            **({"failure": meta["failure"]} if meta.get("failure") else {}))
+            **({"failure": meta["failure"]} if meta.get("failure") else {}),
+            **({"calling_window": meta["window_wait"]} if meta.get("window_wait") else {}))
         self.s3.put_object(Bucket=self.bucket, Key=summary_key, Body=json.dumps(summary, indent=2).encode(),
                            ContentType="application/json")
         final = ("REJECTED" if meta.get("error") else "FAILED" if meta.get("failure")

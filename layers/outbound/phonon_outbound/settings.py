@@ -100,6 +100,16 @@ class Settings(BaseModel):
         """The environment variables that reproduce these settings (for the local runner)."""
         return {name.upper(): str(value) for name, value in self.model_dump().items()}
 
+    # calling windows (docs/calling-windows.md): off unless CALLING_WINDOW or a flow's entry in
+    # CALLING_WINDOWS (JSON) is set; read and checked by windows.rules_for, never here, so a bad
+    # setting holds the sending (fail closed) instead of crashing every handler.
+    calling_window: str = ""  # e.g. "Mon-Sat 09:00-21:00; except 2026-12-25"
+    calling_window_tz: str = ""  # the flow's zone when a number's does not settle it ("" = time_zone)
+    calling_window_policy: str = "reject"  # a start-time outside the window: reject | defer
+    calling_window_margin_min: float = 0.0  # no call starts this close to a closing
+    calling_window_by_number: bool = True  # the recipient's zone from the number where one fits
+    calling_windows: str = ""  # per flow: {"<flow-id>": {"window", "tz", "policy", "margin_min"}}
+
 
 @lru_cache(maxsize=1)
 def current() -> Settings:
