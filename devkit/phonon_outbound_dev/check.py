@@ -15,6 +15,7 @@ from phonon_outbound.contacts import FileRejected, RejectedRow, ValidRow, open_c
 from phonon_outbound.flows import FLOW_ID_RE, not_a_flow_id, resolve_flow
 from phonon_outbound.reports import ReportWriter, summary_dict
 from phonon_outbound.settings import Settings
+from phonon_outbound.windows import check_row
 
 PLACEHOLDER_JOB = "0" * 20  # same length as a real job id, so sizes match what ingest measures
 
@@ -49,8 +50,14 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                     raise FileRejected(not_a_flow_id(flow))
                 summary["flow"] = flow
                 chunker = Chunker(batch_size=settings.batch_size, security_id_len=64, flow_id=flow)
+                held, opens = 0, ""
                 for item in contacts.rows():
                     counts["rows"] += 1
+                    item, hold = check_row(item, flow, settings)  # the calling window, as ingest and dispatch apply it
+                    if hold:
+                        held += 1
+                        opens = opens or hold
+                        item.warnings.append(hold)
                     if isinstance(item, ValidRow):
                         item.call["keys"].append({"name": correlation, "value": f"{PLACEHOLDER_JOB}.{item.row}"})
                         try:
@@ -65,6 +72,8 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                         counts["rejected"] += 1
                         writer.write(item.row, item.client_id, "REJECTED", "", "", item.reason)
                 summary["notes"] = list(contacts.notes)
+                if held:
+                    summary["notes"].append(f"{held:,} row(s) would be held now: {opens.removeprefix('held: ')}")
         except FileRejected as err:
             counts = dict.fromkeys(counts, 0)
             summary["error"] = err.reason
