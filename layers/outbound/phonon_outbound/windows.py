@@ -278,14 +278,28 @@ def number_zone(digits: str) -> str | None:
     needs it only when a window is set, and its handler's import stays light."""
     import phonenumbers  # noqa: PLC0415 - see the docstring
     from phonenumbers import timezone as pn_timezone  # noqa: PLC0415
+    from phonenumbers.tzdata import TIMEZONE_DATA  # noqa: PLC0415
 
+    # Fast path: a country with one zone (India) needs no parse of the number (~30 µs): its
+    # calling code (1-3 digits; no code is a prefix of another) names the zone.
+    for n in (1, 2, 3):
+        if int(digits[:n] or 0) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            country = TIMEZONE_DATA.get(digits[:n], ())
+            if len(country) == 1 and country[0] != pn_timezone.UNKNOWN_TIMEZONE:
+                return _known(country[0])
+            break
     try:
         zones = pn_timezone.time_zones_for_number(phonenumbers.parse("+" + digits))
     except phonenumbers.NumberParseException:
         return None
     if len(zones) != 1 or zones[0] == pn_timezone.UNKNOWN_TIMEZONE:
         return None
-    name = _RENAMED.get(zones[0], zones[0])
+    return _known(zones[0])
+
+
+def _known(name: str) -> str | None:
+    """phonenumbers' zone name as zoneinfo knows it (its current name), None when unknown."""
+    name = _RENAMED.get(name, name)
     try:
         zone(name)
     except WindowError:
@@ -318,6 +332,9 @@ class WindowRules:
     def next_allowed(self, t: datetime, zones: Iterable[str]) -> datetime | None:
         """The first instant ≥ t at which the window is open in every one of `zones` (the
         common opening): each zone's next opening moves t on until all agree."""
+        return _common_opening(self, t.astimezone(UTC), tuple(zones))
+
+    def _next_allowed(self, t: datetime, zones: tuple[str, ...]) -> datetime | None:
         names = list(zones)
         for _ in range(64):
             moved = False
@@ -332,7 +349,26 @@ class WindowRules:
         return None
 
 
-def _flow_entries(settings: Settings) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Fields:
+    """The window fields of Settings (what _rules reads)."""
+
+    calling_window: str
+    calling_window_tz: str
+    calling_window_policy: str
+    calling_window_margin_min: float
+    calling_window_by_number: bool
+    calling_windows: str
+    time_zone: str
+
+
+@lru_cache(maxsize=4096)
+def _common_opening(rules: WindowRules, t: datetime, zones: tuple[str, ...]) -> datetime | None:
+    """WindowRules.next_allowed, cached: a file's start-times repeat (many rows at 10:00)."""
+    return rules._next_allowed(t, zones)
+
+
+def _flow_entries(settings: Settings | _Fields) -> dict[str, Any]:
     raw = (settings.calling_windows or "").strip()
     if not raw:
         return {}
@@ -362,6 +398,18 @@ def _parse_flows(raw: str) -> dict[str, Any]:
 def rules_for(settings: Settings, flow: str) -> WindowRules | None:
     """The flow's window (its CALLING_WINDOWS entry over the deployment default), or None when
     no window applies. A setting that cannot be used raises WindowError."""
+    return _rules(settings.calling_window, settings.calling_window_tz, settings.calling_window_policy,
+                  settings.calling_window_margin_min, settings.calling_window_by_number, settings.calling_windows,
+                  settings.time_zone, flow)
+
+
+@lru_cache(maxsize=256)
+def _rules(calling_window: str, calling_window_tz: str, calling_window_policy: str, calling_window_margin_min: float,
+           calling_window_by_number: bool, calling_windows: str, time_zone: str, flow: str) -> WindowRules | None:
+    """rules_for, once per setting and flow (ingest asks for every row; an error is raised
+    again each time: lru_cache keeps no exceptions)."""
+    settings = _Fields(calling_window, calling_window_tz, calling_window_policy, calling_window_margin_min,
+                       calling_window_by_number, calling_windows, time_zone)
     entry = _flow_entries(settings).get(flow)
     if isinstance(entry, str):
         entry = {"window": entry}
