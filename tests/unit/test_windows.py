@@ -338,3 +338,31 @@ def test_a_waiting_job_is_noted_again_only_after_a_while_or_when_its_opening_cha
     assert len(notes.updates) == 1
     chunk_wait(DISPATCH, notes, "job2", "Flow1234", calls(INDIAN), night + timedelta(minutes=11).total_seconds())
     assert len(notes.updates) == 2
+
+
+# ---------------------------------------------------------------------- phonon-outbound check
+def test_check_reports_rows_the_window_rejects_and_rows_it_would_hold_before_anything_is_sent(tmp_path):
+    import csv
+
+    from phonon_outbound_dev.check import check_file
+
+    # Given a window closed for the next week (blackout dates) and open on a Monday after it
+    today = datetime.now(IST).date()
+    monday = today + timedelta(days=14 - today.weekday())
+    spec = f"Mon 09:00-10:00; except {today - timedelta(days=1)}..{today + timedelta(days=7)}"
+    path = tmp_path / "c.csv"
+    path.write_text("client-identifier,phone,start-time\n"
+                    f"A-1,9812345670,{today + timedelta(days=1)} 09:30\n"  # a blackout date
+                    f"A-2,9812345671,{monday} 09:30\n"  # inside the window
+                    "A-3,9812345672,\n")  # no start-time: waits for the window
+    s = Settings(calling_window=spec, default_flow_id="Flow1234")
+    # When the file is checked
+    summary = check_file(path, s, tmp_path / "out")
+    with (tmp_path / "out" / "c.csv.results.csv").open(newline="") as fh:
+        report = list(csv.DictReader(fh))
+    # Then the blackout row is REJECTED, the scheduled one passes, the unscheduled one is held
+    assert [r["status"] for r in report] == ["REJECTED", "ACCEPTED", "ACCEPTED"]
+    assert "is outside the calling window" in report[0]["reason"] and "in Asia/Kolkata" in report[0]["reason"]
+    assert report[1]["reason"] == ""
+    assert report[2]["reason"].startswith(f"held: the calling window '{spec}' in Asia/Kolkata is closed now (opens ")
+    assert any(n.startswith("1 row(s) would be held now: the calling window") for n in summary["notes"])
