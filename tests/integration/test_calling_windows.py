@@ -6,7 +6,6 @@ the DLQ — and they are sent once it reopens (docs/calling-windows.md)."""
 from __future__ import annotations
 
 import heapq
-import math
 from datetime import UTC, datetime
 
 import pytest
@@ -34,21 +33,27 @@ class SimClock:
 
 
 class DelayedQueue:
-    """SQS's DelaySeconds in simulated time: a handed-back chunk is due `delay` simulated
-    seconds later (capped at 900, as SQS caps it); the test puts it back on the real queue
-    when the simulated clock reaches it."""
+    """SQS's DelaySeconds in simulated time: a message dispatch hands back with a delay (a
+    SendMessage with DelaySeconds, on the functions' own SQS client) is due that many simulated
+    seconds later; the test puts it back on the real queue when the simulated clock reaches it."""
 
-    def __init__(self, clock: SimClock):
+    def __init__(self, clock: SimClock, sqs):
         self.clock = clock
         self.heap: list[tuple[float, int, str]] = []
-        self.delays: list[float] = []
+        self.delays: list[int] = []
         self.n = 0
+        self.real = sqs.send_message
+        sqs.send_message = self.send_message
 
-    def requeue(self, body: str, delay_s: float) -> None:
-        delay = max(0, min(900, math.ceil(delay_s)))
+    def send_message(self, **kwargs):
+        delay = int(kwargs.get("DelaySeconds") or 0)
+        if not delay:
+            return self.real(**kwargs)
+        assert delay <= 900  # SQS's ceiling
         self.delays.append(delay)
         self.n += 1
-        heapq.heappush(self.heap, (self.clock() + delay, self.n, body))
+        heapq.heappush(self.heap, (self.clock() + delay, self.n, kwargs["MessageBody"]))
+        return {"MessageId": f"delayed-{self.n}"}
 
 
 def queue_empty(h) -> bool:
@@ -64,11 +69,9 @@ def test_a_window_that_closes_mid_run_holds_the_rest_until_it_reopens_and_nothin
     h = make_harness(calling_window=WINDOW, batch_size=100)
     clock = SimClock(datetime(2026, 12, 1, 20, 59, tzinfo=IST))
     h.sim.clock = clock
-    delayed = DelayedQueue(clock)
+    delayed = DelayedQueue(clock, wiring.client("sqs"))
     wiring.ingest_service().clock = clock
-    service = wiring.dispatch_service()
-    service.clock = clock
-    service.requeue = delayed.requeue
+    wiring.dispatch_service().clock = clock
     obj = h.upload("window.csv", csv_rows(2000))
     h.ingest(obj)
     assert h.job(obj)["chunks_total"] == 20
