@@ -32,10 +32,10 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -335,18 +335,8 @@ class WindowRules:
         return _common_opening(self, t.astimezone(UTC), tuple(zones))
 
     def _next_allowed(self, t: datetime, zones: tuple[str, ...]) -> datetime | None:
-        names = list(zones)
-        for _ in range(64):
-            moved = False
-            for name in names:
-                n = self.window.next_allowed(t, zone(name))
-                if n is None:
-                    return None
-                if n > t:
-                    t, moved = n, True
-            if not moved:
-                return t
-        return None
+        window = self.window
+        return _agree(t, [partial(window.next_allowed, zone=zone(name)) for name in zones])
 
 
 @dataclass(frozen=True)
@@ -579,13 +569,23 @@ def _send_time(rules: WindowRules, guarded: WindowRules, groups: list[tuple[tupl
     sent: a call whose start-time is later and inside the window may go any time before it;
     every other call needs the (guarded) window open then, in all its zones. Each group's next
     opening moves the instant on until all agree; None when they never do within SEARCH_DAYS."""
-    t = at
+    def step(zones: tuple[str, ...], start: datetime | None) -> Callable[[datetime], datetime | None]:
+        def next_for(t: datetime) -> datetime | None:
+            if start is not None and start >= t and rules.next_allowed(start, zones) == start:
+                return t  # Phonon starts it at its start-time, inside the window
+            return guarded.next_allowed(t if start is None else max(t, start), zones)
+        return next_for
+
+    return _agree(at, [step(zones, start) for zones, start in groups])
+
+
+def _agree(t: datetime, steps: list[Callable[[datetime], datetime | None]]) -> datetime | None:
+    """The first instant ≥ t that every step leaves where it is: each step moves t on to its
+    next allowed instant until none does (at most 64 rounds); None when a step has none."""
     for _ in range(64):
         moved = False
-        for zones, start in groups:
-            if start is not None and start >= t and rules.next_allowed(start, zones) == start:
-                continue  # Phonon starts it at its start-time, inside the window
-            n = guarded.next_allowed(t if start is None else max(t, start), zones)
+        for step in steps:
+            n = step(t)
             if n is None:
                 return None
             if n > t:
