@@ -154,6 +154,7 @@ def test_a_numbers_zone_is_used_where_exactly_one_fits():
     assert number_zone(CALIFORNIAN) == "America/Los_Angeles"
     assert number_zone(RUSSIAN) is None
     assert number_zone("999") is None
+    assert number_zone("+91 98123") is None and number_zone("") is None
 
 
 def test_windows_are_off_unless_set_and_a_flow_entry_overrides_the_default():

@@ -280,6 +280,8 @@ def number_zone(digits: str) -> str | None:
     from phonenumbers import timezone as pn_timezone  # noqa: PLC0415
     from phonenumbers.tzdata import TIMEZONE_DATA  # noqa: PLC0415
 
+    if not digits.isdigit():  # not E.164 digits (a hand-written chunk message): the flow's zone
+        return None
     # Fast path: a country with one zone (India) needs no parse of the number (~30 µs): its
     # calling code (1-3 digits; no code is a prefix of another) names the zone.
     for n in (1, 2, 3):
