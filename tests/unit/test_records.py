@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -64,7 +65,8 @@ def test_a_sparse_job_item_reads_with_defaults():
 
 def test_no_item_is_an_empty_job_and_unknown_attributes_are_ignored():
     assert Job.from_item(None) == Job()
-    assert Job.from_item({"something_new": 1, "settled_set": {1, 2}}) == Job()
+    assert Job.from_item({"something_new": 1, "sk": "META"}) == Job()
+    assert Job.from_item({"pk": "JOB#a.b", "settled_set": {Decimal(3), Decimal(5)}}).settled_set == {3, 5}
 
 
 def test_a_job_is_settled_when_ingest_is_done_and_every_chunk_it_queued_has_settled():

@@ -29,7 +29,7 @@ import binascii
 import gzip
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -87,7 +87,7 @@ def _str(value: Any) -> str:
 class Job:
     """A file job's META item as the code reads it. Every attribute has a default (an item
     written by an older version, or a stub, may lack any of them); attributes not named here
-    (DynamoDB keys, `expires_at`, the settled-chunk set the store keeps) are ignored."""
+    (the DynamoDB keys, anything newer) are ignored."""
 
     id: str = ""  # from `pk` (JOB#<id>) when the item has it
     bucket: str = ""
@@ -110,7 +110,12 @@ class Job:
     total_rows: int = 0
     chunks_total: int | None = None  # known once ingest is done
     chunks_settled: int = 0
-    api_requests: int = 0
+    accepted: int = 0  # rows of settled chunks so far, per status (the local run's progress)
+    failed: int = 0
+    duplicate: int = 0
+    cancelled: int = 0
+    api_requests: int = 0  # requests Phonon answered
+    api_attempts: int = 0  # requests started
     completed: bool = False
     active_shard: str = ""  # "A" while not completed (the active-jobs index)
     updated_at: int = 0
@@ -120,6 +125,11 @@ class Job:
     failure: str = ""  # the job failed as a whole
     notes: tuple[str, ...] = ()
     counts: Mapping[str, int] = field(default_factory=dict)  # per status, written on completion
+    # the store's own bookkeeping (Store.count_settled, claim_finalize, retention)
+    settled_below: int = 0
+    settled_set: frozenset[int] = frozenset()
+    finalizing: int = 0
+    expires_at: int = 0
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any] | None) -> Job:
@@ -140,12 +150,18 @@ class Job:
             next_chunk=_int(item.get("next_chunk")), prepass_pauses=_int(item.get("prepass_pauses")),
             ingest_done=bool(item.get("ingest_done")), total_rows=_int(item.get("total_rows")),
             chunks_total=None if total is None else _int(total), chunks_settled=_int(item.get("chunks_settled")),
-            api_requests=_int(item.get("api_requests")), completed=bool(item.get("completed")),
+            accepted=_int(item.get("accepted")), failed=_int(item.get("failed")),
+            duplicate=_int(item.get("duplicate")), cancelled=_int(item.get("cancelled")),
+            api_requests=_int(item.get("api_requests")), api_attempts=_int(item.get("api_attempts")),
+            completed=bool(item.get("completed")),
             active_shard=_str(item.get("active_shard")), updated_at=_int(item.get("updated_at")),
             cancelled_reason=_str(item.get("cancelled_reason")), missing_reason=_str(item.get("missing_reason")),
             error=_str(item.get("error")), failure=_str(item.get("failure")),
             notes=tuple(str(n) for n in item.get("notes") or ()),
             counts={str(k): _int(v) for k, v in (item.get("counts") or {}).items()},
+            settled_below=_int(item.get("settled_below")),
+            settled_set=frozenset(_int(c) for c in item.get("settled_set") or ()),
+            finalizing=_int(item.get("finalizing")), expires_at=_int(item.get("expires_at")),
         )
 
     @property
@@ -157,9 +173,6 @@ class Job:
     def rejected(self) -> bool:
         """The whole file was refused: its report has no rows."""
         return self.status == JobStatus.REJECTED
-
-
-JOB_ATTRIBUTES = frozenset(f.name for f in fields(Job)) - {"id"}
 
 
 # ------------------------------------------------------------------------------ results table
@@ -304,5 +317,5 @@ class ChunkRef:
         return ChunkRef(job, chunk, flow if isinstance(flow, str) else "", list(rows), calls)
 
 
-__all__ = ["JOB_ATTRIBUTES", "MAX_JOB_ID_CHARS", "ChunkMessage", "ChunkRef", "Job", "JobStatus", "PoisonMessage",
+__all__ = ["MAX_JOB_ID_CHARS", "ChunkMessage", "ChunkRef", "Job", "JobStatus", "PoisonMessage",
            "ResultItem", "decode_calls", "encode_calls", "parse_row_ref", "row_ref"]
