@@ -165,3 +165,31 @@ def test_given_a_claim_older_than_the_window_but_still_stored_then_it_makes_no_d
     assert statuses(report) == {"DUPLICATE": 3}
     assert all("incoming/window-after.csv" in r["reason"] for r in report)
     assert accepted_by_phonon(h) == {f"C-{i:06d}": 2 for i in range(3)}
+
+
+# ---------------------------------------------------------------- the breaker is the refused flow's alone
+def test_given_one_flow_refused_at_account_level_then_another_flow_is_still_sent_while_it_is_paused(make_harness):
+    # Given a second flow, and Phonon refusing the first flow's request at account level (403)
+    h = make_harness(breaker_open_s=60)
+    other_flow, other_sid = "OtherFl2", "OtherFlowSecurityId" + "7" * 45
+    h.sim.add_flow(other_flow, other_sid)
+    boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name=f"{h.env['FLOW_SECRET_PREFIX']}{other_flow}", SecretString=json.dumps({"security-id": other_sid}))
+    h.sim.set_faults(FaultPlan(sequence=["http403"]))
+    refused = h.upload("refused.csv", csv_rows(3))
+    h.ingest(refused)
+    assert h.dispatch(h.receive())["batchItemFailures"] == []  # handed back to wait, not failed
+    assert h.sim.stats()["requests"] == 1
+    # When a file of the other flow comes while the first flow is paused
+    other = h.upload(f"incoming/{other_flow}/other.csv", csv_rows(2, prefix="O"))
+    h.ingest(other)
+    mine = messages_of(h, other, h.receive())
+    assert len(mine) == 1
+    h.dispatch(mine)
+    # Then the other flow did not trip: its calls are sent and ACCEPTED at once
+    assert statuses(h.report(other)) == {"ACCEPTED": 2}
+    assert accepted_by_phonon(h) == {"O-000000": 1, "O-000001": 1}
+    # while the refused flow stays paused: nothing more of it was sent, its rows have no outcome
+    assert h.sim.stats()["requests"] == 2
+    assert not h.job(refused).get("completed")
+    assert list(wiring.store().iter_outcomes(refused.job_id)) == []
