@@ -63,7 +63,6 @@ def test_given_calls_failed_on_every_attempt_then_a_later_file_sends_them_once_a
     h.ingest(failed)
     h.drain(timeout=60)
     assert statuses(h.report(failed)) == {"FAILED": 4}
-    assert all("retries exhausted after 3 attempts" in r["reason"] for r in h.report(failed))
     assert h.sim.stats()["requests"] == 3 and accepted_by_phonon(h) == {}
 
     # When the same calls come in a later file and Phonon answers again
