@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from .observability import logger
-from .outcomes import Decision, Done, HandBack, Poison, RetryAfter
+from .outcomes import Decision, Done, Fate, HandBack, Poison, RetryAfter
 
 MAX_DELAY_S = 900  # SQS's longest DelaySeconds
 MAX_VISIBILITY_S = 43_200  # SQS's longest visibility timeout
@@ -67,7 +67,7 @@ class SqsActions:
                                   DelaySeconds=max(0, min(MAX_DELAY_S, math.ceil(decision.seconds))))
             logger.info("chunk handed back with a delay", extra={**extra, "reason": decision.reason,
                                                                  "delay_s": decision.seconds})
-            return "waiting"
+            return Fate.WAITING.value
         if isinstance(decision, RetryAfter):
             # Back off through the visibility timeout: SQS counts the receive, and after the
             # queue's maxReceiveCount the message moves to the DLQ.
