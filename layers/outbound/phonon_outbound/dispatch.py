@@ -8,10 +8,12 @@ Never a second call for the same customer:
   a 201 on our resend therefore means "accepted earlier" and is recorded as such;
 - dedupe claims (`Store.claim_dedupe`) stop the same call arriving again from another file.
 
-Waiting never kills a message: rate-limit waits, an open circuit breaker and too little time
-left in the invocation re-queue a copy of the message with a delay (a fresh receive count)
-instead of failing it. Only answers that may succeed later (5xx, 206, timeouts, unknown
-answers) are retried through the visibility timeout with exponential backoff.
+`DispatchService.handle` makes no SQS call: it returns a `Decision` (`outcomes.py`) that the
+handler carries out (`sqs_actions.py`). Waiting never kills a message: rate-limit waits, an
+open circuit breaker and too little time left in the invocation are a `HandBack` (a copy of
+the message re-queued with a delay, a fresh receive count) instead of a failure. Only answers
+that may succeed later (5xx, 206, timeouts, unknown answers) are a `RetryAfter` (through the
+visibility timeout, with exponential backoff).
 
 Every chunk ends with every row's outcome, whatever goes wrong (docs/design.md, "Every row
 ends with a status"):
