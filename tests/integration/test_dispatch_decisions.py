@@ -44,7 +44,7 @@ def test_an_accepted_chunk_is_done_with_every_rows_typed_outcome_and_a_redeliver
     out = decision.outcome
     assert sorted(out.rows) == [1, 2, 3]
     assert all(isinstance(o, RowOutcome) and o.status is Status.ACCEPTED and o.phonon_uuid for o in out.rows.values())
-    assert (out.accepted, out.failed, out.requests, out.attempts) == (3, 0, 1, 1)
+    assert (out.count(Status.ACCEPTED), out.requests, out.attempts) == (3, 1, 1)
     assert out.rows[1].cid == "C-000000" and out.rows[1].numbers
     # a redelivery of the settled chunk: done, its outcome stands, nothing sent
     again = service.handle(body, 2, lambda: 60.0)
@@ -66,7 +66,7 @@ def test_a_chunk_with_one_bad_record_is_bisected_and_each_row_gets_its_own_outco
         1: Status.ACCEPTED, 2: Status.ACCEPTED, 3: Status.FAILED, 4: Status.ACCEPTED}
     assert "205" in out.rows[3].reason
     assert out.attempts == 5 and out.requests == 5
-    assert (out.accepted, out.failed) == (3, 1)
+    assert out.counters() == {"accepted": 3, "failed": 1, "duplicate": 0, "cancelled": 0}
 
 
 def test_too_little_time_left_is_a_hand_back_and_nothing_is_queued_by_the_service(make_harness):
@@ -129,5 +129,5 @@ def test_a_message_that_names_no_rows_is_poison_and_one_that_names_them_settles_
     body = json.loads(one_chunk(h, "unreadable.csv", 2))
     body["calls_gz"] = "%%%"
     decision = service.handle(json.dumps(body), 1, lambda: 60.0)
-    assert isinstance(decision, Done) and decision.outcome.failed == 2
+    assert isinstance(decision, Done) and decision.outcome.count(Status.FAILED) == 2
     assert all(o.reason.startswith("not sent: the chunk message could not be read") for o in decision.outcome.rows.values())

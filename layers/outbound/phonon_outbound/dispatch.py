@@ -586,7 +586,7 @@ class DispatchService:
         self._keep_earlier_accepted(ref, out)
         self._fill(ref, out, Status.CANCELLED, reason)
         logger.info("job cancelled: chunk settled unsent", extra={"job": ref.job, "chunk": ref.chunk,
-                                                                  "cancelled": out.cancelled})
+                                                                  "cancelled": out.count(Status.CANCELLED)})
         self._record(ref, out)
         return out
 
@@ -613,13 +613,13 @@ class DispatchService:
             out.claimed = True
         ref = ChunkRef(msg.job, msg.chunk, msg.flow, list(msg.rows), calls)
         self._keep_earlier_accepted(ref, out)
-        before = out.failed
+        before = out.count(Status.FAILED)
         self._fill(ref, out, Status.FAILED, reason)
         if not out.claims and self.s.dedupe_window_hours > 0:
             out.claims = {row: (dedupe_hash(msg.flow, call, self.correlation_name), f"{msg.job}.{row}")
                           for row, call in zip(ref.rows, calls, strict=False)}
         # FAILED now, or already by this attempt (retries ran out, and recording that raised)
-        failed_now = out.failed > before or out.fate is Fate.EXHAUSTED
+        failed_now = out.count(Status.FAILED) > before or out.fate is Fate.EXHAUSTED
         self._record(ref, out, state="FAILED" if failed_now else "DONE", best_effort=True)
         if failed_now:
             out.fate, out.reason = Fate.EXHAUSTED, reason

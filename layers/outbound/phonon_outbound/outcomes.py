@@ -86,29 +86,13 @@ class ChunkOutcome:
         self.rows.setdefault(outcome.row, outcome)
 
     def count(self, status: Status) -> int:
-        return Counter(o.status for o in self.rows.values())[status]
-
-    @property
-    def accepted(self) -> int:
-        return self.count(Status.ACCEPTED)
-
-    @property
-    def failed(self) -> int:
-        return self.count(Status.FAILED)
-
-    @property
-    def duplicate(self) -> int:
-        return self.count(Status.DUPLICATE)
-
-    @property
-    def cancelled(self) -> int:
-        return self.count(Status.CANCELLED)
+        """How many of its rows have `status`."""
+        return sum(1 for o in self.rows.values() if o.status is status)
 
     def counters(self) -> dict[str, int]:
         """accepted / failed / duplicate / cancelled, as the chunk ledger and the job count them."""
         counted = Counter(o.status for o in self.rows.values())
-        return {"accepted": counted[Status.ACCEPTED], "failed": counted[Status.FAILED],
-                "duplicate": counted[Status.DUPLICATE], "cancelled": counted[Status.CANCELLED]}
+        return {s.name.lower(): counted[s] for s in (Status.ACCEPTED, Status.FAILED, Status.DUPLICATE, Status.CANCELLED)}
 
 
 # ---------------------------------------------------------------- decisions about the message
