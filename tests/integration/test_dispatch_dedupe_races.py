@@ -14,8 +14,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.exceptions import ClientError
 
 from phonon_outbound import wiring
-from phonon_outbound.dispatch import ChunkMessage, DispatchService, _Sent, dedupe_hash
+from phonon_outbound.dispatch import DispatchService, _Sent, dedupe_hash
 from phonon_outbound.outcomes import HandBack, RetryAfter
+from phonon_outbound.records import ChunkMessage
 from phonon_outbound.sqs_actions import SqsActions
 from phonon_outbound.store import Store
 from phonon_outbound_dev.simulator import FaultPlan

@@ -31,9 +31,6 @@ ends with a status"):
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
 import hashlib
 import json
 import random
@@ -42,10 +39,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from .api.body import MAX_BODY_BYTES, build_body, redact
 from .api.classify import Kind, Verdict, classify
@@ -55,6 +51,7 @@ from .jobs import JobFinisher
 from .limiter import CircuitBreaker, RateLimiter
 from .observability import count, logger
 from .outcomes import ChunkOutcome, Decision, Done, Fate, HandBack, Poison, RetryAfter, RowOutcome
+from .records import ChunkMessage, ChunkRef, Job, PoisonMessage, parse_row_ref, row_ref
 from .settings import Settings
 from .status import Status
 from .store import Store, decode_outcomes
@@ -72,95 +69,6 @@ OUT_OF_TIME_DELAY_S = 1.0
 # leaves `request_time_s`: a slot the limiter granted is not given up for want of time.
 WAKE_SLACK_S = 1.0
 MAX_REASON_CHARS = 300
-MAX_JOB_ID_CHARS = 128
-
-
-class PoisonMessage(Exception):
-    """A message that can never be processed (not our format)."""
-
-
-class ChunkMessage(BaseModel):
-    """v2 (what ingest writes): `calls_gz` = base64(gzip(calls JSON)), correlation key included.
-    v1 (hand-written, e.g. events/sqs-chunk-batch.json): plain `calls` without the correlation
-    key, which the dispatcher adds."""
-
-    v: int = 1
-    job: str = Field(min_length=1, max_length=MAX_JOB_ID_CHARS)
-    flow: str = Field(min_length=1)
-    chunk: int = Field(ge=0)
-    rows: list[int]
-    calls: list[dict] = Field(default_factory=list)
-    calls_gz: str | None = None
-    warn: dict[str, str] = Field(default_factory=dict)
-
-    def complete_calls(self, correlation_name: str) -> list[dict]:
-        """The calls to send; PoisonMessage when they cannot be decoded into a list of call
-        objects, one per row."""
-        if self.calls_gz is not None:
-            calls = _decode_gz(self.calls_gz)
-            if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
-                raise PoisonMessage("calls_gz does not decode to a list of call objects")
-        else:
-            if len(self.rows) != len(self.calls):
-                raise PoisonMessage("chunk message has a different number of rows and calls")
-            calls = [{**call, "keys": [*_keys(call), {"name": correlation_name, "value": f"{self.job}.{row}"}]}
-                     for row, call in zip(self.rows, self.calls, strict=True)]
-        if len(self.rows) != len(calls) or not calls:
-            raise PoisonMessage("chunk message has a different number of rows and calls")
-        return calls
-
-
-def _keys(call: dict) -> list:
-    keys = call.get("keys", [])
-    if not isinstance(keys, list):
-        raise PoisonMessage("a call's keys are not a list")
-    return keys
-
-
-def _decode_gz(text: str) -> Any:
-    try:
-        return json.loads(gzip.decompress(base64.b64decode(text, validate=True)))
-    except (ValueError, OSError, EOFError, binascii.Error) as err:  # bad base64 / gzip / JSON
-        raise PoisonMessage(f"calls_gz cannot be decoded: {type(err).__name__}") from None
-
-
-@dataclass
-class ChunkRef:
-    """What a chunk message says about itself, as far as it can be read: enough to settle its
-    rows without sending them. `calls` is empty (or shorter than `rows`) when they are unreadable."""
-
-    job: str
-    chunk: int
-    flow: str
-    rows: list[int]
-    calls: list[dict] = field(default_factory=list)
-
-    @staticmethod
-    def parse(body: str, correlation_name: str = "") -> ChunkRef | None:
-        """Leniently: None unless the job, the chunk number and a list of row numbers are there."""
-        try:
-            data = json.loads(body)
-        except (ValueError, TypeError):
-            return None
-        if not isinstance(data, dict):
-            return None
-        job, chunk, rows, flow = data.get("job"), data.get("chunk"), data.get("rows"), data.get("flow")
-        if not (isinstance(job, str) and 0 < len(job) <= MAX_JOB_ID_CHARS and isinstance(chunk, int)
-                and _plain_int(chunk) and chunk >= 0
-                and isinstance(rows, list) and rows and all(_plain_int(r) and r > 0 for r in rows)):
-            return None
-        calls: list = []
-        try:
-            raw = _decode_gz(data["calls_gz"]) if isinstance(data.get("calls_gz"), str) else data.get("calls")
-        except PoisonMessage:
-            raw = None
-        if isinstance(raw, list) and len(raw) == len(rows):
-            calls = [c if isinstance(c, dict) else {} for c in raw]
-        return ChunkRef(job, chunk, flow if isinstance(flow, str) else "", list(rows), calls)
-
-
-def _plain_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def dedupe_hash(flow: str, call: dict, correlation_name: str) -> str:
@@ -336,8 +244,9 @@ class DispatchService:
             logger.info("chunk already settled: redelivery dropped", extra={"job": msg.job, "chunk": msg.chunk})
             # An earlier attempt may have died after settling: counting is idempotent, and so
             # is the report (written once, by whoever completes the count).
-            _, meta = self.store.count_settled(msg.job, msg.chunk)
-            if not meta.get("completed"):
+            _, item = self.store.count_settled(msg.job, msg.chunk)
+            meta = Job.from_item(item)
+            if not meta.completed:
                 self.finisher.maybe_finalize(msg.job, meta)
             return Done(ChunkOutcome(Fate.DUPLICATE_DELIVERY))
         if claim.state == "busy":
@@ -391,7 +300,7 @@ class DispatchService:
         # Dedupe across files, decided once per chunk and identically on every retry.
         if self.s.dedupe_window_hours > 0:
             for row, call in zip(rows, calls, strict=True):
-                sent.claims[row] = (dedupe_hash(msg.flow, call, self.correlation_name), f"{msg.job}.{row}")
+                sent.claims[row] = (dedupe_hash(msg.flow, call, self.correlation_name), row_ref(msg.job, row))
             try:
                 conflicts = self.store.claim_dedupe(msg.flow, list(sent.claims.values()),
                                                     self.s.dedupe_window_hours * 3600, self.clock())
@@ -616,7 +525,7 @@ class DispatchService:
         before = out.count(Status.FAILED)
         self._fill(ref, out, Status.FAILED, reason)
         if not out.claims and self.s.dedupe_window_hours > 0:
-            out.claims = {row: (dedupe_hash(msg.flow, call, self.correlation_name), f"{msg.job}.{row}")
+            out.claims = {row: (dedupe_hash(msg.flow, call, self.correlation_name), row_ref(msg.job, row))
                           for row, call in zip(ref.rows, calls, strict=False)}
         # FAILED now, or already by this attempt (retries ran out, and recording that raised)
         failed_now = out.count(Status.FAILED) > before or out.fate is Fate.EXHAUSTED
@@ -665,7 +574,7 @@ class DispatchService:
         if not self.store.settle_open_chunk(ref.job, ref.chunk, state, requests=0, **out.counters()):
             return 0
         if self.s.dedupe_window_hours > 0 and ref.flow and ref.calls:
-            out.claims = {row: (dedupe_hash(ref.flow, call, self.correlation_name), f"{ref.job}.{row}")
+            out.claims = {row: (dedupe_hash(ref.flow, call, self.correlation_name), row_ref(ref.job, row))
                           for row, call in zip(ref.rows, ref.calls, strict=True) if call}
         self._record(ref, out, state=state, best_effort=True, settled=True)
         return len(out.rows)
@@ -683,13 +592,12 @@ class DispatchService:
         with its saved claims) is no job in progress: its claims stand as they are."""
         by_job: dict[str, list[int]] = {}
         for owner in owners:
-            job, _, row = owner.rpartition(".")
-            if row.isdigit():
-                by_job.setdefault(job, []).append(int(row))
+            parsed = parse_row_ref(owner)
+            if parsed is not None:
+                by_job.setdefault(parsed[0], []).append(parsed[1])
         for job, rows in by_job.items():
-            meta = self.store.get_job(job)
-            if (meta and meta.get("active_shard") and not meta.get("completed")
-                    and self.store.any_without_outcome(job, rows)):
+            meta = Job.from_item(self.store.get_job(job))
+            if meta.active_shard and not meta.completed and self.store.any_without_outcome(job, rows):
                 return True
         return False
 
@@ -697,14 +605,16 @@ class DispatchService:
         """The S3 key of a job's file ("" when unknown), read once per job."""
         key = self._job_keys.get(job)
         if key is None:
-            key = self._job_keys[job] = (self.store.get_job(job) or {}).get("key", "")
+            key = self._job_keys[job] = Job.from_item(self.store.get_job(job)).key
         return key
 
     def _duplicate_reason(self, owner: str) -> str:
-        job, _, row = owner.rpartition(".")
-        key = self._file_of(job) or "another file"
         window = self.s.dedupe_window_hours
-        return f"the same call was already accepted from {key} row {row} within the last {window:g} h"
+        parsed = parse_row_ref(owner)
+        if parsed is None:
+            return f"the same call was already accepted from another file within the last {window:g} h"
+        key = self._file_of(parsed[0]) or "another file"
+        return f"the same call was already accepted from {key} row {parsed[1]} within the last {window:g} h"
 
     def _record(self, ref: ChunkRef, out: ChunkOutcome, state: str | None = None, best_effort: bool = False,
                 settled: bool = False) -> None:
@@ -747,8 +657,9 @@ class DispatchService:
         count("CallsCancelled", counters["cancelled"])
         if not counters["cancelled"]:
             del counters["cancelled"]
-        first, meta = self.store.count_settled(ref.job, ref.chunk, **counters)
-        if first or not meta.get("completed"):
+        first, item = self.store.count_settled(ref.job, ref.chunk, **counters)
+        meta = Job.from_item(item)
+        if first or not meta.completed:
             self.finisher.maybe_finalize(ref.job, meta)
         else:  # a redriven chunk settled again: refresh the report that was already written
             self.finisher.finalize(ref.job, force=True)
