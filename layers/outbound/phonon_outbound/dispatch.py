@@ -241,8 +241,7 @@ class DispatchService:
             probe = state.probe
         wait = None if cancelled else windows.chunk_wait(self.s, self.store, msg.job, msg.flow, calls, self.clock())
         if wait is not None:  # the calling window is closed: hand back unsent (docs/calling-windows.md)
-            self.requeue(body, wait.seconds)
-            return Outcome("waiting", reason=wait.reason)
+            return HandBack(wait.seconds, wait.reason)
 
         claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
         if claim.state == "done":
