@@ -76,9 +76,10 @@ KB = 1024
 SQS_CHUNK = 64 * KB
 EVENT_CHUNK = 64 * KB
 
-# AWS list prices, us-east-1, read on 2026-11-30 from the public pricing pages (aws.amazon.com/
-# <service>/pricing). They are LIST prices: no free tier, no savings plans, no volume tiers beyond
-# the first. Dollars per unit named in the key.
+# AWS LIST prices for us-east-1 as the public pricing pages (aws.amazon.com/<service>/pricing)
+# state them, written down on 2026-11-30 (DynamoDB on-demand: after the November 2024 cut).
+# The pages were not fetched from this machine (no internet here): check them before quoting.
+# No free tier, no savings plans or reserved capacity, first volume tier only. Dollars per unit.
 PRICES_READ_ON = "2026-11-30"
 PRICES: dict[str, float] = {
     "lambda_request": 0.20 / 1e6,               # per invocation
