@@ -389,6 +389,14 @@ class Meter:
         return 1
 
     # -- DynamoDB units, by DynamoDB's rules (module docstring)
+    def _write(self, by: Counter, table: str, op: str, key: dict, before: dict | None, after: dict | None) -> None:
+        """One non-transactional item write: the larger image, its index entries, the shadow."""
+        by[f"W {table} {op}"] += write_units(max(item_size(before), item_size(after)))
+        gsi = self.shadow.index_writes(table, before, after)
+        if gsi:
+            by[f"W {table} {op} (index entries)"] += gsi
+        self.shadow.put(table, after, key)
+
     def _dynamodb(self, op: str, req: dict, resp: dict, ok: bool, error: str) -> tuple[float, float, dict]:
         sh = self.shadow
         by: Counter = Counter()
@@ -406,11 +414,7 @@ class Meter:
                         after = self.raw().get_item(TableName=table, Key=req["Key"], ConsistentRead=True).get("Item")
                     else:
                         after = None
-                    by[f"W {table} {op}"] += write_units(max(item_size(before), item_size(after)))
-                    gsi = sh.index_writes(table, before, after)
-                    if gsi:
-                        by[f"W {table} {op} (index entries)"] += gsi
-                    sh.put(table, after, key)
+                    self._write(by, table, op, key, before, after)
             elif op == "BatchWriteItem":
                 unprocessed = {json.dumps(r, sort_keys=True) for rs in (resp.get("UnprocessedItems") or {}).values()
                                for r in rs}
@@ -422,12 +426,7 @@ class Meter:
                             after, key = r["PutRequest"]["Item"], r["PutRequest"]["Item"]
                         else:
                             after, key = None, r["DeleteRequest"]["Key"]
-                        before = sh.get(t, key)
-                        by[f"W {t} BatchWriteItem"] += write_units(max(item_size(before), item_size(after)))
-                        gsi = sh.index_writes(t, before, after)
-                        if gsi:
-                            by[f"W {t} BatchWriteItem (index entries)"] += gsi
-                        sh.put(t, after, key)
+                        self._write(by, t, op, key, sh.get(t, key), after)
             elif op == "TransactWriteItems":
                 for entry in req.get("TransactItems", []):
                     (kind, spec), = entry.items()
