@@ -194,12 +194,16 @@ class Counts:
     lambda_invocations: int = 0
     lambda_gb_s: float = 0.0
     lambda_s: float = 0.0
+    lambda_aws_s: float = 0.0  # of lambda_s: inside AWS requests made by the invoking thread (moto here)
+    lambda_aws_requests: int = 0
+    lambda_gb_s_at_10ms: float = 0.0  # GB-s had each of those requests taken 10 ms (AWS_REQUEST_S)
     calls: Counter = field(default_factory=Counter)  # "service.Operation" -> API calls
     wru_by: Counter = field(default_factory=Counter)  # "table op" -> WRU
     rru_by: Counter = field(default_factory=Counter)
 
     NUMBERS = ("ddb_wru", "ddb_rru", "sqs_requests", "s3_put_class", "s3_get_class", "events", "secrets_calls",
-               "lambda_invocations", "lambda_gb_s", "lambda_s")
+               "lambda_invocations", "lambda_gb_s", "lambda_s", "lambda_aws_s", "lambda_aws_requests",
+               "lambda_gb_s_at_10ms")
 
     def per(self, n: float) -> dict[str, float]:
         return {k: getattr(self, k) / n for k in self.NUMBERS}
@@ -326,8 +330,19 @@ class Meter:
 
         def before(model: Any, params: dict, context: dict, **_: Any) -> None:
             context["cost_bench_request"] = params.get("body")
+            context["cost_bench_t0"] = time.monotonic()
 
         def after(http_response: Any, parsed: dict, model: Any, context: dict, **_: Any) -> None:
+            t0 = time.monotonic()
+            try:
+                counted(http_response, parsed, model, context)
+            finally:  # the hook's own time (and its uncounted reads) is not the handler's
+                local = self._local
+                local.aws_s = getattr(local, "aws_s", 0.0) + t0 - context.get("cost_bench_t0", t0)
+                local.aws_n = getattr(local, "aws_n", 0) + 1
+                local.hook_s = getattr(local, "hook_s", 0.0) + time.monotonic() - t0
+
+        def counted(http_response: Any, parsed: dict, model: Any, context: dict) -> None:
             if part is not None and model.name not in wanted:
                 return
             if part is not None and model.name == "ReceiveMessage" and not parsed.get("Messages"):
@@ -506,22 +521,35 @@ def memory_of(template: dict) -> dict[str, int]:
 FUNCTIONS = {"ingest": "IngestFunction", "dispatch": "DispatchFunction", "webhook": "WebhookFunction"}
 
 
+AWS_REQUEST_S = 0.010  # an assumed in-region DynamoDB/SQS request time on AWS, for the second figure
+
+
 def _timed(meter: Meter, part: str, handler: Callable[..., Any], memory_mb: int,
            waited: Callable[[], float] | None = None) -> Callable[..., Any]:
+    """The handler, timed as Lambda bills it: wall time of the invocation, less the local-only
+    waits (`waited`) and the counting hooks' own time in the invoking thread (the hooks'
+    time in threads the handler starts runs in parallel and is left in: a few ms a chunk)."""
     def invoke(event: dict, context: Any) -> Any:
         meter.set_part(part)
-        before = waited() if waited else 0.0
+        local = meter._local
+        w0 = waited() if waited else 0.0
+        h0, a0, n0 = getattr(local, "hook_s", 0.0), getattr(local, "aws_s", 0.0), getattr(local, "aws_n", 0)
         started = time.monotonic()
         try:
             return handler(event, context)
         finally:
-            elapsed = time.monotonic() - started - ((waited() - before) if waited else 0.0)
+            elapsed = time.monotonic() - started - ((waited() - w0) if waited else 0.0) - (local.__dict__.get(
+                "hook_s", 0.0) - h0)
+            aws_s, aws_n = getattr(local, "aws_s", 0.0) - a0, getattr(local, "aws_n", 0) - n0
             meter.set_part(None)
             with meter._lock:
                 c = meter.parts[part]
                 c.lambda_invocations += 1
                 c.lambda_s += elapsed
                 c.lambda_gb_s += gb_seconds(elapsed, memory_mb)
+                c.lambda_aws_s += aws_s
+                c.lambda_aws_requests += aws_n
+                c.lambda_gb_s_at_10ms += gb_seconds(max(0.0, elapsed - aws_s) + aws_n * AWS_REQUEST_S, memory_mb)
     return invoke
 
 
@@ -599,6 +627,13 @@ def report(meter: Meter, result: dict, pushes: int, elapsed: float, rows: int, r
     for d in per_m.values():
         by_service.update(d)
     total = sum(by_service.values())
+    # Second figure: the same, had every AWS request of the invoking thread taken AWS_REQUEST_S
+    # instead of what moto on this shared machine took (the rest of each duration unchanged).
+    delta = sum((c.lambda_gb_s_at_10ms - c.lambda_gb_s) / (pushes if part == "webhook" else accepted)
+                for part, c in meter.parts.items() if part != "_errors" and (pushes if part == "webhook" else accepted))
+    # Dispatch at the limit: every one of N dispatchers is busy (sending or waiting) the whole
+    # campaign, so GB-s per call = N × memory / calls per second.
+    dispatch_model = concurrency * memory["DispatchFunction"] / 1024 / (rate / 60)
     drivers: Counter = Counter()
     for part, c in meter.parts.items():
         n = pushes if part == "webhook" else accepted
@@ -618,9 +653,13 @@ def report(meter: Meter, result: dict, pushes: int, elapsed: float, rows: int, r
         "prices": {"read_on": PRICES_READ_ON, "region": "us-east-1", "list prices": PRICES},
         "per_1000_calls": per_k,
         "api_calls": {part: dict(sorted(c.calls.items())) for part, c in sorted(meter.parts.items())},
-        "totals": {part: {k: round(getattr(c, k), 3) for k in Counts.NUMBERS} for part, c in sorted(meter.parts.items())},
+        "totals": {part: {k: round(getattr(c, k), 3) for k in Counts.NUMBERS}
+                   for part, c in sorted(meter.parts.items())},
         "dollars_per_million_calls": {"by_service": {k: round(v, 4) for k, v in by_service.most_common()},
-                                      "by_part": per_m, "total": round(total, 4)},
+                                      "by_part": per_m, "total": round(total, 4),
+                                      f"total_if_aws_requests_took_{AWS_REQUEST_S * 1000:.0f}ms": round(
+                                          total + delta * 1e6 * PRICES["lambda_gb_s_arm64"], 4)},
+        "dispatch_gb_s_per_call_model_at_the_limit": round(dispatch_model, 5),
         "top_drivers_per_million": [(k, round(v, 4)) for k, v in drivers.most_common(8)],
         "uncounted_harness_calls": dict(meter.uncounted.most_common(10)),
     }
