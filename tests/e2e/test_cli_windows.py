@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from phonon_outbound.status import Status
 from phonon_outbound.windows import parse_window, zone
 from phonon_outbound_dev.simulator import PhononSimulator
 from tests.e2e.test_cli import read_report, run_cli, write_csv
@@ -48,7 +49,7 @@ def test_run_sends_only_while_a_few_seconds_wide_window_is_open_and_finishes_aft
     f = result["files"][0]
     assert (f["rows"], f["accepted"]) == (600, 600)
     assert result["dead_letter_messages"] == 0
-    assert all(r["status"] == "ACCEPTED" for r in read_report(f["report"]))
+    assert all(r["status"] == Status.ACCEPTED for r in read_report(f["report"]))
     # and the run said it waited for the window, while it waited and in its summary
     assert "waiting for the calling window" in proc.stderr
     assert "waited for the calling window" in proc.stderr

@@ -11,6 +11,7 @@ import pytest
 
 from phonon_outbound.contacts.model import RejectedRow, ValidRow
 from phonon_outbound.settings import Settings
+from phonon_outbound.status import Status
 from phonon_outbound.windows import (
     MAX_DELAY_S,
     WindowError,
@@ -362,7 +363,7 @@ def test_check_reports_rows_the_window_rejects_and_rows_it_would_hold_before_any
     with (tmp_path / "out" / "c.csv.results.csv").open(newline="") as fh:
         report = list(csv.DictReader(fh))
     # Then the blackout row is REJECTED, the scheduled one passes, the unscheduled one is held
-    assert [r["status"] for r in report] == ["REJECTED", "ACCEPTED", "ACCEPTED"]
+    assert [r["status"] for r in report] == [Status.REJECTED, Status.ACCEPTED, Status.ACCEPTED]
     assert "is outside the calling window" in report[0]["reason"] and "in Asia/Kolkata" in report[0]["reason"]
     assert report[1]["reason"] == ""
     assert report[2]["reason"].startswith(f"held: the calling window '{spec}' in Asia/Kolkata is closed now (opens ")
