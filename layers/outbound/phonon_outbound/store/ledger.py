@@ -26,6 +26,10 @@ class LedgerRepository(Protocol):
 
     def claim_chunk(self, job: str, chunk: int, lease_s: float, now: float | None = None) -> ChunkClaim: ...
 
+    def get_chunk(self, job: str, chunk: int) -> dict | None:
+        """The chunk's ledger item (state, lease_until, attempts, what its settle recorded)."""
+        ...
+
     def note_chunk(self, job: str, chunk: int, **attrs: Any) -> bool: ...
 
     def release_chunk(self, job: str, chunk: int) -> None: ...
@@ -79,8 +83,11 @@ class DynamoLedger:
         except ClientError as err:
             if not conditional_failed(err):
                 raise
-        item = plain(self.table.get_item(Key=key, ConsistentRead=True).get("Item") or {})
-        return refused_claim(item, now)
+        return refused_claim(self.get_chunk(job, chunk) or {}, now)
+
+    def get_chunk(self, job: str, chunk: int) -> dict | None:
+        item = self.table.get_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, ConsistentRead=True).get("Item")
+        return plain(item) if item else None
 
     def note_chunk(self, job: str, chunk: int, **attrs: Any) -> bool:
         """Its holder's note about a chunk still IN_PROGRESS (e.g. that it hands the chunk back:

@@ -287,6 +287,10 @@ class MemoryLedger(_Fake):
                 "attempts": attempts})
             return ChunkClaim("claimed", attempts=attempts, item=new)
 
+    def get_chunk(self, job: str, chunk: int) -> dict | None:
+        with self.t.lock:
+            return self.t.get(job_pk(job), chunk_sk(chunk))
+
     def note_chunk(self, job: str, chunk: int, **attrs: Any) -> bool:
         with self.t.lock:
             item = self.t.state.get((job_pk(job), chunk_sk(chunk)))
