@@ -132,10 +132,14 @@ def test_claim_dedupe_waits_for_no_lock_of_another_flow_and_gives_up_on_a_live_o
 
 def test_a_dead_holders_flow_lock_is_taken_over_once_its_lease_lapses(store, peer_store):
     # Given a process that took the lock and died (never gave it back), with a short lease
-    peer_store.dedupe.flow_lock("DEDUPE-LOCK#" + FLOW, lease_s=0.3).__enter__()
-    store.lock_wait_s = 30
-    # Then a claim phase of that flow runs once the lease has lapsed
-    assert store.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0) == {}
+    dead = peer_store.dedupe.flow_lock("DEDUPE-LOCK#" + FLOW, lease_s=0.3)
+    dead.__enter__()  # (kept referenced: a collected generator would give the lock back)
+    try:
+        store.lock_wait_s = 5
+        # Then a claim phase of that flow runs once the lease has lapsed
+        assert store.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0) == {}
+    finally:
+        dead.__exit__(None, None, None)
 
 
 def test_threads_of_one_process_take_the_flow_lock_one_at_a_time(store):
@@ -352,15 +356,16 @@ def test_renew_object_extends_the_lease_and_a_done_object_is_never_resumed(store
 
 
 def test_jobs_for_key_lists_live_index_items_oldest_upload_first(store):
-    store.index_job("b", "in/a.csv", "J2", {"version": "v2", "uploaded_at": "2026-01-02T00:00:00Z"})
-    store.index_job("b", "in/a.csv", "J1", {"version": "v1", "uploaded_at": "2026-01-01T00:00:00Z"})
-    store.index_job("b", "in/a.csv", "J1", {"version": "v1", "uploaded_at": "2026-01-01T00:00:00Z"})
+    # job ids sort the other way round from their uploads
+    store.index_job("b", "in/a.csv", "J1", {"version": "v2", "uploaded_at": "2026-01-02T00:00:00Z"})
+    store.index_job("b", "in/a.csv", "J2", {"version": "v1", "uploaded_at": "2026-01-01T00:00:00Z"})
+    store.index_job("b", "in/a.csv", "J2", {"version": "v1", "uploaded_at": "2026-01-01T00:00:00Z"})
     store.index_job("b", "in/other.csv", "J9", {"version": "v9", "uploaded_at": "2026-01-03T00:00:00Z"})
     store.claim_report_name("b", "in/a.csv", "20260101T000000Z", "J1")  # not a job of the key
-    assert [(i["job"], i["version"]) for i in store.jobs_for_key("b", "in/a.csv")] == [("J1", "v1"), ("J2", "v2")]
+    assert [(i["job"], i["version"]) for i in store.jobs_for_key("b", "in/a.csv")] == [("J2", "v1"), ("J1", "v2")]
     expired_writes(store)
     store.index_job("b", "in/a.csv", "J0", {"version": "v0", "uploaded_at": "2025-01-01T00:00:00Z"})
-    assert [i["job"] for i in store.jobs_for_key("b", "in/a.csv")] == ["J1", "J2"]
+    assert [i["job"] for i in store.jobs_for_key("b", "in/a.csv")] == ["J2", "J1"]
     assert store.jobs_for_key("b", "in/none.csv") == []
 
 
