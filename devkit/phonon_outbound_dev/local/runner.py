@@ -510,7 +510,7 @@ class LocalPipeline:
         reach (the facade forwards at call time)."""
         repository = getattr(store, "dedupe", None)
         original = getattr(repository, "claim_dedupe", None)
-        if original is None:
+        if repository is None or original is None:
             return
         self._claimed = {}
         lock = threading.Lock()

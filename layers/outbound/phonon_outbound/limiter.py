@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .store import Store
-from .store.common import breaker_key, limiter_key
+from .store.common import BREAKER, LIMIT
 
 RECOVERY_S = 60.0
 MIN_FACTOR = 0.125
@@ -70,7 +70,7 @@ class RateLimiter:
                  jitter_allowance_s: float = 1.0, clock: Callable[[], float] = time.time):
         self.store = store
         self.items = store.limits
-        self.pk = limiter_key(name)
+        self.pk = LIMIT + name
         self.per_minute = per_minute
         self.burst = float(burst)
         self.rate = per_minute / 60.0
@@ -171,7 +171,7 @@ class CircuitBreaker:
     def __init__(self, store: Store, flow: str, open_s: float = 60.0, clock: Callable[[], float] = time.time):
         self.store = store
         self.items = store.limits
-        self.pk = breaker_key(flow)
+        self.pk = BREAKER + flow
         self.open_s = open_s
         self.clock = clock
 

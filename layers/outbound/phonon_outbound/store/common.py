@@ -113,27 +113,22 @@ def key_pk(bucket: str, key: str) -> str:
     return f"KEY#{bucket}/{key}"
 
 
-def object_pk(identity: str) -> str:
-    return f"OBJ#{identity}"
+OBJECT = "OBJ#"  # + the object identity
+DEDUPE = "DEDUPE#"  # + the call's hash
+DEDUPE_LOCK = "DEDUPE-LOCK#"  # + the flow
+LIMIT = "LIMIT#"  # + the limiter's name
+BREAKER = "BREAKER#"  # + the flow
+LIMIT_PREFIXES = (LIMIT, BREAKER)
 
 
-def dedupe_pk(hash_: str) -> str:
-    return f"DEDUPE#{hash_}"
-
-
-def dedupe_lock(flow: str) -> str:
-    return f"DEDUPE-LOCK#{flow}"
-
-
-LIMIT_PREFIXES = ("LIMIT#", "BREAKER#")
-
-
-def limiter_key(name: str) -> str:
-    return f"LIMIT#{name}"
-
-
-def breaker_key(flow: str) -> str:
-    return f"BREAKER#{flow}"
+def paged_query(table: Any, **kwargs: Any) -> Iterator[dict]:
+    """Every item a Query returns, page after page (raw DynamoDB values)."""
+    while True:
+        page = table.query(**kwargs)
+        yield from page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 # ---------------------------------------------------------------- encoding
@@ -201,6 +196,18 @@ def set_update(attrs: dict[str, Any]) -> dict[str, Any]:
 
 def conditional_failed(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def conditional(write: Callable[..., Any], **request: Any) -> bool:
+    """Make a conditional write (`table.put_item`, `update_item`, …): True when it went
+    through, False when its condition refused it; any other error is raised."""
+    try:
+        write(**request)
+        return True
+    except ClientError as err:
+        if conditional_failed(err):
+            return False
+        raise
 
 
 # ---------------------------------------------------------------- retention

@@ -14,13 +14,13 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from .common import (
+    DEDUPE,
+    DEDUPE_LOCK,
     DEDUPE_LOCK_WAIT_S,
     Retention,
     batch_get,
     conditional_failed,
     dec,
-    dedupe_lock,
-    dedupe_pk,
     plain,
 )
 
@@ -49,7 +49,7 @@ class DedupeRepository(Protocol):
 def new_claim(hash_: str, owner: str, window_s: float, now: float, retention: Retention) -> dict:
     """A claim item for the window; TTL an hour after the window, never later than the data
     retention."""
-    return {"pk": dedupe_pk(hash_), "sk": "-", "owner": owner, "expires": now + window_s,
+    return {"pk": DEDUPE + hash_, "sk": "-", "owner": owner, "expires": now + window_s,
             "expires_at": min(int(now + window_s) + 3600, retention.expiry(now))}
 
 
@@ -108,9 +108,9 @@ class DynamoDedupe:
         TransactWriteItems, which fails whole on one conflict and which moto implements by
         copying the entire table)."""
         now = self.retention.now() if now is None else now
-        with self.flow_lock(dedupe_lock(flow)):
-            keys = [{"pk": dedupe_pk(h), "sk": "-"} for h in dict(claims)]
-            existing = {item["pk"][len("DEDUPE#"):]: item for item in batch_get(self._ddb, self.table, keys)}
+        with self.flow_lock(DEDUPE_LOCK + flow):
+            keys = [{"pk": DEDUPE + h, "sk": "-"} for h in dict(claims)]
+            existing = {item["pk"][len(DEDUPE):]: item for item in batch_get(self._ddb, self.table, keys)}
             conflicts, new = decide(claims, existing, now)
             if new:
                 with self.table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
@@ -121,11 +121,11 @@ class DynamoDedupe:
 
     def release_dedupe(self, flow: str, claims: list[tuple[str, str]]) -> None:
         """Give back claims of calls that ended FAILED, so a later send is not called a duplicate."""
-        with self.flow_lock(dedupe_lock(flow)):
+        with self.flow_lock(DEDUPE_LOCK + flow):
             for h, owner in claims:
                 try:
                     self.table.delete_item(
-                        Key={"pk": dedupe_pk(h), "sk": "-"},
+                        Key={"pk": DEDUPE + h, "sk": "-"},
                         ConditionExpression="#o = :me",
                         ExpressionAttributeNames={"#o": "owner"},
                         ExpressionAttributeValues={":me": owner},
@@ -135,7 +135,7 @@ class DynamoDedupe:
                         raise
 
     def get_claim(self, hash_: str) -> dict | None:
-        item = self.table.get_item(Key={"pk": dedupe_pk(hash_), "sk": "-"}, ConsistentRead=True).get("Item")
+        item = self.table.get_item(Key={"pk": DEDUPE + hash_, "sk": "-"}, ConsistentRead=True).get("Item")
         return plain(item) if item else None
 
     @contextmanager

@@ -19,12 +19,12 @@ from typing import Any
 import boto3
 
 from .common import (
+    DEDUPE,
     DEFAULT_RETENTION_S,
     FINALIZE_LEASE_S,
     ChunkClaim,
     Clock,
     Retention,
-    dedupe_pk,
     live,
 )
 from .dedupe import DedupeRepository, DynamoDedupe
@@ -187,8 +187,8 @@ class Store:
     def get_item(self, pk: str) -> dict | None:
         """A limiter/breaker item (`limits.get`) or a dedupe claim (`dedupe.get_claim`); any
         other key is refused (ValueError): those items have repositories of their own."""
-        if pk.startswith("DEDUPE#"):
-            return self.dedupe.get_claim(pk[len(dedupe_pk("")):])
+        if pk.startswith(DEDUPE):
+            return self.dedupe.get_claim(pk[len(DEDUPE):])
         return self.limits.get(pk)
 
     def put_if(self, pk: str, attrs: dict, expect: dict | None) -> bool:

@@ -14,14 +14,16 @@ from .common import (
     ACTIVE_SHARD,
     FINALIZE_LEASE_S,
     MAX_TEXT_CHARS,
+    OBJECT,
     Retention,
     bound_job_attrs,
     clip,
+    conditional,
     conditional_failed,
     dec,
     job_pk,
     key_pk,
-    object_pk,
+    paged_query,
     plain,
     set_update,
 )
@@ -73,7 +75,7 @@ class DynamoJobs:
     # ---------------------------------------------------------------- S3 object claims
     def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
         now = self.retention.now() if now is None else now
-        key = {"pk": object_pk(identity), "sk": "-"}
+        key = {"pk": OBJECT + identity, "sk": "-"}
         try:
             self.table.put_item(
                 Item={**key, "job": job, "lease_until": dec(now + lease_s), "done": False,
@@ -99,7 +101,7 @@ class DynamoJobs:
 
     def renew_object(self, identity: str, lease_s: float, done: bool = False) -> None:
         self.table.update_item(
-            Key={"pk": object_pk(identity), "sk": "-"},
+            Key={"pk": OBJECT + identity, "sk": "-"},
             UpdateExpression="SET lease_until = :l, done = :d",
             ExpressionAttributeValues={":l": dec(self.retention.now() + lease_s), ":d": done},
         )
@@ -119,13 +121,7 @@ class DynamoJobs:
         """The job's META item, written once (False: it exists already)."""
         item = {"pk": job_pk(job), "sk": "META", **self._stamp(attrs), "expires_at": self.retention.expiry(),
                 "active_shard": ACTIVE_SHARD}
-        try:
-            self.table.put_item(Item=item, ConditionExpression=Attr("pk").not_exists())
-            return True
-        except ClientError as err:
-            if conditional_failed(err):
-                return False
-            raise
+        return conditional(self.table.put_item, Item=item, ConditionExpression=Attr("pk").not_exists())
 
     def get_job(self, job: str) -> dict | None:
         item = self.table.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True).get("Item")
@@ -155,20 +151,14 @@ class DynamoJobs:
         """Mark a job cancelled (its input was deleted, or an operator cancelled it). Dispatch
         sends nothing more for it; its unsent rows end CANCELLED with this reason. Does nothing
         (False) to a job that is completed, already cancelled, or unknown."""
-        try:
-            self.table.update_item(
-                Key={"pk": job_pk(job), "sk": "META"},
-                UpdateExpression="SET cancelled_reason = :r, updated_at = :u",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(cancelled_reason) "
-                                    "AND (attribute_not_exists(completed) OR completed = :f)",
-                ExpressionAttributeValues={":r": clip(reason, MAX_TEXT_CHARS), ":u": int(self.retention.now()),
-                                           ":f": False},
-            )
-            return True
-        except ClientError as err:
-            if conditional_failed(err):
-                return False
-            raise
+        return conditional(
+            self.table.update_item,
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="SET cancelled_reason = :r, updated_at = :u",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(cancelled_reason) "
+                                "AND (attribute_not_exists(completed) OR completed = :f)",
+            ExpressionAttributeValues={":r": clip(reason, MAX_TEXT_CHARS), ":u": int(self.retention.now()), ":f": False},
+        )
 
     def cancelled_reason(self, job: str) -> str:
         """The job's `cancelled_reason` ("" when it is not cancelled, or there is no such job):
@@ -186,33 +176,19 @@ class DynamoJobs:
 
     def jobs_for_key(self, bucket: str, key: str) -> list[dict]:
         """The index items of the key's jobs (job, version, uploaded_at), oldest upload first."""
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("pk").eq(key_pk(bucket, key)) & Key("sk").begins_with("JOB#"),
-            "ConsistentRead": True,
-        }
-        items: list[dict] = []
-        while True:
-            page = self.table.query(**kwargs)
-            items.extend(plain(i) for i in page.get("Items", []) if self.retention.live(i))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        pages = paged_query(self.table, ConsistentRead=True,
+                            KeyConditionExpression=Key("pk").eq(key_pk(bucket, key)) & Key("sk").begins_with("JOB#"))
+        items = [plain(i) for i in pages if self.retention.live(i)]
         return sorted(items, key=lambda i: str(i.get("uploaded_at", "")))
 
     def claim_report_name(self, bucket: str, key: str, stamp: str, job: str) -> bool:
         """Take a report time stamp for this key (True also when `job` holds it already)."""
-        try:
-            self.table.put_item(
-                Item={"pk": key_pk(bucket, key), "sk": f"REPORT#{stamp}", "job": job,
-                      "expires_at": self.retention.expiry()},
-                ConditionExpression="attribute_not_exists(pk) OR job = :j",
-                ExpressionAttributeValues={":j": job},
-            )
-            return True
-        except ClientError as err:
-            if conditional_failed(err):
-                return False
-            raise
+        return conditional(
+            self.table.put_item,
+            Item={"pk": key_pk(bucket, key), "sk": f"REPORT#{stamp}", "job": job, "expires_at": self.retention.expiry()},
+            ConditionExpression="attribute_not_exists(pk) OR job = :j",
+            ExpressionAttributeValues={":j": job},
+        )
 
     # ---------------------------------------------------------------- finalize lease
     def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None) -> bool:
@@ -223,37 +199,24 @@ class DynamoJobs:
         next caller (a redelivered chunk, the stale-job watchdog) takes it over. A completed
         job is never claimed again, so its report and completion event are not repeated."""
         now = self.retention.now() if now is None else now
-        try:
-            self.table.update_item(
-                Key={"pk": job_pk(job), "sk": "META"},
-                UpdateExpression="SET finalizing = :until, updated_at = :now",
-                ConditionExpression="attribute_exists(pk) "
-                                    "AND (attribute_not_exists(finalizing) OR finalizing < :now) "
-                                    "AND (attribute_not_exists(completed) OR completed = :f)",
-                ExpressionAttributeValues={":until": int(now + lease_s), ":now": int(now), ":f": False},
-            )
-            return True
-        except ClientError as err:
-            if conditional_failed(err):
-                return False
-            raise
+        return conditional(
+            self.table.update_item,
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="SET finalizing = :until, updated_at = :now",
+            ConditionExpression="attribute_exists(pk) "
+                                "AND (attribute_not_exists(finalizing) OR finalizing < :now) "
+                                "AND (attribute_not_exists(completed) OR completed = :f)",
+            ExpressionAttributeValues={":until": int(now + lease_s), ":now": int(now), ":f": False},
+        )
 
     def release_finalize(self, job: str) -> None:
         self.table.update_item(Key={"pk": job_pk(job), "sk": "META"}, UpdateExpression="REMOVE finalizing")
 
     # ---------------------------------------------------------------- the watchdog's view
     def stale_jobs(self, updated_before: int) -> Iterator[tuple[str, int]]:
-        kwargs: dict[str, Any] = {
-            "IndexName": ACTIVE_INDEX,
-            "KeyConditionExpression": Key("active_shard").eq(ACTIVE_SHARD) & Key("updated_at").lt(updated_before),
-            "ProjectionExpression": "pk, sk, updated_at",
-        }
-        while True:
-            page = self.table.query(**kwargs)
-            for item in page.get("Items", []):
-                pk = str(item.get("pk", ""))
-                if item.get("sk") == "META" and pk.startswith("JOB#"):
-                    yield pk[len("JOB#"):], int(item.get("updated_at", 0))
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in paged_query(
+                self.table, IndexName=ACTIVE_INDEX, ProjectionExpression="pk, sk, updated_at",
+                KeyConditionExpression=Key("active_shard").eq(ACTIVE_SHARD) & Key("updated_at").lt(updated_before)):
+            pk = str(item.get("pk", ""))
+            if item.get("sk") == "META" and pk.startswith("JOB#"):  # only job items carry these; be safe anyway
+                yield pk[len("JOB#"):], int(item.get("updated_at", 0))

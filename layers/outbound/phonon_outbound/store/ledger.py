@@ -12,6 +12,7 @@ from .common import (
     ChunkClaim,
     Retention,
     chunk_sk,
+    conditional,
     conditional_failed,
     dec,
     job_pk,
@@ -96,14 +97,8 @@ class DynamoLedger:
         update = set_update(attrs)
         update["ExpressionAttributeNames"]["#ledger_state"] = "state"
         update["ExpressionAttributeValues"][":in_progress"] = "IN_PROGRESS"
-        try:
-            self.table.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
-                                   ConditionExpression="#ledger_state = :in_progress", **update)
-            return True
-        except ClientError as err:
-            if not conditional_failed(err):
-                raise
-            return False
+        return conditional(self.table.update_item, Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+                           ConditionExpression="#ledger_state = :in_progress", **update)
 
     def release_chunk(self, job: str, chunk: int) -> None:
         """Give back the lease of a chunk still IN_PROGRESS (its holder failed and the message
@@ -136,15 +131,8 @@ class DynamoLedger:
         attrs = {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.retention.expiry()}
         update = set_update(attrs)
         update["ExpressionAttributeValues"][":done_state"] = "DONE"
-        try:
-            self.table.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
-                                   ConditionExpression="attribute_not_exists(#state) OR #state <> :done_state",
-                                   **update)
-            return True
-        except ClientError as err:
-            if not conditional_failed(err):
-                raise
-            return False
+        return conditional(self.table.update_item, Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
+                           ConditionExpression="attribute_not_exists(#state) OR #state <> :done_state", **update)
 
     def count_settled(self, job: str, chunk: int, **counters: int) -> tuple[bool, dict]:
         """Count a settled chunk on its job, once: the chunk number goes into the job's

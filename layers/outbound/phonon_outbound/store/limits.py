@@ -7,14 +7,13 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from boto3.dynamodb.conditions import Attr
-from botocore.exceptions import ClientError
 
-from .common import LIMIT_PREFIXES, conditional_failed, dec, plain
+from .common import LIMIT_PREFIXES, conditional, dec, plain
 
 
 class LimitsRepository(Protocol):
     def get(self, key: str) -> dict | None:
-        """The item at `limiter_key(name)` / `breaker_key(flow)`, or None."""
+        """The item at `LIMIT + name` / `BREAKER + flow`, or None."""
         ...
 
     def put_if_version(self, key: str, attrs: dict, ver: int | None) -> bool:
@@ -40,10 +39,4 @@ class DynamoLimits:
     def put_if_version(self, key: str, attrs: dict, ver: int | None) -> bool:
         item = {"pk": check_key(key), "sk": "-", **{k: (dec(v) if isinstance(v, float) else v) for k, v in attrs.items()}}
         condition = Attr("pk").not_exists() if ver is None else Attr("ver").eq(ver)
-        try:
-            self.table.put_item(Item=item, ConditionExpression=condition)
-            return True
-        except ClientError as err:
-            if conditional_failed(err):
-                return False
-            raise
+        return conditional(self.table.put_item, Item=item, ConditionExpression=condition)

@@ -26,11 +26,14 @@ from typing import Any
 
 from .common import (
     ACTIVE_SHARD,
+    DEDUPE,
+    DEDUPE_LOCK,
     DEDUPE_LOCK_WAIT_S,
     DEFAULT_RETENTION_S,
     FINALIZE_LEASE_S,
     MAX_OUTCOME_BLOB,
     MAX_TEXT_CHARS,
+    OBJECT,
     SETTLED_SET_COMPACT,
     ChunkClaim,
     Clock,
@@ -39,12 +42,9 @@ from .common import (
     bound_job_attrs,
     chunk_sk,
     clip,
-    dedupe_lock,
-    dedupe_pk,
     encode_outcomes,
     job_pk,
     key_pk,
-    object_pk,
     outcome_sk,
     row_sk,
     stored,
@@ -95,19 +95,19 @@ class MemoryJobs(_Fake):
     def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
         now = self.retention.now() if now is None else now
         with self.t.lock:
-            item = self.t.state.get((object_pk(identity), "-"))
+            item = self.t.state.get((OBJECT + identity, "-"))
             if item is None:
-                self.t.put({"pk": object_pk(identity), "sk": "-", "job": job, "lease_until": now + lease_s,
+                self.t.put({"pk": OBJECT + identity, "sk": "-", "job": job, "lease_until": now + lease_s,
                             "done": False, "expires_at": self.retention.expiry(now)})
                 return "new"
             if item.get("done") is False and float(item.get("lease_until", 0)) < now:
-                self.t.update(object_pk(identity), "-", {"lease_until": now + lease_s})
+                self.t.update(OBJECT + identity, "-", {"lease_until": now + lease_s})
                 return "resume"
             return "duplicate"
 
     def renew_object(self, identity: str, lease_s: float, done: bool = False) -> None:
         with self.t.lock:
-            self.t.update(object_pk(identity), "-", {"lease_until": self.retention.now() + lease_s, "done": done})
+            self.t.update(OBJECT + identity, "-", {"lease_until": self.retention.now() + lease_s, "done": done})
 
     def _stamp(self, attrs: dict[str, Any]) -> dict[str, Any]:
         return {**bound_job_attrs(attrs), "updated_at": int(self.retention.now())}
@@ -344,22 +344,22 @@ class MemoryDedupe(_Fake):
     def claim_dedupe(self, flow: str, claims: list[tuple[str, str]], window_s: float,
                      now: float | None = None) -> dict[str, str]:
         now = self.retention.now() if now is None else now
-        with self.flow_lock(dedupe_lock(flow)), self.t.lock:
-            existing = {h: item for h in dict(claims) if (item := self.t.get(dedupe_pk(h), "-")) is not None}
+        with self.flow_lock(DEDUPE_LOCK + flow), self.t.lock:
+            existing = {h: item for h in dict(claims) if (item := self.t.get(DEDUPE + h, "-")) is not None}
             conflicts, new = decide(claims, existing, now)
             for h, owner in new:
                 self.t.put(new_claim(h, owner, window_s, now, self.retention))
         return conflicts
 
     def release_dedupe(self, flow: str, claims: list[tuple[str, str]]) -> None:
-        with self.flow_lock(dedupe_lock(flow)), self.t.lock:
+        with self.flow_lock(DEDUPE_LOCK + flow), self.t.lock:
             for h, owner in claims:
-                if (self.t.state.get((dedupe_pk(h), "-")) or {}).get("owner") == owner:
-                    del self.t.state[(dedupe_pk(h), "-")]
+                if (self.t.state.get((DEDUPE + h, "-")) or {}).get("owner") == owner:
+                    del self.t.state[(DEDUPE + h, "-")]
 
     def get_claim(self, hash_: str) -> dict | None:
         with self.t.lock:
-            return self.t.get(dedupe_pk(hash_), "-")
+            return self.t.get(DEDUPE + hash_, "-")
 
     @contextmanager
     def flow_lock(self, name: str, lease_s: float = 30.0, wait_s: float | None = None) -> Iterator[None]:

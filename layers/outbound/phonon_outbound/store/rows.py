@@ -23,6 +23,7 @@ from .common import (
     encode_outcomes,
     job_pk,
     outcome_sk,
+    paged_query,
     plain,
     row_sk,
 )
@@ -181,19 +182,11 @@ class DynamoRows:
         return plain(items[0])
 
     def _query(self, job: str, prefix: str) -> Iterator[dict]:
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("pk").eq(job_pk(job)) & Key("sk").begins_with(prefix),
-            "ConsistentRead": True,
-        }
         now = self.retention.now()
-        while True:
-            page = self.table.query(**kwargs)
-            for item in page.get("Items", []):
-                if self.retention.live(item, now):
-                    yield plain(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in paged_query(self.table, ConsistentRead=True,
+                                KeyConditionExpression=Key("pk").eq(job_pk(job)) & Key("sk").begins_with(prefix)):
+            if self.retention.live(item, now):
+                yield plain(item)
 
     def iter_rows(self, job: str) -> Iterator[dict]:
         """Every ROW# item of a job, in row order, a page at a time (bounded memory)."""
