@@ -45,3 +45,12 @@ __all__ = [
     "RowUuidConflict", "RowsRepository", "Store", "bound_job_attrs", "bound_notes", "chunk_sk", "decode_outcomes",
     "encode_outcomes", "job_pk", "outcome_sk", "row_sk",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`MemoryStore` on demand: the Lambdas never import the fakes."""
+    if name == "MemoryStore":
+        from .memory import MemoryStore
+
+        return MemoryStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
