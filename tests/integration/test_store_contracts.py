@@ -12,7 +12,6 @@ handed out or reopened; a settled chunk is counted on its job once.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -447,13 +446,13 @@ def test_iter_outcomes_merges_chunks_and_rows_in_row_order_and_a_chunk_wins_over
 
 def test_an_oversized_chunk_falls_back_to_row_items_keeping_a_patched_uuid(store):
     store.set_row_uuid("J1", 1, "u1")
-    # incompressible reasons: the chunk's blob is over the item-size limit
-    rows = [{"row": r, **OUTCOME, "status": Status.FAILED.value, "reason": os.urandom(900).hex()} for r in range(400)]
-    store.put_outcomes("J1", 3, rows, at=5)
+    store.rows.max_blob = 10  # every chunk's blob is over the limit
+    store.put_outcomes("J1", 3, [{"row": r, **OUTCOME, "status": Status.FAILED.value, "reason": "x"} for r in range(4)],
+                       at=5)
     assert store.find_outcome("J1", 1) is None
     out = list(store.iter_outcomes("J1"))
-    assert len(out) == 400 and out[1]["phonon_uuid"] == "u1" and out[1]["chunk"] == 3
-    assert all(r["status"] == Status.FAILED.value for r in out)
+    assert [r["row"] for r in out] == [0, 1, 2, 3] and out[1]["phonon_uuid"] == "u1" and out[1]["chunk"] == 3
+    assert all(r["status"] == Status.FAILED.value and r["at"] == 5 for r in out)
 
 
 def test_set_row_uuid_sets_once_a_same_uuid_is_a_no_op_and_another_conflicts(store):

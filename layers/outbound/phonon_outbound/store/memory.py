@@ -201,6 +201,10 @@ class MemoryJobs(_Fake):
 
 
 class MemoryRows(_Fake):
+    def __init__(self, tables: MemoryTables, retention: Retention):
+        super().__init__(tables, retention)
+        self.max_blob = MAX_OUTCOME_BLOB
+
     def put_rows(self, job: str, rows: Iterable[dict]) -> int:
         expires = self.retention.expiry()
         items = [row_item(job, row, expires) for row in rows]
@@ -228,7 +232,7 @@ class MemoryRows(_Fake):
         if not rows:
             return
         blob = encode_outcomes(rows)
-        if len(blob) > MAX_OUTCOME_BLOB:
+        if len(blob) > self.max_blob:
             with self.t.lock:
                 patched = {int(r["row"]): (self.t.state.get((job_pk(job), row_sk(int(r["row"])))) or {})
                            .get("phonon_uuid", "") for r in rows}

@@ -30,6 +30,8 @@ from .common import (
 
 
 class RowsRepository(Protocol):
+    max_blob: int  # a chunk's compressed outcomes over this many bytes are written as row items
+
     def put_rows(self, job: str, rows: Iterable[dict]) -> int: ...
 
     def put_outcomes(self, job: str, chunk: int, rows: list[dict], at: int) -> None: ...
@@ -106,6 +108,7 @@ class DynamoRows:
         self._ddb = resource
         self.table = table
         self.retention = retention
+        self.max_blob = MAX_OUTCOME_BLOB  # a chunk's outcomes over this many bytes go to row items
 
     def put_rows(self, job: str, rows: Iterable[dict]) -> int:
         """Write row outcome items (idempotent puts). Each dict has at least row and status."""
@@ -157,7 +160,7 @@ class DynamoRows:
         if not rows:
             return
         blob = encode_outcomes(rows)
-        if len(blob) > MAX_OUTCOME_BLOB:
+        if len(blob) > self.max_blob:
             # A webhook may have patched a phonon-uuid onto a row item already: keep it.
             patched = {int(item["row"]): item.get("phonon_uuid", "") for item in batch_get(
                 self._ddb, self.table, [{"pk": job_pk(job), "sk": row_sk(int(r["row"]))} for r in rows],
