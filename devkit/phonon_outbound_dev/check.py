@@ -15,6 +15,7 @@ from phonon_outbound.contacts import FileRejected, RejectedRow, ValidRow, open_c
 from phonon_outbound.flows import FLOW_ID_RE, not_a_flow_id, resolve_flow
 from phonon_outbound.reports import ReportWriter, summary_dict
 from phonon_outbound.settings import Settings
+from phonon_outbound.status import Status
 
 PLACEHOLDER_JOB = "0" * 20  # same length as a real job id, so sizes match what ingest measures
 
@@ -57,13 +58,13 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                             chunker.add(item.row, item.call)
                         except CallTooLarge as err:
                             counts["rejected"] += 1
-                            writer.write(item.row, item.client_id, "REJECTED", "", "", str(err))
+                            writer.write(item.row, item.client_id, Status.REJECTED, "", "", str(err))
                             continue
                         counts["accepted"] += 1
-                        writer.write(item.row, item.client_id, "ACCEPTED", "", "", "; ".join(item.warnings))
+                        writer.write(item.row, item.client_id, Status.ACCEPTED, "", "", "; ".join(item.warnings))
                     elif isinstance(item, RejectedRow):
                         counts["rejected"] += 1
-                        writer.write(item.row, item.client_id, "REJECTED", "", "", item.reason)
+                        writer.write(item.row, item.client_id, Status.REJECTED, "", "", item.reason)
                 summary["notes"] = list(contacts.notes)
         except FileRejected as err:
             counts = dict.fromkeys(counts, 0)
