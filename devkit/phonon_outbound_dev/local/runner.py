@@ -506,9 +506,12 @@ class LocalPipeline:
 
     def _watch_claims(self, store: Any) -> None:
         """Note the hash of every dedupe claim this run takes, so the state saved at the end
-        is read by key (BatchGetItem) instead of scanning the whole table."""
-        original = getattr(store, "claim_dedupe", None)
-        if original is None:
+        is read by key (BatchGetItem) instead of scanning the whole table. The wrapper goes on
+        the dedupe repository, which both `store.claim_dedupe` and `store.dedupe.claim_dedupe`
+        reach (the facade forwards at call time)."""
+        repository = getattr(store, "dedupe", None)
+        original = getattr(repository, "claim_dedupe", None)
+        if repository is None or original is None:
             return
         self._claimed = {}
         lock = threading.Lock()
@@ -522,7 +525,7 @@ class LocalPipeline:
                         self._claimed = None
             return conflicts
 
-        store.claim_dedupe = claim_dedupe
+        repository.claim_dedupe = claim_dedupe
 
     def __exit__(self, *exc: object) -> None:
         try:
