@@ -239,7 +239,7 @@ class DispatchService:
             if not state.allow:
                 return HandBack(state.wait_s, f"flow {msg.flow} paused: {state.reason}")
             probe = state.probe
-        wait = None if cancelled else windows.chunk_wait(self.s, self.store, msg.job, msg.flow, calls, self.clock())
+        wait = None if cancelled else windows.chunk_wait(self.s, self.store.jobs, msg.job, msg.flow, calls, self.clock())
         if wait is not None:  # the calling window is closed: hand back unsent (docs/calling-windows.md)
             return HandBack(wait.seconds, wait.reason)
 

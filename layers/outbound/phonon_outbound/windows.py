@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 if TYPE_CHECKING:  # dispatch imports this module: the contact reader (and phonenumbers) stays out of it
     from .settings import Settings
+    from .store.jobs import JobsRepository
 
 __all__ = ["CallingWindow", "WindowError", "WindowRules", "Wait", "chunk_wait", "check_row", "parse_window",
            "rules_for", "screen_row"]
@@ -524,7 +525,8 @@ class _Notes:
 _notes = _Notes()
 
 
-def chunk_wait(settings: Settings, store: Any, job: str, flow: str, calls: list[dict], now: float) -> Wait | None:
+def chunk_wait(settings: Settings, jobs: JobsRepository, job: str, flow: str, calls: list[dict],
+               now: float) -> Wait | None:
     """Dispatch's check just before a chunk is sent: None when every call may start now (or at
     its own start-time, when that is later and inside the window); else how long to wait.
 
@@ -536,7 +538,7 @@ def chunk_wait(settings: Settings, store: Any, job: str, flow: str, calls: list[
         rules = rules_for(settings, flow)
     except WindowError as err:
         wait = Wait(MAX_DELAY_S, f"waiting: the calling window set for flow {flow} cannot be used ({err})")
-        _note(store, job, wait, now)
+        _note(jobs, job, wait, now)
         return wait
     if rules is None:
         return None
@@ -561,7 +563,7 @@ def chunk_wait(settings: Settings, store: Any, job: str, flow: str, calls: list[
     else:
         wait = Wait(min(MAX_DELAY_S, max(1.0, (t - at).total_seconds())),
                     f"waiting for the {where} (opens {_fmt(t, zones_all[0])})", t)
-    _note(store, job, wait, now)
+    _note(jobs, job, wait, now)
     return wait
 
 
@@ -597,7 +599,7 @@ def _agree(t: datetime, steps: list[Callable[[datetime], datetime | None]]) -> d
     return None
 
 
-def _note(store: Any, job: str, wait: Wait, now: float) -> None:
+def _note(jobs: JobsRepository, job: str, wait: Wait, now: float) -> None:
     """Say on the job item that it waits (at most every WAIT_NOTE_EVERY_S per process and
     opening): the summary and the local run show it; best effort (the wait itself stands)."""
     key = wait.opens.isoformat() if wait.opens else wait.reason
@@ -608,7 +610,7 @@ def _note(store: Any, job: str, wait: Wait, now: float) -> None:
     if len(_notes.seen) > 4096:
         _notes.seen.clear()
     try:
-        store.update_job(job, window_wait={"reason": wait.reason, "opens": key if wait.opens else "",
+        jobs.update_job(job, window_wait={"reason": wait.reason, "opens": key if wait.opens else "",
                                            "since": int(now)})
     except Exception:  # noqa: BLE001 - a note; the chunk waits whether or not it is written
         from .observability import logger  # noqa: PLC0415
