@@ -158,9 +158,8 @@ def test_over_our_own_rate_limit_the_chunk_waits_on_the_clock_or_is_handed_back_
     assert isinstance(w.handle(first), Done) and clock.slept == []
     assert isinstance(w.handle(second), Done)
     assert clock.slept and 0 < clock.slept[-1] <= 5.0
-    # When the third finds the limit reached and may not wait (too little time to wait)
-    w.dispatch.s.dispatch_max_wait_s = 0.0
-    decision = w.handle(third)
+    # When the third finds the limit reached with time left for its request but none to wait
+    decision = w.handle(third, left_s=w.dispatch.request_time_s + 0.5)
     # Then it is handed back unsent with the time to come back: never a failure
     assert isinstance(decision, HandBack) and decision.seconds > 0 and decision.reason == "waiting for the rate limit"
     assert sim.stats()["requests"] == 2 and not w.has_report(obj)

@@ -225,6 +225,22 @@ def test_a_redelivered_s3_event_queues_nothing_more(make_world):
     assert [json.loads(b)["chunk"] for b in w.take()] == [0, 1]
 
 
+def test_a_notification_delivered_again_while_the_first_run_is_still_queuing_queues_nothing(make_world):
+    w = make_world(batch_size=2)
+    obj = w.upload("racing.csv", contacts(*good_rows(3)))
+    during: list[str] = []
+
+    def redelivered() -> None:  # the same event, to another instance, while the first one queues
+        if not during:
+            during.append(w.ingest.ingest(obj, lambda: 900.0).status)
+
+    w.ingest.throttle = redelivered  # the service's hook called before each SQS batch
+    assert w.ingest.ingest(obj, lambda: 900.0).status == "done"
+    # Then the second delivery found the file claimed by a live run and did nothing
+    assert during == ["duplicate"]
+    assert [json.loads(b)["chunk"] for b in w.take()] == [0, 1]
+
+
 def test_a_new_version_of_the_same_key_is_a_job_of_its_own(make_world):
     w = make_world()
     # Given the same key uploaded twice (two object versions: two ETags)
