@@ -131,6 +131,35 @@ def test_an_answer_lost_after_phonon_accepted_is_resent_byte_identical_and_recor
     assert statuses(w.report(obj)) == [("1", "ACCEPTED"), ("2", "ACCEPTED")]
 
 
+def test_a_partial_success_accepts_the_listed_calls_and_fails_the_others_with_the_reason(make_world, sim):
+    w = make_world()
+    # Given Phonon accepts only some of the calls (209 Partial Success: here the 1st and 3rd)
+    sim.set_faults(FaultPlan(sequence=["partial209"]))
+    obj = w.ingest_file("partial.csv", contacts(*good_rows(3)))
+    decision = w.handle(w.take()[0])
+    # Then those rows are ACCEPTED and the other FAILED, saying it was not among the accepted
+    assert isinstance(decision, Done)
+    report = w.report(obj)
+    assert statuses(report) == [("1", "ACCEPTED"), ("2", "FAILED"), ("3", "ACCEPTED")]
+    assert "209" in report[1]["reason"] and "not among the accepted ones" in report[1]["reason"]
+    assert sent_cids(sim) == ["C-0000", "C-0002"]
+
+
+def test_a_flow_whose_secret_is_gone_by_dispatch_fails_its_rows_with_the_reason_and_sends_nothing(make_world, sim):
+    w = make_world()
+    obj = w.ingest_file("orphan.csv", contacts(*good_rows(2)))
+    [body] = w.take()
+    # When the flow's secret is deleted between ingest and dispatch
+    w.secrets.client.delete_secret(SecretId=w.secrets.secret_name(DEMO_FLOW_ID), ForceDeleteWithoutRecovery=True)
+    decision = w.handle(body)
+    # Then its rows end FAILED naming the flow, and nothing reaches Phonon (nor the security-id a report)
+    assert isinstance(decision, Done)
+    report = w.report(obj)
+    assert statuses(report) == [("1", "FAILED"), ("2", "FAILED")]
+    assert all(f"unknown flow '{DEMO_FLOW_ID}'" in r["reason"] for r in report)
+    assert sim.stats()["requests"] == 0
+
+
 # ---------------------------------------------------------------------------------- waiting
 def test_phonons_rate_limit_answer_is_a_hand_back_never_a_failure(make_world, sim, clock):
     w = make_world(max_receive_count=1)

@@ -241,6 +241,28 @@ def test_a_notification_delivered_again_while_the_first_run_is_still_queuing_que
     assert [json.loads(b)["chunk"] for b in w.take()] == [0, 1]
 
 
+def test_a_run_paused_near_the_time_limit_resumes_where_it_stopped_and_queues_every_row_once(make_world):
+    w = make_world(batch_size=100, ingest_time_margin_s=60.0)
+    obj = w.upload("long.csv", contacts(*good_rows(2001)))
+    left = [900.0]
+
+    def time_runs_short() -> None:  # called before each SQS batch: from the first one on, 30 s left
+        left[0] = 30.0
+
+    w.ingest.throttle = time_runs_short
+    # When the invocation runs short of time after the first batch of chunks was queued
+    first = w.ingest.ingest(obj, lambda: left[0])
+    # Then it pauses behind what it queued, and the continuation (a fresh invocation) goes on
+    assert first.status == "paused"
+    w.ingest.throttle, left[0] = None, 900.0
+    assert w.ingest.ingest(obj, lambda: left[0]).status == "done"
+    # and every row is in exactly one chunk, every chunk number once
+    msgs = [json.loads(b) for b in w.take()]
+    assert [m["chunk"] for m in msgs] == list(range(21))
+    assert sorted(r for m in msgs for r in m["rows"]) == list(range(1, 2002))
+    assert w.job(obj)["chunks_total"] == 21
+
+
 def test_a_new_version_of_the_same_key_is_a_job_of_its_own(make_world):
     w = make_world()
     # Given the same key uploaded twice (two object versions: two ETags)
