@@ -232,7 +232,7 @@ def test_a_cancelled_jobs_chunk_is_settled_cancelled_and_nothing_is_sent(make_wo
     first, second = w.take()
     assert isinstance(w.handle(first), Done)
     # When the job is cancelled between its two chunks
-    assert w.store.cancel_job(obj.job_id, "the input file was deleted")
+    assert w.store.jobs.cancel_job(obj.job_id, "the input file was deleted")
     decision = w.handle(second)
     # Then the second chunk's rows end CANCELLED with the reason, nothing more reaches Phonon,
     # and the report keeps the first chunk's ACCEPTED rows

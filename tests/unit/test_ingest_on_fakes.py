@@ -110,7 +110,7 @@ class World:
 
     # ---------------------------------------------------------------- what came out
     def job(self, obj: ObjectRef) -> dict:
-        return self.store.get_job(obj.job_id) or {}
+        return self.store.jobs.get_job(obj.job_id) or {}
 
     def report(self, obj: ObjectRef) -> list[dict]:
         key = job_report_keys(self.job(obj), obj.job_id)[0]
