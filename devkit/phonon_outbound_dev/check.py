@@ -51,13 +51,13 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                     raise FileRejected(not_a_flow_id(flow))
                 summary["flow"] = flow
                 chunker = Chunker(batch_size=settings.batch_size, security_id_len=64, flow_id=flow)
-                held, opens = 0, ""
+                window_held, window_opens = 0, ""  # rows the calling window would hold now
                 for item in contacts.rows():
                     counts["rows"] += 1
                     item, hold = check_row(item, flow, settings)  # the calling window, as ingest and dispatch apply it
                     if hold:
-                        held += 1
-                        opens = opens or hold
+                        window_held += 1
+                        window_opens = window_opens or hold
                         item.warnings.append(hold)
                     if isinstance(item, ValidRow):
                         item.call["keys"].append({"name": correlation, "value": f"{PLACEHOLDER_JOB}.{item.row}"})
@@ -73,8 +73,9 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                         counts["rejected"] += 1
                         writer.write(item.row, item.client_id, Status.REJECTED, "", "", item.reason)
                 summary["notes"] = list(contacts.notes)
-                if held:
-                    summary["notes"].append(f"{held:,} row(s) would be held now: {opens.removeprefix('held: ')}")
+                if window_held:
+                    summary["notes"].append(f"{window_held:,} row(s) would be held now: "
+                                            f"{window_opens.removeprefix('held: ')}")
         except FileRejected as err:
             counts = dict.fromkeys(counts, 0)
             summary["error"] = err.reason
