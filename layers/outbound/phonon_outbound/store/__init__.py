@@ -3,8 +3,9 @@
 a DynamoDB class and an in-memory fake (`store/memory.py`), held to the same behaviour by
 tests/integration/test_store_contracts.py. The key layout lives in `store/common.py`.
 
-`Store` composes them and still answers every method the services call today (facade.py
-says why); `MemoryStore` (store/memory.py) is the same facade over the fakes.
+`Store` holds them (`store.jobs`, `store.ledger`, ...) and the retention they share, and
+forwards nothing (facade.py); `MemoryStore` (store/memory.py) is the same container over the
+fakes.
 """
 
 from .common import (
