@@ -54,7 +54,7 @@ from .outcomes import ChunkOutcome, Decision, Done, Fate, HandBack, Poison, Retr
 from .records import ChunkMessage, ChunkRef, Job, PoisonMessage, parse_row_ref, row_ref
 from .settings import Settings
 from .status import Status
-from .store import Store, decode_outcomes
+from .store import ChunkState, Store, decode_outcomes
 
 LOCK_BUSY_DELAY_S = 5.0
 # How long a chunk waits when one of its calls is claimed by another file's row whose outcome
@@ -271,11 +271,11 @@ class DispatchService:
                 # The last receive: keep the lease until its rows are settled, so no other copy
                 # of the message starts sending them meanwhile.
                 return self._settle_after_error(msg, calls, out, receive_count, sent.stop.reason, sent.stop.seconds)
-            if not self.store.ledger.note_chunk(msg.job, msg.chunk, state="RETRY", lease_until=0):
+            if not self.store.ledger.note_chunk(msg.job, msg.chunk, state=ChunkState.RETRY, lease_until=0):
                 return self._settled_meanwhile(msg)
             return sent.stop
         if isinstance(sent.stop, HandBack):
-            if not self.store.ledger.note_chunk(msg.job, msg.chunk, state="WAITING", lease_until=0):
+            if not self.store.ledger.note_chunk(msg.job, msg.chunk, state=ChunkState.WAITING, lease_until=0):
                 return self._settled_meanwhile(msg)
             return sent.stop
         if sent.exhausted:
@@ -529,7 +529,7 @@ class DispatchService:
                           for row, call in zip(ref.rows, calls, strict=False)}
         # FAILED now, or already by this attempt (retries ran out, and recording that raised)
         failed_now = out.count(Status.FAILED) > before or out.fate is Fate.EXHAUSTED
-        self._record(ref, out, state="FAILED" if failed_now else "DONE", best_effort=True)
+        self._record(ref, out, state=ChunkState.FAILED if failed_now else ChunkState.DONE, best_effort=True)
         if failed_now:
             out.fate, out.reason = Fate.EXHAUSTED, reason
             return RetryAfter(0, reason)
@@ -570,7 +570,7 @@ class DispatchService:
         """Settle a chunk nobody sends (no claim taken): refused if it is DONE already."""
         out = out if out is not None else ChunkOutcome(Fate.SETTLED)
         self._fill(ref, out, status, reason)
-        state = "FAILED" if status == Status.FAILED else "DONE"
+        state = ChunkState.FAILED if status == Status.FAILED else ChunkState.DONE
         if not self.store.ledger.settle_open_chunk(ref.job, ref.chunk, state, requests=0, **out.counters()):
             return 0
         if self.s.dedupe_window_hours > 0 and ref.flow and ref.calls:
@@ -616,7 +616,7 @@ class DispatchService:
         key = self._file_of(parsed[0]) or "another file"
         return f"the same call was already accepted from {key} row {parsed[1]} within the last {window:g} h"
 
-    def _record(self, ref: ChunkRef, out: ChunkOutcome, state: str | None = None, best_effort: bool = False,
+    def _record(self, ref: ChunkRef, out: ChunkOutcome, state: ChunkState | None = None, best_effort: bool = False,
                 settled: bool = False) -> None:
         """Write the chunk's outcomes, its results items, settle and count it, and write the
         job's report when this was its last chunk. `best_effort` (a chunk's last chance): the
@@ -644,12 +644,12 @@ class DispatchService:
                     raise
                 logger.warning("dedupe claims of unsent calls not given back; they lapse with the window",
                                extra={"job": ref.job, "chunk": ref.chunk, "claims": len(unsent)})
-        state = state or ("FAILED" if out.fate is Fate.EXHAUSTED else "DONE")
+        state = state or (ChunkState.FAILED if out.fate is Fate.EXHAUSTED else ChunkState.DONE)
         counters = out.counters()
         if not settled:
             self.store.ledger.settle_chunk(ref.job, ref.chunk, state, **counters, requests=out.requests,
                                     api_attempts=out.attempts)
-        if state == "FAILED":
+        if state == ChunkState.FAILED:
             count("ChunksFailed", 1)
         count("CallsAccepted", counters["accepted"])
         count("CallsFailed", counters["failed"])

@@ -34,7 +34,7 @@ from .common import (
 from .dedupe import DedupeRepository
 from .facade import Store
 from .jobs import JobsRepository
-from .ledger import LedgerRepository
+from .ledger import ChunkState, LedgerRepository
 from .limits import LimitsRepository
 from .results import ResultsRepository
 from .rows import RowsRepository
@@ -42,6 +42,7 @@ from .rows import RowsRepository
 __all__ = [
     "ACTIVE_SHARD", "CHUNK_PAD", "DEFAULT_RETENTION_S", "FINALIZE_LEASE_S", "MAX_NOTES", "MAX_NOTE_CHARS",
     "MAX_OUTCOME_BLOB", "MAX_TEXT_CHARS", "OUTCOME_FIELDS", "ROW_PAD", "SETTLED_SET_COMPACT", "ChunkClaim",
+    "ChunkState",
     "DedupeRepository", "JobsRepository", "LedgerRepository", "LimitsRepository", "ResultsRepository",
     "RowUuidConflict", "RowsRepository", "Store", "bound_job_attrs", "bound_notes", "chunk_sk", "decode_outcomes",
     "encode_outcomes", "job_pk", "outcome_sk", "row_sk",
