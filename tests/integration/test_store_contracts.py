@@ -18,7 +18,7 @@ import time
 import pytest
 
 from phonon_outbound.status import Status
-from phonon_outbound.store import MAX_TEXT_CHARS, RowUuidConflict, decode_outcomes
+from phonon_outbound.store import MAX_TEXT_CHARS, ChunkState, RowUuidConflict, decode_outcomes
 
 T0 = 1_800_000_000.0
 WINDOW = 3600.0
@@ -165,7 +165,7 @@ def test_two_stores_keep_their_local_locks_apart(store):
     from phonon_outbound.store.memory import MemoryStore
 
     other = MemoryStore()
-    with store.dedupe.flow_lock("DEDUPE-LOCK#" + FLOW), other.flow_lock("DEDUPE-LOCK#" + FLOW, wait_s=0.5):
+    with store.dedupe.flow_lock("DEDUPE-LOCK#" + FLOW), other.dedupe.flow_lock("DEDUPE-LOCK#" + FLOW, wait_s=0.5):
         pass
 
 
@@ -174,7 +174,7 @@ def test_claim_chunk_has_one_holder_until_its_lease_runs_out(store):
     first = store.ledger.claim_chunk("J1", 0, 120, T0)
     assert first.state == "claimed" and first.attempts == 1
     item = store.ledger.get_chunk("J1", 0)
-    assert item["state"] == "IN_PROGRESS" and item["lease_until"] == T0 + 120 and item["expires_at"] > T0
+    assert item["state"] == ChunkState.IN_PROGRESS and item["lease_until"] == T0 + 120 and item["expires_at"] > T0
     assert first.item == item
     busy = store.ledger.claim_chunk("J1", 0, 120, T0 + 20)
     assert busy.state == "busy" and busy.lease_left_s == pytest.approx(100) and busy.attempts == 1
@@ -189,9 +189,9 @@ def test_claim_chunk_has_one_holder_until_its_lease_runs_out(store):
 def test_a_released_chunk_is_claimed_again_at_once_and_a_done_chunk_never(store):
     store.ledger.claim_chunk("J1", 0, 120, T0)
     store.ledger.release_chunk("J1", 0)
-    assert store.ledger.get_chunk("J1", 0)["state"] == "RETRY"
+    assert store.ledger.get_chunk("J1", 0)["state"] == ChunkState.RETRY
     assert store.ledger.claim_chunk("J1", 0, 120, T0 + 1).state == "claimed"
-    store.ledger.settle_chunk("J1", 0, "DONE", accepted=3)
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=3)
     for later in (T0 + 2, T0 + 10_000):
         done = store.ledger.claim_chunk("J1", 0, 120, later)
         assert done.state == "done" and done.attempts == 2 and done.item["accepted"] == 3
@@ -201,31 +201,39 @@ def test_a_released_chunk_is_claimed_again_at_once_and_a_done_chunk_never(store)
 
 def test_settle_chunk_records_the_final_state_and_a_failed_chunk_can_be_redriven(store):
     store.ledger.claim_chunk("J1", 0, 120, T0)
-    store.ledger.settle_chunk("J1", 0, "FAILED", failed=2, requests=1, pace=0.5)
+    store.ledger.settle_chunk("J1", 0, ChunkState.FAILED, failed=2, requests=1, pace=0.5)
     item = store.ledger.get_chunk("J1", 0)
-    assert item["state"] == "FAILED" and item["settled"] is True and item["lease_until"] == 0
+    assert item["state"] == ChunkState.FAILED and item["settled"] is True and item["lease_until"] == 0
     assert item["failed"] == 2 and item["pace"] == 0.5 and item["expires_at"] > T0
     # an operator's redrive: a FAILED chunk is claimed again, and may end DONE
     redrive = store.ledger.claim_chunk("J1", 0, 120, T0 + 5)
     assert redrive.state == "claimed" and redrive.attempts == 2
-    store.ledger.settle_chunk("J1", 0, "DONE", accepted=2)
-    assert store.ledger.get_chunk("J1", 0)["state"] == "DONE"
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=2)
+    assert store.ledger.get_chunk("J1", 0)["state"] == ChunkState.DONE
     assert store.ledger.claim_chunk("J1", 0, 120, T0 + 10).state == "done"
+
+
+def test_chunk_states_are_written_and_read_back_as_their_plain_wire_strings(store):
+    store.ledger.claim_chunk("J1", 0, 120, T0)
+    assert type(store.ledger.get_chunk("J1", 0)["state"]) is str
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=1)
+    assert [(s, type(s)) for s in [store.ledger.get_chunk("J1", 0)["state"]]] == [("DONE", str)]
+    assert [s.value for s in ChunkState] == ["IN_PROGRESS", "RETRY", "WAITING", "DONE", "FAILED"]
 
 
 def test_settle_open_chunk_never_overrides_a_done_chunk(store):
     store.ledger.claim_chunk("J1", 0, 120, T0)
-    store.ledger.settle_chunk("J1", 0, "DONE", accepted=2)
-    assert store.ledger.settle_open_chunk("J1", 0, "FAILED", failed=2) is False
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=2)
+    assert store.ledger.settle_open_chunk("J1", 0, ChunkState.FAILED, failed=2) is False
     item = store.ledger.get_chunk("J1", 0)
-    assert item["state"] == "DONE" and item["accepted"] == 2 and "failed" not in item
+    assert item["state"] == ChunkState.DONE and item["accepted"] == 2 and "failed" not in item
     # a chunk nobody holds is settled, and so is one another dispatcher holds right now
-    assert store.ledger.settle_open_chunk("J1", 1, "FAILED") is True
-    assert store.ledger.get_chunk("J1", 1)["state"] == "FAILED"
+    assert store.ledger.settle_open_chunk("J1", 1, ChunkState.FAILED) is True
+    assert store.ledger.get_chunk("J1", 1)["state"] == ChunkState.FAILED
     store.ledger.claim_chunk("J1", 2, 120, T0)
-    assert store.ledger.settle_open_chunk("J1", 2, "FAILED", cancelled=4) is True
+    assert store.ledger.settle_open_chunk("J1", 2, ChunkState.FAILED, cancelled=4) is True
     item = store.ledger.get_chunk("J1", 2)
-    assert item["state"] == "FAILED" and item["cancelled"] == 4 and item["lease_until"] == 0
+    assert item["state"] == ChunkState.FAILED and item["cancelled"] == 4 and item["lease_until"] == 0
 
 
 def test_notes_about_a_chunk_in_progress_never_reopen_a_settled_chunk(store):
@@ -233,20 +241,20 @@ def test_notes_about_a_chunk_in_progress_never_reopen_a_settled_chunk(store):
     assert store.ledger.note_chunk("J1", 0, waiting_s=3.5) is True
     assert store.ledger.get_chunk("J1", 0)["waiting_s"] == 3.5
     # Given a chunk another dispatcher settled while this one still thought it held it
-    store.ledger.settle_chunk("J1", 0, "DONE", accepted=2)
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=2)
     # When the late holder notes that it hands the chunk back
-    assert store.ledger.note_chunk("J1", 0, state="RETRY", lease_until=0) is False
-    assert store.ledger.note_chunk("J1", 0, state="WAITING", lease_until=0) is False
+    assert store.ledger.note_chunk("J1", 0, state=ChunkState.RETRY, lease_until=0) is False
+    assert store.ledger.note_chunk("J1", 0, state=ChunkState.WAITING, lease_until=0) is False
     # Then the chunk stays DONE: its redelivery is dropped, nothing is sent again
-    assert store.ledger.get_chunk("J1", 0)["state"] == "DONE"
+    assert store.ledger.get_chunk("J1", 0)["state"] == ChunkState.DONE
     assert store.ledger.claim_chunk("J1", 0, 120, T0 + 1).state == "done"
-    assert store.ledger.note_chunk("J1", 9, state="WAITING") is False  # no such chunk: nothing written
+    assert store.ledger.note_chunk("J1", 9, state=ChunkState.WAITING) is False  # no such chunk: nothing written
     assert store.ledger.get_chunk("J1", 9) is None
 
 
 def test_a_chunk_handed_back_waiting_is_claimed_again_at_once(store):
     store.ledger.claim_chunk("J1", 0, 120, T0)
-    store.ledger.note_chunk("J1", 0, state="WAITING", lease_until=0)
+    store.ledger.note_chunk("J1", 0, state=ChunkState.WAITING, lease_until=0)
     assert store.ledger.claim_chunk("J1", 0, 120, T0 + 1).state == "claimed"
 
 
@@ -559,7 +567,7 @@ def test_the_facade_is_the_repositories_over_one_retention(store):
     assert not any(hasattr(store, m) for m in ("claim_chunk", "get_job", "claim_dedupe", "get_item", "put_if"))
     store.jobs.create_job("J1", {"key": "k"})
     store.ledger.claim_chunk("J1", 0, 60, T0)
-    assert store.ledger.get_chunk("J1", 0)["state"] == "IN_PROGRESS"
+    assert store.ledger.get_chunk("J1", 0)["state"] == ChunkState.IN_PROGRESS
     store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
     assert store.dedupe.get_claim(h(1))["owner"] == "J1.1"
     assert store.expiry(T0) == int(T0 + store.retention_s)
