@@ -122,7 +122,7 @@ def test_a_window_that_closes_mid_run_holds_the_rest_until_it_reopens_and_nothin
     assert held_note is not None
     assert held_note["reason"] == ("waiting for the calling window 'Mon-Sat 09:00-21:00' in Asia/Kolkata "
                                    "(opens 2026-12-02T09:00:00+05:30)")
-    job = Job.from_item(wiring.store().get_job(obj.job_id))
+    job = Job.from_item(h.job(obj))
     assert job.window_wait["opens"] == "2026-12-02T03:30:00+00:00" and job.window_wait["reason"] == held_note["reason"]
     summary = h.summary(obj)
     assert summary["calling_window"] == dict(job.window_wait)

@@ -127,7 +127,7 @@ class Job:
     counts: Mapping[str, int] = field(default_factory=dict)  # per status, written on completion
     # reason, opens (UTC ISO), since (epoch s): a chunk waited for the calling window (windows.py)
     window_wait: Mapping[str, str | int] = field(default_factory=dict)
-    # the store's own bookkeeping (Store.count_settled, claim_finalize, retention)
+    # the store's own bookkeeping (store.ledger.count_settled, store.jobs.claim_finalize, retention)
     settled_below: int = 0
     settled_set: frozenset[int] = frozenset()
     finalizing: int = 0
@@ -135,7 +135,7 @@ class Job:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any] | None) -> Job:
-        """The job from its item (as `Store.get_job` returns it); an empty job for None."""
+        """The job from its item (as `store.jobs.get_job` returns it); an empty job for None."""
         item = item or {}
         pk = _str(item.get("pk"))
         created = item.get("created_at")
