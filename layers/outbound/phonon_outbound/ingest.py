@@ -159,18 +159,19 @@ def chunk_message(job: str, flow: str, chunk_no: int, chunk: Chunk, warnings: di
     return ChunkMessage.pack(job, flow, chunk_no, chunk.rows, chunk.calls_json, warn).to_json()
 
 
+@dataclass
 class IngestService:
-    def __init__(self, settings: Settings, store: Store, s3: Any, sqs: Any, secrets: FlowSecrets,
-                 finisher: JobFinisher, throttle: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.time):
-        self.settings = settings
-        self.store = store
-        self.s3 = s3
-        self.sqs = sqs
-        self.secrets = secrets
-        self.finisher = finisher
-        self.throttle = throttle  # the local runner's back-pressure on a shallow emulated queue
-        self.clock = clock
+    """An object → its job, its rows validated, its valid calls in chunks on SQS (the clients
+    and the store are passed in: `wiring.ingest_service()` on AWS, fakes in unit tests)."""
+
+    settings: Settings
+    store: Store
+    s3: Any
+    sqs: Any
+    secrets: FlowSecrets
+    finisher: JobFinisher
+    throttle: Callable[[], None] | None = None  # the local runner's back-pressure on a shallow emulated queue
+    clock: Callable[[], float] = time.time
 
     @property
     def correlation_name(self) -> str:
