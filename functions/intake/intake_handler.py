@@ -28,5 +28,7 @@ def handler(event: dict, context: LambdaContext) -> dict[str, Any]:
         dedupe_id = record.attributes.message_deduplication_id
         return service.take_message(record.body or "", dedupe_id, receive_count(record))
 
-    return dict(process_partial_response(event=event, record_handler=record_handler,
-                                         processor=BatchProcessor(EventType.SQS), context=context))
+    # a batch whose every record failed still answers per record (not an exception for the whole batch)
+    processor = BatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
+    return dict(process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                         context=context))
