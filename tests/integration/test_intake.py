@@ -293,3 +293,11 @@ def test_no_log_line_holds_a_task_token_or_a_number(make_harness, caplog):
     assert token not in text and "9800000001" not in text
     assert "request written" in text and "request rejected" in text
     wiring.reset()
+
+
+def test_the_sample_events_work_with_the_intake_handler(make_harness):
+    h = make_harness()
+    for name in ("eventbridge-calls-requested.json", "eventbridge-call-requested-one.json"):
+        assert intake(json.loads((ROOT / "events" / name).read_text()))["status"] == "written"
+    assert intake(json.loads((ROOT / "events" / "sqs-intake-message.json").read_text()))["batchItemFailures"] == []
+    assert [k.split("/")[2] for k in request_keys(h)] == ["eventbridge", "eventbridge", "sqs"]
