@@ -129,7 +129,7 @@ def test_the_operational_metrics_have_alarms(template):
     assert len(silent) == 1 and silent[0]["ComparisonOperator"] == "LessThanThreshold"  # the watchdog stopped
     queues = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in _alarms(template).values()
               if a["Namespace"] == "AWS/SQS"}
-    assert queues == {"ChunkDeadLetterQueue", "IngestFailureDeadLetterQueue", "EventDeadLetterQueue"}
+    assert queues == {"ChunkDeadLetterQueue", "IngestFailureDeadLetterQueue", "EventDeadLetterQueue", "IntakeDeadLetterQueue"}
 
 
 # ---------------------------------------------------------------- a file never vanishes (#2)
