@@ -113,6 +113,17 @@ def test_an_sqs_request_is_sent_once_and_a_duplicated_message_does_nothing(make_
     assert (job.origin, job.reference, job.flow) == ("sqs", "queue-7", DEMO_FLOW_ID)
 
 
+def test_an_sns_notification_without_raw_delivery_is_unwrapped(make_harness):
+    h = make_harness()
+    body = json.dumps({"Type": "Notification", "MessageId": "n-1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+                       "Message": json.dumps({"reference": "sns-1", "calls": CALLS[:2]})})
+    assert intake(sqs_event(h, body))["batchItemFailures"] == []
+    [key] = request_keys(h)
+    got = h.s3.get_object(Bucket=h.bucket, Key=key)
+    assert json.loads(got["Body"].read()) == {"calls": CALLS[:2]}
+    assert got["Metadata"]["phonon-reference"] == "sns-1"
+
+
 def test_an_uploaded_file_with_the_same_calls_ends_the_same_and_its_origin_is_s3(make_harness):
     h = make_harness()
     obj = h.upload("calls.json", json.dumps({"calls": CALLS}).encode())

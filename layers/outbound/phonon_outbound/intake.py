@@ -238,6 +238,8 @@ class IntakeService:
         rid = _request_id(dedupe_id) if dedupe_id else hashlib.sha256(body.encode()).hexdigest()
         try:
             doc = json.loads(body)
+            if isinstance(doc, dict) and doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
+                doc = json.loads(doc["Message"])  # an SNS subscription without raw message delivery
         except ValueError:
             doc = None
             reason = "the message body is not valid JSON"
