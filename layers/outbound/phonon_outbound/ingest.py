@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
+from .intake import request_origin
 from .jobs import JobFinisher, report_keys, upload_stamp
 from .observability import count, logger
 from .records import ChunkMessage, Job, JobStatus, row_ref
@@ -310,7 +311,8 @@ class IngestService:
         item = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or "", "etag": obj.etag or "",
                 "size": size, "created_at": int(self.clock()), "uploaded_at": uploaded.isoformat(timespec="milliseconds"),
                 "report_csv_key": csv_key, "report_summary_key": summary_key, "status": JobStatus.VALIDATING.value,
-                "checkpoint_row": 0, "next_chunk": 0, "chunks_settled": 0, "api_requests": 0, "ingest_done": False}
+                "checkpoint_row": 0, "next_chunk": 0, "chunks_settled": 0, "api_requests": 0, "ingest_done": False,
+                **request_origin(obj.key, (head or {}).get("Metadata"))}
         meta = Job.from_item(item if self.store.jobs.create_job(job, item) else self.store.jobs.get_job(job) or item)
         self.store.jobs.index_job(obj.bucket, obj.key, job, {"version": obj.version_id or "", "uploaded_at": meta.uploaded_at})
         return meta
