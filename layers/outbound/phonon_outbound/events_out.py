@@ -157,7 +157,7 @@ def _dtmf(body: str | bytes | None, attempt: int) -> str | None:
     pressed = next((v for k, v in attempts[attempt].items() if squash(k).startswith("dtmf")), None)
     keys = "".join(str(p) for p in (pressed if isinstance(pressed, list) else [pressed])
                    if isinstance(p, (str, int)) and not isinstance(p, bool))
-    keys = "".join(ch for ch in keys.upper() if ch in "0123456789*#ABCD")[:MAX_DTMF_CHARS]
+    keys = "".join(ch for ch in keys if ch in "0123456789*#ABCD")[:MAX_DTMF_CHARS]
     return keys or None
 
 
