@@ -299,12 +299,12 @@ def test_an_expired_or_unknown_token_is_logged_and_swallowed(sfn, counted, our_l
     execution, token = waiting_execution(sfn)
     out = eo.EventsOut(Capture(), sfn)
     assert out.answer_task(token, completed(job_item())) is True
-    assert out.answer_task(token, completed(job_item())) is False  # answered already
+    assert finished(sfn, execution)["status"] == "SUCCEEDED"
+    assert out.answer_task(token, completed(job_item())) is False  # its execution has ended
     assert out.answer_task("not-a-token-" + TOKEN_LIKE, completed(job_item())) is False
     assert counted == [("TaskTokensExpired", 1), ("TaskTokensExpired", 1)]
     assert "InvalidToken" in our_log.text
     assert token not in our_log.text and TOKEN_LIKE not in our_log.text
-    assert finished(sfn, execution)["status"] == "SUCCEEDED"
 
 
 def test_no_token_no_answer():
