@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from pathlib import Path
 
 import boto3
 import pytest
@@ -19,8 +21,15 @@ from .conftest import Ctx, csv_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-# The README's rule pattern ("Integrating from other AWS services").
-PATTERN = {"source": ["phonon-outbound"], "detail-type": ["Outbound Job Completed", "Outbound Call Completed"]}
+
+def readme_pattern() -> dict:
+    """The rule pattern the README gives ("Integrating from other AWS services", "Hearing back")."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Hearing back"):]
+    return json.loads(re.search(r'^\{"source": \["phonon-outbound"\].*\}$', section, re.M).group(0))
+
+
+PATTERN = readme_pattern()
 
 
 class Events:

@@ -25,7 +25,6 @@ from .reports import STATUSES, ReportWriter, summary_dict
 from .status import Status
 from .store import Store
 
-
 WEBHOOK_ONLY_REASON = ("accepted: known from Phonon's flow-end webhook; the API's answer to the request was "
                        "not recorded")
 
