@@ -313,3 +313,23 @@ def test_no_token_no_answer():
             raise AssertionError("Step Functions must not be called")
 
     assert eo.EventsOut(Capture(), Boom()).answer_task("", completed(job_item())) is False
+
+
+def test_any_other_answer_failure_is_counted_and_never_raised(counted, our_log):
+    from botocore.exceptions import ClientError
+
+    class Denied:
+        def send_task_success(self, **kw):
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": f"token {TOKEN_LIKE}"}},
+                              "SendTaskSuccess")
+
+    assert eo.EventsOut(Capture(), Denied()).answer_task(TOKEN_LIKE, completed(job_item())) is False
+    assert counted == [("TaskAnswersFailed", 1)]
+    assert "AccessDeniedException" in our_log.text and TOKEN_LIKE not in our_log.text
+
+
+def test_a_call_event_that_cannot_be_built_is_counted_not_raised(counted):
+    cap = Capture()
+    attrs = {k: v for k, v in call_attrs(PUSH).items() if k != "job"}  # a bug upstream: no job
+    eo.EventsOut(cap).call_completed(json.dumps(PUSH), parse_push(json.dumps(PUSH)), attrs, Job())
+    assert cap.calls == [] and counted == [("EventsNotPublished", 1)]
