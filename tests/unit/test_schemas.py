@@ -221,3 +221,13 @@ def test_the_push_refuses_wrong_shapes():
     for doc in ({**push, "phonon-uuid": "bad uuid"}, {k: v for k, v in push.items() if k != "phonon-uuid"},
                 {**push, "callDetails": [{}] * 101}, {**push, "recordingUrls": ["u" * 2049]}):
         refused("flow-end-push.json", doc)
+
+
+def test_the_readmes_examples_validate():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Integrating from other AWS services"):]
+    entries = json.loads(section.split("--entries '", 1)[1].split("'", 1)[0])
+    for e in entries:
+        validator("outbound-calls-requested.json").validate(
+            {"source": e["Source"], "detail-type": e["DetailType"], "detail": json.loads(e["Detail"])})
+    validator("intake-sqs-message.json").validate(json.loads(section.split("--message-body '", 1)[1].split("'", 1)[0]))
