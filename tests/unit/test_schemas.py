@@ -58,6 +58,7 @@ SAMPLES: dict[str, list[Check]] = {
     "s3-put.json": [("s3-event-notification.json", whole)],
     "s3-eventbridge.json": [("s3-eventbridge-event.json", whole)],
     "sqs-chunk-batch.json": [("chunk-message.json", sqs_bodies)],
+    "sqs-intake-message.json": [("intake-sqs-message.json", sqs_bodies)],  # the intake queue (events in)
 }
 # An EventBridge envelope is claimed by its detail-type (samples of the ways in need no entry).
 BY_DETAIL_TYPE = {"Outbound Calls Requested": "outbound-calls-requested.json",
@@ -189,6 +190,7 @@ def test_the_request_in_accepts_calls_or_one_call_and_refuses_wrong_shapes():
                    {"calls": [CALL], "security-id": "s" * 64},
                    {"calls": [CALL], "flow-id": "not-a-flow"},
                    {"calls": [CALL], "reference": "r" * 257},
+                   {"calls": [CALL], "reference": "line\nbreak"},
                    {"flow-id": "DemoFlw1"}):
         refused("outbound-calls-requested.json", request_event(detail))
     refused("outbound-calls-requested.json", {"detail-type": "Outbound Calls Requested", "source": "x",
