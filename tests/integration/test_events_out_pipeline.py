@@ -139,3 +139,34 @@ def test_a_matched_push_emits_one_call_completed_event_when_on_and_none_when_off
     assert "9812345670" not in entry["Detail"] and "8069000000" not in entry["Detail"]
     [delivered] = events.delivered()
     assert delivered["detail"] == detail
+
+
+@pytest.fixture
+def executing_sfn(monkeypatch):
+    """moto's Step Functions running state machines for real (its ASL interpreter)."""
+    from moto.core.config import default_user_config
+
+    monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": True})
+    return boto3.client("stepfunctions", region_name="us-east-1")
+
+
+def test_a_job_with_a_task_token_answers_its_execution_when_the_report_is_written(make_harness, executing_sfn):
+    """The token as the intake puts it on the job (origin stepfunctions); the finisher, run by
+    the last dispatch, answers it: the waiting execution succeeds with the job event's detail."""
+    from ..unit.test_events_out import finished, waiting_execution
+
+    h = make_harness()
+    events = Events()
+    execution, token = waiting_execution(executing_sfn)
+    obj = h.upload("workflow.csv", csv_rows(5))
+    h.ingest(obj)
+    wiring.store().update_job(obj.job_id, origin="stepfunctions", request_id="wf-1", reference="order-9",
+                              task_token=token)
+    h.drain()
+    out = finished(executing_sfn, execution)
+    assert out["status"] == "SUCCEEDED"
+    output = json.loads(out["output"])
+    [entry] = events.put_of(events_out.JOB_COMPLETED)
+    assert output == valid(entry)
+    assert output["counts"]["ACCEPTED"] == 5 and output["source"]["reference"] == "order-9"
+    assert token not in entry["Detail"]

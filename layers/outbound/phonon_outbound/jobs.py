@@ -78,8 +78,8 @@ class JobFinisher:
             raise
 
     def _write(self, job: str, force: bool, missing_reason: str | None) -> bool:
-        item = self.store.get_job(job)
-        meta = Job.from_item(item)
+        job_item = self.store.get_job(job)
+        meta = Job.from_item(job_item)
         total = meta.total_rows
         counts = dict.fromkeys(STATUSES, 0)
         missing = 0
@@ -149,13 +149,13 @@ class JobFinisher:
             count("FilesCompleted", 1)
             try:
                 detail = events_out.job_completed(
-                    meta, item, job=job, status=final, counts={s: summary[s.lower()] for s in STATUSES},
+                    meta, job_item, job=job, status=final, counts={s: summary[s.lower()] for s in STATUSES},
                     rows=summary["rows"], bucket=self.bucket, csv_key=csv_key, summary_key=summary_key,
                     completed_at=now)
             except Exception:  # never into the settle path: the report is written
                 logger.exception("could not build the job-completed event", extra={"job": job})
             else:
-                self._publish(detail, events_out.task_token_of(meta, item))
+                self._publish(detail, events_out.task_token_of(meta, job_item))
         logger.info("report written", extra={"job": job, "report": csv_key, **{k.lower(): v for k, v in counts.items()}})
         return True
 
