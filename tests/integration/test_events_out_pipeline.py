@@ -160,8 +160,8 @@ def test_a_job_with_a_task_token_answers_its_execution_when_the_report_is_writte
     execution, token = waiting_execution(executing_sfn)
     obj = h.upload("workflow.csv", csv_rows(5))
     h.ingest(obj)
-    wiring.store().update_job(obj.job_id, origin="stepfunctions", request_id="wf-1", reference="order-9",
-                              task_token=token)
+    wiring.store().jobs.update_job(obj.job_id, origin="stepfunctions", request_id="wf-1", reference="order-9",
+                                   task_token=token)
     h.drain()
     out = finished(executing_sfn, execution)
     assert out["status"] == "SUCCEEDED"

@@ -281,17 +281,19 @@ def test_a_rejected_request_answers_failure_with_the_reason_bounded(sfn, our_log
     cap = Capture()
     sent: list[dict] = []  # moto's SendTaskFailure drops `cause` (moto 5.2.5): read it as sent
     sfn.meta.events.register("provide-client-params.sfn.SendTaskFailure", lambda params, **kw: sent.append(params))
-    detail = eo.request_rejected("stepfunctions", "req-1", "wf-9", token, "no calls in the request " + "y" * 9000,
-                                 out=eo.EventsOut(cap, lambda: sfn))
+    eo.request_rejected("stepfunctions", "req-1", "wf-9", token, "no calls in the request " + "y" * 9000,
+                        out=eo.EventsOut(cap, lambda: sfn))
     out = finished(sfn, execution)
     assert out["status"] == "FAILED"
     assert out["error"] == eo.REJECTED_ERROR
+    [[entry]] = cap.calls
+    detail = json.loads(entry["Detail"])
     [params] = sent
     assert params["error"] == eo.REJECTED_ERROR and params["taskToken"] == token
     assert params["cause"] == detail["reason"] and params["cause"].startswith("no calls in the request")
     assert len(params["cause"]) <= eo.MAX_CAUSE_CHARS
-    [[entry]] = cap.calls
-    assert json.loads(entry["Detail"]) == detail and detail["status"] == "REJECTED"
+    assert detail["status"] == "REJECTED" and detail["source"] == {"origin": "stepfunctions", "request-id": "req-1",
+                                                                   "reference": "wf-9"}
     assert our_log.lines and token not in our_log.text and token not in entry["Detail"]
 
 

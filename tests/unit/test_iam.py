@@ -21,6 +21,7 @@ XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # Tracing: Active
 # A Step Functions request's job answers its task token (events_out.py): the call names a token,
 # not a state machine, so these are granted on "*"
 TASK_ANSWERS = {"states:SendTaskSuccess", "states:SendTaskFailure"}
+NO_RESOURCE_LEVEL = TASK_ANSWERS  # a task token names the task; IAM cannot scope it
 
 ALLOWED: dict[str, set[str]] = {
     "IngestFunction": LOGS | XRAY | TASK_ANSWERS | {
@@ -34,6 +35,14 @@ ALLOWED: dict[str, set[str]] = {
         "secretsmanager:DescribeSecret",  # the flow exists (never its security-id)
         "events:PutEvents",  # completion events
         "lambda:InvokeFunction",  # continue a long file in a fresh invocation (itself)
+    },
+    "IntakeFunction": LOGS | XRAY | {
+        "s3:PutObject",  # a request's contact file, under incoming/requests/ only
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",  # intake queue event source
+        "sqs:SendMessage",  # failed EventBridge invocations to the intake DLQ (on-failure destination)
+        "kms:Decrypt", "kms:GenerateDataKey",  # the intake queues are encrypted with the stack's key (via SQS only)
+        "events:PutEvents",  # a rejected request's completion event
+        "states:SendTaskFailure",  # a rejected request's task token
     },
     "DispatchFunction": LOGS | XRAY | TASK_ANSWERS | {
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
@@ -159,6 +168,17 @@ def test_ingest_may_check_a_flow_but_never_read_a_security_id(cfn):
     assert "secretsmanager:GetSecretValue" in _grants(cfn, "DispatchFunction")
 
 
+def test_intake_writes_only_request_files_and_decrypts_only_through_sqs(cfn):
+    grants = _grants(cfn, "IntakeFunction")
+    assert grants["s3:PutObject"] == ['{"Fn::Sub": "${ContactsBucket.Arn}/incoming/requests/*"}']
+    assert not [a for a in grants if a.startswith(("s3:Get", "dynamodb:", "secretsmanager:"))]
+    name, role = _role_of(cfn, "IntakeFunction")
+    for st in _statements(cfn, name, role):
+        if any(a.startswith("kms:") for a in _actions(st)):
+            assert st["Resource"] == {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
+            assert st["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}}}
+
+
 @pytest.mark.parametrize("function", ["IngestFunction", "DispatchFunction"])
 def test_object_access_is_limited_to_its_key_prefix(cfn, function):
     grants = _grants(cfn, function)
@@ -172,7 +192,7 @@ def test_object_access_is_limited_to_its_key_prefix(cfn, function):
 def test_no_resource_wildcard_but_for_actions_without_resource_level_permissions(cfn):
     for function in ALLOWED:
         for action, resources in _grants(cfn, function).items():
-            if action in XRAY | TASK_ANSWERS:
+            if action in XRAY | NO_RESOURCE_LEVEL:
                 continue
             for r in resources:
                 assert r != '"*"', f"{function}: {action} on *"

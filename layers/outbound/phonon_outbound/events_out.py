@@ -331,9 +331,10 @@ def from_env() -> EventsOut:
 
 
 def request_rejected(origin: str, request_id: str, reference: str, task_token: str, reason: str,
-                     out: EventsOut | None = None) -> dict[str, Any]:
-    """The intake's call for a request it cannot turn into a file (CONTRACT: events out)."""
-    return (out or from_env()).request_rejected(origin, request_id, reference, task_token, reason)
+                     out: EventsOut | None = None) -> None:
+    """The intake's call for a request it cannot turn into a file (docs/events-out.md); without
+    `out`, clients are made for the call (rare: a request refused whole)."""
+    (out or from_env()).request_rejected(origin, request_id, reference, task_token, reason)
 
 
 __all__ = ["CALL_COMPLETED", "JOB_COMPLETED", "REJECTED_ERROR", "SOURCE", "EventsOut", "Origin", "call_completed",

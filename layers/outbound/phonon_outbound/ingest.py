@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
+from .intake import request_origin
 from .jobs import JobFinisher, report_keys, upload_stamp
 from .observability import count, logger
 from .records import ChunkMessage, Job, JobStatus, row_ref
@@ -159,18 +160,19 @@ def chunk_message(job: str, flow: str, chunk_no: int, chunk: Chunk, warnings: di
     return ChunkMessage.pack(job, flow, chunk_no, chunk.rows, chunk.calls_json, warn).to_json()
 
 
+@dataclass
 class IngestService:
-    def __init__(self, settings: Settings, store: Store, s3: Any, sqs: Any, secrets: FlowSecrets,
-                 finisher: JobFinisher, throttle: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.time):
-        self.settings = settings
-        self.store = store
-        self.s3 = s3
-        self.sqs = sqs
-        self.secrets = secrets
-        self.finisher = finisher
-        self.throttle = throttle  # the local runner's back-pressure on a shallow emulated queue
-        self.clock = clock
+    """An object → its job, its rows validated, its valid calls in chunks on SQS (the clients
+    and the store are passed in: `wiring.ingest_service()` on AWS, fakes in unit tests)."""
+
+    settings: Settings
+    store: Store
+    s3: Any
+    sqs: Any
+    secrets: FlowSecrets
+    finisher: JobFinisher
+    throttle: Callable[[], None] | None = None  # the local runner's back-pressure on a shallow emulated queue
+    clock: Callable[[], float] = time.time
 
     @property
     def correlation_name(self) -> str:
@@ -181,13 +183,13 @@ class IngestService:
         obj, head, missing = self._resolve(obj)
         job = obj.job_id
         lease = max(0.0, remaining_s()) + LEASE_SLACK_S
-        claim = self.store.claim_object(obj.identity, job, lease, self.clock())
+        claim = self.store.jobs.claim_object(obj.identity, job, lease, self.clock())
         if claim == "duplicate":
             logger.info("duplicate notification ignored", extra={"job": job, "key": obj.key})
             return IngestResult("duplicate", job)
         meta = self._job(job)
         if meta and meta.ingest_done:  # the last run died after finishing: only the report may be owed
-            self.store.renew_object(obj.identity, 0, done=True)
+            self.store.jobs.renew_object(obj.identity, 0, done=True)
             if not meta.completed:
                 self.finisher.maybe_finalize(job, meta)
             return IngestResult("duplicate", job)
@@ -195,12 +197,12 @@ class IngestService:
             result = self._run(obj, job, meta, head, missing, remaining_s)
         except Exception:
             # Let the next attempt (Lambda retry of the async S3 invoke) resume at once.
-            self.store.renew_object(obj.identity, -1)
+            self.store.jobs.renew_object(obj.identity, -1)
             raise
         if result.status == "paused":
-            self.store.renew_object(obj.identity, -1)  # the continuation may claim it at once
+            self.store.jobs.renew_object(obj.identity, -1)  # the continuation may claim it at once
         else:
-            self.store.renew_object(obj.identity, 0, done=True)
+            self.store.jobs.renew_object(obj.identity, 0, done=True)
         return result
 
     def fail(self, obj: ObjectRef, reason: str) -> IngestResult:
@@ -217,7 +219,7 @@ class IngestService:
             return IngestResult("duplicate", job)
         count("IngestFailed", 1)
         logger.error("ingest failed", extra={"job": job, "key": obj.key, "reason": reason})
-        self.store.renew_object(obj.identity, 0, done=True)  # nothing retries it any more
+        self.store.jobs.renew_object(obj.identity, 0, done=True)  # nothing retries it any more
         if meta and meta.ingest_done:  # everything was queued; only the report was owed
             self.finisher.maybe_finalize(job, meta)
             return IngestResult("done", job, reason=reason)
@@ -231,12 +233,12 @@ class IngestService:
         done: list[str] = []
         seen: set[str] = set()
         for key in obj.candidates():
-            for item in self.store.jobs_for_key(obj.bucket, key):
+            for item in self.store.jobs.jobs_for_key(obj.bucket, key):
                 job = str(item.get("job", ""))
                 if not job or job in seen or (version and item.get("version") and item["version"] != version):
                     continue
                 seen.add(job)
-                if self.store.cancel_job(job, reason):
+                if self.store.jobs.cancel_job(job, reason):
                     done.append(job)
                     meta = self._job(job)
                     if meta and meta.ingest_done:  # every chunk queued: settling them finishes the job
@@ -248,7 +250,7 @@ class IngestService:
 
     # ------------------------------------------------------------------ the work
     def _job(self, job: str) -> Job | None:
-        item = self.store.get_job(job)
+        item = self.store.jobs.get_job(job)
         return None if item is None else Job.from_item(item)
 
     def _resolve(self, obj: ObjectRef) -> tuple[ObjectRef, dict | None, str | None]:
@@ -301,7 +303,7 @@ class IngestService:
         uploaded = self._upload_time(obj, head)
         stamp_at = uploaded
         for _ in range(1000):
-            if self.store.claim_report_name(obj.bucket, obj.key, upload_stamp(stamp_at), job):
+            if self.store.jobs.claim_report_name(obj.bucket, obj.key, upload_stamp(stamp_at), job):
                 break
             stamp_at += timedelta(milliseconds=1)
         csv_key, summary_key = report_keys(obj.key, upload_stamp(stamp_at))
@@ -309,9 +311,10 @@ class IngestService:
         item = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or "", "etag": obj.etag or "",
                 "size": size, "created_at": int(self.clock()), "uploaded_at": uploaded.isoformat(timespec="milliseconds"),
                 "report_csv_key": csv_key, "report_summary_key": summary_key, "status": JobStatus.VALIDATING.value,
-                "checkpoint_row": 0, "next_chunk": 0, "chunks_settled": 0, "api_requests": 0, "ingest_done": False}
-        meta = Job.from_item(item if self.store.create_job(job, item) else self.store.get_job(job) or item)
-        self.store.index_job(obj.bucket, obj.key, job, {"version": obj.version_id or "", "uploaded_at": meta.uploaded_at})
+                "checkpoint_row": 0, "next_chunk": 0, "chunks_settled": 0, "api_requests": 0, "ingest_done": False,
+                **request_origin(obj.key, (head or {}).get("Metadata"))}
+        meta = Job.from_item(item if self.store.jobs.create_job(job, item) else self.store.jobs.get_job(job) or item)
+        self.store.jobs.index_job(obj.bucket, obj.key, job, {"version": obj.version_id or "", "uploaded_at": meta.uploaded_at})
         return meta
 
     def _open(self, obj: ObjectRef) -> tuple[Any, dict]:
@@ -376,7 +379,7 @@ class IngestService:
             body.close()
             return self._reject_file(job, meta, err.reason)
         if meta.status == JobStatus.VALIDATING or not meta.flow:
-            meta = Job.from_item(self.store.update_job(
+            meta = Job.from_item(self.store.jobs.update_job(
                 job, flow=flow, flow_source=flow_source, status=JobStatus.INGESTING.value,
                 row_count=int(getattr(contacts, "row_count", 0) or 0)))
         try:
@@ -392,7 +395,7 @@ class IngestService:
         if pauses > MAX_PREPASS_PAUSES:
             return self._reject_file(job, meta, "the file could not be validated within one run of the ingest "
                                                 "function: split it into smaller files")
-        self.store.update_job(job, prepass_pauses=pauses)
+        self.store.jobs.update_job(job, prepass_pauses=pauses)
         logger.info("ingest paused in the validation pre-pass", extra={"job": job, "pauses": pauses})
         return IngestResult("paused", job)
 
@@ -430,7 +433,7 @@ class IngestService:
                 self._send_batch(batch)
                 flush_rejected()
                 checkpoint = batch[-1][1].rows[-1]
-                now = Job.from_item(self.store.update_job(job, checkpoint_row=checkpoint,
+                now = Job.from_item(self.store.jobs.update_job(job, checkpoint_row=checkpoint,
                                                           next_chunk=batch[-1][0] + 1))
                 if now.cancelled_reason:
                     cancelled.append(now.cancelled_reason)
@@ -438,7 +441,7 @@ class IngestService:
 
         def flush_rejected() -> None:
             if rejected:
-                self.store.put_rows(job, rejected)
+                self.store.rows.put_rows(job, rejected)
                 rejected.clear()
 
         rows_seen = 0
@@ -477,7 +480,7 @@ class IngestService:
                     return self._end_early(job, self._job(job) or meta, cancelled[0])
                 if not chunker.pending_rows:
                     checkpoint = last_row
-                    self.store.update_job(job, checkpoint_row=checkpoint, next_chunk=next_chunk)
+                    self.store.jobs.update_job(job, checkpoint_row=checkpoint, next_chunk=next_chunk)
                 logger.info("ingest paused", extra={"job": job, "checkpoint_row": checkpoint})
                 return IngestResult("paused", job, rows=last_row, chunks=next_chunk, rejected=n_rejected)
 
@@ -488,7 +491,7 @@ class IngestService:
             return self._end_early(job, self._job(job) or meta, cancelled[0])
         total_rows = max(last_row, checkpoint)
         count("RowsIngested", rows_seen)
-        meta = Job.from_item(self.store.update_job(
+        meta = Job.from_item(self.store.jobs.update_job(
             job, ingest_done=True, total_rows=total_rows, chunks_total=next_chunk, checkpoint_row=total_rows,
             next_chunk=next_chunk, status=JobStatus.DISPATCHING.value, notes=list(getattr(contacts, "notes", []) or [])))
         logger.info("ingest done", extra={"job": job, "rows": total_rows, "chunks": next_chunk})
@@ -514,7 +517,7 @@ class IngestService:
     def _reject_file(self, job: str, meta: Job, reason: str) -> IngestResult:
         logger.warning("file rejected", extra={"job": job, "key": meta.key, "reason": reason})
         count("FilesRejected", 1)
-        self.store.update_job(job, flow=meta.flow, status=JobStatus.REJECTED.value, error=reason, ingest_done=True,
+        self.store.jobs.update_job(job, flow=meta.flow, status=JobStatus.REJECTED.value, error=reason, ingest_done=True,
                               total_rows=0, chunks_total=0)
         self.finisher.finalize(job)
         return IngestResult("rejected", job, reason=reason)
@@ -527,10 +530,10 @@ class IngestService:
         are settled."""
         if meta.next_chunk == 0 and not meta.cancelled_reason:
             return self._reject_file(job, meta, reason)
-        self.store.cancel_job(job, reason)
+        self.store.jobs.cancel_job(job, reason)
         total = max(meta.row_count, meta.checkpoint_row)
         chunks = meta.next_chunk
-        meta = Job.from_item(self.store.update_job(job, ingest_done=True, total_rows=total, chunks_total=chunks,
+        meta = Job.from_item(self.store.jobs.update_job(job, ingest_done=True, total_rows=total, chunks_total=chunks,
                                                    status=JobStatus.DISPATCHING.value))
         logger.warning("ingest ended early", extra={"job": job, "reason": reason, "chunks": chunks})
         self.finisher.maybe_finalize(job, meta)

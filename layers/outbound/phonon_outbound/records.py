@@ -125,15 +125,22 @@ class Job:
     failure: str = ""  # the job failed as a whole
     notes: tuple[str, ...] = ()
     counts: Mapping[str, int] = field(default_factory=dict)  # per status, written on completion
-    # the store's own bookkeeping (Store.count_settled, claim_finalize, retention)
+    # the store's own bookkeeping (store.ledger.count_settled, store.jobs.claim_finalize, retention)
     settled_below: int = 0
     settled_set: frozenset[int] = frozenset()
     finalizing: int = 0
     expires_at: int = 0
+    # where the job's request came from (docs/events-in.md): "s3" for an uploaded file, else
+    # eventbridge | sqs | stepfunctions, with the request's id, the caller's reference and a
+    # Step Functions task token (never logged)
+    origin: str = ""
+    request_id: str = ""
+    reference: str = ""
+    task_token: str = ""
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any] | None) -> Job:
-        """The job from its item (as `Store.get_job` returns it); an empty job for None."""
+        """The job from its item (as `store.jobs.get_job` returns it); an empty job for None."""
         item = item or {}
         pk = _str(item.get("pk"))
         created = item.get("created_at")
@@ -162,6 +169,8 @@ class Job:
             settled_below=_int(item.get("settled_below")),
             settled_set=frozenset(_int(c) for c in item.get("settled_set") or ()),
             finalizing=_int(item.get("finalizing")), expires_at=_int(item.get("expires_at")),
+            origin=_str(item.get("origin")), request_id=_str(item.get("request_id")),
+            reference=_str(item.get("reference")), task_token=_str(item.get("task_token")),
         )
 
     @property
