@@ -76,6 +76,9 @@ class Settings(BaseModel):
     max_cell_bytes: int = Field(128 * 1024, ge=64)
     max_compression_ratio: float = Field(100.0, ge=1)  # gzip: decompressed / compressed bytes
 
+    # events out (docs/events-out.md): `Outbound Call Completed` per matched flow-end push
+    publish_call_events: bool = True
+
     @field_validator("default_flow_id", "api_url", "bucket_name", mode="before")
     @classmethod
     def _strip(cls, v: object) -> object:
