@@ -30,13 +30,12 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .observability import count, logger
-from .records import Job, JobStatus
+from .records import Job, JobStatus, Origin
 from .status import Status
 
 SOURCE = "phonon-outbound"
@@ -49,15 +48,6 @@ MAX_DTMF_CHARS = 64
 REJECTED_ERROR = "Outbound.RequestRejected"
 MAX_CAUSE_CHARS = 4096  # SendTaskFailure allows 32,768; a reason is far shorter
 TOKEN_GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
-
-
-class Origin(StrEnum):
-    """How a job's request arrived (the job item's `origin`; a file upload has none: s3)."""
-
-    S3 = "s3"
-    EVENTBRIDGE = "eventbridge"
-    SQS = "sqs"
-    STEPFUNCTIONS = "stepfunctions"
 
 
 def iso(epoch: float) -> str:

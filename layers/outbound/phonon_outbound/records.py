@@ -60,6 +60,16 @@ def parse_row_ref(text: Any) -> tuple[str, int] | None:
 
 
 # ------------------------------------------------------------------------------ the job item
+class Origin(StrEnum):
+    """How a job's request arrived (the job item's `origin`; a file upload: s3). The intake
+    (intake.py) writes the others; events out (events_out.py) reports it as the job's source."""
+
+    S3 = "s3"
+    EVENTBRIDGE = "eventbridge"
+    SQS = "sqs"
+    STEPFUNCTIONS = "stepfunctions"
+
+
 class JobStatus(StrEnum):
     """A file job's `status` attribute: VALIDATING → INGESTING → DISPATCHING → one of the last four."""
 
