@@ -252,7 +252,10 @@ def test_no_number_secret_or_credential_in_logs_events_or_summary(pipeline, debu
     assert pipeline.pushes and set(pipeline.pushes) == {200}
     assert all(by_cid[c]["phonon-uuid"] for c in NUMBERS)
     events = pipeline.events()
-    assert events and all(json.loads(e)["detail"]["file"] == "incoming/pii/contacts.csv" for e in events)
+    kinds = [json.loads(e)["detail-type"] for e in events]
+    assert kinds.count("Outbound Job Completed") == 1 and kinds.count("Outbound Call Completed") == len(NUMBERS)
+    assert all(json.loads(e)["detail"]["source"]["key"] == "incoming/pii/contacts.csv" for e in events
+               if json.loads(e)["detail-type"] == "Outbound Job Completed")
     logs = debug_logs.getvalue()
     printed = capfd.readouterr()
     assert "phonon_outbound.api.client DEBUG" in logs and '"message":"report written"' in logs
