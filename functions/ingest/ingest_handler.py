@@ -22,7 +22,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event, SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from phonon_outbound import wiring
+from phonon_outbound import suppress_intake, wiring
 from phonon_outbound.ingest import ObjectRef
 from phonon_outbound.observability import logger, metrics, tracer
 
@@ -120,6 +120,7 @@ def handler(event: dict, context: LambdaContext) -> dict[str, Any]:
                 result = service.fail(obj, reason)
                 results.append({"key": obj.key, "job": result.job, "status": result.status, "reason": reason})
         return {"files": results}
+    results.extend(suppress_intake.handle_event(event))  # suppress/ files, Suppression Requested events
     created, deleted = classify(event)
     for obj, why, version in deleted:
         jobs = service.cancel_key(obj, why, version)

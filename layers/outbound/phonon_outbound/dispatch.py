@@ -46,6 +46,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, ValidationError
 
+from . import suppression
 from .api.body import MAX_BODY_BYTES, build_body, redact
 from .api.classify import Kind, Verdict, classify
 from .api.client import PhononClient
@@ -454,6 +455,12 @@ class DispatchService:
             if left < self.request_time_s:
                 self._out_of_time(out, left)
 
+        calls, rows, body = suppression.before_send(  # the list once more, after any wait (docs/suppression.md)
+            self.s, msg.job, msg.flow, rows, calls, body,
+            lambda row, call, why: out.add(row, self._row(call, Status.SUPPRESSED, reason=why)),
+            lambda kept: build_body(security_id, msg.flow, kept))
+        if not calls:
+            return
         answer = self.client.post(body)
         out.attempts += 1
         answered = answer.http_status is not None

@@ -24,6 +24,7 @@ from urllib.parse import unquote, unquote_plus
 
 from botocore.exceptions import ClientError
 
+from . import suppression
 from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
@@ -442,7 +443,7 @@ class IngestService:
                 rejected.clear()
 
         rows_seen = 0
-        for item in contacts.rows(start_row=checkpoint):
+        for item in suppression.screen(s, self.store, job, flow, contacts.rows(start_row=checkpoint)):
             last_row = item.row
             rows_seen += 1
             if isinstance(item, ValidRow):

@@ -64,6 +64,7 @@ from pydantic import (
     ValidationError,
 )
 
+from . import suppression
 from .observability import count, logger, register_secret
 from .store import RowUuidConflict, Store, decode_outcomes
 
@@ -497,6 +498,7 @@ class WebhookService:
             if newly_set:  # undo our half: the row must not keep a uuid that belongs to another row
                 self.store.clear_row_uuid(job, row, uuid)
             raise self._conflict("the phonon-uuid is already recorded for another row")
+        suppression.opt_out(body, push, info, meta.get("flow"), ref)  # "press 9 to stop" (docs/suppression.md)
         count("WebhooksReceived", 1)
         return {"phonon-uuid": uuid, "matched": True}
 
