@@ -138,7 +138,7 @@ def parse_caps(text: str) -> dict[str, Cap]:
 
 def _period_text(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
+        if seconds >= 2 * size and seconds % size == 0 or (unit != "d" and seconds >= size and seconds % size == 0):
             return f"{int(seconds // size)} {unit}"
     return f"{seconds:g} s"
 
