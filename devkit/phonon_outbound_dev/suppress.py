@@ -130,7 +130,7 @@ def import_files(lst: SuppressionList, paths: Iterable[Path], scope: str, source
     """Each file's numbers and identifiers (the contact reader's formats) onto the list (or off)."""
     from phonon_outbound.contacts import FileRejected
     from phonon_outbound.settings import Settings
-    from phonon_outbound.suppress_intake import read_subjects
+    from phonon_outbound.suppress_intake import read_subjects, subject_keys
 
     settings = Settings.from_env().model_copy(update={"default_region": lst.region})
     out = []
@@ -142,12 +142,7 @@ def import_files(lst: SuppressionList, paths: Iterable[Path], scope: str, source
         except FileRejected as err:
             out.append({**entry, "error": err.reason, "entries": 0})
             continue
-        keys, bad = [], 0
-        for kind, value in subjects:
-            try:
-                keys.append(lst.subject_key(kind, value))
-            except ValueError:
-                bad += 1
+        keys, bad = subject_keys(lst, subjects)
         done = lst.remove_keys(keys, scope) if remove else lst.add_keys(keys, scope, f"{source_prefix} {path.name}",
                                                                         expires)
         out.append({**entry, "rows": rows, "rejected_rows": rejected + bad, "entries": done})
@@ -209,13 +204,9 @@ def find(lst: SuppressionList, kind: str, value: str) -> list[Entry]:
 
 
 def _keys(lst: SuppressionList, kind: str, values: Iterable[str]) -> tuple[list[str], int]:
-    keys, bad = [], 0
-    for v in values:
-        try:
-            keys.append(lst.subject_key(kind, v))
-        except ValueError:
-            bad += 1
-    return keys, bad
+    from phonon_outbound.suppress_intake import subject_keys
+
+    return subject_keys(lst, [(kind, v) for v in values])
 
 
 def _bad_text(bad: int) -> str:

@@ -14,6 +14,7 @@ handler gets (S3 notification, EventBridge) and returns what it did ([] for anyt
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
@@ -96,7 +97,7 @@ def apply_request(lst: SuppressionList, detail: dict, source: str) -> dict:
     if flow != ALL_FLOWS and not _flow_id(flow):
         return {"status": "refused", "reason": "flow is not a Phonon flow id (8 letters or digits)"}
     expires = _hold(detail.get("hold-hours"), lst.clock())
-    keys, bad = _keys(lst, [(NUMBER, str(n)) for n in numbers] + [(CLIENT, str(c)) for c in cids])
+    keys, bad = subject_keys(lst, [(NUMBER, str(n)) for n in numbers] + [(CLIENT, str(c)) for c in cids])
     done = (lst.add_keys(keys, flow, source, expires) if action == "add" else lst.remove_keys(keys, flow))
     count("SuppressionEntriesAdded" if action == "add" else "SuppressionEntriesRemoved", done)
     logger.info("suppression request applied", extra={"action": action, "entries": done, "invalid": bad})
@@ -113,7 +114,8 @@ def _hold(value: Any, now: float) -> float | None:
     return now + hours * 3600
 
 
-def _keys(lst: SuppressionList, subjects: list[tuple[str, str]]) -> tuple[list[str], int]:
+def subject_keys(lst: SuppressionList, subjects: Iterable[tuple[str, str]]) -> tuple[list[str], int]:
+    """The item keys of (kind, value) pairs, and how many values were not valid."""
     keys, bad = [], 0
     for kind, value in subjects:
         try:
@@ -138,7 +140,7 @@ def import_object(lst: SuppressionList, settings: Any, s3: Any, bucket: str, key
         expires = _hold(metadata.get("hold-hours"), lst.clock())
         subjects, rows, rejected = read_subjects(got["Body"], key, settings, metadata,
                                                  lambda: s3.get_object(**kwargs)["Body"])
-        keys, bad = _keys(lst, subjects)
+        keys, bad = subject_keys(lst, subjects)
         source = f"file {key}"
         done = lst.remove_keys(keys, scope) if remove else lst.add_keys(keys, scope, source, expires)
         result.update({"rows": rows, "rejected_rows": rejected + bad, "entries": done,

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from .observability import count, logger, register_secret
 from .status import Status
+from .store import _plain  # DynamoDB Decimals to int / float, as the state table's reader does
 
 ALL_FLOWS = "*"
 NUMBER, CLIENT, CAP_LOG = "n", "c", "f"
@@ -311,19 +312,6 @@ class MemoryListTable:
         with self._lock:
             items = [json.loads(json.dumps(i)) for i in self.items.values()]
         yield from items
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB's Decimals back to int / float."""
-    from decimal import Decimal  # noqa: PLC0415
-
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _dynamo(value: Any) -> Any:
