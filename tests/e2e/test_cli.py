@@ -26,7 +26,7 @@ def run_cli(*args: str, timeout: float = 240, cwd: Path | None = None, env: dict
             state: Path | None = None) -> subprocess.CompletedProcess:
     """The CLI in a child process. `run` keeps its duplicate-protection state in `state`
     (a per-test folder) unless the arguments say otherwise."""
-    full = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound"), **(env or {})}
+    full = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")]), **(env or {})}
     full.pop("AWS_ENDPOINT_URL", None)
     if args[:1] == ("run",) and "--no-state" not in args and "--state-dir" not in args:
         args = (*args[:1], "--state-dir", str(state or Path(tempfile.mkdtemp(prefix="po-state-"))), *args[1:])

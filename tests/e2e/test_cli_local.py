@@ -72,7 +72,7 @@ def test_ctrl_c_writes_every_row_exits_130_and_the_same_command_again_sends_nobo
     # Given 200 rows at 600 calls a minute (20 s of sending)
     data = write_csv(tmp_path / "slow.csv", 200)
     state = tmp_path / "state"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound"), "PHONON_SECURITY_ID": SID}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")]), "PHONON_SECURITY_ID": SID}
     env.pop("AWS_ENDPOINT_URL", None)
     with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
         args = [*CLI, "run", "--json", "--rate", "600", "--api-url", sim.url, "--flow-id", FLOW,
@@ -117,7 +117,7 @@ def test_ctrl_c_writes_every_row_exits_130_and_the_same_command_again_sends_nobo
 
 def test_ctrl_c_during_start_up_is_exit_130_without_a_traceback(tmp_path):
     data = write_csv(tmp_path / "early.csv", 5)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")])}
     env.pop("AWS_ENDPOINT_URL", None)
     child = subprocess.Popen([*CLI, "run", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"), "--state-dir",
                               str(tmp_path / "state"), str(data)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -232,10 +232,10 @@ def test_every_option_of_every_command_is_described_in_its_help():
             assert action.help and len(action.help) > 10, (name, action.dest)
     for name in ("run", "check", "redrive"):
         proc = subprocess.run([*CLI, name, "--help"], capture_output=True, text=True, cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound")})
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")])})
         assert proc.returncode == 0 and "--" in proc.stdout
     sim = subprocess.run([*CLI, "simulate", "--help"], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound")})
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")])})
     assert sim.returncode == 0 and "--port" in sim.stdout
 
 
@@ -387,7 +387,7 @@ def test_ctrl_c_after_everything_was_sent_stops_the_waiting_says_so_and_exits_13
     # Given a run that has sent every row and now waits for the simulator's flow-end webhooks
     data = write_csv(tmp_path / "late.csv", 200)
     log = tmp_path / "run.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "outbound")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")])}
     env.pop("AWS_ENDPOINT_URL", None)
     child = subprocess.Popen([*CLI, "run", "--json", "--flow-id", "DemoFlw1", "--out", str(tmp_path / "out"),
                               "--log-file", str(log), "--state-dir", str(tmp_path / "state"), str(data)], cwd=ROOT,

@@ -29,7 +29,7 @@ STACK_TEMPLATE = {
 def clean_env(tmp_path, **extra: str) -> dict[str, str]:
     """No AWS settings from this machine: no region, no credentials, no profile files, no IMDS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"PYTHONPATH": str(ROOT / "layers" / "outbound"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+    env.update({"PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")]), "AWS_CONFIG_FILE": str(tmp_path / "none"),
                 "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"})
     env.update(extra)
     return env

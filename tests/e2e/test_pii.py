@@ -308,7 +308,7 @@ def test_the_run_command_at_debug_with_events_logged_prints_no_number_or_secret(
 
     root = Path(__file__).resolve().parents[2]
     (tmp_path / "contacts.csv").write_bytes(contact_file())
-    env = {**os.environ, "PYTHONPATH": str(root / "layers" / "outbound"), "PHONON_OUTBOUND_LOG_LEVEL": "DEBUG",
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "layers" / "outbound"), str(root / "devkit")]), "PHONON_OUTBOUND_LOG_LEVEL": "DEBUG",
            "POWERTOOLS_LOG_LEVEL": "DEBUG", "POWERTOOLS_LOGGER_LOG_EVENT": "true"}
     env.pop("AWS_ENDPOINT_URL", None)
     log_file = tmp_path / "run.log"

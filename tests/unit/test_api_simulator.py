@@ -572,7 +572,7 @@ def test_constructor_validation():
 
 # ---- the command line -----------------------------------------------------------------------------------
 def test_main_serves_until_interrupted():
-    env = dict(os.environ, PYTHONPATH=str(REPO / "layers" / "outbound"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "layers" / "outbound"), str(REPO / "devkit")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "phonon_outbound_dev.simulator", "--port", "0", "--shape", "200", "--seed", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,

@@ -486,31 +486,16 @@ class ContactFile:
         keep = cells_of_ids.append
         strip = str.strip
         try:
-            while True:
-                try:
-                    for cells in reader:
-                        budget[0] = 0
-                        if not cells:
-                            continue
-                        c0 = cells[0]
-                        if (not c0 or c0.isspace()) and not "".join(cells).strip():
-                            continue
-                        count += 1
-                        if spill is not None:
-                            try:  # noqa: SIM105 - cheaper than a length test per row
-                                keep(cells[ci])  # type: ignore[index]
-                            except IndexError:
-                                pass
-                            if not count & 0xFFFF:
-                                spill.add_many(map(hash, filter(None, map(strip, cells_of_ids))))
-                                cells_of_ids.clear()
-                    break
-                except csv.Error:  # the reader goes on with the next record; the bad one is a row
-                    budget[0] = 0
-                    count += 1
-                except _LineTooLong:  # one row; the reader ended with it, a new one goes on
-                    count += 1
-                    reader = new_reader()
+            for cells in _csv_records(new_reader, reader, budget):
+                count += 1
+                if spill is not None and cells.__class__ is list:
+                    try:  # noqa: SIM105 - cheaper than a length test per row
+                        keep(cells[ci])  # type: ignore[index]
+                    except IndexError:
+                        pass
+                    if not count & 0xFFFF:
+                        spill.add_many(map(hash, filter(None, map(strip, cells_of_ids))))
+                        cells_of_ids.clear()
             if spill is not None:
                 spill.add_many(map(hash, filter(None, map(strip, cells_of_ids))))
                 cells_of_ids.clear()
@@ -735,117 +720,132 @@ class ContactFile:
         header = self._header
         delim = "tab" if self.delimiter == "\t" else f"'{self.delimiter}'"
         rowno = 0
-        while True:
-            try:
-                for cells in reader:
-                    budget[0] = 0
-                    if not cells:
-                        continue
-                    c0 = cells[0]
-                    if (not c0 or c0.isspace()) and not "".join(cells).strip():
-                        continue
-                    rowno += 1
-                    n = len(cells)
-                    cid_warning = None
-                    if ci is not None:
-                        cid = cells[ci].strip() if ci < n else ""
-                        if not cid:
-                            if cid_is_record_id:  # a CRM row without its record id is still a contact
-                                cid = f"{stem}-{rowno}"
-                                cid_warning = f"{cid_label} is empty: identifier generated as {cid}"
-                            else:
-                                if rowno > start_row:
-                                    yield RejectedRow(rowno, "", empty_cid)
-                                continue
-                        elif ("E+" in cid or "e+" in cid) and _EXCEL_SCI_ID.fullmatch(cid):
-                            # 3.15208E+18: a long numeric id (Zoho's record ids have 19 digits) as a
-                            # spreadsheet showed it; every such row would look like the same id
-                            if cid_is_record_id:
-                                cid = f"{stem}-{rowno}"
-                                cid_warning = f"{cid_label} {_SCI_ID}: identifier generated as {cid}"
-                            else:
-                                if rowno > start_row:
-                                    yield RejectedRow(rowno, "", f"client-identifier {_SCI_ID}; {_SCI_FIX}")
-                                continue
-                        else:
-                            # ClaimTracker.claim, with its first test inlined
-                            first = claim(cid, rowno) if repeated is None or hash(cid) in repeated else None
-                            if first is not None:
-                                if rowno > start_row:
-                                    yield RejectedRow(rowno, cid[:max_cell],
-                                                      f"duplicate client-identifier, first seen in row {first}")
-                                continue
-                    else:
+        for cells in _csv_records(new_reader, reader, budget):
+            rowno += 1
+            if cells.__class__ is not list:  # a record the reader could not read: still a row
+                if rowno > start_row:
+                    yield RejectedRow(rowno, "", self._bad_record_reason(cells))  # type: ignore[arg-type]
+                continue
+            n = len(cells)
+            cid_warning = None
+            if ci is not None:
+                cid = cells[ci].strip() if ci < n else ""
+                if not cid:
+                    if cid_is_record_id:  # a CRM row without its record id is still a contact
                         cid = f"{stem}-{rowno}"
-                    if rowno <= start_row:
+                        cid_warning = f"{cid_label} is empty: identifier generated as {cid}"
+                    else:
+                        if rowno > start_row:
+                            yield RejectedRow(rowno, "", empty_cid)
                         continue
-                    if n > width:
-                        yield RejectedRow(rowno, cid, f"row has {n} cells but the header has {width} (a value "
-                                                       f"that contains the delimiter {delim} must be in double "
-                                                       f"quotes)")
+                elif ("E+" in cid or "e+" in cid) and _EXCEL_SCI_ID.fullmatch(cid):
+                    # 3.15208E+18: a long numeric id (Zoho's record ids have 19 digits) as a
+                    # spreadsheet showed it; every such row would look like the same id
+                    if cid_is_record_id:
+                        cid = f"{stem}-{rowno}"
+                        cid_warning = f"{cid_label} {_SCI_ID}: identifier generated as {cid}"
+                    else:
+                        if rowno > start_row:
+                            yield RejectedRow(rowno, "", f"client-identifier {_SCI_ID}; {_SCI_FIX}")
                         continue
-                    if max(map(len, cells)) > max_cell:
-                        at = next(i for i, c in enumerate(cells) if len(c) > max_cell)
-                        name = column_label(at, header[at], True) if at < width else f"column {at + 1}"
-                        yield RejectedRow(rowno, "" if at == ci else cid,
-                                          f"{name} has a value longer than the limit of {max_cell:,} bytes "
-                                          f"(max_cell_bytes): row not read")
+                else:
+                    # ClaimTracker.claim, with its first test inlined
+                    first = claim(cid, rowno) if repeated is None or hash(cid) in repeated else None
+                    if first is not None:
+                        if rowno > start_row:
+                            yield RejectedRow(rowno, cid[:max_cell],
+                                              f"duplicate client-identifier, first seen in row {first}")
                         continue
-                    nums: list[str] = []
-                    seen: set[str] = set()  # beside nums: a row may give thousands (16,384 phone columns)
-                    problems = []
-                    for i, col in phones:  # numbers_of() inlined for the usual one-number cells
-                        if i >= n:
-                            continue
-                        cell = cells[i]
-                        if not cell:
-                            continue
-                        if ";" in cell or "|" in cell:
+            else:
+                cid = f"{stem}-{rowno}"
+            if rowno <= start_row:
+                continue
+            if n > width:
+                yield RejectedRow(rowno, cid, f"row has {n} cells but the header has {width} (a value "
+                                               f"that contains the delimiter {delim} must be in double "
+                                               f"quotes)")
+                continue
+            if max(map(len, cells)) > max_cell:
+                at = next(i for i, c in enumerate(cells) if len(c) > max_cell)
+                name = column_label(at, header[at], True) if at < width else f"column {at + 1}"
+                yield RejectedRow(rowno, "" if at == ci else cid,
+                                  f"{name} has a value longer than the limit of {max_cell:,} bytes "
+                                  f"(max_cell_bytes): row not read")
+                continue
+            nums: list[str] = []
+            seen: set[str] = set()  # beside nums: a row may give thousands (16,384 phone columns)
+            problems = []
+            for i, col in phones:  # numbers_of() inlined for the usual one-number cells
+                if i >= n:
+                    continue
+                cell = cells[i]
+                if not cell:
+                    continue
+                if ";" in cell or "|" in cell:
+                    more, more_problems = numbers_of([cell], 1, [(0, col)])
+                    _add_new(nums, seen, more)
+                    problems.extend(more_problems)
+                    continue
+                cell = cell.strip()
+                if cell:
+                    digits, problem = normalize(cell)
+                    if digits is None:
+                        if len(cell) >= _MIN_SEVERAL:  # several numbers? the slow path
                             more, more_problems = numbers_of([cell], 1, [(0, col)])
                             _add_new(nums, seen, more)
                             problems.extend(more_problems)
-                            continue
-                        cell = cell.strip()
-                        if cell:
-                            digits, problem = normalize(cell)
-                            if digits is None:
-                                if len(cell) >= _MIN_SEVERAL:  # several numbers? the slow path
-                                    more, more_problems = numbers_of([cell], 1, [(0, col)])
-                                    _add_new(nums, seen, more)
-                                    problems.extend(more_problems)
-                                else:
-                                    problems.append(number_problem(cell, col, problem))
-                            elif digits not in seen:
-                                seen.add(digits)
-                                nums.append(digits)
-                    if n >= width:
-                        kv = [{"name": name, "value": v} for i, name in keys if (v := cells[i].strip())]
-                    else:
-                        kv = [{"name": name, "value": v} for i, name in keys if i < n and (v := cells[i].strip())]
-                    warnings = None
-                    if reserved:
-                        for i, written in reserved:
-                            if i < n and cells[i].strip():
-                                warnings = [f"column '{written}' ignored: {build.reserved_key} is reserved for "
-                                            f"the pipeline's own tracking reference"]
-                    if cid_warning is not None:
-                        warnings = [*warnings, cid_warning] if warnings else [cid_warning]
-                    start = cells[si].strip() if si is not None and si < n else ""
-                    if nums and not start and not problems and warnings is None:
-                        yield ValidRow(rowno, cid, {"client-identifier": cid, "contact-numbers": nums, "keys": kv}, [])
-                    else:
-                        yield finish(rowno, cid, nums, problems, phones, start, kv, warnings)
-                return
-            except csv.Error as exc:  # the reader goes on with the next record; the bad one is a row
+                        else:
+                            problems.append(number_problem(cell, col, problem))
+                    elif digits not in seen:
+                        seen.add(digits)
+                        nums.append(digits)
+            if n >= width:
+                kv = [{"name": name, "value": v} for i, name in keys if (v := cells[i].strip())]
+            else:
+                kv = [{"name": name, "value": v} for i, name in keys if i < n and (v := cells[i].strip())]
+            warnings = None
+            if reserved:
+                for i, written in reserved:
+                    if i < n and cells[i].strip():
+                        warnings = [f"column '{written}' ignored: {build.reserved_key} is reserved for "
+                                    f"the pipeline's own tracking reference"]
+            if cid_warning is not None:
+                warnings = [*warnings, cid_warning] if warnings else [cid_warning]
+            start = cells[si].strip() if si is not None and si < n else ""
+            if nums and not start and not problems and warnings is None:
+                yield ValidRow(rowno, cid, {"client-identifier": cid, "contact-numbers": nums, "keys": kv}, [])
+            else:
+                yield finish(rowno, cid, nums, problems, phones, start, kv, warnings)
+
+    def _bad_record_reason(self, err: csv.Error | _LineTooLong) -> str:
+        if isinstance(err, _LineTooLong):
+            return self._too_long_reason(err)
+        return f"row cannot be read as CSV ({_csv_error(err)})"
+
+
+def _csv_records(new_reader: Callable[[], Iterator[list[str]]], reader: Iterator[list[str]],
+                 budget: list[int]) -> Iterator[list[str] | csv.Error | _LineTooLong]:
+    """The records of a CSV file for both passes (the pre-pass and the rows): non-blank
+    records as lists of cells, and in place of a record the reader could not read, its error
+    (`csv.Error`: the reader goes on with the next record; `_LineTooLong`: the reader ended
+    with it and a new one goes on with the next line). Blank records are skipped."""
+    while True:
+        try:
+            for cells in reader:
                 budget[0] = 0
-                rowno += 1
-                if rowno > start_row:
-                    yield RejectedRow(rowno, "", f"row cannot be read as CSV ({_csv_error(exc)})")
-            except _LineTooLong as exc:  # one row; the reader ended with it, a new one goes on
-                rowno += 1
-                reader = new_reader()
-                if rowno > start_row:
-                    yield RejectedRow(rowno, "", self._too_long_reason(exc))
+                if not cells:
+                    continue
+                c0 = cells[0]
+                if (not c0 or c0.isspace()) and not "".join(cells).strip():
+                    continue
+                yield cells
+            return
+        except csv.Error as exc:
+            budget[0] = 0
+            yield exc
+        except _LineTooLong as exc:
+            reader = new_reader()
+            yield exc
 
 
 class _LineTooLong(Exception):
