@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 from phonon_outbound.status import Status
+from phonon_outbound.suppression import Hasher
 from phonon_outbound_dev.cli import main
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +90,28 @@ def test_run_with_suppress_and_the_saved_list(tmp_path, capsys, monkeypatch):
     # the option's entries were for that run only; the saved list keeps its own
     assert main(["suppress", "list", "--json", "--state-dir", str(state)]) == 0
     assert [e["source"] for e in json.loads(capsys.readouterr().out)] == ["cli"]
+
+
+def test_against_a_stack_the_stacks_table_and_salt(stack, capsys):
+    """`--stack`: the list named by the stack's outputs (moto, the tables of template.yaml)."""
+    table = stack.physical["SuppressionTable"]["Ref"]
+    salt_arn = stack.physical["SuppressionSalt"]["Ref"]
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    cfn.create_stack(StackName="phonon", TemplateBody=json.dumps({
+        "Resources": {"Q": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "q"}}},
+        "Outputs": {"SuppressionTableName": {"Value": table}, "SuppressionSaltSecretArn": {"Value": salt_arn}}}))
+    where = ["--stack", "phonon", "--region", "us-east-1"]
+    assert main(["suppress", "add", "09812345670", "--hours", "1", *where]) == 0
+    assert main(["suppress", "list", "--find", "+91 98123 45670", "--json", *where]) == 0
+    capsys.readouterr()
+    assert main(["suppress", "list", "--json", *where]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["kind"] == "number" and entry["source"] == "cli" and entry["expires"]
+    # hashed with the stack's salt: what the functions compute for the same number
+    salt = boto3.client("secretsmanager", region_name="us-east-1").get_secret_value(SecretId=salt_arn)["SecretString"]
+    assert entry["hash"] == Hasher(salt).number_key("919812345670")
+    assert "9812345670" not in json.dumps(boto3.client("dynamodb", region_name="us-east-1").scan(TableName=table))
+    assert main(["suppress", "remove", entry["hash"], *where]) == 0
+    assert main(["suppress", "list", "--json", *where]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == []
+    assert main(["suppress", "list", "--stack", "nope", "--region", "us-east-1"]) == 2  # one line, exit 2
