@@ -80,7 +80,7 @@ class Settings(BaseModel):
     suppression_table: str = ""
     suppression_salt_secret: str = ""  # Secrets Manager secret (name or ARN) holding the hashing salt
     frequency_caps: str = ""  # e.g. "*=3/24h,AbCd1234=1/7d": at most N contacts per number per period, per flow
-    opt_out_dtmf: str = ""  # a digit pressed in the call (flow-end webhook's DTMF) that means "stop calling me"
+    opt_out_dtmf: str = Field("", pattern=r"^[0-9*#]?$")  # a digit pressed in the call (flow-end webhook's DTMF) that means "stop calling me"
     opt_out_key: str = ""  # a flow variable whose true/yes/1 value in the push means the same
     opt_out_scope: str = Field("all", pattern="^(all|flow)$")  # an opt-out holds for every flow, or its own
 
