@@ -13,7 +13,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from phonon_outbound import wiring
-from phonon_outbound.dispatch import ChunkMessage, DispatchService, RetryLater, dedupe_hash
+from phonon_outbound.dispatch import DispatchService, RetryLater, dedupe_hash
+from phonon_outbound.records import ChunkMessage
 from phonon_outbound.store import Store
 from phonon_outbound_dev.simulator import FaultPlan
 

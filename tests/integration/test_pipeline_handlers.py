@@ -251,11 +251,11 @@ def test_given_a_flow_end_webhook_then_the_results_item_is_written_under_the_pho
 
 def test_the_sample_events_drive_the_handlers(make_harness):
     """events/*.json are the shapes `sam local invoke` uses; they must parse in our handlers."""
-    import ingest_handler
+    from phonon_outbound import ingest_events
 
     root = make_harness().stack.root / "events"
     for name in ("s3-put.json", "s3-eventbridge.json"):
-        refs = ingest_handler.objects_in(json.loads((root / name).read_text()))
+        refs = ingest_events.objects_in(json.loads((root / name).read_text()))
         assert [r.key for r in refs] == ["incoming/DemoFlw1/sample-contacts.csv"]
 
 

@@ -29,9 +29,6 @@ ends with a status"):
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
 import hashlib
 import json
 import math
@@ -44,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from . import suppression
 from .api.body import MAX_BODY_BYTES, build_body, redact
@@ -54,6 +51,7 @@ from .flows import FlowSecrets, UnknownFlow
 from .jobs import JobFinisher
 from .limiter import CircuitBreaker, RateLimiter
 from .observability import count, logger
+from .records import ChunkMessage, ChunkRef, PoisonMessage
 from .settings import Settings
 from .status import Status
 from .store import Store, decode_outcomes
@@ -71,95 +69,6 @@ OUT_OF_TIME_DELAY_S = 1.0
 # leaves `request_time_s`: a slot the limiter granted is not given up for want of time.
 WAKE_SLACK_S = 1.0
 MAX_REASON_CHARS = 300
-MAX_JOB_ID_CHARS = 128
-
-
-class PoisonMessage(Exception):
-    """A message that can never be processed (not our format)."""
-
-
-class ChunkMessage(BaseModel):
-    """v2 (what ingest writes): `calls_gz` = base64(gzip(calls JSON)), correlation key included.
-    v1 (hand-written, e.g. events/sqs-chunk-batch.json): plain `calls` without the correlation
-    key, which the dispatcher adds."""
-
-    v: int = 1
-    job: str = Field(min_length=1, max_length=MAX_JOB_ID_CHARS)
-    flow: str = Field(min_length=1)
-    chunk: int = Field(ge=0)
-    rows: list[int]
-    calls: list[dict] = Field(default_factory=list)
-    calls_gz: str | None = None
-    warn: dict[str, str] = Field(default_factory=dict)
-
-    def complete_calls(self, correlation_name: str) -> list[dict]:
-        """The calls to send; PoisonMessage when they cannot be decoded into a list of call
-        objects, one per row."""
-        if self.calls_gz is not None:
-            calls = _decode_gz(self.calls_gz)
-            if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
-                raise PoisonMessage("calls_gz does not decode to a list of call objects")
-        else:
-            if len(self.rows) != len(self.calls):
-                raise PoisonMessage("chunk message has a different number of rows and calls")
-            calls = [{**call, "keys": [*_keys(call), {"name": correlation_name, "value": f"{self.job}.{row}"}]}
-                     for row, call in zip(self.rows, self.calls, strict=True)]
-        if len(self.rows) != len(calls) or not calls:
-            raise PoisonMessage("chunk message has a different number of rows and calls")
-        return calls
-
-
-def _keys(call: dict) -> list:
-    keys = call.get("keys", [])
-    if not isinstance(keys, list):
-        raise PoisonMessage("a call's keys are not a list")
-    return keys
-
-
-def _decode_gz(text: str) -> Any:
-    try:
-        return json.loads(gzip.decompress(base64.b64decode(text, validate=True)))
-    except (ValueError, OSError, EOFError, binascii.Error) as err:  # bad base64 / gzip / JSON
-        raise PoisonMessage(f"calls_gz cannot be decoded: {type(err).__name__}") from None
-
-
-@dataclass
-class ChunkRef:
-    """What a chunk message says about itself, as far as it can be read: enough to settle its
-    rows without sending them. `calls` is empty (or shorter than `rows`) when they are unreadable."""
-
-    job: str
-    chunk: int
-    flow: str
-    rows: list[int]
-    calls: list[dict] = field(default_factory=list)
-
-    @staticmethod
-    def parse(body: str, correlation_name: str = "") -> ChunkRef | None:
-        """Leniently: None unless the job, the chunk number and a list of row numbers are there."""
-        try:
-            data = json.loads(body)
-        except (ValueError, TypeError):
-            return None
-        if not isinstance(data, dict):
-            return None
-        job, chunk, rows, flow = data.get("job"), data.get("chunk"), data.get("rows"), data.get("flow")
-        if not (isinstance(job, str) and 0 < len(job) <= MAX_JOB_ID_CHARS and isinstance(chunk, int)
-                and _plain_int(chunk) and chunk >= 0
-                and isinstance(rows, list) and rows and all(_plain_int(r) and r > 0 for r in rows)):
-            return None
-        calls: list = []
-        try:
-            raw = _decode_gz(data["calls_gz"]) if isinstance(data.get("calls_gz"), str) else data.get("calls")
-        except PoisonMessage:
-            raw = None
-        if isinstance(raw, list) and len(raw) == len(rows):
-            calls = [c if isinstance(c, dict) else {} for c in raw]
-        return ChunkRef(job, chunk, flow if isinstance(flow, str) else "", list(rows), calls)
-
-
-def _plain_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class RetryLater(Exception):

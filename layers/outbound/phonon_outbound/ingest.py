@@ -11,10 +11,7 @@ Exactly-once over at-least-once S3 notifications:
 
 from __future__ import annotations
 
-import base64
-import gzip
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -30,7 +27,9 @@ from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_co
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
 from .jobs import JobFinisher, report_keys, upload_stamp
 from .observability import count, logger
+from .records import ChunkMessage, Job, JobStatus, row_ref
 from .settings import Settings
+from .status import Status
 from .store import Store
 
 MAX_BATCH_BYTES = 1_000_000  # SendMessageBatch carries at most 1 MiB in all; keep a margin
@@ -151,17 +150,14 @@ class IngestResult:
 
 
 def chunk_message(job: str, flow: str, chunk_no: int, chunk: Chunk, warnings: dict[int, str] | None = None) -> str:
-    """The SQS body of one chunk (no security-id). The calls, correlation key included, travel
-    gzip-compressed (level 1) and base64-encoded: a 500-call chunk shrinks from ~150 KB to
-    ~20 KB, so ten full chunks fit in one 1 MiB SendMessageBatch. Decompression gives back
-    the very bytes the chunker measured, so the request body is the same on every attempt."""
-    doc: dict = {"v": 2, "job": job, "flow": flow, "chunk": chunk_no, "rows": chunk.rows,
-                 "calls_gz": base64.b64encode(gzip.compress(chunk.calls_json, compresslevel=1, mtime=0)).decode()}
-    if warnings:
-        warn = {str(r): warnings.pop(r) for r in chunk.rows if r in warnings}
-        if warn:
-            doc["warn"] = warn  # e.g. a dropped invalid number: reported with the ACCEPTED row
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    """The SQS body of one chunk (`records.ChunkMessage` v2, no security-id). The calls,
+    correlation key included, travel gzip-compressed (level 1) and base64-encoded: a 500-call
+    chunk shrinks from ~150 KB to ~20 KB, so ten full chunks fit in one 1 MiB SendMessageBatch.
+    Decompression gives back the very bytes the chunker measured, so the request body is the
+    same on every attempt. The chunk's rows' warnings (e.g. a dropped invalid number, reported
+    with the ACCEPTED row) are taken out of `warnings` into the message."""
+    warn = {str(r): warnings.pop(r) for r in chunk.rows if r in warnings} if warnings else {}
+    return ChunkMessage.pack(job, flow, chunk_no, chunk.rows, chunk.calls_json, warn).to_json()
 
 
 class IngestService:
@@ -190,10 +186,10 @@ class IngestService:
         if claim == "duplicate":
             logger.info("duplicate notification ignored", extra={"job": job, "key": obj.key})
             return IngestResult("duplicate", job)
-        meta = self.store.get_job(job)
-        if meta and meta.get("ingest_done"):  # the last run died after finishing: only the report may be owed
+        meta = self._job(job)
+        if meta and meta.ingest_done:  # the last run died after finishing: only the report may be owed
             self.store.renew_object(obj.identity, 0, done=True)
-            if not meta.get("completed"):
+            if not meta.completed:
                 self.finisher.maybe_finalize(job, meta)
             return IngestResult("duplicate", job)
         try:
@@ -217,13 +213,13 @@ class IngestService:
         except ClientError:
             head = None
         job = obj.job_id
-        meta = self.store.get_job(job)
-        if meta and meta.get("completed"):
+        meta = self._job(job)
+        if meta and meta.completed:
             return IngestResult("duplicate", job)
         count("IngestFailed", 1)
         logger.error("ingest failed", extra={"job": job, "key": obj.key, "reason": reason})
         self.store.renew_object(obj.identity, 0, done=True)  # nothing retries it any more
-        if meta and meta.get("ingest_done"):  # everything was queued; only the report was owed
+        if meta and meta.ingest_done:  # everything was queued; only the report was owed
             self.finisher.maybe_finalize(job, meta)
             return IngestResult("done", job, reason=reason)
         if meta is None:
@@ -243,8 +239,8 @@ class IngestService:
                 seen.add(job)
                 if self.store.cancel_job(job, reason):
                     done.append(job)
-                    meta = self.store.get_job(job) or {}
-                    if meta.get("ingest_done"):  # every chunk queued: settling them finishes the job
+                    meta = self._job(job)
+                    if meta and meta.ingest_done:  # every chunk queued: settling them finishes the job
                         self.finisher.maybe_finalize(job, meta)
         if done:
             logger.info("jobs cancelled", extra={"key": obj.key, "jobs": done, "reason": reason})
@@ -252,6 +248,10 @@ class IngestService:
         return done
 
     # ------------------------------------------------------------------ the work
+    def _job(self, job: str) -> Job | None:
+        item = self.store.get_job(job)
+        return None if item is None else Job.from_item(item)
+
     def _resolve(self, obj: ObjectRef) -> tuple[ObjectRef, dict | None, str | None]:
         """The object as it exists: the first of its candidate keys that S3 knows (HeadObject),
         with its head; or (obj, None, S3's error code) when none resolves."""
@@ -295,7 +295,7 @@ class IngestService:
             when = datetime.fromtimestamp(self.clock(), UTC)
         return when.astimezone(UTC)
 
-    def _create_job(self, obj: ObjectRef, job: str, head: dict | None) -> dict:
+    def _create_job(self, obj: ObjectRef, job: str, head: dict | None) -> Job:
         """The job's META item and its KEY# index entry, once. The report's name is fixed here:
         the key and the upload time, made unique among the key's reports (two uploads within
         one millisecond, or an event time with whole seconds only, get the next free one)."""
@@ -307,14 +307,12 @@ class IngestService:
             stamp_at += timedelta(milliseconds=1)
         csv_key, summary_key = report_keys(obj.key, upload_stamp(stamp_at))
         size = int((head or {}).get("ContentLength") or obj.size or 0)
-        meta = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or "", "etag": obj.etag or "",
+        item = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or "", "etag": obj.etag or "",
                 "size": size, "created_at": int(self.clock()), "uploaded_at": uploaded.isoformat(timespec="milliseconds"),
-                "report_csv_key": csv_key, "report_summary_key": summary_key, "status": "VALIDATING",
+                "report_csv_key": csv_key, "report_summary_key": summary_key, "status": JobStatus.VALIDATING.value,
                 "checkpoint_row": 0, "next_chunk": 0, "chunks_settled": 0, "api_requests": 0, "ingest_done": False}
-        if not self.store.create_job(job, meta):
-            meta = self.store.get_job(job) or meta
-        self.store.index_job(obj.bucket, obj.key, job, {"version": obj.version_id or "",
-                                                        "uploaded_at": meta.get("uploaded_at", "")})
+        meta = Job.from_item(item if self.store.create_job(job, item) else self.store.get_job(job) or item)
+        self.store.index_job(obj.bucket, obj.key, job, {"version": obj.version_id or "", "uploaded_at": meta.uploaded_at})
         return meta
 
     def _open(self, obj: ObjectRef) -> tuple[Any, dict]:
@@ -331,7 +329,7 @@ class IngestService:
 
         return parse_options(self.settings, **mapping_from_metadata(metadata))
 
-    def _run(self, obj: ObjectRef, job: str, meta: dict | None, head: dict | None, missing: str | None,
+    def _run(self, obj: ObjectRef, job: str, meta: Job | None, head: dict | None, missing: str | None,
              remaining_s: Callable[[], float]) -> IngestResult:
         new = meta is None
         if meta is None:
@@ -342,8 +340,8 @@ class IngestService:
             # The delete's event may have come first (EventBridge does not keep order), when
             # there was no job to cancel yet: the file must not be sent anyway.
             return self._end_early(job, meta, "the input file was deleted before it was read")
-        if meta.get("cancelled_reason"):
-            return self._end_early(job, meta, str(meta["cancelled_reason"]))
+        if meta.cancelled_reason:
+            return self._end_early(job, meta, meta.cancelled_reason)
         try:
             body, got = self._open(obj)
         except ClientError as err:
@@ -353,7 +351,7 @@ class IngestService:
         size = int(got.get("ContentLength") or obj.size or 0)
         metadata = {k.lower(): v for k, v in (got.get("Metadata") or {}).items()}
         stream = _Deadline(body, remaining_s, self.settings.ingest_time_margin_s)
-        flow = meta.get("flow") or ""
+        flow, flow_source = meta.flow, meta.flow_source
         try:
             if size > self.settings.max_file_bytes:
                 raise FileRejected(f"file is {size:,} bytes, larger than the configured limit of "
@@ -368,19 +366,20 @@ class IngestService:
                 return self._pause_prepass(job, meta)
             stream.armed = False
             if not flow:
-                flow, source = resolve_flow(metadata.get("flow-id"), contacts.flow_id, obj.key,
-                                            self.settings.default_flow_id)
-                if not flow:
+                resolved, source = resolve_flow(metadata.get("flow-id"), contacts.flow_id, obj.key,
+                                                self.settings.default_flow_id)
+                if not resolved:
                     raise FileRejected("no flow for this file: give it S3 metadata 'flow-id', a 'flow-id' in "
                                        "the JSON, an incoming/<flow-id>/ prefix, or set the default flow")
-                meta["flow_source"] = source
+                flow, flow_source = resolved, source
             self.secrets.check(flow)  # DescribeSecret: ingest never reads a security-id
         except (FileRejected, UnknownFlow) as err:
             body.close()
             return self._reject_file(job, meta, err.reason)
-        if meta.get("status") == "VALIDATING" or not meta.get("flow"):
-            meta = self.store.update_job(job, flow=flow, flow_source=meta.get("flow_source", ""), status="INGESTING",
-                                         row_count=int(getattr(contacts, "row_count", 0) or 0))
+        if meta.status == JobStatus.VALIDATING or not meta.flow:
+            meta = Job.from_item(self.store.update_job(
+                job, flow=flow, flow_source=flow_source, status=JobStatus.INGESTING.value,
+                row_count=int(getattr(contacts, "row_count", 0) or 0)))
         try:
             return self._stream(obj, job, meta, flow, contacts, remaining_s)
         except FileRejected as err:  # detected before any row was yielded
@@ -389,8 +388,8 @@ class IngestService:
             contacts.close()
             body.close()
 
-    def _pause_prepass(self, job: str, meta: dict) -> IngestResult:
-        pauses = int(meta.get("prepass_pauses", 0)) + 1
+    def _pause_prepass(self, job: str, meta: Job) -> IngestResult:
+        pauses = meta.prepass_pauses + 1
         if pauses > MAX_PREPASS_PAUSES:
             return self._reject_file(job, meta, "the file could not be validated within one run of the ingest "
                                                 "function: split it into smaller files")
@@ -398,11 +397,11 @@ class IngestService:
         logger.info("ingest paused in the validation pre-pass", extra={"job": job, "pauses": pauses})
         return IngestResult("paused", job)
 
-    def _stream(self, obj: ObjectRef, job: str, meta: dict, flow: str, contacts: Any,
+    def _stream(self, obj: ObjectRef, job: str, meta: Job, flow: str, contacts: Any,
                 remaining_s: Callable[[], float]) -> IngestResult:
         s = self.settings
-        checkpoint = int(meta.get("checkpoint_row", 0))
-        next_chunk = int(meta.get("next_chunk", 0))
+        checkpoint = meta.checkpoint_row
+        next_chunk = meta.next_chunk
         chunker = Chunker(batch_size=s.batch_size, security_id_len=SECURITY_ID_LEN, flow_id=flow)
         cancelled: list[str] = []  # the job's cancelled_reason, seen on a checkpoint write
         pending: list[tuple[int, Chunk, str]] = []  # (chunk no, chunk, message body)
@@ -432,9 +431,10 @@ class IngestService:
                 self._send_batch(batch)
                 flush_rejected()
                 checkpoint = batch[-1][1].rows[-1]
-                now = self.store.update_job(job, checkpoint_row=checkpoint, next_chunk=batch[-1][0] + 1)
-                if now.get("cancelled_reason"):
-                    cancelled.append(str(now["cancelled_reason"]))
+                now = Job.from_item(self.store.update_job(job, checkpoint_row=checkpoint,
+                                                          next_chunk=batch[-1][0] + 1))
+                if now.cancelled_reason:
+                    cancelled.append(now.cancelled_reason)
                     return
 
         def flush_rejected() -> None:
@@ -448,7 +448,7 @@ class IngestService:
             rows_seen += 1
             if isinstance(item, ValidRow):
                 call = item.call
-                call["keys"].append({"name": self.correlation_name, "value": f"{job}.{item.row}"})
+                call["keys"].append({"name": self.correlation_name, "value": row_ref(job, item.row)})
                 if item.warnings:
                     warnings[item.row] = "; ".join(item.warnings)
                 try:
@@ -456,16 +456,17 @@ class IngestService:
                 except CallTooLarge as err:
                     warnings.pop(item.row, None)
                     n_rejected += 1
-                    rejected.append({"row": item.row, "status": "REJECTED", "cid": item.client_id,
+                    rejected.append({"row": item.row, "status": Status.REJECTED.value, "cid": item.client_id,
                                      "reason": str(err)})
                 if len(pending) >= MAX_BATCH_ENTRIES:
                     send_pending(False)
                     if cancelled:  # the file was deleted (or the job cancelled): send nothing more
                         flush_rejected()
-                        return self._end_early(job, self.store.get_job(job) or meta, cancelled[0])
+                        return self._end_early(job, self._job(job) or meta, cancelled[0])
             elif isinstance(item, RejectedRow):
                 n_rejected += 1
-                rejected.append({"row": item.row, "status": "REJECTED", "cid": item.client_id, "reason": item.reason})
+                rejected.append({"row": item.row, "status": Status.REJECTED.value, "cid": item.client_id,
+                                 "reason": item.reason})
                 if len(rejected) >= 500:  # row items are idempotent puts: flush any time
                     flush_rejected()
             if rows_seen % 2000 == 0 and remaining_s() < s.ingest_time_margin_s:
@@ -474,7 +475,7 @@ class IngestService:
                 send_pending(True)
                 flush_rejected()
                 if cancelled:
-                    return self._end_early(job, self.store.get_job(job) or meta, cancelled[0])
+                    return self._end_early(job, self._job(job) or meta, cancelled[0])
                 if not chunker.pending_rows:
                     checkpoint = last_row
                     self.store.update_job(job, checkpoint_row=checkpoint, next_chunk=next_chunk)
@@ -485,14 +486,14 @@ class IngestService:
         send_pending(True)
         flush_rejected()
         if cancelled:
-            return self._end_early(job, self.store.get_job(job) or meta, cancelled[0])
+            return self._end_early(job, self._job(job) or meta, cancelled[0])
         total_rows = max(last_row, checkpoint)
         count("RowsIngested", rows_seen)
-        meta = self.store.update_job(job, ingest_done=True, total_rows=total_rows, chunks_total=next_chunk,
-                                     checkpoint_row=total_rows, next_chunk=next_chunk, status="DISPATCHING",
-                                     notes=list(getattr(contacts, "notes", []) or []))
+        meta = Job.from_item(self.store.update_job(
+            job, ingest_done=True, total_rows=total_rows, chunks_total=next_chunk, checkpoint_row=total_rows,
+            next_chunk=next_chunk, status=JobStatus.DISPATCHING.value, notes=list(getattr(contacts, "notes", []) or [])))
         logger.info("ingest done", extra={"job": job, "rows": total_rows, "chunks": next_chunk})
-        if int(meta.get("chunks_settled", 0)) >= next_chunk:
+        if meta.chunks_settled >= next_chunk:
             self.finisher.finalize(job)
         return IngestResult("done", job, rows=total_rows, chunks=next_chunk, rejected=n_rejected,
                             notes=list(getattr(contacts, "notes", []) or []))
@@ -511,27 +512,27 @@ class IngestService:
             time.sleep(min(2.0, 0.1 * 2**attempt))
         raise RuntimeError(f"SQS refused {len(entries)} chunk messages after retries")
 
-    def _reject_file(self, job: str, meta: dict, reason: str) -> IngestResult:
-        logger.warning("file rejected", extra={"job": job, "key": meta.get("key"), "reason": reason})
+    def _reject_file(self, job: str, meta: Job, reason: str) -> IngestResult:
+        logger.warning("file rejected", extra={"job": job, "key": meta.key, "reason": reason})
         count("FilesRejected", 1)
-        self.store.update_job(job, flow=meta.get("flow", ""), status="REJECTED", error=reason, ingest_done=True,
+        self.store.update_job(job, flow=meta.flow, status=JobStatus.REJECTED.value, error=reason, ingest_done=True,
                               total_rows=0, chunks_total=0)
         self.finisher.finalize(job)
         return IngestResult("rejected", job, reason=reason)
 
-    def _end_early(self, job: str, meta: dict, reason: str) -> IngestResult:
+    def _end_early(self, job: str, meta: Job, reason: str) -> IngestResult:
         """End a job whose file will not be (fully) read: the object is gone, the job was
         cancelled, or Lambda gave up. Nothing queued yet: a whole-file rejection. Else the job
         is cancelled with this reason (dispatch sends nothing more) and every row after the
         last queued chunk is reported CANCELLED; the report follows once the queued chunks
         are settled."""
-        if int(meta.get("next_chunk", 0)) == 0 and not meta.get("cancelled_reason"):
+        if meta.next_chunk == 0 and not meta.cancelled_reason:
             return self._reject_file(job, meta, reason)
         self.store.cancel_job(job, reason)
-        total = max(int(meta.get("row_count") or 0), int(meta.get("checkpoint_row") or 0))
-        chunks = int(meta.get("next_chunk", 0))
-        meta = self.store.update_job(job, ingest_done=True, total_rows=total, chunks_total=chunks,
-                                     status="DISPATCHING")
+        total = max(meta.row_count, meta.checkpoint_row)
+        chunks = meta.next_chunk
+        meta = Job.from_item(self.store.update_job(job, ingest_done=True, total_rows=total, chunks_total=chunks,
+                                                   status=JobStatus.DISPATCHING.value))
         logger.warning("ingest ended early", extra={"job": job, "reason": reason, "chunks": chunks})
         self.finisher.maybe_finalize(job, meta)
         return IngestResult("cancelled", job, rows=total, chunks=chunks, reason=reason)

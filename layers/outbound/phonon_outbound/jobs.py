@@ -13,11 +13,14 @@ import io
 import json
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from .observability import count, logger
+from .records import Job, JobStatus
 from .reports import STATUSES, ReportWriter, summary_dict
+from .status import Status
 from .store import Store
 
 EVENT_SOURCE = "phonon-outbound"
@@ -42,12 +45,13 @@ def report_keys(key: str, stamp: str | None = None) -> tuple[str, str]:
     return f"{base}.results.csv", f"{base}.summary.json"
 
 
-def job_report_keys(meta: dict, job: str = "") -> tuple[str, str]:
+def job_report_keys(meta: Job | Mapping[str, Any], job: str = "") -> tuple[str, str]:
     """The report keys fixed on the job item at its creation (`report_csv_key`,
     `report_summary_key`); the old unstamped names for a job that has none."""
-    if meta.get("report_csv_key") and meta.get("report_summary_key"):
-        return str(meta["report_csv_key"]), str(meta["report_summary_key"])
-    return report_keys(meta.get("key") or job)
+    meta = meta if isinstance(meta, Job) else Job.from_item(meta)
+    if meta.report_csv_key and meta.report_summary_key:
+        return meta.report_csv_key, meta.report_summary_key
+    return report_keys(meta.key or job)
 
 
 class JobFinisher:
@@ -58,8 +62,9 @@ class JobFinisher:
         self.events = events
         self.event_bus = event_bus
 
-    def maybe_finalize(self, job: str, meta: dict) -> bool:
-        if meta.get("ingest_done") and int(meta.get("chunks_settled", 0)) >= int(meta.get("chunks_total", -1)):
+    def maybe_finalize(self, job: str, meta: Job | Mapping[str, Any]) -> bool:
+        """Write the report if every chunk of the job has settled (`meta`: its item, or the Job)."""
+        if (meta if isinstance(meta, Job) else Job.from_item(meta)).all_chunks_settled:
             return self.finalize(job)
         return False
 
@@ -76,16 +81,16 @@ class JobFinisher:
             raise
 
     def _write(self, job: str, force: bool, missing_reason: str | None) -> bool:
-        meta = self.store.get_job(job) or {}
-        total = int(meta.get("total_rows", 0))
+        meta = Job.from_item(self.store.get_job(job))
+        total = meta.total_rows
         counts = dict.fromkeys(STATUSES, 0)
         missing = 0
         csv_key, summary_key = job_report_keys(meta, job)
-        cancelled = meta.get("cancelled_reason")
+        cancelled = meta.cancelled_reason
         # Rows without an outcome: an aborted run's rows, the rows a failed ingest never read
         # (`missing_reason` on the job), or the rows a cancelled job never sent (CANCELLED).
-        fill_status = "CANCELLED" if cancelled and not missing_reason else "FAILED"
-        fill_reason = (missing_reason or meta.get("missing_reason")
+        fill_status = Status.CANCELLED if cancelled and not missing_reason else Status.FAILED
+        fill_reason = (missing_reason or meta.missing_reason
                        or (f"not sent: {cancelled}" if cancelled else None)
                        or "no outcome was recorded for this row (internal error; please report it)")
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+b") as raw:
@@ -103,7 +108,7 @@ class JobFinisher:
                     missing += 1
                     expected += 1
 
-            last = total if meta.get("ingest_done") and meta.get("status") != "REJECTED" else None
+            last = total if meta.ingest_done and not meta.rejected else None
             for item in self.store.iter_outcomes(job):
                 row = int(item["row"])
                 if row < expected or (last is not None and row > last):
@@ -111,13 +116,13 @@ class JobFinisher:
                 fill_to(row)
                 status = item.get("status")
                 if status is None:  # only a webhook's phonon-uuid: Phonon ran the call, our answer was lost
-                    status = "ACCEPTED" if item.get("phonon_uuid") else "FAILED"
+                    status = Status.ACCEPTED if item.get("phonon_uuid") else Status.FAILED
                     item["reason"] = (WEBHOOK_ONLY_REASON if item.get("phonon_uuid") else fill_reason)
                 counts[status] = counts.get(status, 0) + 1
                 writer.write(row, item.get("cid", ""), status, item.get("phonon_uuid", ""),
                              item.get("request_id", ""), item.get("reason", ""))
                 expected = row + 1
-            if meta.get("status") != "REJECTED":
+            if not meta.rejected:
                 fill_to(total + 1)
             text.flush()
             text.detach()  # keep `raw` open for the upload
@@ -125,23 +130,22 @@ class JobFinisher:
             self.s3.upload_fileobj(raw, self.bucket, csv_key, ExtraArgs={"ContentType": "text/csv; charset=utf-8"})
         if filled and missing_reason:
             self.store.put_rows(job, filled)
-        if missing and not (missing_reason or meta.get("missing_reason") or cancelled):
+        if missing and not (missing_reason or meta.missing_reason or cancelled):
             logger.error("rows without outcome", extra={"job": job, "missing": missing})
         now = time.time()
         summary = summary_dict(
-            file=meta.get("key", ""), flow=meta.get("flow", ""), counts={**counts, "rows": total},
-            api_requests=int(meta.get("api_requests", 0)),
-            timings={"elapsed_s": now - float(meta.get("created_at") or now)},
-            notes=meta.get("notes", []) or [], report=f"s3://{self.bucket}/{csv_key}", error=meta.get("error"),
-            bucket=meta.get("bucket", ""), job=job, started_at=meta.get("created_at"), finished_at=round(now, 3),
-            version=meta.get("version", ""), uploaded_at=meta.get("uploaded_at", ""),
+            file=meta.key, flow=meta.flow, counts={**counts, "rows": total}, api_requests=meta.api_requests,
+            timings={"elapsed_s": now - float(meta.created_at or now)},
+            notes=list(meta.notes), report=f"s3://{self.bucket}/{csv_key}", error=meta.error or None,
+            bucket=meta.bucket, job=job, started_at=meta.created_at, finished_at=round(now, 3),
+            version=meta.version, uploaded_at=meta.uploaded_at,
             **({"cancelled": cancelled} if cancelled else {}),
-            **({"failure": meta["failure"]} if meta.get("failure") else {}))
+            **({"failure": meta.failure} if meta.failure else {}))
         self.s3.put_object(Bucket=self.bucket, Key=summary_key, Body=json.dumps(summary, indent=2).encode(),
                            ContentType="application/json")
-        final = ("REJECTED" if meta.get("error") else "FAILED" if meta.get("failure")
-                 else "CANCELLED" if cancelled else "COMPLETED")
-        self.store.update_job(job, status=final, completed=True,
+        final = (JobStatus.REJECTED if meta.error else JobStatus.FAILED if meta.failure
+                 else JobStatus.CANCELLED if cancelled else JobStatus.COMPLETED)
+        self.store.update_job(job, status=final.value, completed=True,
                               counts={k.lower(): v for k, v in counts.items()})
         if not force:
             count("FilesCompleted", 1)

@@ -25,6 +25,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 
 from .observability import count, logger
+from .records import Job
 from .store import Store
 
 ACTIVE_INDEX = "active-jobs"
@@ -61,8 +62,9 @@ def recover_reports(store: Store, finisher: Any, jobs: list[dict[str, Any]]) -> 
     settled, not completed); the report claim's lease decides who writes. Returns their ids."""
     written = []
     for j in jobs:
-        meta = store.get_job(j["job"])
-        if not meta or meta.get("completed") or not meta.get("ingest_done"):
+        item = store.get_job(j["job"])
+        meta = Job.from_item(item)
+        if not item or meta.completed or not meta.ingest_done:
             continue
         try:
             if finisher.maybe_finalize(j["job"], meta):

@@ -66,6 +66,7 @@ from pydantic import (
 
 from . import suppression
 from .observability import count, logger, register_secret
+from .records import Job, parse_row_ref
 from .store import RowUuidConflict, Store, decode_outcomes
 
 # ------------------------------------------------------------------------------------- bounds
@@ -424,27 +425,29 @@ class WebhookService:
         self.store = store
         self.correlation_name = f"$flow.key.{correlation_key}"
         self.correlation_key = correlation_key
-        self._jobs: dict[str, dict] = {}  # a job's key and flow never change: one read per job
+        self._jobs: dict[str, Job] = {}  # a job's key, flow and rows never change once ingested: one read
         self._outcomes: dict[tuple[str, int], tuple[int, dict[int, dict]]] = {}
 
-    def _job(self, job: str) -> dict:
-        """The job's flow, key and (once ingest is done) row count; read once per job after that."""
+    def _job(self, job: str) -> Job | None:
+        """The job (None when unknown); read once per job after its ingest is done."""
         meta = self._jobs.get(job)
         if meta is None:
-            meta = self.store.get_job(job) or {}
-            if meta.get("ingest_done"):
-                self._jobs[job] = {"flow": meta.get("flow"), "key": meta.get("key"), "ingest_done": True,
-                                   "total_rows": int(meta.get("total_rows", 0))}
+            item = self.store.get_job(job)
+            if item is None:
+                return None
+            meta = Job.from_item(item)
+            if meta.ingest_done:
+                self._jobs[job] = meta
         return meta
 
     @staticmethod
-    def _has_row(meta: dict, row: int) -> bool:
+    def _has_row(meta: Job, row: int) -> bool:
         """Rows are numbered from 1; once ingest is done we know the last one. A push naming
         another row must not invent a row in the report."""
-        if meta.get("ingest_done"):
-            return 1 <= row <= int(meta.get("total_rows", 0))
+        if meta.ingest_done:
+            return 1 <= row <= meta.total_rows
         # still ingesting: the validation pre-pass has counted the file's rows
-        return row >= 1 and (not meta.get("row_count") or row <= int(meta["row_count"]))
+        return row >= 1 and (not meta.row_count or row <= meta.row_count)
 
     def correlation_ref(self, push: FlowEndPush | dict) -> str | None:
         """Our `<job>.<row>` from the push's flow variables; None when absent or not of that shape."""
@@ -479,7 +482,7 @@ class WebhookService:
             count("WebhooksReceived", 1)
             return {"phonon-uuid": uuid, "matched": False}
 
-        assert row is not None
+        assert row is not None and meta is not None
         outcome = self._outcome(job, row)
         if outcome and outcome.get("phonon_uuid") and outcome["phonon_uuid"] != uuid:
             raise self._conflict("the row already has another phonon-uuid")
@@ -488,7 +491,7 @@ class WebhookService:
         except RowUuidConflict:
             raise self._conflict("the row already has another phonon-uuid") from None
         info = row_item if row_item.get("status") else outcome
-        attrs.update({"flow-id": meta.get("flow"), "job": job, "file": meta.get("key"), "row": row})
+        attrs.update({"flow-id": meta.flow, "job": job, "file": meta.key, "row": row})
         if info:
             attrs.update({"client-identifier": info.get("cid"), "request-id": info.get("request_id"),
                           "numbers": info.get("numbers")})
@@ -498,20 +501,19 @@ class WebhookService:
             if newly_set:  # undo our half: the row must not keep a uuid that belongs to another row
                 self.store.clear_row_uuid(job, row, uuid)
             raise self._conflict("the phonon-uuid is already recorded for another row")
-        suppression.opt_out(body, push, info, meta.get("flow"), ref)  # "press 9 to stop" (docs/suppression.md)
+        suppression.opt_out(body, push, info, meta.flow, ref)  # "press 9 to stop" (docs/suppression.md)
         count("WebhooksReceived", 1)
         return {"phonon-uuid": uuid, "matched": True}
 
-    def _match(self, ref: str | None) -> tuple[str | None, int | None, dict]:
-        if not ref or "." not in ref:
-            return None, None, {}
-        job, _, row = ref.rpartition(".")
-        if not (job and row.isascii() and row.isdigit() and len(row) <= 12):
-            return None, None, {}
+    def _match(self, ref: str | None) -> tuple[str | None, int | None, Job | None]:
+        parsed = parse_row_ref(ref)
+        if parsed is None:
+            return None, None, None
+        job, row = parsed
         meta = self._job(job)
-        if not meta or not self._has_row(meta, int(row)):
-            return None, None, {}
-        return job, int(row), meta
+        if meta is None or not self._has_row(meta, row):
+            return None, None, None
+        return job, row, meta
 
     @staticmethod
     def _conflict(message: str) -> WebhookError:
