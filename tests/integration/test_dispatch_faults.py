@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from phonon_outbound import wiring
 from phonon_outbound.api.body import MAX_BODY_BYTES
+from phonon_outbound.outcomes import Done, Fate, HandBack
 from phonon_outbound.status import Status
 from phonon_outbound.store import Store
 
@@ -286,9 +287,10 @@ def test_a_request_starts_only_with_its_connect_and_read_timeouts_plus_the_margi
     need = service.request_time_s
     assert need == pytest.approx(3.05 + 5 + service.send_margin_s)  # harness: API_READ_TIMEOUT_S=5
     # just under: handed back unsent
-    assert service.handle(body, 1, lambda: need - 0.01).status == "waiting"
+    assert isinstance(service.handle(body, 1, lambda: need - 0.01), HandBack)
     assert h.sim.stats()["requests"] == 0
     # enough: sent
-    assert service.handle(body, 1, lambda: need + 0.5).status == "settled"
+    done = service.handle(body, 1, lambda: need + 0.5)
+    assert isinstance(done, Done) and done.outcome.fate is Fate.SETTLED
     assert h.sim.stats()["requests"] == 1
     assert statuses(h.report(obj)) == {"ACCEPTED": 2}

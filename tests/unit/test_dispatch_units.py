@@ -1,8 +1,14 @@
-"""Pure parts of dispatch: the dedupe identity of a call and the retry backoff."""
+"""Pure parts of dispatch: the dedupe identity of a call, the retry backoff, and the typed
+outcomes (a row's outcome as stored and read back, a chunk's counts derived from its rows)."""
 
 from __future__ import annotations
 
+import pytest
+
 from phonon_outbound.dispatch import ChunkMessage, backoff_s, dedupe_hash
+from phonon_outbound.outcomes import ChunkOutcome, Fate, RowOutcome
+from phonon_outbound.status import Status
+from phonon_outbound.store import OUTCOME_FIELDS, decode_outcomes, encode_outcomes
 
 CORR = "$flow.key.OutboundRef"
 
@@ -39,3 +45,36 @@ def test_backoff_grows_exponentially_within_its_cap_and_is_jittered():
 def test_a_chunk_message_carries_no_security_id_field():
     assert "security-id" not in ChunkMessage.model_fields
     assert "security_id" not in ChunkMessage.model_fields
+
+
+def test_a_row_outcome_is_stored_with_the_outcome_fields_and_read_back_equal():
+    row = RowOutcome.of_call(7, call(), Status.ACCEPTED, request_id="req-1", phonon_uuid="u-1", reason="note")
+    assert row == RowOutcome(7, Status.ACCEPTED, "A-1", "req-1", "u-1", "note", ("919800000001",))
+    item = row.to_item()
+    assert tuple(item) == OUTCOME_FIELDS
+    assert item["status"] == "ACCEPTED" and item["numbers"] == ["919800000001"]
+    # through the stored form, which leaves empty fields out
+    failed = RowOutcome.of_call(8, {}, Status.FAILED, reason="HTTP 400")
+    assert [RowOutcome.from_item(i) for i in decode_outcomes(encode_outcomes([row.to_item(), failed.to_item()]))] == [
+        row, failed]
+    assert failed.cid == "" and failed.numbers == ()
+
+
+def test_a_stored_outcome_with_a_status_outside_the_vocabulary_is_refused():
+    with pytest.raises(ValueError):
+        RowOutcome.from_item({"row": 1, "status": "exhausted"})
+
+
+def test_a_chunks_counts_are_derived_from_its_rows_and_a_decided_row_keeps_its_outcome():
+    out = ChunkOutcome(Fate.SETTLED)
+    out.add(RowOutcome(1, Status.ACCEPTED))
+    out.add(RowOutcome(2, Status.DUPLICATE))
+    out.add(RowOutcome(3, Status.CANCELLED))
+    out.add(RowOutcome(1, Status.FAILED, reason="later"))  # row 1 is decided already
+    assert out.rows[1].status is Status.ACCEPTED
+    assert out.counters() == {"accepted": 1, "failed": 0, "duplicate": 1, "cancelled": 1}
+    assert [out.count(s) for s in (Status.ACCEPTED, Status.FAILED, Status.DUPLICATE)] == [1, 0, 1]
+
+
+def test_a_chunks_fate_is_one_of_four_documented_values():
+    assert [f.value for f in Fate] == ["settled", "waiting", "duplicate-delivery", "exhausted"]

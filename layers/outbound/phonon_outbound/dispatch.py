@@ -8,10 +8,12 @@ Never a second call for the same customer:
   a 201 on our resend therefore means "accepted earlier" and is recorded as such;
 - dedupe claims (`Store.claim_dedupe`) stop the same call arriving again from another file.
 
-Waiting never kills a message: rate-limit waits, an open circuit breaker and too little time
-left in the invocation re-queue a copy of the message with a delay (a fresh receive count)
-instead of failing it. Only answers that may succeed later (5xx, 206, timeouts, unknown
-answers) are retried through the visibility timeout with exponential backoff.
+`DispatchService.handle` makes no SQS call: it returns a `Decision` (`outcomes.py`) that the
+handler carries out (`sqs_actions.py`). Waiting never kills a message: rate-limit waits, an
+open circuit breaker and too little time left in the invocation are a `HandBack` (a copy of
+the message re-queued with a delay, a fresh receive count) instead of a failure. Only answers
+that may succeed later (5xx, 206, timeouts, unknown answers) are a `RetryAfter` (through the
+visibility timeout, with exponential backoff).
 
 Every chunk ends with every row's outcome, whatever goes wrong (docs/design.md, "Every row
 ends with a status"):
@@ -31,14 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
@@ -51,7 +51,8 @@ from .flows import FlowSecrets, UnknownFlow
 from .jobs import JobFinisher
 from .limiter import CircuitBreaker, RateLimiter
 from .observability import count, logger
-from .records import ChunkMessage, ChunkRef, PoisonMessage
+from .outcomes import ChunkOutcome, Decision, Done, Fate, HandBack, Poison, RetryAfter, RowOutcome
+from .records import ChunkMessage, ChunkRef, Job, PoisonMessage, parse_row_ref, row_ref
 from .settings import Settings
 from .status import Status
 from .store import Store, decode_outcomes
@@ -69,46 +70,6 @@ OUT_OF_TIME_DELAY_S = 1.0
 # leaves `request_time_s`: a slot the limiter granted is not given up for want of time.
 WAKE_SLACK_S = 1.0
 MAX_REASON_CHARS = 300
-
-
-class RetryLater(Exception):
-    """Give the message back through its visibility timeout (counts as an attempt)."""
-
-    def __init__(self, delay_s: float, reason: str):
-        super().__init__(reason)
-        self.delay_s = delay_s
-        self.reason = reason
-
-
-class Exhausted(RetryLater):
-    """The last attempt failed: rows are FAILED and recorded; SQS moves the message to the DLQ."""
-
-
-@dataclass
-class Outcome:
-    """What happened to one chunk in this invocation."""
-
-    status: str  # settled | waiting | duplicate-delivery | exhausted
-    accepted: int = 0
-    failed: int = 0
-    duplicate: int = 0
-    cancelled: int = 0
-    requests: int = 0  # requests Phonon answered (any HTTP response)
-    attempts: int = 0  # requests started, answered or not
-    reason: str = ""
-    rows: dict[int, dict] = field(default_factory=dict)
-    claims: dict[int, tuple[str, str]] = field(default_factory=dict)  # row -> dedupe (hash, owner)
-    claimed: bool = False  # this invocation holds the chunk's lease
-
-    def add(self, row: int, item: dict) -> None:
-        """Record a row's outcome (once: a row already decided keeps its outcome)."""
-        if row in self.rows:
-            return
-        self.rows[row] = item
-        attr = {Status.ACCEPTED: "accepted", Status.FAILED: "failed", Status.DUPLICATE: "duplicate",
-                Status.CANCELLED: "cancelled"}.get(item["status"])
-        if attr:
-            setattr(self, attr, getattr(self, attr) + 1)
 
 
 def dedupe_hash(flow: str, call: dict, correlation_name: str) -> str:
@@ -138,8 +99,6 @@ def safe_reason(text: str) -> str:
 
 
 def describe_error(err: BaseException) -> str:
-    if isinstance(err, RetryLater):
-        return safe_reason(err.reason)
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
         return safe_reason(f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".rstrip(": "))
@@ -147,18 +106,51 @@ def describe_error(err: BaseException) -> str:
     return safe_reason(f"{type(err).__name__}: {text}" if text else type(err).__name__)
 
 
+@dataclass
+class _Step:
+    """What one step of sending decided, as a value: rows decided, the halves still to send
+    (bisection), or why the rest waits."""
+
+    rows: list[RowOutcome] = field(default_factory=list)
+    halves: list[tuple[list[dict], list[int]]] = field(default_factory=list)
+    stop: RetryAfter | HandBack | None = None  # the undecided rows wait: through SQS, or handed back
+    cancelled: str = ""  # the job was cancelled while the chunk waited for its send slot
+    exhausted: str = ""  # the last receive's answer stayed transient: its rows are FAILED with this reason
+
+
+@dataclass
+class _Sent:
+    """What sending a chunk decided, as a value: the rows it decided, the requests it made, and
+    why it stopped before deciding the rest, if it did. Rows decided before a stop (or an
+    error) are kept: on the last receive they keep their outcome."""
+
+    rows: dict[int, RowOutcome] = field(default_factory=dict)
+    claims: dict[int, tuple[str, str]] = field(default_factory=dict)  # row -> dedupe (hash, owner)
+    requests: int = 0
+    attempts: int = 0
+    stop: RetryAfter | HandBack | None = None
+    cancelled: str = ""
+    exhausted: str = ""
+    error: Exception | None = None  # an unexpected failure after `rows` were decided
+
+    def take(self, step: _Step) -> None:
+        for o in step.rows:
+            self.rows.setdefault(o.row, o)
+        self.stop = step.stop
+        self.cancelled = step.cancelled
+        self.exhausted = step.exhausted or self.exhausted
+
+
 class DispatchService:
     def __init__(self, settings: Settings, store: Store, client: Callable[[], PhononClient], secrets: FlowSecrets,
-                 finisher: JobFinisher, requeue: Callable[[str, float], None],
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 send_margin_s: float = SEND_MARGIN_S):
+                 finisher: JobFinisher, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, send_margin_s: float = SEND_MARGIN_S):
         self.s = settings
         self.store = store
         self._client_factory = client  # PhononClient is not thread-safe: one per worker thread
         self._local = threading.local()
         self.secrets = secrets
         self.finisher = finisher
-        self.requeue = requeue
         self.clock = clock
         self.sleep = sleep
         self.send_margin_s = send_margin_s
@@ -187,30 +179,15 @@ class DispatchService:
         return self.s.api_connect_timeout_s + self.s.api_read_timeout_s + self.send_margin_s
 
     # ------------------------------------------------------------------ entry points
-    def handle(self, body: str, receive_count: int, remaining_s: Callable[[], float]) -> Outcome:
+    def handle(self, body: str, receive_count: int, remaining_s: Callable[[], float]) -> Decision:
+        """What to do with one chunk message (its `receive_count`-th receive; `remaining_s`: the
+        seconds left in this invocation). Never raises: an unexpected error is a `RetryAfter`
+        with the queue's own visibility timeout (what SQS does with any failed record)."""
         try:
-            try:
-                msg = ChunkMessage.model_validate_json(body)
-            except ValidationError as err:
-                raise PoisonMessage(f"not a chunk message: {err.error_count()} validation errors") from None
-            calls = msg.complete_calls(self.correlation_name)
-        except PoisonMessage as err:
-            return self._poison(body, str(err))
-
-        out = Outcome("settled")
-        try:
-            return self._handle(msg, calls, body, receive_count, remaining_s, out)
-        except Exhausted:
-            raise
+            return self._handle_message(body, receive_count, remaining_s)
         except Exception as err:
-            if receive_count < self.s.max_receive_count:
-                if out.claimed:  # give the lease back: the retry need not wait for it to run out
-                    try:
-                        self.store.release_chunk(msg.job, msg.chunk)
-                    except Exception:
-                        logger.warning("chunk lease not given back", extra={"job": msg.job, "chunk": msg.chunk})
-                raise
-            return self._settle_after_error(msg, calls, out, receive_count, err)
+            logger.exception("chunk failed", extra={"receive_count": receive_count})
+            return RetryAfter(None, describe_error(err))
 
     def abandon(self, body: str, status: Status | str, reason: str) -> int:
         """End a chunk message's rows without sending anything: every row not yet settled gets
@@ -224,12 +201,35 @@ class DispatchService:
         return self._end_unsent(ref, Status(status), safe_reason(reason))
 
     # ------------------------------------------------------------------ the work
-    def _handle(self, msg: ChunkMessage, calls: list[dict], body: str, receive_count: int,
-                remaining_s: Callable[[], float], out: Outcome) -> Outcome:
+    def _handle_message(self, body: str, receive_count: int, remaining_s: Callable[[], float]) -> Decision:
+        try:
+            try:
+                msg = ChunkMessage.model_validate_json(body)
+            except ValidationError as err:
+                raise PoisonMessage(f"not a chunk message: {err.error_count()} validation errors") from None
+            calls = msg.complete_calls(self.correlation_name)
+        except PoisonMessage as err:
+            return self._poison(body, str(err))
+
+        out = ChunkOutcome(Fate.SETTLED)
+        try:
+            return self._handle(msg, calls, receive_count, remaining_s, out)
+        except Exception as err:
+            if receive_count < self.s.max_receive_count:
+                if out.claimed:  # give the lease back: the retry need not wait for it to run out
+                    try:
+                        self.store.release_chunk(msg.job, msg.chunk)
+                    except Exception:
+                        logger.warning("chunk lease not given back", extra={"job": msg.job, "chunk": msg.chunk})
+                raise
+            return self._settle_after_error(msg, calls, out, receive_count, describe_error(err), None)
+
+    def _handle(self, msg: ChunkMessage, calls: list[dict], receive_count: int, remaining_s: Callable[[], float],
+                out: ChunkOutcome) -> Decision:
         if receive_count > self.s.max_receive_count:
             # Settled FAILED on its last attempt already; SQS has not moved it to the DLQ yet
             # (its maxReceiveCount is higher than ours): do not send again, let it go there.
-            raise Exhausted(0, f"retries exhausted ({receive_count - 1} attempts)")
+            return RetryAfter(0, f"retries exhausted ({receive_count - 1} attempts)")
 
         cancelled = self.store.cancelled_reason(msg.job)
         breaker = CircuitBreaker(self.store, msg.flow, self.s.breaker_open_s, self.clock)
@@ -237,8 +237,7 @@ class DispatchService:
         if not cancelled:  # a cancelled chunk is settled at once, whatever the flow's breaker says
             state = breaker.check()
             if not state.allow:
-                self.requeue(body, state.wait_s)
-                return Outcome("waiting", reason=f"flow {msg.flow} paused: {state.reason}")
+                return HandBack(state.wait_s, f"flow {msg.flow} paused: {state.reason}")
             probe = state.probe
 
         claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
@@ -246,204 +245,240 @@ class DispatchService:
             logger.info("chunk already settled: redelivery dropped", extra={"job": msg.job, "chunk": msg.chunk})
             # An earlier attempt may have died after settling: counting is idempotent, and so
             # is the report (written once, by whoever completes the count).
-            _, meta = self.store.count_settled(msg.job, msg.chunk)
-            if not meta.get("completed"):
+            _, item = self.store.count_settled(msg.job, msg.chunk)
+            meta = Job.from_item(item)
+            if not meta.completed:
                 self.finisher.maybe_finalize(msg.job, meta)
-            return Outcome("duplicate-delivery")
+            return Done(ChunkOutcome(Fate.DUPLICATE_DELIVERY))
         if claim.state == "busy":
-            self.requeue(body, claim.lease_left_s + 1)
-            return Outcome("waiting", reason="another dispatcher holds this chunk")
+            return HandBack(claim.lease_left_s + 1, "another dispatcher holds this chunk")
 
         out.claimed = True
         ref = ChunkRef(msg.job, msg.chunk, msg.flow, list(msg.rows), calls)
         if cancelled:
-            return self._cancel(ref, out, cancelled)
-        try:
-            self._dispatch(msg, calls, receive_count, remaining_s, breaker, probe, out)
-        except _Cancelled as c:
-            return self._cancel(ref, out, c.reason)
-        except Exhausted:
-            raise
-        except RetryLater:
+            return Done(self._cancel(ref, out, cancelled))
+        sent = self._dispatch(msg, calls, receive_count, remaining_s, breaker, probe)
+        for o in sent.rows.values():
+            out.add(o)
+        out.claims.update(sent.claims)
+        out.requests += sent.requests
+        out.attempts += sent.attempts
+        if sent.error is not None:
+            raise sent.error
+        if sent.cancelled:
+            return Done(self._cancel(ref, out, sent.cancelled))
+        if isinstance(sent.stop, RetryAfter):
             if receive_count >= self.s.max_receive_count:
-                # The last receive: keep the lease until its rows are settled (`handle`), so no
-                # other copy of the message starts sending them meanwhile.
-                raise
+                # The last receive: keep the lease until its rows are settled, so no other copy
+                # of the message starts sending them meanwhile.
+                return self._settle_after_error(msg, calls, out, receive_count, sent.stop.reason, sent.stop.seconds)
             if not self.store.note_chunk(msg.job, msg.chunk, state="RETRY", lease_until=0):
                 return self._settled_meanwhile(msg)
-            raise
-        except _HandBack as hb:
+            return sent.stop
+        if isinstance(sent.stop, HandBack):
             if not self.store.note_chunk(msg.job, msg.chunk, state="WAITING", lease_until=0):
                 return self._settled_meanwhile(msg)
-            self.requeue(body, hb.delay_s)
-            return Outcome("waiting", reason=hb.reason)
+            return sent.stop
+        if sent.exhausted:
+            out.fate, out.reason = Fate.EXHAUSTED, sent.exhausted
         self._record(ref, out)
-        if out.status == "exhausted":
-            raise Exhausted(0, out.reason)  # to the DLQ: this was the last receive
-        return out
+        if out.fate is Fate.EXHAUSTED:
+            return RetryAfter(0, out.reason)  # to the DLQ: this was the last receive
+        return Done(out)
 
-    def _settled_meanwhile(self, msg: ChunkMessage) -> Outcome:
+    def _settled_meanwhile(self, msg: ChunkMessage) -> Done:
         """This invocation was to hand its chunk back, but the chunk was settled meanwhile (by
         another copy of the message, an abandoned run): its outcome stands, this copy ends."""
         logger.warning("chunk settled meanwhile: not handed back", extra={"job": msg.job, "chunk": msg.chunk})
-        return Outcome("duplicate-delivery")
+        return Done(ChunkOutcome(Fate.DUPLICATE_DELIVERY))
 
     def _dispatch(self, msg: ChunkMessage, calls: list[dict], receive_count: int, remaining_s: Callable[[], float],
-                  breaker: CircuitBreaker, probe: bool, out: Outcome) -> None:
+                  breaker: CircuitBreaker, probe: bool) -> _Sent:
+        """Dedupe the chunk's calls, then send the rest: what was decided for its rows."""
+        sent = _Sent()
         rows = list(msg.rows)
 
         # Dedupe across files, decided once per chunk and identically on every retry.
         if self.s.dedupe_window_hours > 0:
             for row, call in zip(rows, calls, strict=True):
-                out.claims[row] = (dedupe_hash(msg.flow, call, self.correlation_name), f"{msg.job}.{row}")
+                sent.claims[row] = (dedupe_hash(msg.flow, call, self.correlation_name), row_ref(msg.job, row))
             try:
-                conflicts = self.store.claim_dedupe(msg.flow, list(out.claims.values()),
+                conflicts = self.store.claim_dedupe(msg.flow, list(sent.claims.values()),
                                                     self.s.dedupe_window_hours * 3600, self.clock())
             except TimeoutError as err:  # the flow's dedupe lock stayed busy; nothing was sent
-                raise _HandBack(LOCK_BUSY_DELAY_S, str(err)) from None
+                sent.take(_Step(stop=HandBack(LOCK_BUSY_DELAY_S, str(err))))
+                return sent
             if conflicts and self._any_unsettled(conflicts.values()):
                 # The same call is claimed by a row whose outcome is not known yet (its chunk is
                 # being sent or retried): it is no duplicate of an accepted call yet. Wait for
                 # that outcome (a FAILED row gives its claim back) instead of guessing.
-                raise _HandBack(DEDUPE_PENDING_DELAY_S, "waiting for the outcome of the same call from another file")
+                sent.take(_Step(stop=HandBack(DEDUPE_PENDING_DELAY_S,
+                                              "waiting for the outcome of the same call from another file")))
+                return sent
             if conflicts:
-                keep_calls, keep_rows = [], []
+                keep_calls, keep_rows, duplicates = [], [], []
                 for row, call in zip(rows, calls, strict=True):
-                    other = conflicts.get(out.claims[row][0])
+                    other = conflicts.get(sent.claims[row][0])
                     if other is None:
                         keep_calls.append(call)
                         keep_rows.append(row)
                     else:
-                        out.add(row, self._row(call, Status.DUPLICATE, reason=self._duplicate_reason(other)))
+                        duplicates.append(RowOutcome.of_call(row, call, Status.DUPLICATE,
+                                                             reason=self._duplicate_reason(other)))
+                sent.take(_Step(duplicates))
                 calls, rows = keep_calls, keep_rows
 
-        if calls:
-            try:
-                security_id = self.secrets.security_id(msg.flow)
-            except UnknownFlow as err:
-                for row, call in zip(rows, calls, strict=True):
-                    out.add(row, self._row(call, Status.FAILED, reason=err.reason))
-            else:
-                self._send(msg, calls, rows, security_id, receive_count, remaining_s, breaker, probe, out, top=True)
+        if not calls:
+            return sent
+        try:
+            security_id = self.secrets.security_id(msg.flow)
+        except UnknownFlow as err:
+            sent.take(_Step([RowOutcome.of_call(row, call, Status.FAILED, reason=err.reason)
+                             for row, call in zip(rows, calls, strict=True)]))
+            return sent
+        result = self._send(msg, calls, rows, security_id, receive_count, remaining_s, breaker, probe)
+        result.rows.update(sent.rows)  # the duplicates (rows never sent)
+        result.claims = sent.claims
+        return result
 
-    def _out_of_time(self, out: Outcome, left: float) -> None:
+    def _out_of_time(self, attempts: int, left: float) -> _Step:
         reason = (f"not sent: {left:.1f} s left in this invocation, and a request may take "
                   f"{self.request_time_s:.1f} s (connect + read timeout + margin)")
-        if not out.attempts:
-            raise _HandBack(OUT_OF_TIME_DELAY_S, reason)
-        raise RetryLater(OUT_OF_TIME_DELAY_S, reason)  # part of a split chunk went already: resend it all
+        if not attempts:
+            return _Step(stop=HandBack(OUT_OF_TIME_DELAY_S, reason))
+        return _Step(stop=RetryAfter(OUT_OF_TIME_DELAY_S, reason))  # part of a split chunk went already: resend it all
 
     def _send(self, msg: ChunkMessage, calls: list[dict], rows: list[int], security_id: str, receive_count: int,
-              remaining_s: Callable[[], float], breaker: CircuitBreaker, probe: bool, out: Outcome, top: bool) -> None:
+              remaining_s: Callable[[], float], breaker: CircuitBreaker, probe: bool) -> _Sent:
+        """Send these calls and return what was decided for their rows. A body Phonon refuses
+        for one of its records is split in two and each half sent, depth first (an explicit
+        work-list: the first half is decided before the second is sent); every sub-body is
+        deterministic too. Stops at the first part that has to wait, keeping what earlier parts
+        decided; an unexpected error is returned in `error` along with them."""
+        sent = _Sent()
+        work = [(calls, rows)]
+        while work and sent.stop is None and not sent.cancelled:
+            part_calls, part_rows = work.pop()
+            top = part_rows is rows  # the whole chunk, not a half of it
+            try:
+                ready = self._ready(msg, part_calls, part_rows, security_id, remaining_s, top, sent.attempts)
+                if isinstance(ready, _Step):
+                    sent.take(ready)
+                    continue
+                part_calls, part_rows, ready = suppression.before_send(  # the list again, after any wait
+                    self.s, msg.job, msg.flow, part_rows, part_calls, ready,  # (docs/suppression.md)
+                    lambda row, call, why: sent.rows.setdefault(row, RowOutcome.of_call(
+                        row, call, Status.SUPPRESSED, reason=why)),
+                    lambda kept: build_body(security_id, msg.flow, kept))
+                if not part_calls:
+                    continue
+                answer = self.client.post(ready)
+                sent.attempts += 1
+                answered = answer.http_status is not None
+                sent.requests += answered
+                verdict = classify(answer, on_retry=receive_count > 1)
+                # Phonon's (or a gateway's) message may name a number: mask it before the reason goes
+                # into a row, a log line or a retry (the security-id is redacted by `classify` already).
+                verdict = replace(verdict, reason=safe_reason(verdict.reason))
+                count(f"Api{verdict.kind.name.title().replace('_', '')}")
+                closes = probe and top and verdict.kind is not Kind.ACCOUNT
+                # The answer's rows are decided before anything more is written: a write failing
+                # now (DynamoDB throttling) cannot lose an answer Phonon gave. On the last receive
+                # the decided rows keep their outcome (and their dedupe claims); before it, the
+                # identical resend is answered 201.
+                try:
+                    step = self._decide(msg, part_calls, part_rows, receive_count, breaker, top, verdict)
+                    sent.take(step)
+                    work.extend(reversed(step.halves))
+                finally:
+                    self.store.add_to_job(msg.job, api_attempts=1, **({"api_requests": 1} if answered else {}))
+                    if closes:
+                        breaker.close()
+            except Exception as err:
+                sent.error = err
+                break
+        return sent
+
+    def _ready(self, msg: ChunkMessage, calls: list[dict], rows: list[int], security_id: str,
+               remaining_s: Callable[[], float], top: bool, attempts: int) -> bytes | _Step:
+        """The request body once it may be sent (its rate-limit slot taken, time enough left),
+        or the step that ends these rows unsent or makes them wait."""
         body = build_body(security_id, msg.flow, calls)
         if len(body) > MAX_BODY_BYTES:
             # Chunks are sized for a 64-character security-id; whatever made this one bigger, a
             # body over 256 KB is silently not processed by Phonon: never send it.
             reason = (f"not sent: the request body would be {len(body):,} bytes, over Phonon's limit of "
                       f"{MAX_BODY_BYTES:,} bytes (256 KB), which it silently does not process")
-            for row, call in zip(rows, calls, strict=True):
-                out.add(row, self._row(call, Status.FAILED, reason=reason))
             count("BodiesTooLarge", 1)
-            return
+            return _Step([RowOutcome.of_call(row, call, Status.FAILED, reason=reason)
+                          for row, call in zip(rows, calls, strict=True)])
 
         left = remaining_s()
         if left < self.request_time_s:
-            self._out_of_time(out, left)
+            return self._out_of_time(attempts, left)
         max_wait = max(0.0, min(self.s.dispatch_max_wait_s, left - self.request_time_s - WAKE_SLACK_S))
         granted, wait = self._reserve(len(calls), max_wait)
         if not granted:  # `wait`: when to come back
-            if top and not out.attempts:
-                raise _HandBack(wait, "waiting for the rate limit")
-            raise RetryLater(wait, "waiting for the rate limit while splitting a chunk")
+            if top and not attempts:
+                return _Step(stop=HandBack(wait, "waiting for the rate limit"))
+            return _Step(stop=RetryAfter(wait, "waiting for the rate limit while splitting a chunk"))
         if wait > 0:
             self.sleep(wait)
-            reason = self.store.cancelled_reason(msg.job)  # it may have been cancelled meanwhile
-            if reason:
-                raise _Cancelled(reason)
+            cancelled = self.store.cancelled_reason(msg.job)  # it may have been cancelled meanwhile
+            if cancelled:
+                return _Step(cancelled=cancelled)
             left = remaining_s()
             if left < self.request_time_s:
-                self._out_of_time(out, left)
+                return self._out_of_time(attempts, left)
+        return body
 
-        calls, rows, body = suppression.before_send(  # the list once more, after any wait (docs/suppression.md)
-            self.s, msg.job, msg.flow, rows, calls, body,
-            lambda row, call, why: out.add(row, self._row(call, Status.SUPPRESSED, reason=why)),
-            lambda kept: build_body(security_id, msg.flow, kept))
-        if not calls:
-            return
-        answer = self.client.post(body)
-        out.attempts += 1
-        answered = answer.http_status is not None
-        if answered:
-            out.requests += 1
-        verdict = classify(answer, on_retry=receive_count > 1)
-        # Phonon's (or a gateway's) message may name a number: mask it before the reason goes
-        # into a row, a log line or a retry (the security-id is redacted by `classify` already).
-        verdict = replace(verdict, reason=safe_reason(verdict.reason))
-        count(f"Api{verdict.kind.name.title().replace('_', '')}")
-        closes = probe and verdict.kind is not Kind.ACCOUNT
-        # The answer's rows are decided before anything more is written: a write failing now
-        # (DynamoDB throttling) cannot lose an answer Phonon gave. On the last receive the
-        # decided rows keep their outcome (and their dedupe claims); before it, the identical
-        # resend is answered 201.
-        try:
-            self._decide(msg, calls, rows, security_id, receive_count, remaining_s, breaker, probe and not closes,
-                         out, top, verdict)
-        finally:
-            self.store.add_to_job(msg.job, api_attempts=1, **({"api_requests": 1} if answered else {}))
-            if closes:
-                breaker.close()
-
-    def _decide(self, msg: ChunkMessage, calls: list[dict], rows: list[int], security_id: str, receive_count: int,
-                remaining_s: Callable[[], float], breaker: CircuitBreaker, probe: bool, out: Outcome, top: bool,
-                verdict: Verdict) -> None:
-        """Record what Phonon's answer means for these rows (or split, retry, hand back)."""
+    def _decide(self, msg: ChunkMessage, calls: list[dict], rows: list[int], receive_count: int,
+                breaker: CircuitBreaker, top: bool, verdict: Verdict) -> _Step:
+        """What Phonon's answer means for these rows: their outcomes, the halves to send (a bad
+        record among several), or why they wait."""
         kind = verdict.kind
+        request_id = verdict.request_id or ""
         if kind is Kind.ACCEPTED or kind is Kind.ALREADY_ACCEPTED:
             note = "" if kind is Kind.ACCEPTED else (
                 "accepted by an earlier attempt: Phonon answered 201 Checksum Repeated to the identical resend")
-            for row, call in zip(rows, calls, strict=True):
-                uuid = verdict.accepted_ids.get(str(call.get("client-identifier", "")), "")
-                reason = "; ".join(x for x in (msg.warn.get(str(row), ""), note) if x)
-                out.add(row, self._row(call, Status.ACCEPTED, request_id=verdict.request_id, uuid=uuid, reason=reason))
-        elif kind is Kind.PARTIAL:
+            return _Step([RowOutcome.of_call(
+                row, call, Status.ACCEPTED, request_id=request_id,
+                phonon_uuid=verdict.accepted_ids.get(str(call.get("client-identifier", "")), ""),
+                reason="; ".join(x for x in (msg.warn.get(str(row), ""), note) if x))
+                for row, call in zip(rows, calls, strict=True)])
+        if kind is Kind.PARTIAL:
+            step = _Step()
             for row, call in zip(rows, calls, strict=True):
                 issued = verdict.accepted_ids.get(str(call.get("client-identifier", "")))
-                if issued:
-                    out.add(row, self._row(call, Status.ACCEPTED, request_id=verdict.request_id, uuid=issued,
-                                           reason=msg.warn.get(str(row), "")))
-                else:
-                    out.add(row, self._row(call, Status.FAILED, request_id=verdict.request_id,
-                                           reason=f"{verdict.reason}; this call was not among the accepted ones"))
-        elif kind in (Kind.RECORD, Kind.TOO_LARGE) and len(calls) > 1:
-            # Find the offending calls by bisection; every sub-body is deterministic too.
-            half = len(calls) // 2
-            for part_calls, part_rows in ((calls[:half], rows[:half]), (calls[half:], rows[half:])):
-                self._send(msg, part_calls, part_rows, security_id, receive_count, remaining_s, breaker, probe,
-                           out, top=False)
-        elif kind in (Kind.RECORD, Kind.TOO_LARGE, Kind.FLOW, Kind.PERMANENT):
-            for row, call in zip(rows, calls, strict=True):
-                out.add(row, self._row(call, Status.FAILED, reason=verdict.reason))
-        elif kind is Kind.ACCOUNT:
+                step.rows.append(RowOutcome.of_call(row, call, Status.ACCEPTED, request_id=request_id,
+                                                    phonon_uuid=issued, reason=msg.warn.get(str(row), ""))
+                                 if issued else
+                                 RowOutcome.of_call(row, call, Status.FAILED, request_id=request_id,
+                                                    reason=f"{verdict.reason}; this call was not among the accepted ones"))
+            return step
+        if kind in (Kind.RECORD, Kind.TOO_LARGE) and len(calls) > 1:
+            half = len(calls) // 2  # find the offending calls by bisection
+            return _Step(halves=[(calls[:half], rows[:half]), (calls[half:], rows[half:])])
+        if kind in (Kind.RECORD, Kind.TOO_LARGE, Kind.FLOW, Kind.PERMANENT):
+            return _Step([RowOutcome.of_call(row, call, Status.FAILED, reason=verdict.reason)
+                          for row, call in zip(rows, calls, strict=True)])
+        if kind is Kind.ACCOUNT:
             breaker.trip(verdict.reason, verdict.code)
             count("AccountRefusals", 1)
             logger.error("account-level refusal: sending paused for the flow",
                          extra={"flow": msg.flow, "reason": verdict.reason})
-            raise _HandBack(self.s.breaker_open_s, verdict.reason)
-        elif kind is Kind.RATE_LIMITED:
+            return _Step(stop=HandBack(self.s.breaker_open_s, verdict.reason))
+        if kind is Kind.RATE_LIMITED:
             self.records_limiter.penalize()
             delay = max(1.0, verdict.retry_after_s or 5.0)
-            if top and out.attempts == 1:
-                raise _HandBack(delay, verdict.reason)
-            raise RetryLater(delay, verdict.reason)
-        else:  # TRANSIENT, UNKNOWN: keep the message, never call it a success
-            if receive_count >= self.s.max_receive_count:
-                reason = f"retries exhausted after {receive_count} attempts: {verdict.reason}"
-                for row, call in zip(rows, calls, strict=True):
-                    out.add(row, self._row(call, Status.FAILED, reason=reason))
-                out.reason = reason
-                out.status = "exhausted"
-                return
-            raise RetryLater(backoff_s(receive_count, self.s.retry_base_s, self.s.retry_max_s), verdict.reason)
+            return _Step(stop=HandBack(delay, verdict.reason) if top else RetryAfter(delay, verdict.reason))
+        # TRANSIENT, UNKNOWN: keep the message, never call it a success
+        if receive_count >= self.s.max_receive_count:
+            reason = f"retries exhausted after {receive_count} attempts: {verdict.reason}"
+            return _Step([RowOutcome.of_call(row, call, Status.FAILED, reason=reason)
+                          for row, call in zip(rows, calls, strict=True)], exhausted=reason)
+        return _Step(stop=RetryAfter(backoff_s(receive_count, self.s.retry_base_s, self.s.retry_max_s),
+                                     verdict.reason))
 
     def _reserve(self, n: int, max_wait: float) -> tuple[bool, float]:
         """(granted, seconds): granted → sleep that long, then send; not granted → nothing was
@@ -460,7 +495,7 @@ class DispatchService:
         return True, wait
 
     # ------------------------------------------------------------------ ending a chunk unsent
-    def _cancel(self, ref: ChunkRef, out: Outcome, reason: str) -> Outcome:
+    def _cancel(self, ref: ChunkRef, out: ChunkOutcome, reason: str) -> ChunkOutcome:
         """The job was cancelled: the rows not yet decided end CANCELLED, nothing more is sent.
         Rows an earlier attempt recorded as accepted (it died before settling) stay ACCEPTED:
         Phonon has them, a cancel cannot take them back."""
@@ -468,103 +503,96 @@ class DispatchService:
         self._keep_earlier_accepted(ref, out)
         self._fill(ref, out, Status.CANCELLED, reason)
         logger.info("job cancelled: chunk settled unsent", extra={"job": ref.job, "chunk": ref.chunk,
-                                                                  "cancelled": out.cancelled})
+                                                                  "cancelled": out.count(Status.CANCELLED)})
         self._record(ref, out)
         return out
 
-    def _settle_after_error(self, msg: ChunkMessage, calls: list[dict], out: Outcome, receive_count: int,
-                            err: Exception) -> Outcome:
-        """The last receive raised: record the rows not yet decided as FAILED with the reason,
-        settle the chunk so the report can be written, and send the message to the DLQ."""
-        reason = f"retries exhausted after {receive_count} attempts: {describe_error(err)}"
+    def _settle_after_error(self, msg: ChunkMessage, calls: list[dict], out: ChunkOutcome, receive_count: int,
+                            error: str, retry_s: float | None) -> Decision:
+        """The last receive failed (`error`, already fit for a reason): record the rows not yet
+        decided as FAILED with the reason, settle the chunk so the report can be written, and
+        send the message to the DLQ (`RetryAfter`; `retry_s` when the chunk is left to another
+        holder: what this receive was told to wait)."""
+        reason = f"retries exhausted after {receive_count} attempts: {error}"
         logger.error("chunk failed on its last receive: unsent rows settled FAILED",
-                     extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count,
-                            "error": describe_error(err)})
+                     extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count, "error": error})
         if not out.claimed:  # it failed before taking the chunk's lease: take it now, to settle it
             claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
-            if claim.state == "done":
-                return Outcome("duplicate-delivery")  # sent and recorded by an earlier attempt: it stands
+            if claim.state == "done":  # sent and recorded by an earlier attempt: it stands
+                return Done(ChunkOutcome(Fate.DUPLICATE_DELIVERY))
             if claim.state == "busy":
                 # Another copy of the message holds the chunk and may be sending it right now:
                 # its rows and dedupe claims are its holder's to settle. This copy goes to the
                 # DLQ (a redrive finds the chunk settled, or takes it over once the lease ran out).
                 logger.error("chunk held by another dispatcher: left to its holder",
                              extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count})
-                raise err
+                return RetryAfter(retry_s, error)
             out.claimed = True
         ref = ChunkRef(msg.job, msg.chunk, msg.flow, list(msg.rows), calls)
         self._keep_earlier_accepted(ref, out)
-        before = out.failed
+        before = out.count(Status.FAILED)
         self._fill(ref, out, Status.FAILED, reason)
         if not out.claims and self.s.dedupe_window_hours > 0:
-            out.claims = {row: (dedupe_hash(msg.flow, call, self.correlation_name), f"{msg.job}.{row}")
+            out.claims = {row: (dedupe_hash(msg.flow, call, self.correlation_name), row_ref(msg.job, row))
                           for row, call in zip(ref.rows, calls, strict=False)}
         # FAILED now, or already by this attempt (retries ran out, and recording that raised)
-        failed_now = out.failed > before or out.status == "exhausted"
+        failed_now = out.count(Status.FAILED) > before or out.fate is Fate.EXHAUSTED
         self._record(ref, out, state="FAILED" if failed_now else "DONE", best_effort=True)
         if failed_now:
-            out.status = "exhausted"
-            out.reason = reason
-            raise Exhausted(0, reason)
-        return out
+            out.fate, out.reason = Fate.EXHAUSTED, reason
+            return RetryAfter(0, reason)
+        return Done(out)
 
-    def _keep_earlier_accepted(self, ref: ChunkRef, out: Outcome) -> None:
+    def _keep_earlier_accepted(self, ref: ChunkRef, out: ChunkOutcome) -> None:
         """An earlier attempt may have recorded outcomes (and died before settling): its
         accepted rows keep that outcome."""
-        for row, item in self._earlier_outcomes(ref).items():
-            if item.get("status") == Status.ACCEPTED:
-                out.add(row, item)
+        for outcome in self._earlier_accepted(ref):
+            out.add(outcome)
 
-    def _earlier_outcomes(self, ref: ChunkRef) -> dict[int, dict]:
+    def _earlier_accepted(self, ref: ChunkRef) -> list[RowOutcome]:
         try:
             item = self.store.find_outcome(ref.job, min(ref.rows))
             if item is None or int(item.get("chunk", -1)) != ref.chunk:
-                return {}
-            return {int(r["row"]): {**self._row({}, r.get("status", "")), **r} for r in decode_outcomes(item["outcomes"])}
+                return []
+            return [RowOutcome.from_item(r) for r in decode_outcomes(item["outcomes"])
+                    if r.get("status") == Status.ACCEPTED]
         except Exception:  # only an optimisation of what we record: never fail the settle for it
             logger.warning("could not read the chunk's earlier outcomes", extra={"job": ref.job, "chunk": ref.chunk})
-            return {}
+            return []
 
-    def _poison(self, body: str, problem: str) -> Outcome:
+    def _poison(self, body: str, problem: str) -> Decision:
         """A message whose calls cannot be read: FAILED rows when it names a known job, chunk and
-        rows; otherwise PoisonMessage (it goes to the DLQ)."""
+        rows; otherwise `Poison` (it goes to the DLQ)."""
         ref = ChunkRef.parse(body, self.correlation_name)
         if ref is None or self.store.get_job(ref.job) is None:
-            raise PoisonMessage(problem)
+            return Poison(problem)
         reason = f"not sent: the chunk message could not be read ({problem})"
         logger.error("unreadable chunk message: its rows settled FAILED",
                      extra={"job": ref.job, "chunk": ref.chunk, "problem": problem})
-        n = self._end_unsent(ref, Status.FAILED, reason)
-        return Outcome("settled", failed=n, reason=reason) if n else Outcome("duplicate-delivery")
+        out = ChunkOutcome(Fate.SETTLED, reason=reason)
+        if not self._end_unsent(ref, Status.FAILED, reason, out):
+            return Done(ChunkOutcome(Fate.DUPLICATE_DELIVERY))
+        return Done(out)
 
-    def _end_unsent(self, ref: ChunkRef, status: Status, reason: str) -> int:
+    def _end_unsent(self, ref: ChunkRef, status: Status, reason: str, out: ChunkOutcome | None = None) -> int:
         """Settle a chunk nobody sends (no claim taken): refused if it is DONE already."""
-        out = Outcome("settled")
+        out = out if out is not None else ChunkOutcome(Fate.SETTLED)
         self._fill(ref, out, status, reason)
-        counters = {"accepted": out.accepted, "failed": out.failed, "duplicate": out.duplicate,
-                    "cancelled": out.cancelled}
         state = "FAILED" if status == Status.FAILED else "DONE"
-        if not self.store.settle_open_chunk(ref.job, ref.chunk, state, requests=0, **counters):
+        if not self.store.settle_open_chunk(ref.job, ref.chunk, state, requests=0, **out.counters()):
             return 0
         if self.s.dedupe_window_hours > 0 and ref.flow and ref.calls:
-            out.claims = {row: (dedupe_hash(ref.flow, call, self.correlation_name), f"{ref.job}.{row}")
+            out.claims = {row: (dedupe_hash(ref.flow, call, self.correlation_name), row_ref(ref.job, row))
                           for row, call in zip(ref.rows, ref.calls, strict=True) if call}
         self._record(ref, out, state=state, best_effort=True, settled=True)
         return len(out.rows)
 
-    def _fill(self, ref: ChunkRef, out: Outcome, status: Status, reason: str) -> None:
+    def _fill(self, ref: ChunkRef, out: ChunkOutcome, status: Status, reason: str) -> None:
+        """Every row of the chunk not decided yet gets `status` with `reason`."""
         for i, row in enumerate(ref.rows):
-            call = ref.calls[i] if i < len(ref.calls) else {}
-            out.add(row, self._row(call, status, reason=reason))
+            out.add(RowOutcome.of_call(row, ref.calls[i] if i < len(ref.calls) else {}, status, reason=reason))
 
     # ------------------------------------------------------------------ recording
-    def _row(self, call: dict, status: str, request_id: str | None = None, uuid: str | None = None,
-             reason: str = "") -> dict:
-        numbers = call.get("contact-numbers", [])
-        return {"status": str(status), "cid": str(call.get("client-identifier", "")), "request_id": request_id or "",
-                "phonon_uuid": uuid or "", "reason": reason,
-                "numbers": list(numbers) if isinstance(numbers, list) else []}
-
     def _any_unsettled(self, owners: Iterable[str]) -> bool:
         """Whether any of these dedupe claim owners (`<job>.<row>`) has no outcome yet while its
         job is still active (`active_shard`, removed when it completes: a completed job's rows
@@ -572,13 +600,12 @@ class DispatchService:
         with its saved claims) is no job in progress: its claims stand as they are."""
         by_job: dict[str, list[int]] = {}
         for owner in owners:
-            job, _, row = owner.rpartition(".")
-            if row.isdigit():
-                by_job.setdefault(job, []).append(int(row))
+            parsed = parse_row_ref(owner)
+            if parsed is not None:
+                by_job.setdefault(parsed[0], []).append(parsed[1])
         for job, rows in by_job.items():
-            meta = self.store.get_job(job)
-            if (meta and meta.get("active_shard") and not meta.get("completed")
-                    and self.store.any_without_outcome(job, rows)):
+            meta = Job.from_item(self.store.get_job(job))
+            if meta.active_shard and not meta.completed and self.store.any_without_outcome(job, rows):
                 return True
         return False
 
@@ -586,25 +613,27 @@ class DispatchService:
         """The S3 key of a job's file ("" when unknown), read once per job."""
         key = self._job_keys.get(job)
         if key is None:
-            key = self._job_keys[job] = (self.store.get_job(job) or {}).get("key", "")
+            key = self._job_keys[job] = Job.from_item(self.store.get_job(job)).key
         return key
 
     def _duplicate_reason(self, owner: str) -> str:
-        job, _, row = owner.rpartition(".")
-        key = self._file_of(job) or "another file"
         window = self.s.dedupe_window_hours
-        return f"the same call was already accepted from {key} row {row} within the last {window:g} h"
+        parsed = parse_row_ref(owner)
+        if parsed is None:
+            return f"the same call was already accepted from another file within the last {window:g} h"
+        key = self._file_of(parsed[0]) or "another file"
+        return f"the same call was already accepted from {key} row {parsed[1]} within the last {window:g} h"
 
-    def _record(self, ref: ChunkRef, out: Outcome, state: str | None = None, best_effort: bool = False,
+    def _record(self, ref: ChunkRef, out: ChunkOutcome, state: str | None = None, best_effort: bool = False,
                 settled: bool = False) -> None:
         """Write the chunk's outcomes, its results items, settle and count it, and write the
         job's report when this was its last chunk. `best_effort` (a chunk's last chance): the
         results items and giving back dedupe claims (e.g. the flow's lock stays busy) may fail
         without stopping the settle."""
         now = int(self.clock())
-        self.store.put_outcomes(ref.job, ref.chunk, [{"row": row, **item} for row, item in out.rows.items()], now)
-        results = [self._result_item(ref, row, item, now) for row, item in out.rows.items()
-                   if item["status"] == Status.ACCEPTED and item["phonon_uuid"]]
+        self.store.put_outcomes(ref.job, ref.chunk, [o.to_item() for o in out.rows.values()], now)
+        results = [self._result_item(ref, o, now) for o in out.rows.values()
+                   if o.status is Status.ACCEPTED and o.phonon_uuid]
         if results:
             try:
                 self.store.put_results(results)
@@ -613,8 +642,8 @@ class DispatchService:
                     raise
                 # the flow-end webhook writes these items too (it finds the row's outcome)
                 logger.warning("results items not written", extra={"job": ref.job, "chunk": ref.chunk})
-        unsent = [out.claims[row] for row, item in out.rows.items()
-                  if item["status"] in (Status.FAILED, Status.CANCELLED) and row in out.claims]
+        unsent = [out.claims[o.row] for o in out.rows.values()
+                  if o.status in (Status.FAILED, Status.CANCELLED) and o.row in out.claims]
         if unsent:
             try:
                 self.store.release_dedupe(ref.flow, unsent)
@@ -623,56 +652,32 @@ class DispatchService:
                     raise
                 logger.warning("dedupe claims of unsent calls not given back; they lapse with the window",
                                extra={"job": ref.job, "chunk": ref.chunk, "claims": len(unsent)})
-        state = state or ("FAILED" if out.status == "exhausted" else "DONE")
+        state = state or ("FAILED" if out.fate is Fate.EXHAUSTED else "DONE")
+        counters = out.counters()
         if not settled:
-            self.store.settle_chunk(ref.job, ref.chunk, state, accepted=out.accepted, failed=out.failed,
-                                    duplicate=out.duplicate, cancelled=out.cancelled, requests=out.requests,
+            self.store.settle_chunk(ref.job, ref.chunk, state, **counters, requests=out.requests,
                                     api_attempts=out.attempts)
         if state == "FAILED":
             count("ChunksFailed", 1)
-        count("CallsAccepted", out.accepted)
-        count("CallsFailed", out.failed)
-        count("CallsDuplicate", out.duplicate)
-        count("CallsCancelled", out.cancelled)
-        counters = {"accepted": out.accepted, "failed": out.failed, "duplicate": out.duplicate}
-        if out.cancelled:
-            counters["cancelled"] = out.cancelled
-        first, meta = self.store.count_settled(ref.job, ref.chunk, **counters)
-        if first or not meta.get("completed"):
+        count("CallsAccepted", counters["accepted"])
+        count("CallsFailed", counters["failed"])
+        count("CallsDuplicate", counters["duplicate"])
+        count("CallsCancelled", counters["cancelled"])
+        if not counters["cancelled"]:
+            del counters["cancelled"]
+        first, item = self.store.count_settled(ref.job, ref.chunk, **counters)
+        meta = Job.from_item(item)
+        if first or not meta.completed:
             self.finisher.maybe_finalize(ref.job, meta)
         else:  # a redriven chunk settled again: refresh the report that was already written
             self.finisher.finalize(ref.job, force=True)
 
-    def _result_item(self, ref: ChunkRef, row: int, item: dict, now: int) -> dict:
-        return {"phonon-uuid": item["phonon_uuid"], "client-identifier": item["cid"],
-                "request-id": item["request_id"], "flow-id": ref.flow, "job": ref.job, "file": self._file_of(ref.job),
-                "row": row, "numbers": item["numbers"], "status": Status.ACCEPTED.value, "accepted_at": now,
+    def _result_item(self, ref: ChunkRef, o: RowOutcome, now: int) -> dict:
+        return {"phonon-uuid": o.phonon_uuid, "client-identifier": o.cid, "request-id": o.request_id,
+                "flow-id": ref.flow, "job": ref.job, "file": self._file_of(ref.job), "row": o.row,
+                "numbers": list(o.numbers), "status": Status.ACCEPTED.value, "accepted_at": now,
                 "expires_at": self.store.expiry(now)}
 
 
-class _Cancelled(Exception):
-    """The job was cancelled while this chunk waited for its send slot."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _HandBack(Exception):
-    """Wait without spending an attempt: the message is re-queued with a delay."""
-
-    def __init__(self, delay_s: float, reason: str):
-        super().__init__(reason)
-        self.delay_s = delay_s
-        self.reason = reason
-
-
-def requeue_with(sqs: Any, queue_url: str) -> Callable[[str, float], None]:
-    """Put a copy of the message back with a delay (at most SQS's 15 minutes)."""
-    def requeue(body: str, delay_s: float) -> None:
-        sqs.send_message(QueueUrl=queue_url, MessageBody=body, DelaySeconds=max(0, min(900, math.ceil(delay_s))))
-    return requeue
-
-
-__all__ = ["ChunkMessage", "ChunkRef", "DispatchService", "Outcome", "Exhausted", "PoisonMessage", "RetryLater", "Verdict",
-           "requeue_with"]
+__all__ = ["ChunkMessage", "ChunkOutcome", "ChunkRef", "Decision", "DispatchService", "Done", "Fate", "HandBack",
+           "Poison", "RetryAfter", "RowOutcome", "Verdict"]

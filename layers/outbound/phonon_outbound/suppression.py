@@ -585,7 +585,7 @@ def screen(settings: Any, store: Any, job: str, flow: str, rows: Iterable[Any],
 
 # ---------------------------------------------------------------------------------- dispatch hook
 def before_send(settings: Any, job: str, flow: str, rows: list[int], calls: list[dict], body: bytes,
-                held: Callable[[int, dict, str], None], rebuild: Callable[[list[dict]], bytes],
+                held: Callable[[int, dict, str], object], rebuild: Callable[[list[dict]], bytes],
                 lst: SuppressionList | None = None) -> tuple[list[dict], list[int], bytes]:
     """Right before a request is posted: the rows now on the list (or over the cap) are handed
     to `held(row, call, reason)` (the caller records them SUPPRESSED) and left out of the body,

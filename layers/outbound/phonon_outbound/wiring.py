@@ -89,13 +89,12 @@ def ingest_service() -> IngestService:
 
 def dispatch_service() -> DispatchService:
     from .api.client import PhononClient
-    from .dispatch import DispatchService, requeue_with
+    from .dispatch import DispatchService
 
     s = settings()
     return _once("dispatch", lambda: DispatchService(
         s, store(), lambda: PhononClient(s.api_url, s.api_connect_timeout_s, s.api_read_timeout_s), secrets(),
-        finisher(),
-        requeue_with(client("sqs"), s.chunk_queue_url)))
+        finisher()))
 
 
 def webhook_service() -> WebhookService:

@@ -1,0 +1,89 @@
+"""The dispatch handler's SQS side: a chunk message's `Decision` turned into SQS calls, in this
+one place (docs/design.md, "Every row ends with a status (dispatch)"), and the batch processor
+that runs a batch's records in a thread pool.
+
+| decision | SQS call | the record in `batchItemFailures` |
+|---|---|---|
+| `Done` | — (Lambda's event source deletes the message) | no |
+| `HandBack(s)` | `SendMessage` of the same body with `DelaySeconds` = ⌈s⌉ capped at 900 | no (so it is deleted) |
+| `RetryAfter(s)` | `ChangeMessageVisibility` to ⌈s⌉ (none when s is None: the queue's own timeout) | yes |
+| `Poison` | `ChangeMessageVisibility` to 0: visible at once, to the DLQ after maxReceiveCount | yes |
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from .observability import logger
+from .outcomes import Decision, Done, Fate, HandBack, Poison, RetryAfter
+
+MAX_DELAY_S = 900  # SQS's longest DelaySeconds
+MAX_VISIBILITY_S = 43_200  # SQS's longest visibility timeout
+
+
+class RecordFailed(Exception):
+    """Raised for a record that must be reported in `batchItemFailures` (RetryAfter, Poison)."""
+
+
+class ConcurrentBatchProcessor(BatchProcessor):
+    """powertools' BatchProcessor, with the records of a batch processed by a thread pool.
+    (powertools' own async processor needs an async handler; ours blocks on HTTP.)"""
+
+    def __init__(self, workers: int):
+        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        self.workers = workers
+
+    def process(self) -> list[tuple]:
+        if len(self.records) <= 1 or self.workers <= 1:
+            return super().process()
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(self.records))) as pool:
+            return list(pool.map(self._process_record, self.records))
+
+
+def receive_count(record: SQSRecord) -> int:
+    return int(record.attributes.approximate_receive_count or 1)
+
+
+class SqsActions:
+    """Carries out a chunk message's decision on the chunk queue."""
+
+    def __init__(self, sqs: Any, queue_url: str):
+        self.sqs = sqs
+        self.queue_url = queue_url
+
+    def apply(self, decision: Decision, record: SQSRecord) -> str:
+        """Carry out `decision` for `record`: returns the chunk's fate when the record succeeds,
+        raises `RecordFailed` when it is to be reported failed."""
+        extra = {"message_id": record.message_id, "receive_count": receive_count(record)}
+        if isinstance(decision, Done):
+            return decision.outcome.fate.value
+        if isinstance(decision, HandBack):  # a fresh copy waits; this one is deleted (no receive spent)
+            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=record.body,
+                                  DelaySeconds=max(0, min(MAX_DELAY_S, math.ceil(decision.seconds))))
+            logger.info("chunk handed back with a delay", extra={**extra, "reason": decision.reason,
+                                                                 "delay_s": decision.seconds})
+            return Fate.WAITING.value
+        if isinstance(decision, RetryAfter):
+            # Back off through the visibility timeout: SQS counts the receive, and after the
+            # queue's maxReceiveCount the message moves to the DLQ.
+            if decision.seconds is not None:
+                self._visible_after(record, decision.seconds)
+            logger.warning("chunk handed back for retry", extra={**extra, "reason": decision.reason})
+            raise RecordFailed(decision.reason)
+        if isinstance(decision, Poison):
+            # Nothing in it names rows we could settle: fail this record only (the rest of the
+            # batch goes on), visible again at once so it reaches the DLQ after the queue's
+            # maxReceiveCount receives instead of after as many visibility timeouts.
+            logger.error("unreadable chunk message: left for the DLQ", extra={**extra, "problem": decision.reason})
+            self._visible_after(record, 0)
+            raise RecordFailed(decision.reason)
+        raise TypeError(f"not a dispatch decision: {decision!r}")
+
+    def _visible_after(self, record: SQSRecord, delay_s: float) -> None:
+        self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=record.receipt_handle,
+                                           VisibilityTimeout=max(0, min(MAX_VISIBILITY_S, math.ceil(delay_s))))
