@@ -47,3 +47,25 @@ def store(stack):
 
     env = stack.function_environment()
     return Store(env["STATE_TABLE"], env["RESULTS_TABLE"], boto3.resource("dynamodb", region_name="us-east-1"))
+
+
+@pytest.fixture(params=["memory", "moto"])
+def any_store(request):
+    """The same `Store` facade over the in-memory fakes and over DynamoDB (moto): tests that
+    take it hold both to one behaviour (tests/integration/test_store_contracts.py)."""
+    if request.param == "memory":
+        from phonon_outbound.store.memory import MemoryStore
+
+        return MemoryStore()
+    return request.getfixturevalue("store")
+
+
+@pytest.fixture
+def peer_store(any_store):
+    """A second store over `any_store`'s data: another process sharing the same tables."""
+    from phonon_outbound.store import Store
+    from phonon_outbound.store.memory import MemoryStore
+
+    if isinstance(any_store, MemoryStore):
+        return MemoryStore(tables=any_store.tables)
+    return Store(any_store.state.name, any_store.results.table.name, boto3.resource("dynamodb", region_name="us-east-1"))

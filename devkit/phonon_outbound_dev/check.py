@@ -63,7 +63,7 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                             chunker.add(item.row, item.call)
                         except CallTooLarge as err:
                             counts["rejected"] += 1
-                            writer.write(item.row, item.client_id, "REJECTED", "", "", str(err))
+                            writer.write(item.row, item.client_id, Status.REJECTED, "", "", str(err))
                             continue
                         held = suppression.check(flow, [(item.row, item.client_id, list(item.call["contact-numbers"]))],
                                                  file_counts=in_file) if suppression is not None else {}
@@ -72,10 +72,10 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                             writer.write(item.row, item.client_id, Status.SUPPRESSED, "", "", held[item.row])
                             continue
                         counts["accepted"] += 1
-                        writer.write(item.row, item.client_id, "ACCEPTED", "", "", "; ".join(item.warnings))
+                        writer.write(item.row, item.client_id, Status.ACCEPTED, "", "", "; ".join(item.warnings))
                     elif isinstance(item, RejectedRow):
                         counts["rejected"] += 1
-                        writer.write(item.row, item.client_id, "REJECTED", "", "", item.reason)
+                        writer.write(item.row, item.client_id, Status.REJECTED, "", "", item.reason)
                 summary["notes"] = list(contacts.notes)
         except FileRejected as err:
             counts = dict.fromkeys(counts, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from tests.bench import coldstart_bench, ingest_bench, rate_bench
+from tests.bench import coldstart_bench, cost_bench, ingest_bench, rate_bench
 
 # Each entry is (name, a bench's main called with no arguments); add new benches here.
 # A bench prints its own figures; `make bench` runs them all with their defaults.
@@ -15,6 +15,7 @@ BENCHES: list[tuple[str, Callable[[], object]]] = [
     ("rate limit", lambda: rate_bench.main([])),
     ("rate limit at 30,000/min, the checker's way (separate processes)",
      lambda: rate_bench.main(["--rate", "30000", "--minutes", "2", "--concurrency", "2", "--processes"])),
+    ("cost per million calls: 100,000 rows at 30,000/min", lambda: cost_bench.main([])),
 ]
 
 

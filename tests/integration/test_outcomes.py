@@ -10,7 +10,6 @@ import json
 import boto3
 import pytest
 
-from phonon_outbound import store as store_module
 from phonon_outbound import wiring
 from phonon_outbound.jobs import WEBHOOK_ONLY_REASON
 
@@ -79,7 +78,7 @@ def test_given_a_chunk_outcome_item_then_a_row_finds_its_chunk_and_other_rows_do
 def test_given_outcomes_too_big_for_one_item_then_they_fall_back_to_row_items(make_harness, monkeypatch):
     make_harness()
     store = wiring.store()
-    monkeypatch.setattr(store_module, "MAX_OUTCOME_BLOB", 10)
+    store.rows.max_blob = 10
     store.put_outcomes("J3", 4, [outcome(1), outcome(2, "FAILED", reason="x")], at=7)
     assert store.find_outcome("J3", 1) is None
     assert [(r["row"], r["status"], r["chunk"]) for r in store.iter_rows("J3")] == [(1, "ACCEPTED", 4),
@@ -153,7 +152,7 @@ def test_given_outcomes_that_fall_back_to_row_items_then_an_earlier_webhook_uuid
     make_harness()
     store = wiring.store()
     store.set_row_uuid("J4", 1, "pushed-early")  # the flow-end push came before the chunk settled
-    monkeypatch.setattr(store_module, "MAX_OUTCOME_BLOB", 10)
+    store.rows.max_blob = 10
     store.put_outcomes("J4", 0, [outcome(1), outcome(2)], at=3)
     rows = list(store.iter_outcomes("J4"))
     assert [(r["row"], r["status"], r.get("phonon_uuid", "")) for r in rows] == [

@@ -20,12 +20,10 @@ def test_long_notes_and_reasons_are_clipped():
     assert attrs["checkpoint_row"] == 5
 
 
-
-def test_the_settled_chunk_set_is_compacted_and_still_counts_each_chunk_once(store, monkeypatch):
-    from phonon_outbound import store as store_module
-
-    SETTLED_SET_COMPACT = 20  # noqa: N806 - the module's threshold, made small for the test
-    monkeypatch.setattr(store_module, "SETTLED_SET_COMPACT", SETTLED_SET_COMPACT)
+def test_the_settled_chunk_set_is_compacted_and_still_counts_each_chunk_once(any_store):
+    store = any_store
+    SETTLED_SET_COMPACT = 20  # noqa: N806 - the ledger's threshold, made small for the test
+    store.ledger.compact_at = SETTLED_SET_COMPACT
     store.put_job("j1", {"key": "k", "chunks_settled": 0})
     n = 3 * SETTLED_SET_COMPACT
     order = [c for c in range(n) if c != 7] + [7]  # chunk 7 settles last (retried for a while)

@@ -93,7 +93,7 @@ class Hook:
         return resp["statusCode"], json.loads(resp["body"])
 
     def results(self) -> list[dict]:
-        return self.store.results.scan()["Items"]
+        return self.store.results.table.scan()["Items"]
 
     def row_uuid(self, row: int) -> str | None:
         from phonon_outbound.store import row_sk
@@ -134,8 +134,8 @@ def webhook_stack():
 def hook(webhook_stack) -> Hook:
     wiring.reset()  # no service caches from an earlier test
     h = Hook(webhook_stack)
-    with h.store.results.batch_writer() as batch:
-        for item in h.store.results.scan(ProjectionExpression="#u", ExpressionAttributeNames={"#u": "phonon-uuid"})[
+    with h.store.results.table.batch_writer() as batch:
+        for item in h.store.results.table.scan(ProjectionExpression="#u", ExpressionAttributeNames={"#u": "phonon-uuid"})[
                 "Items"]:
             batch.delete_item(Key=item)
     with h.store.state.batch_writer() as batch:

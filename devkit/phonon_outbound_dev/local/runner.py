@@ -45,8 +45,9 @@ from phonon_outbound.contacts import FileRejected, ParseOptions, RejectedRow, op
 from phonon_outbound.flows import FLOW_ID_RE
 from phonon_outbound.ingest import ObjectRef
 from phonon_outbound.jobs import WEBHOOK_ONLY_REASON, job_report_keys, upload_stamp
+from phonon_outbound.records import parse_row_ref
 from phonon_outbound.reports import ReportWriter, summary_dict
-from phonon_outbound.status import STATUSES
+from phonon_outbound.status import STATUSES, Status
 from phonon_outbound.suppression import _dynamo
 
 from .cfn import ACCOUNT, REGION, LocalStack, load_template
@@ -305,9 +306,9 @@ class SendGate:
             for call in calls:
                 for k in call.get("keys", []):
                     if k.get("name") == correlation_name:
-                        job, _, row = str(k.get("value", "")).rpartition(".")
-                        if row.isdigit():
-                            out.setdefault(job, set()).add(int(row))
+                        ref = parse_row_ref(str(k.get("value", "")))
+                        if ref is not None:
+                            out.setdefault(ref[0], set()).add(ref[1])
         return out
 
 
@@ -542,9 +543,12 @@ class LocalPipeline:
 
     def _watch_claims(self, store: Any) -> None:
         """Note the hash of every dedupe claim this run takes, so the state saved at the end
-        is read by key (BatchGetItem) instead of scanning the whole table."""
-        original = getattr(store, "claim_dedupe", None)
-        if original is None:
+        is read by key (BatchGetItem) instead of scanning the whole table. The wrapper goes on
+        the dedupe repository, which both `store.claim_dedupe` and `store.dedupe.claim_dedupe`
+        reach (the facade forwards at call time)."""
+        repository = getattr(store, "dedupe", None)
+        original = getattr(repository, "claim_dedupe", None)
+        if repository is None or original is None:
             return
         self._claimed = {}
         lock = threading.Lock()
@@ -558,7 +562,7 @@ class LocalPipeline:
                         self._claimed = None
             return conflicts
 
-        store.claim_dedupe = claim_dedupe
+        repository.claim_dedupe = claim_dedupe
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -871,7 +875,7 @@ class LocalPipeline:
             t.start()
             self._threads.append(t)
 
-        abort_reason, status = "", "FAILED"
+        abort_reason, status = "", Status.FAILED
         progress = Progress(self.progress, self.o.rate)
         try:
             abort_reason = self._watch(files, ingest, started, progress)
@@ -879,7 +883,7 @@ class LocalPipeline:
             self.gate.closed.set()  # nothing more goes out, from this instant
             self._interrupted.set()
             self.interrupted = True
-            status = "CANCELLED"
+            status = Status.CANCELLED
             abort_reason = INTERRUPT_REASON + (INTERRUPT_REASON_STATE if self.o.state_dir is not None
                                                else INTERRUPT_REASON_NO_STATE)
         progress.end()
@@ -964,8 +968,8 @@ class LocalPipeline:
             self.state_error = f"{type(err).__name__}: {err}"
 
     def _is_released(self, owner: str) -> bool:
-        job, _, row = owner.rpartition(".")
-        return row.isdigit() and int(row) in self._released.get(job, ())
+        ref = parse_row_ref(owner)
+        return ref is not None and ref[1] in self._released.get(ref[0], ())
 
     def _say(self, text: str) -> None:
         print(f"phonon-outbound: {text}", file=self.progress, flush=True)
@@ -1064,15 +1068,15 @@ class LocalPipeline:
                             while nxt is not None and int(nxt["row"]) < item.row:
                                 nxt = next(known, None)
                             if nxt is not None and int(nxt["row"]) == item.row:
-                                st = nxt.get("status") or ("ACCEPTED" if nxt.get("phonon_uuid") else "FAILED")
+                                st = nxt.get("status") or (Status.ACCEPTED if nxt.get("phonon_uuid") else Status.FAILED)
                                 row_reason = nxt.get("reason", "") if nxt.get("status") else (
                                     WEBHOOK_ONLY_REASON if nxt.get("phonon_uuid") else reason)
                                 row = (nxt.get("cid") or item.client_id, st, nxt.get("phonon_uuid", ""),
                                        nxt.get("request_id", ""), row_reason)
                             elif isinstance(item, RejectedRow):
-                                row = (item.client_id, "REJECTED", "", "", item.reason)
+                                row = (item.client_id, Status.REJECTED, "", "", item.reason)
                             elif item.row in unknown:
-                                row = (item.client_id, "FAILED", "", "", IN_FLIGHT_REASON)
+                                row = (item.client_id, Status.FAILED, "", "", IN_FLIGHT_REASON)
                             else:
                                 row = (item.client_id, status, "", "", reason)
                                 if item.row in received:

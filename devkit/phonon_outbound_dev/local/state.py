@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from phonon_outbound.records import parse_row_ref
+
 CLAIMS_FILE = "dedupe-claims.jsonl"
 DEDUPE_PREFIX = "DEDUPE#"
 JOB_PREFIX = "JOB#"
@@ -89,8 +91,8 @@ def _live(item: dict[str, Any], now: float) -> bool:
 
 
 def _owner_job(item: dict[str, Any]) -> str:
-    owner = item.get("owner", {}).get("S", "")
-    return owner.rpartition(".")[0]
+    ref = parse_row_ref(item.get("owner", {}).get("S", ""))
+    return ref[0] if ref is not None else ""
 
 
 class LocalState:
@@ -255,8 +257,8 @@ class LocalState:
         for item in items:
             if not _live(item, now):
                 continue
-            job, _, row = item.get("owner", {}).get("S", "").rpartition(".")
-            if row.isdigit() and int(row) in released.get(job, ()):
+            ref = parse_row_ref(item.get("owner", {}).get("S", ""))
+            if ref is not None and ref[1] in released.get(ref[0], ()):
                 continue
-            jobs.add(job)
+            jobs.add(ref[0] if ref is not None else "")
             yield item

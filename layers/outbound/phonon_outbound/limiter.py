@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .store import Store
+from .store.common import BREAKER, LIMIT
 
 RECOVERY_S = 60.0
 MIN_FACTOR = 0.125
@@ -68,7 +69,8 @@ class RateLimiter:
     def __init__(self, store: Store, name: str, per_minute: int, burst: float,
                  jitter_allowance_s: float = 1.0, clock: Callable[[], float] = time.time):
         self.store = store
-        self.pk = f"LIMIT#{name}"
+        self.items = store.limits
+        self.pk = LIMIT + name
         self.per_minute = per_minute
         self.burst = float(burst)
         self.rate = per_minute / 60.0
@@ -112,7 +114,7 @@ class RateLimiter:
         n = float(n)
         for _ in range(50):
             now = self.clock()
-            item = self.store.get_item(self.pk) or {}
+            item = self.items.get(self.pk) or {}
             tat = float(item.get("tat", now))
             last = float(item.get("last", 0.0))
             log = _parse_log(str(item.get("log", "")))
@@ -131,7 +133,7 @@ class RateLimiter:
                 keep.append((bucket, int(math.ceil(n))))
             attrs = {"tat": max(tat, start) + n / rate, "last": start, "log": _format_log(keep),
                      "ver": item.get("ver", 0) + 1, "factor": factor, "factor_at": now}
-            if self.store.put_if(self.pk, attrs, {"ver": item["ver"]} if item else None):
+            if self.items.put_if_version(self.pk, attrs, item["ver"] if item else None):
                 return Reservation(True, wait)
             time.sleep(random.uniform(0.001, 0.02))
         return Reservation(False, 1.0)
@@ -140,13 +142,13 @@ class RateLimiter:
         """The API refused for rate: every instance slows down (shared), then recovers."""
         for _ in range(20):
             now = self.clock()
-            item = self.store.get_item(self.pk) or {}
+            item = self.items.get(self.pk) or {}
             tat = float(item.get("tat", now))
             factor = max(MIN_FACTOR, self._factor(item, now) * 0.5)
             attrs = {**{k: v for k, v in item.items() if k not in ("pk", "sk")},
                      "tat": max(tat, now) + pause_s, "ver": item.get("ver", 0) + 1, "factor": factor,
                      "factor_at": now}
-            if self.store.put_if(self.pk, attrs, {"ver": item["ver"]} if item else None):
+            if self.items.put_if_version(self.pk, attrs, item["ver"] if item else None):
                 return
             time.sleep(random.uniform(0.001, 0.02))
 
@@ -168,12 +170,13 @@ class CircuitBreaker:
 
     def __init__(self, store: Store, flow: str, open_s: float = 60.0, clock: Callable[[], float] = time.time):
         self.store = store
-        self.pk = f"BREAKER#{flow}"
+        self.items = store.limits
+        self.pk = BREAKER + flow
         self.open_s = open_s
         self.clock = clock
 
     def check(self) -> BreakerState:
-        item = self.store.get_item(self.pk)
+        item = self.items.get(self.pk)
         if not item or not item.get("open"):
             return BreakerState(True)
         now = self.clock()
@@ -184,30 +187,30 @@ class CircuitBreaker:
         attrs = {**item, "probe_until": now + 60.0, "ver": item["ver"] + 1}
         attrs.pop("pk", None)
         attrs.pop("sk", None)
-        if self.store.put_if(self.pk, attrs, {"ver": item["ver"]}):
+        if self.items.put_if_version(self.pk, attrs, item["ver"]):
             return BreakerState(True, probe=True, reason=item.get("reason", ""))
         return BreakerState(False, wait_s=5.0, reason=item.get("reason", ""))
 
     def trip(self, reason: str, code: int | None) -> None:
         for _ in range(20):
             now = self.clock()
-            item = self.store.get_item(self.pk)
+            item = self.items.get(self.pk)
             last = float(item.get("open_for", 0)) if item and item.get("open") else 0.0
             open_for = min(self.MAX_OPEN_S, last * 2 if last else self.open_s)
             attrs = {"open": True, "open_until": now + open_for, "open_for": open_for, "reason": reason,
                      "code": code if code is not None else -1, "opened_at": now, "probe_until": 0.0,
                      "ver": (item or {}).get("ver", 0) + 1}
-            if self.store.put_if(self.pk, attrs, {"ver": item["ver"]} if item else None):
+            if self.items.put_if_version(self.pk, attrs, item["ver"] if item else None):
                 return
 
     def close(self) -> None:
         for _ in range(20):
-            item = self.store.get_item(self.pk)
+            item = self.items.get(self.pk)
             if not item or not item.get("open"):
                 return
             attrs = {"open": False, "ver": item["ver"] + 1, "closed_at": self.clock()}
-            if self.store.put_if(self.pk, attrs, {"ver": item["ver"]}):
+            if self.items.put_if_version(self.pk, attrs, item["ver"]):
                 return
 
     def state(self) -> dict | None:
-        return self.store.get_item(self.pk)
+        return self.items.get(self.pk)

@@ -38,7 +38,9 @@ from typing import Any, Protocol
 
 from .observability import count, logger, register_secret
 from .status import Status
-from .store import _plain  # DynamoDB Decimals to int / float, as the state table's reader does
+from .store.common import (
+    plain as _plain,  # DynamoDB Decimals to int / float, as the state table's reader does
+)
 
 ALL_FLOWS = "*"
 NUMBER, CLIENT, CAP_LOG = "n", "c", "f"

@@ -1,0 +1,222 @@
+"""The jobs repository: job META items, the KEY# index, report-name claims, S3 object claims,
+the finalize lease and cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from .common import (
+    ACTIVE_INDEX,
+    ACTIVE_SHARD,
+    FINALIZE_LEASE_S,
+    MAX_TEXT_CHARS,
+    OBJECT,
+    Retention,
+    bound_job_attrs,
+    clip,
+    conditional,
+    conditional_failed,
+    dec,
+    job_pk,
+    key_pk,
+    paged_query,
+    plain,
+    set_update,
+)
+
+
+class JobsRepository(Protocol):
+    def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
+        """Claim an S3 object version for ingest: "new", "resume" (the holder's lease ran out,
+        not done) or "duplicate" (ingested or being ingested)."""
+        ...
+
+    def renew_object(self, identity: str, lease_s: float, done: bool = False) -> None: ...
+
+    def put_job(self, job: str, attrs: dict) -> None: ...
+
+    def create_job(self, job: str, attrs: dict) -> bool: ...
+
+    def get_job(self, job: str) -> dict | None: ...
+
+    def update_job(self, job: str, **attrs: Any) -> dict: ...
+
+    def add_to_job(self, job: str, **counters: int) -> dict: ...
+
+    def cancel_job(self, job: str, reason: str) -> bool: ...
+
+    def cancelled_reason(self, job: str) -> str: ...
+
+    def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None: ...
+
+    def jobs_for_key(self, bucket: str, key: str) -> list[dict]: ...
+
+    def claim_report_name(self, bucket: str, key: str, stamp: str, job: str) -> bool: ...
+
+    def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None) -> bool: ...
+
+    def release_finalize(self, job: str) -> None: ...
+
+    def stale_jobs(self, updated_before: int) -> Iterator[tuple[str, int]]:
+        """(job, updated_at) of every job not completed whose last write is before the cutoff,
+        oldest first."""
+        ...
+
+
+class DynamoJobs:
+    def __init__(self, table: Any, retention: Retention):
+        self.table = table
+        self.retention = retention
+
+    # ---------------------------------------------------------------- S3 object claims
+    def claim_object(self, identity: str, job: str, lease_s: float, now: float | None = None) -> str:
+        now = self.retention.now() if now is None else now
+        key = {"pk": OBJECT + identity, "sk": "-"}
+        try:
+            self.table.put_item(
+                Item={**key, "job": job, "lease_until": dec(now + lease_s), "done": False,
+                      "expires_at": self.retention.expiry(now)},
+                ConditionExpression=Attr("pk").not_exists(),
+            )
+            return "new"
+        except ClientError as err:
+            if not conditional_failed(err):
+                raise
+        try:
+            self.table.update_item(
+                Key=key,
+                UpdateExpression="SET lease_until = :l",
+                ConditionExpression="done = :f AND lease_until < :now",
+                ExpressionAttributeValues={":l": dec(now + lease_s), ":f": False, ":now": dec(now)},
+            )
+            return "resume"
+        except ClientError as err:
+            if not conditional_failed(err):
+                raise
+            return "duplicate"
+
+    def renew_object(self, identity: str, lease_s: float, done: bool = False) -> None:
+        self.table.update_item(
+            Key={"pk": OBJECT + identity, "sk": "-"},
+            UpdateExpression="SET lease_until = :l, done = :d",
+            ExpressionAttributeValues={":l": dec(self.retention.now() + lease_s), ":d": done},
+        )
+
+    # ---------------------------------------------------------------- file jobs
+    def _stamp(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return {**bound_job_attrs(attrs), "updated_at": int(self.retention.now())}
+
+    def put_job(self, job: str, attrs: dict) -> None:
+        """Write a job item as given (bounded; `updated_at` now unless given). Ingest creates
+        jobs with `create_job`, which also puts them on the active-jobs index."""
+        item = {"pk": job_pk(job), "sk": "META", "updated_at": int(self.retention.now()), **bound_job_attrs(attrs),
+                "expires_at": self.retention.expiry()}
+        self.table.put_item(Item=item)
+
+    def create_job(self, job: str, attrs: dict) -> bool:
+        """The job's META item, written once (False: it exists already)."""
+        item = {"pk": job_pk(job), "sk": "META", **self._stamp(attrs), "expires_at": self.retention.expiry(),
+                "active_shard": ACTIVE_SHARD}
+        return conditional(self.table.put_item, Item=item, ConditionExpression=Attr("pk").not_exists())
+
+    def get_job(self, job: str) -> dict | None:
+        item = self.table.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True).get("Item")
+        return plain(item) if item and self.retention.live(item) else None
+
+    def update_job(self, job: str, **attrs: Any) -> dict:
+        """SET the attributes (and `updated_at`); a job set `completed` leaves the active-jobs index."""
+        update = set_update(self._stamp(attrs))
+        if attrs.get("completed"):
+            update["UpdateExpression"] += " REMOVE active_shard"
+        out = self.table.update_item(Key={"pk": job_pk(job), "sk": "META"}, ReturnValues="ALL_NEW", **update)
+        return plain(out["Attributes"])
+
+    def add_to_job(self, job: str, **counters: int) -> dict:
+        names = {f"#{k}": k for k in counters}
+        values = {f":{k}": v for k, v in counters.items()}
+        out = self.table.update_item(
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="SET updated_at = :now ADD " + ", ".join(f"#{k} :{k}" for k in counters),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={**values, ":now": int(self.retention.now())},
+            ReturnValues="ALL_NEW",
+        )
+        return plain(out["Attributes"])
+
+    def cancel_job(self, job: str, reason: str) -> bool:
+        """Mark a job cancelled (its input was deleted, or an operator cancelled it). Dispatch
+        sends nothing more for it; its unsent rows end CANCELLED with this reason. Does nothing
+        (False) to a job that is completed, already cancelled, or unknown."""
+        return conditional(
+            self.table.update_item,
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="SET cancelled_reason = :r, updated_at = :u",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(cancelled_reason) "
+                                "AND (attribute_not_exists(completed) OR completed = :f)",
+            ExpressionAttributeValues={":r": clip(reason, MAX_TEXT_CHARS), ":u": int(self.retention.now()), ":f": False},
+        )
+
+    def cancelled_reason(self, job: str) -> str:
+        """The job's `cancelled_reason` ("" when it is not cancelled, or there is no such job):
+        read by dispatch before it sends a chunk (one consistent GetItem of that one attribute)."""
+        item = self.table.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True,
+                                   ProjectionExpression="#c", ExpressionAttributeNames={"#c": "cancelled_reason"},
+                                   ).get("Item") or {}
+        return str(item.get("cancelled_reason") or "")
+
+    # ---------------------------------------------------------------- key index
+    def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None:
+        """Remember that `job` reads this key (idempotent put)."""
+        self.table.put_item(Item={"pk": key_pk(bucket, key), "sk": f"JOB#{job}", "job": job, **attrs,
+                                  "expires_at": self.retention.expiry()})
+
+    def jobs_for_key(self, bucket: str, key: str) -> list[dict]:
+        """The index items of the key's jobs (job, version, uploaded_at), oldest upload first."""
+        pages = paged_query(self.table, ConsistentRead=True,
+                            KeyConditionExpression=Key("pk").eq(key_pk(bucket, key)) & Key("sk").begins_with("JOB#"))
+        items = [plain(i) for i in pages if self.retention.live(i)]
+        return sorted(items, key=lambda i: str(i.get("uploaded_at", "")))
+
+    def claim_report_name(self, bucket: str, key: str, stamp: str, job: str) -> bool:
+        """Take a report time stamp for this key (True also when `job` holds it already)."""
+        return conditional(
+            self.table.put_item,
+            Item={"pk": key_pk(bucket, key), "sk": f"REPORT#{stamp}", "job": job, "expires_at": self.retention.expiry()},
+            ConditionExpression="attribute_not_exists(pk) OR job = :j",
+            ExpressionAttributeValues={":j": job},
+        )
+
+    # ---------------------------------------------------------------- finalize lease
+    def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None) -> bool:
+        """One caller at a time wins the right to write the job's report, for `lease_s` seconds.
+
+        A lease, not a flag: a writer killed half-way (a Lambda time-out) leaves `finalizing`
+        behind, and with a flag no report would ever be written. Once the lease has run out the
+        next caller (a redelivered chunk, the stale-job watchdog) takes it over. A completed
+        job is never claimed again, so its report and completion event are not repeated."""
+        now = self.retention.now() if now is None else now
+        return conditional(
+            self.table.update_item,
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="SET finalizing = :until, updated_at = :now",
+            ConditionExpression="attribute_exists(pk) "
+                                "AND (attribute_not_exists(finalizing) OR finalizing < :now) "
+                                "AND (attribute_not_exists(completed) OR completed = :f)",
+            ExpressionAttributeValues={":until": int(now + lease_s), ":now": int(now), ":f": False},
+        )
+
+    def release_finalize(self, job: str) -> None:
+        self.table.update_item(Key={"pk": job_pk(job), "sk": "META"}, UpdateExpression="REMOVE finalizing")
+
+    # ---------------------------------------------------------------- the watchdog's view
+    def stale_jobs(self, updated_before: int) -> Iterator[tuple[str, int]]:
+        for item in paged_query(
+                self.table, IndexName=ACTIVE_INDEX, ProjectionExpression="pk, sk, updated_at",
+                KeyConditionExpression=Key("active_shard").eq(ACTIVE_SHARD) & Key("updated_at").lt(updated_before)):
+            pk = str(item.get("pk", ""))
+            if item.get("sk") == "META" and pk.startswith("JOB#"):  # only job items carry these; be safe anyway
+                yield pk[len("JOB#"):], int(item.get("updated_at", 0))
