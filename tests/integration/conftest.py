@@ -140,7 +140,7 @@ class Harness:
         return json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.report_keys(obj)[1])["Body"].read())
 
     def job(self, obj: ObjectRef) -> dict:
-        return wiring.store().get_job(obj.job_id) or {}
+        return wiring.store().jobs.get_job(obj.job_id) or {}
 
 
 # ------------------------------------------------------------------ item sizes

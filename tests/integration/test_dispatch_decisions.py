@@ -13,7 +13,7 @@ from phonon_outbound import wiring
 from phonon_outbound.dispatch import OUT_OF_TIME_DELAY_S
 from phonon_outbound.outcomes import Done, Fate, HandBack, Poison, RetryAfter, RowOutcome
 from phonon_outbound.status import Status
-from phonon_outbound.store import Store
+from phonon_outbound.store.jobs import DynamoJobs
 from phonon_outbound_dev.simulator import FaultPlan
 
 from .conftest import csv_rows, statuses
@@ -82,7 +82,7 @@ def test_a_chunk_another_dispatcher_holds_is_handed_back_until_its_lease_runs_ou
     h = make_harness()
     body = one_chunk(h, "held.csv", 2)
     msg = json.loads(body)
-    assert wiring.store().claim_chunk(msg["job"], msg["chunk"], 2).state == "claimed"
+    assert wiring.store().ledger.claim_chunk(msg["job"], msg["chunk"], 2).state == "claimed"
     decision = wiring.dispatch_service().handle(body, 1, lambda: 60.0)
     assert isinstance(decision, HandBack) and 1 < decision.seconds <= 3
     assert decision.reason == "another dispatcher holds this chunk"
@@ -117,7 +117,7 @@ def test_an_unexpected_error_before_the_last_receive_is_retry_after_the_queues_o
     def throttled(*_args, **_kwargs):
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "GetItem")
 
-    monkeypatch.setattr(Store, "cancelled_reason", throttled)
+    monkeypatch.setattr(DynamoJobs, "cancelled_reason", throttled)
     decision = wiring.dispatch_service().handle(body, 1, lambda: 60.0)
     assert decision == RetryAfter(None, "ThrottlingException: Rate exceeded")
 

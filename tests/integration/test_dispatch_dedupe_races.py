@@ -18,7 +18,9 @@ from phonon_outbound.dispatch import DispatchService, _Sent, dedupe_hash
 from phonon_outbound.outcomes import HandBack, RetryAfter
 from phonon_outbound.records import ChunkMessage
 from phonon_outbound.sqs_actions import SqsActions
-from phonon_outbound.store import Store
+from phonon_outbound.store.jobs import DynamoJobs
+from phonon_outbound.store.results import DynamoResults
+from phonon_outbound.store.rows import DynamoRows
 from phonon_outbound_dev.simulator import FaultPlan
 
 from .conftest import csv_rows, statuses
@@ -100,14 +102,14 @@ def test_given_a_last_receive_that_fails_while_another_copy_holds_the_chunk_then
     store = wiring.store()
     # Given another copy of the message holds the chunk: it took the lease and the calls' dedupe
     # claims, and is about to send
-    assert store.claim_chunk(obj.job_id, 0, 120).state == "claimed"
+    assert store.ledger.claim_chunk(obj.job_id, 0, 120).state == "claimed"
     service = wiring.dispatch_service()
     calls = ChunkMessage.model_validate_json(body).complete_calls(service.correlation_name)
     claims = [(dedupe_hash(msg["flow"], c, service.correlation_name), f"{obj.job_id}.{r}")
               for r, c in zip(msg["rows"], calls, strict=True)]
-    assert store.claim_dedupe(msg["flow"], claims, 3600) == {}
+    assert store.dedupe.claim_dedupe(msg["flow"], claims, 3600) == {}
     # When this copy's last receive fails before it could look at the chunk (DynamoDB throttles)
-    monkeypatch.setattr(Store, "cancelled_reason", throttled)
+    monkeypatch.setattr(DynamoJobs, "cancelled_reason", throttled)
     result = h.dispatch(messages)
     monkeypatch.undo()
     # Then it neither settles the chunk nor gives back the holder's dedupe claims: the copy goes
@@ -115,7 +117,7 @@ def test_given_a_last_receive_that_fails_while_another_copy_holds_the_chunk_then
     assert result["batchItemFailures"]
     assert chunk_state(h, obj) == "IN_PROGRESS"
     assert len(dedupe_claims(h)) == 3
-    assert list(store.iter_outcomes(obj.job_id)) == []
+    assert list(store.rows.iter_outcomes(obj.job_id)) == []
     assert not h.job(obj).get("completed")
     assert h.sim.stats()["requests"] == 0
 
@@ -165,7 +167,7 @@ def test_given_dynamodb_throttles_right_after_phonon_accepted_on_the_last_receiv
     h = make_harness(max_receive_count=1)
     obj = h.upload("accepted-then-throttled.csv", csv_rows(3))
     h.ingest(obj)
-    monkeypatch.setattr(Store, "add_to_job", throttled)
+    monkeypatch.setattr(DynamoJobs, "add_to_job", throttled)
     h.dispatch(h.receive())
     monkeypatch.undo()
     # Then the answer is not lost: the rows are ACCEPTED (the customers are being called), not
@@ -246,7 +248,7 @@ def test_given_a_job_cancelled_after_a_chunk_was_accepted_but_before_it_settled_
     h = make_harness(shape="200")
     obj = h.upload("cancel-after-send.csv", csv_rows(3))
     h.ingest(obj)
-    fail_once(monkeypatch, Store, "put_results", "killed after recording the outcomes, before settling")
+    fail_once(monkeypatch, DynamoResults, "put_results", "killed after recording the outcomes, before settling")
     messages = h.receive()
     assert h.dispatch(messages)["batchItemFailures"]
     assert h.sim.stats()["requests"] == 1
@@ -273,7 +275,7 @@ def test_given_recording_an_exhausted_chunk_fails_once_then_it_still_settles_fai
     h.sim.set_faults(FaultPlan(probabilities={"http500": 1.0}))
     obj = h.upload("exhausted-throttled.csv", csv_rows(2))
     h.ingest(obj)
-    fail_once(monkeypatch, Store, "put_outcomes", "ProvisionedThroughputExceededException")
+    fail_once(monkeypatch, DynamoRows, "put_outcomes", "ProvisionedThroughputExceededException")
     assert h.dispatch(h.receive())["batchItemFailures"]
     # Then its rows are FAILED with the reason, the chunk is FAILED (an operator can redrive it)
     # and the message is in the DLQ
@@ -306,7 +308,7 @@ def test_given_the_same_calls_while_the_first_file_is_still_retrying_them_then_t
                                             VisibilityTimeout=0)
     assert h.dispatch(mine)["batchItemFailures"] == []
     # Then they are not called DUPLICATE of calls nobody accepted yet: they wait
-    assert list(wiring.store().iter_outcomes(second.job_id)) == []
+    assert list(wiring.store().rows.iter_outcomes(second.job_id)) == []
     # and when the first file's calls end FAILED, the second file's are sent and ACCEPTED
     h.drain(timeout=60)
     assert statuses(h.report(first)) == {"FAILED": 3}

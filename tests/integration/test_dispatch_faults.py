@@ -17,7 +17,8 @@ from phonon_outbound import wiring
 from phonon_outbound.api.body import MAX_BODY_BYTES
 from phonon_outbound.outcomes import Done, Fate, HandBack
 from phonon_outbound.status import Status
-from phonon_outbound.store import Store
+from phonon_outbound.store.dedupe import DynamoDedupe
+from phonon_outbound.store.results import DynamoResults
 
 from .conftest import Ctx, csv_rows, statuses
 
@@ -89,7 +90,7 @@ def test_given_throttling_on_the_last_receive_then_rows_are_failed_with_the_reas
     h = make_harness(max_receive_count=2)
     obj = h.upload("throttled.csv", csv_rows(3))
     h.ingest(obj)
-    monkeypatch.setattr(Store, "claim_dedupe", throttled)
+    monkeypatch.setattr(DynamoDedupe, "claim_dedupe", throttled)
     # When DynamoDB throttles the chunk on every receive
     messages = h.receive()
     assert h.dispatch(messages)["batchItemFailures"]  # the first receive: retried
@@ -114,7 +115,7 @@ def test_given_an_error_after_phonon_accepted_on_the_last_receive_then_the_accep
     h = make_harness(shape="200", max_receive_count=1)
     obj = h.upload("accepted-then-error.csv", csv_rows(4))
     h.ingest(obj)
-    monkeypatch.setattr(Store, "put_results", throttled)
+    monkeypatch.setattr(DynamoResults, "put_results", throttled)
     # When the results items cannot be written after Phonon accepted the chunk, on its only receive
     result = h.dispatch(h.receive())
     # Then the rows keep the answer's outcome, the report is written, and nothing is retried
@@ -167,8 +168,8 @@ def test_given_an_unreadable_message_naming_no_known_job_then_it_goes_to_the_dlq
     # Then the good one is sent and reported, the two others fail alone
     assert {f["itemIdentifier"] for f in result["batchItemFailures"]} == {m["MessageId"] for m in poison}
     assert statuses(h.report(obj)) == {"ACCEPTED": 2}
-    assert list(wiring.store().iter_outcomes("no-such-job")) == []
-    assert wiring.store().get_job("no-such-job") is None  # no job item invented
+    assert list(wiring.store().rows.iter_outcomes("no-such-job")) == []
+    assert wiring.store().jobs.get_job("no-such-job") is None  # no job item invented
     # and they reach the DLQ after the queue's receives, without waiting out visibility timeouts
     h.drain(timeout=15)
     assert h.dlq_depth() == 2
@@ -271,7 +272,7 @@ def test_results_items_and_dedupe_claims_carry_expires_at(make_harness):
     h.drain()
     now = time.time()
     report = h.report(obj)
-    item = wiring.store().get_result(report[0]["phonon-uuid"])
+    item = wiring.store().results.get_result(report[0]["phonon-uuid"])
     assert now + 89 * 86400 < item["expires_at"] <= now + 91 * 86400
     claims = [i for i in boto3.resource("dynamodb", region_name="us-east-1").Table(h.env["STATE_TABLE"]).scan()["Items"]
               if str(i["pk"]).startswith("DEDUPE#")]

@@ -95,7 +95,7 @@ def test_given_sam_cli_generated_put_event_then_its_url_encoded_key_resolves(mak
     out = run(h, sample("s3-sam-put.json", h.bucket))
     assert out["files"][0]["status"] == "done"
     h.drain()
-    job = wiring.store().get_job(out["files"][0]["job"])
+    job = wiring.store().jobs.get_job(out["files"][0]["job"])
     assert job["key"] == "incoming/sam contacts.csv"
     csv_key = job["report_csv_key"]
     assert h.s3.get_object(Bucket=h.bucket, Key=csv_key)["Body"].read().decode().count("ACCEPTED") == 2
@@ -147,7 +147,7 @@ def test_given_an_event_that_is_not_an_upload_then_nothing_is_read_or_sent(make_
     assert out == {"files": []}
     assert calls == []
     assert h.receive() == []
-    assert wiring.store().jobs_for_key(h.bucket, "incoming/daily contacts+1.csv") == []
+    assert wiring.store().jobs.jobs_for_key(h.bucket, "incoming/daily contacts+1.csv") == []
 
 
 @pytest.mark.parametrize("name", ["ObjectRestore:Completed", "ObjectRestore:Post", "LifecycleExpiration:Delete"])
@@ -220,7 +220,7 @@ def test_given_an_s3_removed_notification_then_the_keys_active_jobs_are_cancelle
     out = run(h, sample(name, h.bucket))
     assert out["files"][0]["jobs"] == [obj.job_id]
     assert h.job(obj)["cancelled_reason"] == "the input file was deleted"
-    assert wiring.store().cancel_job(obj.job_id, "again") is False  # once
+    assert wiring.store().jobs.cancel_job(obj.job_id, "again") is False  # once
 
 
 # ------------------------------------------------------------------ crashes, time-outs, failures
@@ -380,7 +380,7 @@ def test_every_state_item_with_personal_data_carries_expires_at(make_harness):
     # an item past its expiry is gone for readers, though DynamoDB's TTL has not deleted it yet
     wiring.store().state.update_item(Key={"pk": f"JOB#{obj.job_id}", "sk": "META"},
                                      UpdateExpression="SET expires_at = :x", ExpressionAttributeValues={":x": 1})
-    assert wiring.store().get_job(obj.job_id) is None
+    assert wiring.store().jobs.get_job(obj.job_id) is None
 
 
 # ------------------------------------------------------------------ flows: DescribeSecret only

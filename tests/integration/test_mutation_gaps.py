@@ -105,7 +105,7 @@ def test_given_sends_that_time_out_after_the_claim_then_each_resend_still_holds_
     assert h.dispatch(mine)["batchItemFailures"] == []
     # Then it sends nothing while the first file's outcome is not known
     assert h.sim.stats()["requests"] == 1
-    assert list(wiring.store().iter_outcomes(second.job_id)) == []
+    assert list(wiring.store().rows.iter_outcomes(second.job_id)) == []
 
     # When everything runs on: the first file's resend (receive 2) is answered; the second
     # file's chunk sends its three new calls, times out, and resends (receive 2)
@@ -191,4 +191,4 @@ def test_given_one_flow_refused_at_account_level_then_another_flow_is_still_sent
     # while the refused flow stays paused: nothing more of it was sent, its rows have no outcome
     assert h.sim.stats()["requests"] == 2
     assert not h.job(refused).get("completed")
-    assert list(wiring.store().iter_outcomes(refused.job_id)) == []
+    assert list(wiring.store().rows.iter_outcomes(refused.job_id)) == []

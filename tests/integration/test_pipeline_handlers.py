@@ -44,7 +44,7 @@ def test_given_the_200_shape_then_results_are_keyed_by_the_uuids_phonon_issued(m
     assert statuses(report) == {"ACCEPTED": 30}
     store = wiring.store()
     for r in report:
-        item = store.get_result(r["phonon-uuid"])
+        item = store.results.get_result(r["phonon-uuid"])
         assert item["client-identifier"] == r["client-identifier"]
         assert item["request-id"] == r["request-id"]
         assert item["row"] == int(r["row"])
@@ -154,13 +154,13 @@ def test_given_an_account_refusal_then_sending_pauses_messages_are_kept_and_resu
     h.ingest(obj)
     h.dispatch(h.receive())
     store = wiring.store()
-    breaker = store.get_item("BREAKER#DemoFlw1")
+    breaker = store.limits.get("BREAKER#DemoFlw1")
     assert breaker["open"] and "403" in breaker["reason"]
     assert not h.job(obj).get("completed")
     assert h.dlq_depth() == 0
     h.drain(timeout=30)  # the copy comes back after the open period; the probe succeeds
     assert statuses(h.report(obj)) == {"ACCEPTED": 6}
-    assert not store.get_item("BREAKER#DemoFlw1")["open"]
+    assert not store.limits.get("BREAKER#DemoFlw1")["open"]
 
 
 def test_given_one_bad_number_in_a_chunk_then_only_that_row_fails_and_the_rest_are_sent(make_harness):
@@ -241,7 +241,7 @@ def test_given_a_flow_end_webhook_then_the_results_item_is_written_under_the_pho
         f"{creds['username']}:{creds['password']}".encode()).decode()
     resp = webhook_handler.handler(event, Ctx("webhook"))
     assert resp["statusCode"] == 200
-    item = wiring.store().get_result("11111111-2222-3333-4444-555555555555")
+    item = wiring.store().results.get_result("11111111-2222-3333-4444-555555555555")
     assert item["client-identifier"] == "C-000001" and item["row"] == 2
     assert item["connected"] is True and item["duration"] == 42 and item["sms_status"] == "DELIVERED"
     assert item["request-id"] == h.report(obj)[1]["request-id"]
@@ -285,12 +285,12 @@ def test_given_a_dispatcher_killed_after_sending_then_the_redelivery_resends_the
         make_harness, monkeypatch):
     import time
 
-    from phonon_outbound.store import Store
+    from phonon_outbound.store.rows import DynamoRows
 
     h = make_harness()
     obj = h.upload("killed.csv", csv_rows(12))
     h.ingest(obj)
-    fail_once(monkeypatch, Store, "put_outcomes", "Lambda killed after the API call, before recording it")
+    fail_once(monkeypatch, DynamoRows, "put_outcomes", "Lambda killed after the API call, before recording it")
     messages = h.receive()
     result = h.dispatch(messages)
     assert result["batchItemFailures"] and h.sim.stats()["requests"] == 1
@@ -308,12 +308,12 @@ def test_given_a_dispatcher_killed_after_sending_then_the_redelivery_resends_the
 
 def test_given_a_dispatcher_killed_between_settling_and_counting_then_the_redelivery_completes_the_report(
         make_harness, monkeypatch):
-    from phonon_outbound.store import Store
+    from phonon_outbound.store.ledger import DynamoLedger
 
     h = make_harness()
     obj = h.upload("count.csv", csv_rows(3))
     h.ingest(obj)
-    fail_once(monkeypatch, Store, "count_settled", "killed after the chunk settled, before the job counted it")
+    fail_once(monkeypatch, DynamoLedger, "count_settled", "killed after the chunk settled, before the job counted it")
     messages = h.receive()
     assert h.dispatch(messages, delete=False)["batchItemFailures"]
     h.dispatch(messages)  # SQS delivers it again: nothing is sent, the count and the report complete
@@ -351,7 +351,7 @@ def test_given_the_flows_dedupe_lock_stays_busy_then_the_chunk_waits_in_the_queu
     h.ingest(obj)
     # Given another dispatcher holds the flow's dedupe lock (and does not give it back soon)
     store = wiring.store()
-    store.lock_wait_s = 0.3
+    store.dedupe.lock_wait_s = 0.3
     store.state.put_item(Item={"pk": f"DEDUPE-LOCK#{DEMO_FLOW_ID}", "sk": "-", "token": "other",
                                "lease_until": int(time.time()) + 600})
     # When the chunk is dispatched

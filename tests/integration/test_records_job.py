@@ -29,15 +29,15 @@ def test_the_job_item_ingest_writes_reads_back_attribute_for_attribute(make_harn
     obj = h.upload("typed.csv", csv_rows(7) + b"X-bad,not-a-phone,Nobody\n")
     h.ingest(obj)
 
-    job = _check_typed(wiring.store().get_job(obj.job_id))
+    job = _check_typed(wiring.store().jobs.get_job(obj.job_id))
     assert job.id == obj.job_id and job.key == obj.key and job.bucket == h.bucket
     assert job.status == JobStatus.DISPATCHING and job.ingest_done and not job.completed
     assert (job.total_rows, job.chunks_total, job.chunks_settled) == (8, 1, 0) and not job.all_chunks_settled
     assert job.flow and job.created_at and job.uploaded_at and job.active_shard == "A"
-    assert job_report_keys(job) == job_report_keys(wiring.store().get_job(obj.job_id) or {})
+    assert job_report_keys(job) == job_report_keys(wiring.store().jobs.get_job(obj.job_id) or {})
 
     h.drain()
-    done = _check_typed(wiring.store().get_job(obj.job_id))
+    done = _check_typed(wiring.store().jobs.get_job(obj.job_id))
     assert done.completed and done.status == JobStatus.COMPLETED and done.all_chunks_settled
     assert done.counts["accepted"] == 7 and done.counts["rejected"] == 1 and done.api_requests == 1
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from phonon_outbound.status import Status
-from phonon_outbound.store import MAX_TEXT_CHARS, RowUuidConflict, decode_outcomes
+from phonon_outbound.store import MAX_TEXT_CHARS, ChunkState, RowUuidConflict, decode_outcomes
 
 T0 = 1_800_000_000.0
 WINDOW = 3600.0
@@ -47,70 +47,70 @@ def expired_writes(store):
 # ================================================================ dedupe
 def test_claim_dedupe_first_claim_wins_and_a_retry_of_the_same_owner_decides_the_same(store):
     claims = [(h(1), "J1.1"), (h(2), "J1.2")]
-    assert store.claim_dedupe(FLOW, claims, WINDOW, T0) == {}
+    assert store.dedupe.claim_dedupe(FLOW, claims, WINDOW, T0) == {}
     item = claim_item(store, 1)
     assert item["owner"] == "J1.1" and item["expires"] == T0 + WINDOW
     # TTL: an hour after the window (never past the data retention)
     assert item["expires_at"] == int(T0 + WINDOW) + 3600
     # the same chunk again (a retry): no conflict, and its window is not stretched
-    assert store.claim_dedupe(FLOW, claims, WINDOW, T0 + 100) == {}
+    assert store.dedupe.claim_dedupe(FLOW, claims, WINDOW, T0 + 100) == {}
     assert claim_item(store, 1)["expires"] == T0 + WINDOW
 
 
 def test_claim_dedupe_reports_another_owners_claim_within_the_window_and_keeps_it(store):
-    store.claim_dedupe(FLOW, [(h(1), "J1.1"), (h(2), "J1.2")], WINDOW, T0)
-    conflicts = store.claim_dedupe(FLOW, [(h(1), "J2.7"), (h(3), "J2.8")], WINDOW, T0 + WINDOW - 1)
+    store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1"), (h(2), "J1.2")], WINDOW, T0)
+    conflicts = store.dedupe.claim_dedupe(FLOW, [(h(1), "J2.7"), (h(3), "J2.8")], WINDOW, T0 + WINDOW - 1)
     assert conflicts == {h(1): "J1.1"}
     assert claim_item(store, 1)["owner"] == "J1.1"  # the first owner keeps it
     assert claim_item(store, 3)["owner"] == "J2.8"  # the other call of the chunk is claimed
 
 
 def test_claim_dedupe_at_the_windows_last_second_is_still_a_conflict(store):
-    store.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
-    assert store.claim_dedupe(FLOW, [(h(1), "J2.1")], WINDOW, T0 + WINDOW) == {h(1): "J1.1"}
+    store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
+    assert store.dedupe.claim_dedupe(FLOW, [(h(1), "J2.1")], WINDOW, T0 + WINDOW) == {h(1): "J1.1"}
 
 
 def test_claim_dedupe_ignores_a_claim_past_its_window_even_while_the_item_still_exists(store):
     # Given a claim whose window ended (its item not yet deleted by DynamoDB's TTL, which is late)
-    store.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
+    store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
     assert claim_item(store, 1) is not None
     # When the same call comes from another file just after the window
-    conflicts = store.claim_dedupe(FLOW, [(h(1), "J2.1")], WINDOW, T0 + WINDOW + 1)
+    conflicts = store.dedupe.claim_dedupe(FLOW, [(h(1), "J2.1")], WINDOW, T0 + WINDOW + 1)
     # Then it is no duplicate, and the claim is now the new owner's, for a new window
     assert conflicts == {}
     item = claim_item(store, 1)
     assert item["owner"] == "J2.1" and item["expires"] == T0 + 2 * WINDOW + 1
     # and a third file within that new window is the duplicate of the second
-    assert store.claim_dedupe(FLOW, [(h(1), "J3.1")], WINDOW, T0 + WINDOW + 2) == {h(1): "J2.1"}
+    assert store.dedupe.claim_dedupe(FLOW, [(h(1), "J3.1")], WINDOW, T0 + WINDOW + 2) == {h(1): "J2.1"}
 
 
 def test_claim_dedupe_renews_the_same_owners_expired_claim(store):
-    store.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
-    assert store.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0 + WINDOW + 5) == {}
+    store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
+    assert store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0 + WINDOW + 5) == {}
     assert claim_item(store, 1)["expires"] == T0 + 2 * WINDOW + 5
 
 
 def test_claim_dedupe_ttl_never_outlives_the_data_retention(store):
     store.retention.retention_s = 600  # shorter than the window plus an hour
-    store.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
+    store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
     assert claim_item(store, 1)["expires_at"] == int(T0) + 600
 
 
 def test_claim_dedupe_decides_every_call_of_a_chunk_bigger_than_one_batch_read(store):
     mine = [(h(i), f"J1.{i}") for i in range(1, 251)]
-    assert store.claim_dedupe(FLOW, mine, WINDOW, T0) == {}
+    assert store.dedupe.claim_dedupe(FLOW, mine, WINDOW, T0) == {}
     theirs = [(h(i), f"J2.{i}") for i in range(1, 251)]
-    conflicts = store.claim_dedupe(FLOW, theirs, WINDOW, T0 + 1)
+    conflicts = store.dedupe.claim_dedupe(FLOW, theirs, WINDOW, T0 + 1)
     assert conflicts == {h(i): f"J1.{i}" for i in range(1, 251)}
 
 
 def test_release_dedupe_gives_back_only_the_owners_own_claims(store):
-    store.claim_dedupe(FLOW, [(h(1), "J1.1"), (h(2), "J1.2")], WINDOW, T0)
-    store.release_dedupe(FLOW, [(h(1), "J1.1"), (h(2), "J9.9"), (h(5), "J1.5")])
+    store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1"), (h(2), "J1.2")], WINDOW, T0)
+    store.dedupe.release_dedupe(FLOW, [(h(1), "J1.1"), (h(2), "J9.9"), (h(5), "J1.5")])
     assert claim_item(store, 1) is None
     assert claim_item(store, 2)["owner"] == "J1.2"
-    assert store.claim_dedupe(FLOW, [(h(1), "J2.1")], WINDOW, T0 + 1) == {}
-    assert store.claim_dedupe(FLOW, [(h(2), "J2.2")], WINDOW, T0 + 1) == {h(2): "J1.2"}
+    assert store.dedupe.claim_dedupe(FLOW, [(h(1), "J2.1")], WINDOW, T0 + 1) == {}
+    assert store.dedupe.claim_dedupe(FLOW, [(h(2), "J2.2")], WINDOW, T0 + 1) == {h(2): "J1.2"}
 
 
 def test_claim_dedupe_waits_for_no_lock_of_another_flow_and_gives_up_on_a_live_one(store, peer_store):
@@ -118,15 +118,14 @@ def test_claim_dedupe_waits_for_no_lock_of_another_flow_and_gives_up_on_a_live_o
     held = peer_store.dedupe.flow_lock("DEDUPE-LOCK#OtherFlw", lease_s=3600)
     held.__enter__()
     try:
-        store.lock_wait_s = 0.2
-        assert store.dedupe.lock_wait_s == 0.2  # the facade's setting is the repository's
-        assert store.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0) == {}
+        store.dedupe.lock_wait_s = 0.2
+        assert store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0) == {}
         with pytest.raises(TimeoutError):  # the busy flow's own claims wait, then give up
-            store.claim_dedupe("OtherFlw", [(h(1), "J1.1")], WINDOW, T0)
+            store.dedupe.claim_dedupe("OtherFlw", [(h(1), "J1.1")], WINDOW, T0)
     finally:
         held.__exit__(None, None, None)
     # Once it is given back, the flow's claims go through
-    assert store.claim_dedupe("OtherFlw", [(h(2), "J1.2")], WINDOW, T0) == {}
+    assert store.dedupe.claim_dedupe("OtherFlw", [(h(2), "J1.2")], WINDOW, T0) == {}
 
 
 def test_a_dead_holders_flow_lock_is_taken_over_once_its_lease_lapses(store, peer_store):
@@ -134,9 +133,9 @@ def test_a_dead_holders_flow_lock_is_taken_over_once_its_lease_lapses(store, pee
     dead = peer_store.dedupe.flow_lock("DEDUPE-LOCK#" + FLOW, lease_s=0.3)
     dead.__enter__()  # (kept referenced: a collected generator would give the lock back)
     try:
-        store.lock_wait_s = 5
+        store.dedupe.lock_wait_s = 5
         # Then a claim phase of that flow runs once the lease has lapsed
-        assert store.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0) == {}
+        assert store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0) == {}
     finally:
         dead.__exit__(None, None, None)
 
@@ -146,7 +145,7 @@ def test_threads_of_one_process_take_the_flow_lock_one_at_a_time(store):
     overlap: list[bool] = []
 
     def phase(i: int) -> None:
-        with store.flow_lock("DEDUPE-LOCK#" + FLOW):
+        with store.dedupe.flow_lock("DEDUPE-LOCK#" + FLOW):
             inside.append(i)
             overlap.append(len(inside) > 1)
             time.sleep(0.01)
@@ -166,229 +165,237 @@ def test_two_stores_keep_their_local_locks_apart(store):
     from phonon_outbound.store.memory import MemoryStore
 
     other = MemoryStore()
-    with store.flow_lock("DEDUPE-LOCK#" + FLOW), other.flow_lock("DEDUPE-LOCK#" + FLOW, wait_s=0.5):
+    with store.dedupe.flow_lock("DEDUPE-LOCK#" + FLOW), other.dedupe.flow_lock("DEDUPE-LOCK#" + FLOW, wait_s=0.5):
         pass
 
 
 # ================================================================ ledger
 def test_claim_chunk_has_one_holder_until_its_lease_runs_out(store):
-    first = store.claim_chunk("J1", 0, 120, T0)
+    first = store.ledger.claim_chunk("J1", 0, 120, T0)
     assert first.state == "claimed" and first.attempts == 1
     item = store.ledger.get_chunk("J1", 0)
-    assert item["state"] == "IN_PROGRESS" and item["lease_until"] == T0 + 120 and item["expires_at"] > T0
+    assert item["state"] == ChunkState.IN_PROGRESS and item["lease_until"] == T0 + 120 and item["expires_at"] > T0
     assert first.item == item
-    busy = store.claim_chunk("J1", 0, 120, T0 + 20)
+    busy = store.ledger.claim_chunk("J1", 0, 120, T0 + 20)
     assert busy.state == "busy" and busy.lease_left_s == pytest.approx(100) and busy.attempts == 1
-    assert store.claim_chunk("J1", 1, 120, T0 + 20).state == "claimed"  # another chunk is another lease
-    assert store.claim_chunk("J1", 0, 120, T0 + 120).state == "busy"  # the lease's last moment
+    assert store.ledger.claim_chunk("J1", 1, 120, T0 + 20).state == "claimed"  # another chunk is another lease
+    assert store.ledger.claim_chunk("J1", 0, 120, T0 + 120).state == "busy"  # the lease's last moment
     # a holder that died: taken over once its lease ran out, attempts counted
-    again = store.claim_chunk("J1", 0, 120, T0 + 121)
+    again = store.ledger.claim_chunk("J1", 0, 120, T0 + 121)
     assert again.state == "claimed" and again.attempts == 2
     assert store.ledger.get_chunk("J1", 0)["lease_until"] == T0 + 241
 
 
 def test_a_released_chunk_is_claimed_again_at_once_and_a_done_chunk_never(store):
-    store.claim_chunk("J1", 0, 120, T0)
-    store.release_chunk("J1", 0)
-    assert store.ledger.get_chunk("J1", 0)["state"] == "RETRY"
-    assert store.claim_chunk("J1", 0, 120, T0 + 1).state == "claimed"
-    store.settle_chunk("J1", 0, "DONE", accepted=3)
+    store.ledger.claim_chunk("J1", 0, 120, T0)
+    store.ledger.release_chunk("J1", 0)
+    assert store.ledger.get_chunk("J1", 0)["state"] == ChunkState.RETRY
+    assert store.ledger.claim_chunk("J1", 0, 120, T0 + 1).state == "claimed"
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=3)
     for later in (T0 + 2, T0 + 10_000):
-        done = store.claim_chunk("J1", 0, 120, later)
+        done = store.ledger.claim_chunk("J1", 0, 120, later)
         assert done.state == "done" and done.attempts == 2 and done.item["accepted"] == 3
-    store.release_chunk("J1", 0)  # a late holder's release leaves DONE alone
-    assert store.claim_chunk("J1", 0, 120, T0 + 20_000).state == "done"
+    store.ledger.release_chunk("J1", 0)  # a late holder's release leaves DONE alone
+    assert store.ledger.claim_chunk("J1", 0, 120, T0 + 20_000).state == "done"
 
 
 def test_settle_chunk_records_the_final_state_and_a_failed_chunk_can_be_redriven(store):
-    store.claim_chunk("J1", 0, 120, T0)
-    store.settle_chunk("J1", 0, "FAILED", failed=2, requests=1, pace=0.5)
+    store.ledger.claim_chunk("J1", 0, 120, T0)
+    store.ledger.settle_chunk("J1", 0, ChunkState.FAILED, failed=2, requests=1, pace=0.5)
     item = store.ledger.get_chunk("J1", 0)
-    assert item["state"] == "FAILED" and item["settled"] is True and item["lease_until"] == 0
+    assert item["state"] == ChunkState.FAILED and item["settled"] is True and item["lease_until"] == 0
     assert item["failed"] == 2 and item["pace"] == 0.5 and item["expires_at"] > T0
     # an operator's redrive: a FAILED chunk is claimed again, and may end DONE
-    redrive = store.claim_chunk("J1", 0, 120, T0 + 5)
+    redrive = store.ledger.claim_chunk("J1", 0, 120, T0 + 5)
     assert redrive.state == "claimed" and redrive.attempts == 2
-    store.settle_chunk("J1", 0, "DONE", accepted=2)
-    assert store.ledger.get_chunk("J1", 0)["state"] == "DONE"
-    assert store.claim_chunk("J1", 0, 120, T0 + 10).state == "done"
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=2)
+    assert store.ledger.get_chunk("J1", 0)["state"] == ChunkState.DONE
+    assert store.ledger.claim_chunk("J1", 0, 120, T0 + 10).state == "done"
+
+
+def test_chunk_states_are_written_and_read_back_as_their_plain_wire_strings(store):
+    store.ledger.claim_chunk("J1", 0, 120, T0)
+    assert type(store.ledger.get_chunk("J1", 0)["state"]) is str
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=1)
+    assert [(s, type(s)) for s in [store.ledger.get_chunk("J1", 0)["state"]]] == [("DONE", str)]
+    assert [s.value for s in ChunkState] == ["IN_PROGRESS", "RETRY", "WAITING", "DONE", "FAILED"]
 
 
 def test_settle_open_chunk_never_overrides_a_done_chunk(store):
-    store.claim_chunk("J1", 0, 120, T0)
-    store.settle_chunk("J1", 0, "DONE", accepted=2)
-    assert store.settle_open_chunk("J1", 0, "FAILED", failed=2) is False
+    store.ledger.claim_chunk("J1", 0, 120, T0)
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=2)
+    assert store.ledger.settle_open_chunk("J1", 0, ChunkState.FAILED, failed=2) is False
     item = store.ledger.get_chunk("J1", 0)
-    assert item["state"] == "DONE" and item["accepted"] == 2 and "failed" not in item
+    assert item["state"] == ChunkState.DONE and item["accepted"] == 2 and "failed" not in item
     # a chunk nobody holds is settled, and so is one another dispatcher holds right now
-    assert store.settle_open_chunk("J1", 1, "FAILED") is True
-    assert store.ledger.get_chunk("J1", 1)["state"] == "FAILED"
-    store.claim_chunk("J1", 2, 120, T0)
-    assert store.settle_open_chunk("J1", 2, "FAILED", cancelled=4) is True
+    assert store.ledger.settle_open_chunk("J1", 1, ChunkState.FAILED) is True
+    assert store.ledger.get_chunk("J1", 1)["state"] == ChunkState.FAILED
+    store.ledger.claim_chunk("J1", 2, 120, T0)
+    assert store.ledger.settle_open_chunk("J1", 2, ChunkState.FAILED, cancelled=4) is True
     item = store.ledger.get_chunk("J1", 2)
-    assert item["state"] == "FAILED" and item["cancelled"] == 4 and item["lease_until"] == 0
+    assert item["state"] == ChunkState.FAILED and item["cancelled"] == 4 and item["lease_until"] == 0
 
 
 def test_notes_about_a_chunk_in_progress_never_reopen_a_settled_chunk(store):
-    store.claim_chunk("J1", 0, 120, T0)
-    assert store.note_chunk("J1", 0, waiting_s=3.5) is True
+    store.ledger.claim_chunk("J1", 0, 120, T0)
+    assert store.ledger.note_chunk("J1", 0, waiting_s=3.5) is True
     assert store.ledger.get_chunk("J1", 0)["waiting_s"] == 3.5
     # Given a chunk another dispatcher settled while this one still thought it held it
-    store.settle_chunk("J1", 0, "DONE", accepted=2)
+    store.ledger.settle_chunk("J1", 0, ChunkState.DONE, accepted=2)
     # When the late holder notes that it hands the chunk back
-    assert store.note_chunk("J1", 0, state="RETRY", lease_until=0) is False
-    assert store.note_chunk("J1", 0, state="WAITING", lease_until=0) is False
+    assert store.ledger.note_chunk("J1", 0, state=ChunkState.RETRY, lease_until=0) is False
+    assert store.ledger.note_chunk("J1", 0, state=ChunkState.WAITING, lease_until=0) is False
     # Then the chunk stays DONE: its redelivery is dropped, nothing is sent again
-    assert store.ledger.get_chunk("J1", 0)["state"] == "DONE"
-    assert store.claim_chunk("J1", 0, 120, T0 + 1).state == "done"
-    assert store.note_chunk("J1", 9, state="WAITING") is False  # no such chunk: nothing written
+    assert store.ledger.get_chunk("J1", 0)["state"] == ChunkState.DONE
+    assert store.ledger.claim_chunk("J1", 0, 120, T0 + 1).state == "done"
+    assert store.ledger.note_chunk("J1", 9, state=ChunkState.WAITING) is False  # no such chunk: nothing written
     assert store.ledger.get_chunk("J1", 9) is None
 
 
 def test_a_chunk_handed_back_waiting_is_claimed_again_at_once(store):
-    store.claim_chunk("J1", 0, 120, T0)
-    store.note_chunk("J1", 0, state="WAITING", lease_until=0)
-    assert store.claim_chunk("J1", 0, 120, T0 + 1).state == "claimed"
+    store.ledger.claim_chunk("J1", 0, 120, T0)
+    store.ledger.note_chunk("J1", 0, state=ChunkState.WAITING, lease_until=0)
+    assert store.ledger.claim_chunk("J1", 0, 120, T0 + 1).state == "claimed"
 
 
 def test_count_settled_counts_each_chunk_once_whatever_the_retries(store):
-    store.put_job("J1", {"key": "k"})
-    counted, meta = store.count_settled("J1", 0, accepted=3, failed=1)
+    store.jobs.put_job("J1", {"key": "k"})
+    counted, meta = store.ledger.count_settled("J1", 0, accepted=3, failed=1)
     assert counted is True and meta["chunks_settled"] == 1 and meta["accepted"] == 3 and meta["failed"] == 1
     # a retry after a crash between settling and counting: not counted again, the job as it is
-    counted, meta = store.count_settled("J1", 0, accepted=3, failed=1)
+    counted, meta = store.ledger.count_settled("J1", 0, accepted=3, failed=1)
     assert counted is False and meta["chunks_settled"] == 1 and meta["accepted"] == 3
-    assert store.count_settled("J1", 2, accepted=1)[0] is True
-    assert store.count_settled("J1", 1, accepted=1)[0] is True
-    meta = store.get_job("J1")
+    assert store.ledger.count_settled("J1", 2, accepted=1)[0] is True
+    assert store.ledger.count_settled("J1", 1, accepted=1)[0] is True
+    meta = store.jobs.get_job("J1")
     assert meta["chunks_settled"] == 3 and meta["accepted"] == 5
     assert {int(c) for c in meta["settled_set"]} == {0, 1, 2}
 
 
 def test_count_settled_after_compaction_still_refuses_a_counted_chunk(store):
     store.ledger.compact_at = 3
-    store.put_job("J1", {"key": "k"})
+    store.jobs.put_job("J1", {"key": "k"})
     for c in (0, 1, 2, 3, 5):
-        assert store.count_settled("J1", c, accepted=1)[0] is True
-    meta = store.get_job("J1")
+        assert store.ledger.count_settled("J1", c, accepted=1)[0] is True
+    meta = store.jobs.get_job("J1")
     assert meta["settled_below"] == 4 and {int(c) for c in meta["settled_set"]} == {5}
     for c in (0, 3, 5):
-        assert store.count_settled("J1", c, accepted=1)[0] is False
-    assert store.count_settled("J1", 4, accepted=1)[0] is True
-    assert store.get_job("J1")["chunks_settled"] == 6 and store.get_job("J1")["accepted"] == 6
+        assert store.ledger.count_settled("J1", c, accepted=1)[0] is False
+    assert store.ledger.count_settled("J1", 4, accepted=1)[0] is True
+    assert store.jobs.get_job("J1")["chunks_settled"] == 6 and store.jobs.get_job("J1")["accepted"] == 6
 
 
 # ================================================================ jobs
 def test_create_job_writes_once_and_puts_the_job_on_the_active_index(store):
-    assert store.create_job("J1", {"key": "a.csv", "notes": ["x" * 10_000]}) is True
-    assert store.create_job("J1", {"key": "b.csv"}) is False
-    meta = store.get_job("J1")
+    assert store.jobs.create_job("J1", {"key": "a.csv", "notes": ["x" * 10_000]}) is True
+    assert store.jobs.create_job("J1", {"key": "b.csv"}) is False
+    meta = store.jobs.get_job("J1")
     assert meta["key"] == "a.csv" and meta["active_shard"] == "A" and len(meta["notes"][0]) < 10_000
     assert meta["pk"] == "JOB#J1" and meta["sk"] == "META" and meta["expires_at"] > time.time()
-    assert store.get_job("J404") is None
+    assert store.jobs.get_job("J404") is None
 
 
 def test_put_job_replaces_the_item_and_update_job_sets_attributes(store):
-    store.put_job("J1", {"key": "a.csv", "rows": 3})
-    store.put_job("J1", {"key": "a.csv", "chunks": 2})
-    assert "rows" not in store.get_job("J1")
-    out = store.update_job("J1", ingest_done=True, error="e" * 100_000, pace=0.25)
+    store.jobs.put_job("J1", {"key": "a.csv", "rows": 3})
+    store.jobs.put_job("J1", {"key": "a.csv", "chunks": 2})
+    assert "rows" not in store.jobs.get_job("J1")
+    out = store.jobs.update_job("J1", ingest_done=True, error="e" * 100_000, pace=0.25)
     assert out["ingest_done"] is True and len(out["error"]) == MAX_TEXT_CHARS and out["pace"] == 0.25
-    assert out["chunks"] == 2 and store.get_job("J1") == out
+    assert out["chunks"] == 2 and store.jobs.get_job("J1") == out
 
 
 def test_a_completed_job_leaves_the_stale_jobs_view(store):
-    store.create_job("J1", {"key": "a"})
-    store.create_job("J2", {"key": "b"})
+    store.jobs.create_job("J1", {"key": "a"})
+    store.jobs.create_job("J2", {"key": "b"})
     later = int(time.time()) + 10
     assert sorted(j for j, _ in store.jobs.stale_jobs(later)) == ["J1", "J2"]
     assert list(store.jobs.stale_jobs(int(time.time()) - 3600)) == []
-    out = store.update_job("J1", completed=True)
+    out = store.jobs.update_job("J1", completed=True)
     assert "active_shard" not in out
     assert [j for j, _ in store.jobs.stale_jobs(later)] == ["J2"]
 
 
 def test_add_to_job_adds_counters(store):
-    store.put_job("J1", {"key": "k", "accepted": 2})
-    store.add_to_job("J1", accepted=3, rejected=1)
-    meta = store.add_to_job("J1", rejected=1)
+    store.jobs.put_job("J1", {"key": "k", "accepted": 2})
+    store.jobs.add_to_job("J1", accepted=3, rejected=1)
+    meta = store.jobs.add_to_job("J1", rejected=1)
     assert meta["accepted"] == 5 and meta["rejected"] == 2
 
 
 def test_an_expired_job_reads_as_absent(store):
     expired_writes(store)
-    store.put_job("J1", {"key": "k"})
-    assert store.get_job("J1") is None
+    store.jobs.put_job("J1", {"key": "k"})
+    assert store.jobs.get_job("J1") is None
 
 
 def test_cancel_job_marks_an_open_job_once_and_nothing_else(store):
-    store.create_job("J1", {"key": "k"})
-    assert store.cancelled_reason("J1") == ""
-    assert store.cancel_job("J1", "input deleted " + "x" * 10_000) is True
-    assert store.cancelled_reason("J1").startswith("input deleted")
-    assert len(store.cancelled_reason("J1")) == MAX_TEXT_CHARS
-    assert store.cancel_job("J1", "operator") is False  # already cancelled: the first reason stays
-    assert store.cancelled_reason("J1").startswith("input deleted")
-    assert store.cancel_job("J404", "x") is False and store.get_job("J404") is None
-    assert store.cancelled_reason("J404") == ""
-    store.create_job("J2", {"key": "k"})
-    store.update_job("J2", completed=True)
-    assert store.cancel_job("J2", "late") is False and store.cancelled_reason("J2") == ""
-    store.create_job("J3", {"key": "k", "completed": False})
-    assert store.cancel_job("J3", "x") is True
+    store.jobs.create_job("J1", {"key": "k"})
+    assert store.jobs.cancelled_reason("J1") == ""
+    assert store.jobs.cancel_job("J1", "input deleted " + "x" * 10_000) is True
+    assert store.jobs.cancelled_reason("J1").startswith("input deleted")
+    assert len(store.jobs.cancelled_reason("J1")) == MAX_TEXT_CHARS
+    assert store.jobs.cancel_job("J1", "operator") is False  # already cancelled: the first reason stays
+    assert store.jobs.cancelled_reason("J1").startswith("input deleted")
+    assert store.jobs.cancel_job("J404", "x") is False and store.jobs.get_job("J404") is None
+    assert store.jobs.cancelled_reason("J404") == ""
+    store.jobs.create_job("J2", {"key": "k"})
+    store.jobs.update_job("J2", completed=True)
+    assert store.jobs.cancel_job("J2", "late") is False and store.jobs.cancelled_reason("J2") == ""
+    store.jobs.create_job("J3", {"key": "k", "completed": False})
+    assert store.jobs.cancel_job("J3", "x") is True
 
 
 def test_claim_object_new_duplicate_and_resume_after_a_lapsed_lease(store):
-    assert store.claim_object("b/k#v1", "J1", 60, T0) == "new"
-    assert store.claim_object("b/k#v1", "J2", 60, T0 + 30) == "duplicate"  # its ingest still runs
-    assert store.claim_object("b/k#v1", "J2", 60, T0 + 61) == "resume"  # a crashed ingest
-    assert store.claim_object("b/k#v1", "J2", 60, T0 + 100) == "duplicate"  # resumed: a new lease
-    assert store.claim_object("b/k#v2", "J3", 60, T0) == "new"  # another version is another object
+    assert store.jobs.claim_object("b/k#v1", "J1", 60, T0) == "new"
+    assert store.jobs.claim_object("b/k#v1", "J2", 60, T0 + 30) == "duplicate"  # its ingest still runs
+    assert store.jobs.claim_object("b/k#v1", "J2", 60, T0 + 61) == "resume"  # a crashed ingest
+    assert store.jobs.claim_object("b/k#v1", "J2", 60, T0 + 100) == "duplicate"  # resumed: a new lease
+    assert store.jobs.claim_object("b/k#v2", "J3", 60, T0) == "new"  # another version is another object
 
 
 def test_renew_object_extends_the_lease_and_a_done_object_is_never_resumed(store):
-    store.claim_object("b/k#v1", "J1", 60)
-    store.renew_object("b/k#v1", 3600)
-    assert store.claim_object("b/k#v1", "J2", 60, time.time() + 120) == "duplicate"
-    store.renew_object("b/k#v1", 0, done=True)
-    assert store.claim_object("b/k#v1", "J2", 60, time.time() + 10_000) == "duplicate"
+    store.jobs.claim_object("b/k#v1", "J1", 60)
+    store.jobs.renew_object("b/k#v1", 3600)
+    assert store.jobs.claim_object("b/k#v1", "J2", 60, time.time() + 120) == "duplicate"
+    store.jobs.renew_object("b/k#v1", 0, done=True)
+    assert store.jobs.claim_object("b/k#v1", "J2", 60, time.time() + 10_000) == "duplicate"
 
 
 def test_jobs_for_key_lists_live_index_items_oldest_upload_first(store):
     # job ids sort the other way round from their uploads
-    store.index_job("b", "in/a.csv", "J1", {"version": "v2", "uploaded_at": "2026-01-02T00:00:00Z"})
-    store.index_job("b", "in/a.csv", "J2", {"version": "v1", "uploaded_at": "2026-01-01T00:00:00Z"})
-    store.index_job("b", "in/a.csv", "J2", {"version": "v1", "uploaded_at": "2026-01-01T00:00:00Z"})
-    store.index_job("b", "in/other.csv", "J9", {"version": "v9", "uploaded_at": "2026-01-03T00:00:00Z"})
-    store.claim_report_name("b", "in/a.csv", "20260101T000000Z", "J1")  # not a job of the key
-    assert [(i["job"], i["version"]) for i in store.jobs_for_key("b", "in/a.csv")] == [("J2", "v1"), ("J1", "v2")]
+    store.jobs.index_job("b", "in/a.csv", "J1", {"version": "v2", "uploaded_at": "2026-01-02T00:00:00Z"})
+    store.jobs.index_job("b", "in/a.csv", "J2", {"version": "v1", "uploaded_at": "2026-01-01T00:00:00Z"})
+    store.jobs.index_job("b", "in/a.csv", "J2", {"version": "v1", "uploaded_at": "2026-01-01T00:00:00Z"})
+    store.jobs.index_job("b", "in/other.csv", "J9", {"version": "v9", "uploaded_at": "2026-01-03T00:00:00Z"})
+    store.jobs.claim_report_name("b", "in/a.csv", "20260101T000000Z", "J1")  # not a job of the key
+    assert [(i["job"], i["version"]) for i in store.jobs.jobs_for_key("b", "in/a.csv")] == [("J2", "v1"), ("J1", "v2")]
     expired_writes(store)
-    store.index_job("b", "in/a.csv", "J0", {"version": "v0", "uploaded_at": "2025-01-01T00:00:00Z"})
-    assert [i["job"] for i in store.jobs_for_key("b", "in/a.csv")] == ["J2", "J1"]
-    assert store.jobs_for_key("b", "in/none.csv") == []
+    store.jobs.index_job("b", "in/a.csv", "J0", {"version": "v0", "uploaded_at": "2025-01-01T00:00:00Z"})
+    assert [i["job"] for i in store.jobs.jobs_for_key("b", "in/a.csv")] == ["J2", "J1"]
+    assert store.jobs.jobs_for_key("b", "in/none.csv") == []
 
 
 def test_claim_report_name_first_job_wins_and_its_holder_may_claim_again(store):
-    assert store.claim_report_name("b", "k", "S1", "J1") is True
-    assert store.claim_report_name("b", "k", "S1", "J1") is True
-    assert store.claim_report_name("b", "k", "S1", "J2") is False
-    assert store.claim_report_name("b", "k", "S2", "J2") is True
-    assert store.claim_report_name("b", "other", "S1", "J2") is True
+    assert store.jobs.claim_report_name("b", "k", "S1", "J1") is True
+    assert store.jobs.claim_report_name("b", "k", "S1", "J1") is True
+    assert store.jobs.claim_report_name("b", "k", "S1", "J2") is False
+    assert store.jobs.claim_report_name("b", "k", "S2", "J2") is True
+    assert store.jobs.claim_report_name("b", "other", "S1", "J2") is True
 
 
 def test_claim_finalize_is_a_lease_a_dead_writers_lease_lapses_and_a_completed_job_is_never_claimed(store):
-    assert store.claim_finalize("J404", 960, T0) is False  # no such job
-    store.create_job("J1", {"key": "k"})
-    assert store.claim_finalize("J1", 960, T0) is True
-    assert store.claim_finalize("J1", 960, T0 + 959) is False  # a live writer is never taken over
+    assert store.jobs.claim_finalize("J404", 960, T0) is False  # no such job
+    store.jobs.create_job("J1", {"key": "k"})
+    assert store.jobs.claim_finalize("J1", 960, T0) is True
+    assert store.jobs.claim_finalize("J1", 960, T0 + 959) is False  # a live writer is never taken over
     # the writer died half-way (never released): its lease lapses, the next caller takes over
-    assert store.claim_finalize("J1", 960, T0 + 961) is True
-    store.release_finalize("J1")
-    assert "finalizing" not in store.get_job("J1")
-    assert store.claim_finalize("J1", 960, T0 + 962) is True
-    store.release_finalize("J1")
-    store.update_job("J1", completed=True)
-    assert store.claim_finalize("J1", 960, T0 + 10_000) is False
+    assert store.jobs.claim_finalize("J1", 960, T0 + 961) is True
+    store.jobs.release_finalize("J1")
+    assert "finalizing" not in store.jobs.get_job("J1")
+    assert store.jobs.claim_finalize("J1", 960, T0 + 962) is True
+    store.jobs.release_finalize("J1")
+    store.jobs.update_job("J1", completed=True)
+    assert store.jobs.claim_finalize("J1", 960, T0 + 10_000) is False
 
 
 # ================================================================ rows
@@ -397,47 +404,47 @@ OUTCOME = {"status": Status.ACCEPTED.value, "cid": "C", "request_id": "r", "phon
 
 
 def test_put_rows_drops_empty_values_bounds_reasons_and_iter_rows_reads_them_in_row_order(store):
-    n = store.put_rows("J1", [{"row": 10, "status": Status.REJECTED.value, "reason": "r" * 10_000, "cid": ""},
+    n = store.rows.put_rows("J1", [{"row": 10, "status": Status.REJECTED.value, "reason": "r" * 10_000, "cid": ""},
                               {"row": 2, "status": Status.REJECTED.value, "reason": "bad phone", "cid": None}])
     assert n == 2
-    rows = list(store.iter_rows("J1"))
+    rows = list(store.rows.iter_rows("J1"))
     assert [r["row"] for r in rows] == [2, 10]
     assert "cid" not in rows[0] and len(rows[1]["reason"]) == MAX_TEXT_CHARS
-    assert list(store.iter_rows("J2")) == []
-    store.put_rows("J1", [{"row": 2, "status": Status.FAILED.value}])  # idempotent put: replaced
-    assert [r["status"] for r in store.iter_rows("J1")] == [Status.FAILED.value, Status.REJECTED.value]
-    assert "reason" not in next(store.iter_rows("J1"))
+    assert list(store.rows.iter_rows("J2")) == []
+    store.rows.put_rows("J1", [{"row": 2, "status": Status.FAILED.value}])  # idempotent put: replaced
+    assert [r["status"] for r in store.rows.iter_rows("J1")] == [Status.FAILED.value, Status.REJECTED.value]
+    assert "reason" not in next(store.rows.iter_rows("J1"))
 
 
 def test_expired_row_items_are_not_read(store):
-    store.put_rows("J1", [{"row": 1, "status": Status.REJECTED.value}])
+    store.rows.put_rows("J1", [{"row": 1, "status": Status.REJECTED.value}])
     expired_writes(store)
-    store.put_rows("J1", [{"row": 2, "status": Status.REJECTED.value}])
-    store.put_outcomes("J1", 0, [{"row": 5, **OUTCOME}], at=1)
-    assert [r["row"] for r in store.iter_rows("J1")] == [1]
-    assert [r["row"] for r in store.iter_outcomes("J1")] == [1]
-    assert store.find_outcome("J1", 5) is None
+    store.rows.put_rows("J1", [{"row": 2, "status": Status.REJECTED.value}])
+    store.rows.put_outcomes("J1", 0, [{"row": 5, **OUTCOME}], at=1)
+    assert [r["row"] for r in store.rows.iter_rows("J1")] == [1]
+    assert [r["row"] for r in store.rows.iter_outcomes("J1")] == [1]
+    assert store.rows.find_outcome("J1", 5) is None
 
 
 def test_put_outcomes_holds_a_chunk_in_one_item_and_find_outcome_finds_its_range(store):
-    store.put_outcomes("J1", 0, [{"row": r, **OUTCOME} for r in (4, 2, 3)], at=7)
-    store.put_outcomes("J1", 1, [{"row": r, **OUTCOME} for r in (8, 9)], at=8)
-    store.put_outcomes("J1", 2, [], at=9)  # nothing to write
-    item = store.find_outcome("J1", 3)
+    store.rows.put_outcomes("J1", 0, [{"row": r, **OUTCOME} for r in (4, 2, 3)], at=7)
+    store.rows.put_outcomes("J1", 1, [{"row": r, **OUTCOME} for r in (8, 9)], at=8)
+    store.rows.put_outcomes("J1", 2, [], at=9)  # nothing to write
+    item = store.rows.find_outcome("J1", 3)
     assert item["sk"] == "OUT#0000000002" and item["chunk"] == 0 and item["last_row"] == 4 and item["n"] == 3
     assert [r["row"] for r in decode_outcomes(item["outcomes"])] == [2, 3, 4]
-    assert store.find_outcome("J1", 9)["chunk"] == 1
+    assert store.rows.find_outcome("J1", 9)["chunk"] == 1
     for outside in (1, 5, 7, 10):
-        assert store.find_outcome("J1", outside) is None
+        assert store.rows.find_outcome("J1", outside) is None
 
 
 def test_iter_outcomes_merges_chunks_and_rows_in_row_order_and_a_chunk_wins_over_a_row(store):
-    store.put_outcomes("J1", 0, [{"row": r, **OUTCOME, "phonon_uuid": "u3" if r == 3 else ""} for r in (2, 3, 4)],
+    store.rows.put_outcomes("J1", 0, [{"row": r, **OUTCOME, "phonon_uuid": "u3" if r == 3 else ""} for r in (2, 3, 4)],
                        at=1)
-    store.put_rows("J1", [{"row": 1, "status": Status.REJECTED.value, "reason": "bad"},
+    store.rows.put_rows("J1", [{"row": 1, "status": Status.REJECTED.value, "reason": "bad"},
                           {"row": 3, "status": Status.CANCELLED.value, "reason": "aborted run"}])
-    store.set_row_uuid("J1", 4, "u4")  # a webhook's patch: the uuid joins the chunk's outcome
-    out = list(store.iter_outcomes("J1"))
+    store.rows.set_row_uuid("J1", 4, "u4")  # a webhook's patch: the uuid joins the chunk's outcome
+    out = list(store.rows.iter_outcomes("J1"))
     assert [(r["row"], r["status"]) for r in out] == [
         (1, Status.REJECTED.value), (2, Status.ACCEPTED.value), (3, Status.ACCEPTED.value),
         (4, Status.ACCEPTED.value)]
@@ -445,47 +452,47 @@ def test_iter_outcomes_merges_chunks_and_rows_in_row_order_and_a_chunk_wins_over
 
 
 def test_an_oversized_chunk_falls_back_to_row_items_keeping_a_patched_uuid(store):
-    store.set_row_uuid("J1", 1, "u1")
+    store.rows.set_row_uuid("J1", 1, "u1")
     store.rows.max_blob = 10  # every chunk's blob is over the limit
-    store.put_outcomes("J1", 3, [{"row": r, **OUTCOME, "status": Status.FAILED.value, "reason": "x"} for r in range(4)],
+    store.rows.put_outcomes("J1", 3, [{"row": r, **OUTCOME, "status": Status.FAILED.value, "reason": "x"} for r in range(4)],
                        at=5)
-    assert store.find_outcome("J1", 1) is None
-    out = list(store.iter_outcomes("J1"))
+    assert store.rows.find_outcome("J1", 1) is None
+    out = list(store.rows.iter_outcomes("J1"))
     assert [r["row"] for r in out] == [0, 1, 2, 3] and out[1]["phonon_uuid"] == "u1" and out[1]["chunk"] == 3
     assert all(r["status"] == Status.FAILED.value and r["at"] == 5 for r in out)
 
 
 def test_set_row_uuid_sets_once_a_same_uuid_is_a_no_op_and_another_conflicts(store):
-    store.put_rows("J1", [{"row": 5, "status": Status.ACCEPTED.value, "cid": "C5"}])
-    item, newly = store.set_row_uuid("J1", 5, "u5")
+    store.rows.put_rows("J1", [{"row": 5, "status": Status.ACCEPTED.value, "cid": "C5"}])
+    item, newly = store.rows.set_row_uuid("J1", 5, "u5")
     assert newly is True and item["cid"] == "C5" and item["phonon_uuid"] == "u5" and item["row"] == 5
-    item, newly = store.set_row_uuid("J1", 5, "u5")
+    item, newly = store.rows.set_row_uuid("J1", 5, "u5")
     assert newly is False and item["phonon_uuid"] == "u5"
     with pytest.raises(RowUuidConflict):
-        store.set_row_uuid("J1", 5, "other")
-    patch, newly = store.set_row_uuid("J1", 6, "u6")  # no row item yet: a status-less patch
+        store.rows.set_row_uuid("J1", 5, "other")
+    patch, newly = store.rows.set_row_uuid("J1", 6, "u6")  # no row item yet: a status-less patch
     assert newly is True and patch == {"phonon_uuid": "u6", "row": 6}
-    assert [(r["row"], r.get("status")) for r in store.iter_rows("J1")] == [(5, Status.ACCEPTED.value), (6, None)]
+    assert [(r["row"], r.get("status")) for r in store.rows.iter_rows("J1")] == [(5, Status.ACCEPTED.value), (6, None)]
 
 
 def test_clear_row_uuid_takes_back_only_that_uuid(store):
-    store.set_row_uuid("J1", 5, "u5")
-    store.clear_row_uuid("J1", 5, "other")
-    assert next(store.iter_rows("J1"))["phonon_uuid"] == "u5"
-    store.clear_row_uuid("J1", 5, "u5")
-    assert "phonon_uuid" not in next(store.iter_rows("J1"))
-    assert store.set_row_uuid("J1", 5, "u5b")[1] is True
+    store.rows.set_row_uuid("J1", 5, "u5")
+    store.rows.clear_row_uuid("J1", 5, "other")
+    assert next(store.rows.iter_rows("J1"))["phonon_uuid"] == "u5"
+    store.rows.clear_row_uuid("J1", 5, "u5")
+    assert "phonon_uuid" not in next(store.rows.iter_rows("J1"))
+    assert store.rows.set_row_uuid("J1", 5, "u5b")[1] is True
 
 
 def test_any_without_outcome_tells_rows_still_in_flight_from_settled_ones(store):
     # chunk 0 settled rows 2-4 (one outcome item), row 9 settled as a row item, row 6 only patched by a webhook
-    store.put_outcomes("J1", 0, [{"row": r, **OUTCOME} for r in (2, 3, 4)], at=1)
-    store.put_rows("J1", [{"row": 9, "status": Status.FAILED.value, "reason": "x"}])
-    store.set_row_uuid("J1", 6, "uuid-6")
-    assert store.any_without_outcome("J1", [2, 3, 4, 9]) is False
-    assert store.any_without_outcome("J1", [3, 6]) is True  # a webhook's patch is no outcome
-    assert store.any_without_outcome("J1", [4, 7]) is True
-    assert store.any_without_outcome("J1", []) is False
+    store.rows.put_outcomes("J1", 0, [{"row": r, **OUTCOME} for r in (2, 3, 4)], at=1)
+    store.rows.put_rows("J1", [{"row": 9, "status": Status.FAILED.value, "reason": "x"}])
+    store.rows.set_row_uuid("J1", 6, "uuid-6")
+    assert store.rows.any_without_outcome("J1", [2, 3, 4, 9]) is False
+    assert store.rows.any_without_outcome("J1", [3, 6]) is True  # a webhook's patch is no outcome
+    assert store.rows.any_without_outcome("J1", [4, 7]) is True
+    assert store.rows.any_without_outcome("J1", []) is False
 
 
 # ================================================================ limits
@@ -497,10 +504,10 @@ def test_limit_items_change_only_on_their_version(store):
     assert store.limits.get(key) == {"pk": key, "sk": "-", "ver": 1, "tat": T0 + 0.25, "log": ""}
     assert store.limits.put_if_version(key, {"ver": 2, "tat": T0 + 1}, 7) is False  # a stale version
     assert store.limits.put_if_version(key, {"ver": 2, "open": True}, 1) is True
-    assert store.get_item(key) == {"pk": key, "sk": "-", "ver": 2, "open": True}  # replaced whole
-    assert store.put_if("BREAKER#F1", {"ver": 1, "open": False}, None) is True  # the facade's old API
-    assert store.put_if("BREAKER#F1", {"ver": 2}, {"ver": 0}) is False
-    assert store.get_item("BREAKER#F1")["ver"] == 1 and store.limits.get("BREAKER#F2") is None
+    assert store.limits.get(key) == {"pk": key, "sk": "-", "ver": 2, "open": True}  # replaced whole
+    assert store.limits.put_if_version("BREAKER#F1", {"ver": 1, "open": False}, None) is True
+    assert store.limits.put_if_version("BREAKER#F1", {"ver": 2}, 0) is False
+    assert store.limits.get("BREAKER#F1")["ver"] == 1 and store.limits.get("BREAKER#F2") is None
 
 
 def test_the_limits_repository_holds_only_limiter_and_breaker_items(store):
@@ -513,55 +520,55 @@ def test_the_limits_repository_holds_only_limiter_and_breaker_items(store):
 
 # ================================================================ results
 def test_put_results_writes_items_without_empty_values(store):
-    n = store.put_results([{"phonon-uuid": "u1", "job": "J1", "row": 1, "cid": "", "ref": None},
+    n = store.results.put_results([{"phonon-uuid": "u1", "job": "J1", "row": 1, "cid": "", "ref": None},
                            {"phonon-uuid": "u2", "job": "J1", "row": 2}])
     assert n == 2
-    assert store.get_result("u1") == {"phonon-uuid": "u1", "job": "J1", "row": 1}
-    assert store.get_result("u404") is None
+    assert store.results.get_result("u1") == {"phonon-uuid": "u1", "job": "J1", "row": 1}
+    assert store.results.get_result("u404") is None
 
 
 def test_upsert_result_binds_once_to_a_row(store):
-    store.put_results([{"phonon-uuid": "u1", "job": "J1", "row": 1}])
-    assert store.upsert_result("u1", {"job": "J1", "row": 1, "outcome": "answered", "ref": "J1.1"}) is True
-    assert store.upsert_result("u1", {"job": "J1", "row": 2, "outcome": "x"}) is False  # another row
-    assert store.upsert_result("u1", {"job": "J2", "row": 1, "outcome": "x"}) is False
-    assert store.upsert_result("u1", {"outcome": "x"}) is False  # no row: only for an unbound item
-    item = store.get_result("u1")
+    store.results.put_results([{"phonon-uuid": "u1", "job": "J1", "row": 1}])
+    assert store.results.upsert_result("u1", {"job": "J1", "row": 1, "outcome": "answered", "ref": "J1.1"}) is True
+    assert store.results.upsert_result("u1", {"job": "J1", "row": 2, "outcome": "x"}) is False  # another row
+    assert store.results.upsert_result("u1", {"job": "J2", "row": 1, "outcome": "x"}) is False
+    assert store.results.upsert_result("u1", {"outcome": "x"}) is False  # no row: only for an unbound item
+    item = store.results.get_result("u1")
     assert item["outcome"] == "answered" and item["row"] == 1 and item["expires_at"] > time.time()
 
 
 def test_upsert_result_unmatched_by_ref_until_a_row_claims_it(store):
     # a push with no matching row: bound to its ref, marked unmatched
-    assert store.upsert_result("u1", {"ref": "J1.5", "unmatched": True, "outcome": "busy", "cid": ""}) is True
-    assert "cid" not in store.get_result("u1")
-    assert store.upsert_result("u1", {"ref": "J9.9", "outcome": "x"}) is False  # another ref
-    assert store.upsert_result("u1", {"outcome": "x"}) is False  # no ref: only for an item without one
-    assert store.upsert_result("u1", {"ref": "J1.5", "duration": 1.5}) is True  # the same ref adds facts
+    assert store.results.upsert_result("u1", {"ref": "J1.5", "unmatched": True, "outcome": "busy", "cid": ""}) is True
+    assert "cid" not in store.results.get_result("u1")
+    assert store.results.upsert_result("u1", {"ref": "J9.9", "outcome": "x"}) is False  # another ref
+    assert store.results.upsert_result("u1", {"outcome": "x"}) is False  # no ref: only for an item without one
+    assert store.results.upsert_result("u1", {"ref": "J1.5", "duration": 1.5}) is True  # the same ref adds facts
     # the row turns up: bound to it, the unmatched mark goes
-    assert store.upsert_result("u1", {"job": "J1", "row": 5, "ref": "J1.5"}) is True
-    item = store.get_result("u1")
+    assert store.results.upsert_result("u1", {"job": "J1", "row": 5, "ref": "J1.5"}) is True
+    item = store.results.get_result("u1")
     assert item["job"] == "J1" and item["row"] == 5 and "unmatched" not in item and item["duration"] == 1.5
     # a row with another ref never takes an unmatched item of a different ref
-    store.upsert_result("u2", {"ref": "J1.6", "unmatched": True})
-    assert store.upsert_result("u2", {"job": "J1", "row": 7, "ref": "J1.7"}) is False
-    assert store.upsert_result("u2", {"job": "J1", "row": 6}) is False  # nor a row without a ref
-    assert store.upsert_result("u2", {"job": "J1", "row": 6, "ref": "J1.6"}) is True
+    store.results.upsert_result("u2", {"ref": "J1.6", "unmatched": True})
+    assert store.results.upsert_result("u2", {"job": "J1", "row": 7, "ref": "J1.7"}) is False
+    assert store.results.upsert_result("u2", {"job": "J1", "row": 6}) is False  # nor a row without a ref
+    assert store.results.upsert_result("u2", {"job": "J1", "row": 6, "ref": "J1.6"}) is True
     # a push without a ref, for an item without one
-    assert store.upsert_result("u3", {"outcome": "x"}) is True
-    assert store.upsert_result("u3", {"outcome": "y"}) is True
-    assert store.upsert_result("u3", {"ref": "J1.8", "outcome": "z"}) is True  # an unbound item takes a ref
-    assert store.get_result("u3")["ref"] == "J1.8"
+    assert store.results.upsert_result("u3", {"outcome": "x"}) is True
+    assert store.results.upsert_result("u3", {"outcome": "y"}) is True
+    assert store.results.upsert_result("u3", {"ref": "J1.8", "outcome": "z"}) is True  # an unbound item takes a ref
+    assert store.results.get_result("u3")["ref"] == "J1.8"
 
 
 # ================================================================ the facade
-def test_the_facade_is_the_repositories(store):
-    """`Store`'s old methods read and write what the repositories do (no second copy)."""
-    store.create_job("J1", {"key": "k"})
-    assert store.jobs.get_job("J1") == store.get_job("J1")
-    store.claim_chunk("J1", 0, 60, T0)
-    assert store.ledger.get_chunk("J1", 0)["state"] == "IN_PROGRESS"
+def test_the_facade_is_the_repositories_over_one_retention(store):
+    """`Store` holds the six repositories (no forwarding methods any more) and the retention
+    they share: `expiry` is the `expires_at` they write, `live` how readers judge it."""
+    assert not any(hasattr(store, m) for m in ("claim_chunk", "get_job", "claim_dedupe", "get_item", "put_if"))
+    store.jobs.create_job("J1", {"key": "k"})
+    store.ledger.claim_chunk("J1", 0, 60, T0)
+    assert store.ledger.get_chunk("J1", 0)["state"] == ChunkState.IN_PROGRESS
     store.dedupe.claim_dedupe(FLOW, [(h(1), "J1.1")], WINDOW, T0)
-    assert store.get_item(f"DEDUPE#{h(1)}")["owner"] == "J1.1"
+    assert store.dedupe.get_claim(h(1))["owner"] == "J1.1"
     assert store.expiry(T0) == int(T0 + store.retention_s)
-    with pytest.raises(ValueError):
-        store.put_if("LIMIT#x", {"ver": 1}, {"tat": 1.0})
+    assert store.live({"expires_at": store.expiry(T0)}, T0) and not store.live({"expires_at": T0 - 1}, T0)

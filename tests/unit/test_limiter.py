@@ -99,7 +99,7 @@ def test_given_a_rate_refusal_then_every_instance_slows_down_and_recovers(store)
     after = limiter.reserve(100, max_wait_s=100).wait_s
     assert after >= 2.0
     clock.t += 120  # the shared factor recovers within a minute
-    item = store.get_item("LIMIT#records")
+    item = store.limits.get("LIMIT#records")
     assert limiter._factor(item, clock.t) == pytest.approx(1.0)
 
 
@@ -174,7 +174,7 @@ def test_the_window_log_stays_small_whatever_the_chunk_size(store):
     # one-call chunks at 600/min: a send every 0.1 s, each in a bucket of its own
     limiter = RateLimiter.for_records(store, per_minute=600, batch_size=1, jitter_s=1.0, clock=clock)
     sends = simulate(limiter, clock, 1, 75)
-    log = store.get_item("LIMIT#records")["log"].split(",")
+    log = store.limits.get("LIMIT#records")["log"].split(",")
     assert 400 <= len(log) <= (60 + 1.0) / 0.1 + 2  # the window's buckets, older ones pruned
     assert max_window(sends) <= 600
 

@@ -61,23 +61,23 @@ def outcome(row: int, status: Status, **extra) -> dict:
 def settled_job(store, total: int = 6, **attrs) -> None:
     """A job of `total` rows: rows 1-4 sent in chunk 0, row 5 rejected by ingest, row 6 never
     recorded; every chunk settled and counted."""
-    store.create_job("J1", {"key": "in/a.csv", "bucket": BUCKET, "flow": "Flow0001", "total_rows": total,
+    store.jobs.create_job("J1", {"key": "in/a.csv", "bucket": BUCKET, "flow": "Flow0001", "total_rows": total,
                             "ingest_done": True, "chunks_total": 1, "report_csv_key": CSV_KEY,
                             "report_summary_key": SUMMARY_KEY, "status": "DISPATCHING", **attrs})
-    store.claim_chunk("J1", 0, 120)
-    store.put_outcomes("J1", 0, [outcome(1, Status.ACCEPTED), outcome(2, Status.DUPLICATE, reason="sent by J0.7"),
+    store.ledger.claim_chunk("J1", 0, 120)
+    store.rows.put_outcomes("J1", 0, [outcome(1, Status.ACCEPTED), outcome(2, Status.DUPLICATE, reason="sent by J0.7"),
                                  outcome(3, Status.FAILED, reason="503 after 3 tries"), outcome(4, Status.ACCEPTED)],
                        at=int(T0))
-    store.put_rows("J1", [{"row": 5, "status": Status.REJECTED.value, "reason": "phone: not a number"}])
-    store.set_row_uuid("J1", 4, "uuid-4")  # the flow-end webhook came before the report
-    store.settle_chunk("J1", 0, "DONE", accepted=2, failed=1, duplicate=1)
-    store.count_settled("J1", 0, accepted=2, failed=1, duplicate=1)
+    store.rows.put_rows("J1", [{"row": 5, "status": Status.REJECTED.value, "reason": "phone: not a number"}])
+    store.rows.set_row_uuid("J1", 4, "uuid-4")  # the flow-end webhook came before the report
+    store.ledger.settle_chunk("J1", 0, "DONE", accepted=2, failed=1, duplicate=1)
+    store.ledger.count_settled("J1", 0, accepted=2, failed=1, duplicate=1)
 
 
 def test_a_settled_job_gets_its_report_rows_and_statuses_and_completes(store, s3):
     settled_job(store)
     finisher = JobFinisher(store, s3, BUCKET)
-    assert finisher.maybe_finalize("J1", store.get_job("J1")) is True
+    assert finisher.maybe_finalize("J1", store.jobs.get_job("J1")) is True
     rows = report(s3)
     assert [(r["row"], r["client-identifier"], r["status"]) for r in rows] == [
         ("1", "C1", "ACCEPTED"), ("2", "C2", "DUPLICATE"), ("3", "C3", "FAILED"), ("4", "C4", "ACCEPTED"),
@@ -86,7 +86,7 @@ def test_a_settled_job_gets_its_report_rows_and_statuses_and_completes(store, s3
     assert "no outcome was recorded" in rows[5]["reason"]  # never silently missing
     summary = json.loads(s3.get_object(Bucket=BUCKET, Key=SUMMARY_KEY)["Body"].read())
     assert summary["job"] == "J1" and summary["file"] == "in/a.csv"
-    meta = store.get_job("J1")
+    meta = store.jobs.get_job("J1")
     assert meta["completed"] is True and meta["status"] == "COMPLETED"
     counts = {k: v for k, v in meta["counts"].items() if v}
     assert counts == {"accepted": 2, "duplicate": 1, "failed": 2, "rejected": 1}
@@ -96,37 +96,37 @@ def test_a_settled_job_gets_its_report_rows_and_statuses_and_completes(store, s3
 def test_a_second_finalize_is_a_no_op(store, s3, clock):
     settled_job(store)
     finisher = JobFinisher(store, s3, BUCKET)
-    assert finisher.maybe_finalize("J1", store.get_job("J1")) is True
+    assert finisher.maybe_finalize("J1", store.jobs.get_job("J1")) is True
     s3.put_object(Bucket=BUCKET, Key=CSV_KEY, Body=b"left alone")
     # a redelivered chunk, the watchdog, even long after the writer's lease: the job is
     # completed, nothing is written again
     clock.t += 10_000
-    assert finisher.maybe_finalize("J1", store.get_job("J1")) is False
+    assert finisher.maybe_finalize("J1", store.jobs.get_job("J1")) is False
     assert finisher.finalize("J1") is False
     assert s3.get_object(Bucket=BUCKET, Key=CSV_KEY)["Body"].read() == b"left alone"
 
 
 def test_a_job_not_settled_yet_is_not_finalized(store, s3):
     settled_job(store)
-    store.update_job("J1", chunks_total=2)
-    assert JobFinisher(store, s3, BUCKET).maybe_finalize("J1", store.get_job("J1")) is False
+    store.jobs.update_job("J1", chunks_total=2)
+    assert JobFinisher(store, s3, BUCKET).maybe_finalize("J1", store.jobs.get_job("J1")) is False
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="reports/")
 
 
 def test_a_cancelled_jobs_unsent_rows_are_cancelled_with_the_reason(store, s3):
     settled_job(store)
-    assert store.cancel_job("J1", "the input file was deleted")
-    assert JobFinisher(store, s3, BUCKET).maybe_finalize("J1", store.get_job("J1")) is True
+    assert store.jobs.cancel_job("J1", "the input file was deleted")
+    assert JobFinisher(store, s3, BUCKET).maybe_finalize("J1", store.jobs.get_job("J1")) is True
     last = report(s3)[-1]
     assert (last["row"], last["status"], last["reason"]) == ("6", "CANCELLED", "not sent: the input file was deleted")
-    assert store.get_job("J1")["status"] == "CANCELLED"
+    assert store.jobs.get_job("J1")["status"] == "CANCELLED"
 
 
 def test_a_dead_writers_report_is_written_once_its_lease_lapses(store, s3, clock):
     settled_job(store)
-    assert store.claim_finalize("J1")  # a writer that then died (a Lambda time-out)
+    assert store.jobs.claim_finalize("J1")  # a writer that then died (a Lambda time-out)
     finisher = JobFinisher(store, s3, BUCKET)
-    assert finisher.maybe_finalize("J1", store.get_job("J1")) is False  # its lease is live
+    assert finisher.maybe_finalize("J1", store.jobs.get_job("J1")) is False  # its lease is live
     clock.t += 961
-    assert finisher.maybe_finalize("J1", store.get_job("J1")) is True
+    assert finisher.maybe_finalize("J1", store.jobs.get_job("J1")) is True
     assert len(report(s3)) == 6

@@ -24,14 +24,14 @@ def test_the_settled_chunk_set_is_compacted_and_still_counts_each_chunk_once(any
     store = any_store
     SETTLED_SET_COMPACT = 20  # noqa: N806 - the ledger's threshold, made small for the test
     store.ledger.compact_at = SETTLED_SET_COMPACT
-    store.put_job("j1", {"key": "k", "chunks_settled": 0})
+    store.jobs.put_job("j1", {"key": "k", "chunks_settled": 0})
     n = 3 * SETTLED_SET_COMPACT
     order = [c for c in range(n) if c != 7] + [7]  # chunk 7 settles last (retried for a while)
     for c in order:
-        assert store.count_settled("j1", c, accepted=1)[0] is True
+        assert store.ledger.count_settled("j1", c, accepted=1)[0] is True
     for c in (0, 7, n - 1, 5):  # a retry after a crash between settling and counting
-        assert store.count_settled("j1", c, accepted=1)[0] is False
-    job = store.get_job("j1")
+        assert store.ledger.count_settled("j1", c, accepted=1)[0] is False
+    job = store.jobs.get_job("j1")
     assert job["chunks_settled"] == n and job["accepted"] == n
     assert len(job.get("settled_set") or ()) <= SETTLED_SET_COMPACT + 1
     assert job["settled_below"] > SETTLED_SET_COMPACT

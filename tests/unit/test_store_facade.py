@@ -1,7 +1,8 @@
-"""`Store` is a forwarding facade over six repositories (store/facade.py): every method the
-services call by its old name must have the repository's exact signature, and every
-repository implementation (DynamoDB and in-memory) must offer its Protocol's methods with the
-same signatures, so a caller can move from `store.x(...)` to `store.<repo>.x(...)` unchanged."""
+"""`Store` is the six repositories under one name (store/facade.py), with no methods of its
+own beyond the retention they share: every repository implementation (DynamoDB and
+in-memory) must offer its Protocol's methods with the same signatures, and the facade must
+not grow back the forwarding methods the callers moved off (`store.x(...)` is
+`store.<repo>.x(...)` now)."""
 
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ REPOSITORIES = [
     (LimitsRepository, DynamoLimits, memory.MemoryLimits),
     (ResultsRepository, DynamoResults, memory.MemoryResults),
 ]
-# Methods new with the repositories (the facade keeps only the old names); the limits
-# repository's narrow API replaces the facade's generic get_item/put_if.
-NOT_ON_FACADE = {"get_chunk", "get_claim", "stale_jobs", "get", "put_if_version"}
+REPOSITORY_NAMES = ("jobs", "rows", "ledger", "dedupe", "limits", "results")
+# What the facade itself answers: the retention the repositories share.
+FACADE_API = {"expiry", "live", "retention_s"}
 
 
 def methods(protocol: type) -> list[str]:
@@ -59,16 +60,15 @@ def test_both_implementations_offer_the_protocol_with_its_signatures(protocol, d
         assert signature(fake, name) == signature(protocol, name), (fake.__name__, name)
 
 
-@pytest.mark.parametrize(("protocol", "dynamo", "fake"), REPOSITORIES, ids=lambda r: getattr(r, "__name__", ""))
-def test_the_facade_forwards_every_old_method_with_the_repositorys_signature(protocol, dynamo, fake):
-    for name in methods(protocol):
-        if name in NOT_ON_FACADE:
-            continue
-        assert signature(Store, name) == signature(protocol, name), name
+def test_the_facade_answers_only_the_shared_retention_and_forwards_nothing():
+    public = {n for n in dir(Store) if not n.startswith("_")}
+    assert public == FACADE_API
+    for protocol, _, _ in REPOSITORIES:
+        assert not set(methods(protocol)) & public, protocol.__name__
 
 
 def test_the_memory_store_is_the_same_facade():
     store = memory.MemoryStore()
     assert isinstance(store, Store)
-    assert {type(getattr(store, r)).__name__ for r in ("jobs", "rows", "ledger", "dedupe", "limits", "results")} == {
+    assert {type(getattr(store, r)).__name__ for r in REPOSITORY_NAMES} == {
         "MemoryJobs", "MemoryRows", "MemoryLedger", "MemoryDedupe", "MemoryLimits", "MemoryResults"}

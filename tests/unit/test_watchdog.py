@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from phonon_outbound import observability, watchdog, wiring
-from phonon_outbound.store import Store
+from phonon_outbound.store import MemoryStore, Store
 
 from ..conftest import ROOT
 
@@ -80,7 +80,7 @@ def jobs(stack, monkeypatch):
         item = {"key": f"incoming/{job}.csv", "updated_at": now - age_min * 60}
         if active:
             item["active_shard"] = "A"
-        store.put_job(job, item)
+        store.jobs.put_job(job, item)
     yield store
     wiring.reset()
 
@@ -122,8 +122,8 @@ def _settled_but_unreported(store, job: str, finalizing_until: int | None) -> No
             "updated_at": int(time.time()) - 3 * 3600}
     if finalizing_until is not None:
         item["finalizing"] = finalizing_until
-    store.put_job(job, item)
-    store.put_rows(job, [{"row": 1, "status": "ACCEPTED", "cid": "C-1", "request_id": "r-1"}])
+    store.jobs.put_job(job, item)
+    store.rows.put_rows(job, [{"row": 1, "status": "ACCEPTED", "cid": "C-1", "request_id": "r-1"}])
 
 
 def test_a_stale_job_that_only_lacks_its_report_gets_it_once_the_writers_lease_ran_out(jobs, stack):
@@ -139,17 +139,31 @@ def test_a_stale_job_that_only_lacks_its_report_gets_it_once_the_writers_lease_r
     body = s3.get_object(Bucket=stack.function_environment()["BUCKET_NAME"],
                          Key="reports/incoming/orphan.csv.20261130T000000.000Z.results.csv")["Body"].read().decode()
     assert "C-1" in body and "ACCEPTED" in body
-    assert jobs.get_job("orphan").get("completed") is True
+    assert jobs.jobs.get_job("orphan").get("completed") is True
     # And a second run writes nothing again (a completed job is never claimed again)
     assert _handler()({}, Ctx())["reports_written"] == []
 
 
 def test_the_report_claim_is_a_lease_and_a_completed_job_is_never_claimed_again(jobs):
-    jobs.put_job("leased", {"key": "incoming/leased.csv"})
+    jobs.jobs.put_job("leased", {"key": "incoming/leased.csv"})
     t = time.time()
-    assert jobs.claim_finalize("leased", lease_s=60, now=t)
-    assert not jobs.claim_finalize("leased", lease_s=60, now=t + 30)  # the writer is still within its lease
-    assert jobs.claim_finalize("leased", lease_s=60, now=t + 61)  # its lease ran out: taken over
-    jobs.update_job("leased", completed=True)
-    assert not jobs.claim_finalize("leased", lease_s=60, now=t + 10_000)
-    assert not jobs.claim_finalize("no-such-job")
+    assert jobs.jobs.claim_finalize("leased", lease_s=60, now=t)
+    assert not jobs.jobs.claim_finalize("leased", lease_s=60, now=t + 30)  # the writer is still within its lease
+    assert jobs.jobs.claim_finalize("leased", lease_s=60, now=t + 61)  # its lease ran out: taken over
+    jobs.jobs.update_job("leased", completed=True)
+    assert not jobs.jobs.claim_finalize("leased", lease_s=60, now=t + 10_000)
+    assert not jobs.jobs.claim_finalize("no-such-job")
+
+
+def test_the_watchdog_runs_on_the_in_memory_store():
+    """It asks the jobs repository (`store.jobs.stale_jobs`), not the table: the same answer
+    on the fakes, so services' unit tests can use it without moto."""
+    store = MemoryStore()
+    now = 1_800_000_000
+    for job, age_min, active in (("stuck-2h", 120, True), ("stuck-61m", 61, True), ("busy-5m", 5, True),
+                                 ("done-3h", 180, False)):
+        store.jobs.put_job(job, {"key": f"incoming/{job}.csv", "updated_at": now - age_min * 60,
+                                 **({"active_shard": "A"} if active else {})})
+    found = watchdog.stale_jobs(store, 60 * 60, now)
+    assert [(j["job"], j["idle_s"]) for j in found] == [("stuck-2h", 7200), ("stuck-61m", 3660)]
+    assert watchdog.check(store, 90, now) == {"stale_jobs": 1, "jobs": ["stuck-2h"], "reports_written": []}

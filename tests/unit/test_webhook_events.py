@@ -94,7 +94,7 @@ def test_a_post_sample_carrying_a_flow_end_push_is_stored(hook, name):  # noqa: 
     event = with_credentials(hook, sample(name))
     event["body"] = json.dumps(our_push())
     assert hook.call(event) == (200, {"ok": True, "phonon-uuid": PUSH["phonon-uuid"], "matched": True})
-    item = wiring.store().get_result(PUSH["phonon-uuid"])
+    item = wiring.store().results.get_result(PUSH["phonon-uuid"])
     assert (item["job"], item["row"], item["duration"], item["recordings"]) == (JOB, 1, 53, 1)
 
 
@@ -102,7 +102,7 @@ def test_the_sam_base64_event_carrying_a_flow_end_push_is_stored(hook):  # noqa:
     event = with_credentials(hook, sam_event(json.dumps(our_push(2)).encode()))
     assert event["isBase64Encoded"] is True
     assert hook.call(event) == (200, {"ok": True, "phonon-uuid": PUSH["phonon-uuid"], "matched": True})
-    assert wiring.store().get_result(PUSH["phonon-uuid"])["row"] == 2
+    assert wiring.store().results.get_result(PUSH["phonon-uuid"])["row"] == 2
     assert hook.call(with_credentials(hook, sam_event(json.dumps(our_push(2)).encode(), method="GET")))[0] == 405
 
 

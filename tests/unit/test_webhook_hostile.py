@@ -141,7 +141,7 @@ def hook(webhook_stack) -> Hook:
     with h.store.state.batch_writer() as batch:
         for item in h.store.state.query(KeyConditionExpression=Key("pk").eq(job_pk(JOB)))["Items"]:
             batch.delete_item(Key={"pk": item["pk"], "sk": item["sk"]})
-    h.store.put_job(JOB, {"flow": "wruHzoCK", "key": "incoming/a.csv", "ingest_done": True, "total_rows": 3})
+    h.store.jobs.put_job(JOB, {"flow": "wruHzoCK", "key": "incoming/a.csv", "ingest_done": True, "total_rows": 3})
     return h
 
 
@@ -304,7 +304,7 @@ def test_the_stored_outcome_is_typed_and_carries_no_number_of_the_push(hook):
     assert hook.call(hook.event(push_doc(callDetails=[
         {"calleeNumber": "919800000001", "duration": 0, "hangupCause": "NO_ANSWER"},
         {"calleeNumber": "919800000002", "connectTime": "t", "duration": "61000.0", "hangupCause": 16}])))[0] == 200
-    item = wiring.store().get_result(GOOD_UUID)
+    item = wiring.store().results.get_result(GOOD_UUID)
     assert (item["attempts"], item["connected"], item["duration"], item["hangup_cause"]) == (2, True, 61000, "16")
     assert "919800000001" not in json.dumps(item, default=str) and "919800000002" not in json.dumps(item, default=str)
     assert item["expires_at"] > item["webhook_at"]
@@ -314,9 +314,9 @@ def test_the_stored_outcome_is_typed_and_carries_no_number_of_the_push(hook):
 def test_a_replay_of_the_same_push_is_idempotent(hook):
     event = hook.event(push_doc())
     assert hook.call(event)[0] == 200
-    first = wiring.store().get_result(GOOD_UUID)
+    first = wiring.store().results.get_result(GOOD_UUID)
     assert hook.call(copy.deepcopy(event)) == (200, {"ok": True, "phonon-uuid": GOOD_UUID, "matched": True})
-    again = wiring.store().get_result(GOOD_UUID)
+    again = wiring.store().results.get_result(GOOD_UUID)
     assert {k: v for k, v in again.items() if k not in ("webhook_at", "expires_at")} == {
         k: v for k, v in first.items() if k not in ("webhook_at", "expires_at")}
     assert hook.row_uuid(1) == GOOD_UUID and len(hook.results()) == 1
@@ -331,19 +331,19 @@ def test_a_second_uuid_for_the_same_row_cannot_overwrite_it(hook):
 
 
 def test_a_uuid_the_chunk_outcome_already_has_cannot_be_replaced(hook):
-    wiring.store().put_outcomes(JOB, 0, [{"row": 1, "status": "ACCEPTED", "cid": "C1", "request_id": "r1",
+    wiring.store().rows.put_outcomes(JOB, 0, [{"row": 1, "status": "ACCEPTED", "cid": "C1", "request_id": "r1",
                                           "phonon_uuid": GOOD_UUID, "numbers": ["919812345670"]}], at=1)
     got, _ = hook.call(hook.event(push_doc(uuid="ffffffff-0000-4000-8000-000000000000")))
     assert got == 409 and hook.results() == [] and hook.row_uuid(1) is None
     assert hook.call(hook.event(push_doc()))[0] == 200
-    assert wiring.store().get_result(GOOD_UUID)["client-identifier"] == "C1"
+    assert wiring.store().results.get_result(GOOD_UUID)["client-identifier"] == "C1"
 
 
 def test_the_same_uuid_for_another_row_cannot_rebind_it(hook):
     assert hook.call(hook.event(push_doc(row=1)))[0] == 200
     got, body = hook.call(hook.event(push_doc(row=2)))
     assert got == 409 and "another row" in body["error"]
-    assert wiring.store().get_result(GOOD_UUID)["row"] == 1
+    assert wiring.store().results.get_result(GOOD_UUID)["row"] == 1
     assert (hook.row_uuid(1), hook.row_uuid(2)) == (GOOD_UUID, None)  # row 2's half was taken back
 
 
@@ -352,20 +352,20 @@ def test_an_unmatched_uuid_cannot_be_rebound_to_another_ref_but_can_then_match(h
     assert hook.call(hook.event(stray)) == (200, {"ok": True, "phonon-uuid": GOOD_UUID, "matched": False})
     other = push_doc(keys=[{"name": "$flow.key.OutboundRef", "value": "otherjob.5"}])
     assert hook.call(hook.event(other))[0] == 409
-    assert wiring.store().get_result(GOOD_UUID)["ref"] == "nosuchjob.4"
+    assert wiring.store().results.get_result(GOOD_UUID)["ref"] == "nosuchjob.4"
 
 
 def test_a_uuid_the_dispatcher_recorded_keeps_its_row(hook):
-    wiring.store().put_results([{"phonon-uuid": GOOD_UUID, "job": JOB, "row": 2, "status": "ACCEPTED"}])
+    wiring.store().results.put_results([{"phonon-uuid": GOOD_UUID, "job": JOB, "row": 2, "status": "ACCEPTED"}])
     assert hook.call(hook.event(push_doc(row=1)))[0] == 409
     assert hook.call(hook.event(push_doc(keys=[])))[0] == 409  # nor unbound by a push without our ref
     assert hook.call(hook.event(push_doc(row=2)))[0] == 200
-    item = wiring.store().get_result(GOOD_UUID)
+    item = wiring.store().results.get_result(GOOD_UUID)
     assert (item["row"], item["status"]) == (2, "COMPLETED")
 
 
 def test_a_correlation_value_of_another_shape_is_unmatched_and_not_stored(hook):
     odd = push_doc(keys=[{"name": "$flow.key.OutboundRef", "value": "x" * 200}])
     assert hook.call(hook.event(odd)) == (200, {"ok": True, "phonon-uuid": GOOD_UUID, "matched": False})
-    item = wiring.store().get_result(GOOD_UUID)
+    item = wiring.store().results.get_result(GOOD_UUID)
     assert item["unmatched"] is True and "ref" not in item

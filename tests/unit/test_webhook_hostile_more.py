@@ -89,7 +89,7 @@ def test_a_ref_naming_no_row_of_the_file_binds_no_row(hook, ref):
 
 
 def test_a_ref_beyond_the_rows_counted_while_ingest_is_still_running_binds_no_row(hook):
-    hook.store.put_job(JOB, {"flow": "wruHzoCK", "key": "incoming/a.csv", "ingest_done": False, "row_count": 3,
+    hook.store.jobs.put_job(JOB, {"flow": "wruHzoCK", "key": "incoming/a.csv", "ingest_done": False, "row_count": 3,
                              "status": "INGESTING"})
     got, body = hook.call(hook.event(push_doc(row=7)))
     assert (got, body["matched"]) == (200, False)

@@ -48,6 +48,7 @@ from phonon_outbound.jobs import WEBHOOK_ONLY_REASON, job_report_keys, upload_st
 from phonon_outbound.records import parse_row_ref
 from phonon_outbound.reports import ReportWriter, summary_dict
 from phonon_outbound.status import STATUSES, Status
+from phonon_outbound.store.common import BREAKER
 from phonon_outbound.suppression import _dynamo
 
 from .cfn import ACCOUNT, REGION, LocalStack, load_template
@@ -544,8 +545,8 @@ class LocalPipeline:
     def _watch_claims(self, store: Any) -> None:
         """Note the hash of every dedupe claim this run takes, so the state saved at the end
         is read by key (BatchGetItem) instead of scanning the whole table. The wrapper goes on
-        the dedupe repository, which both `store.claim_dedupe` and `store.dedupe.claim_dedupe`
-        reach (the facade forwards at call time)."""
+        the dedupe repository (`store.dedupe.claim_dedupe`), the only way the dispatcher
+        claims."""
         repository = getattr(store, "dedupe", None)
         original = getattr(repository, "claim_dedupe", None)
         if repository is None or original is None:
@@ -979,7 +980,7 @@ class LocalPipeline:
         store = wiring.store()
         last_change, last_state = time.monotonic(), None
         while True:
-            metas = [store.get_job(f.obj.job_id) or {} if f.obj else {} for f in files]
+            metas = [store.jobs.get_job(f.obj.job_id) or {} if f.obj else {} for f in files]
             if all(m.get("completed") for m in metas) and not ingest.is_alive():
                 return ""
             state = [(m.get("chunks_settled"), m.get("checkpoint_row"), m.get("accepted")) for m in metas]
@@ -1046,10 +1047,10 @@ class LocalPipeline:
         one the person reads."""
         store = wiring.store()
         job = f.obj.job_id if f.obj else ""
-        meta = (store.get_job(job) if job else None) or {}
+        meta = (store.jobs.get_job(job) if job else None) or {}
         if meta.get("completed"):
             return
-        known = store.iter_outcomes(job) if meta else iter(())
+        known = store.rows.iter_outcomes(job) if meta else iter(())
         received = self._received.get(job, set())
         released = self._released.setdefault(job, set())
         counts = dict.fromkeys(STATUSES, 0)
@@ -1101,7 +1102,7 @@ class LocalPipeline:
     def _open_breaker(self, metas: list[dict]) -> str:
         store = wiring.store()
         for flow in {m.get("flow") for m in metas if m.get("flow")}:
-            item = store.get_item(f"BREAKER#{flow}")
+            item = store.limits.get(f"{BREAKER}{flow}")
             if item and item.get("open"):
                 return str(item.get("reason", "account-level refusal"))
         return ""
@@ -1126,7 +1127,7 @@ class LocalPipeline:
     def _report_keys(self, f: FileRun) -> tuple[str, str]:
         """Where this job's report is in S3: the names fixed on its job item (one per upload),
         else the names reports had before them."""
-        meta = (wiring.store().get_job(f.obj.job_id) if f.obj else None) or {}
+        meta = (wiring.store().jobs.get_job(f.obj.job_id) if f.obj else None) or {}
         return job_report_keys({"key": f.key, **meta})
 
     def _collect(self, files: list[FileRun], started: float, abort_reason: str) -> dict:
@@ -1146,7 +1147,7 @@ class LocalPipeline:
                 # Written again now (flow-end webhooks may have brought phonon-uuids since) and
                 # downloaded at once: a job without its own report name (older ingest) shares
                 # `reports/<key>.results.csv` with every upload of the same key.
-                meta = (store.get_job(f.obj.job_id) if f.obj is not None else None) or {}
+                meta = (store.jobs.get_job(f.obj.job_id) if f.obj is not None else None) or {}
                 if f.obj is not None and meta.get("completed") and not (abort_reason and meta.get("report_csv_key")):
                     finisher.finalize(f.obj.job_id, force=True)
                 csv_key, summary_key = self._report_keys(f)

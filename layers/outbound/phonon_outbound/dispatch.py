@@ -1,12 +1,12 @@
 """Dispatch: one chunk message → (dedupe, rate limit) → one API request → every row's outcome.
 
 Never a second call for the same customer:
-- the chunk ledger (`Store.claim_chunk`) lets one dispatcher at a time hold a chunk and drops
+- the chunk ledger (`store.ledger.claim_chunk`) lets one dispatcher at a time hold a chunk and drops
   redeliveries of a settled chunk;
 - the request body is a pure function of the message (and the flow's security-id), so every
   resend is byte-identical and Phonon's checksum check answers 201 instead of calling again;
   a 201 on our resend therefore means "accepted earlier" and is recorded as such;
-- dedupe claims (`Store.claim_dedupe`) stop the same call arriving again from another file.
+- dedupe claims (`store.dedupe.claim_dedupe`) stop the same call arriving again from another file.
 
 `DispatchService.handle` makes no SQS call: it returns a `Decision` (`outcomes.py`) that the
 handler carries out (`sqs_actions.py`). Waiting never kills a message: rate-limit waits, an
@@ -55,7 +55,7 @@ from .outcomes import ChunkOutcome, Decision, Done, Fate, HandBack, Poison, Retr
 from .records import ChunkMessage, ChunkRef, Job, PoisonMessage, parse_row_ref, row_ref
 from .settings import Settings
 from .status import Status
-from .store import Store, decode_outcomes
+from .store import ChunkState, Store, decode_outcomes
 
 LOCK_BUSY_DELAY_S = 5.0
 # How long a chunk waits when one of its calls is claimed by another file's row whose outcome
@@ -196,7 +196,7 @@ class DispatchService:
         written: 0 when the message does not name its job, chunk and rows, when its job is
         unknown, or when the chunk was sent and settled already (its outcome stands)."""
         ref = ChunkRef.parse(body, self.correlation_name)
-        if ref is None or self.store.get_job(ref.job) is None:
+        if ref is None or self.store.jobs.get_job(ref.job) is None:
             return 0
         return self._end_unsent(ref, Status(status), safe_reason(reason))
 
@@ -218,7 +218,7 @@ class DispatchService:
             if receive_count < self.s.max_receive_count:
                 if out.claimed:  # give the lease back: the retry need not wait for it to run out
                     try:
-                        self.store.release_chunk(msg.job, msg.chunk)
+                        self.store.ledger.release_chunk(msg.job, msg.chunk)
                     except Exception:
                         logger.warning("chunk lease not given back", extra={"job": msg.job, "chunk": msg.chunk})
                 raise
@@ -231,7 +231,7 @@ class DispatchService:
             # (its maxReceiveCount is higher than ours): do not send again, let it go there.
             return RetryAfter(0, f"retries exhausted ({receive_count - 1} attempts)")
 
-        cancelled = self.store.cancelled_reason(msg.job)
+        cancelled = self.store.jobs.cancelled_reason(msg.job)
         breaker = CircuitBreaker(self.store, msg.flow, self.s.breaker_open_s, self.clock)
         probe = False
         if not cancelled:  # a cancelled chunk is settled at once, whatever the flow's breaker says
@@ -240,12 +240,12 @@ class DispatchService:
                 return HandBack(state.wait_s, f"flow {msg.flow} paused: {state.reason}")
             probe = state.probe
 
-        claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
+        claim = self.store.ledger.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
         if claim.state == "done":
             logger.info("chunk already settled: redelivery dropped", extra={"job": msg.job, "chunk": msg.chunk})
             # An earlier attempt may have died after settling: counting is idempotent, and so
             # is the report (written once, by whoever completes the count).
-            _, item = self.store.count_settled(msg.job, msg.chunk)
+            _, item = self.store.ledger.count_settled(msg.job, msg.chunk)
             meta = Job.from_item(item)
             if not meta.completed:
                 self.finisher.maybe_finalize(msg.job, meta)
@@ -272,11 +272,11 @@ class DispatchService:
                 # The last receive: keep the lease until its rows are settled, so no other copy
                 # of the message starts sending them meanwhile.
                 return self._settle_after_error(msg, calls, out, receive_count, sent.stop.reason, sent.stop.seconds)
-            if not self.store.note_chunk(msg.job, msg.chunk, state="RETRY", lease_until=0):
+            if not self.store.ledger.note_chunk(msg.job, msg.chunk, state=ChunkState.RETRY, lease_until=0):
                 return self._settled_meanwhile(msg)
             return sent.stop
         if isinstance(sent.stop, HandBack):
-            if not self.store.note_chunk(msg.job, msg.chunk, state="WAITING", lease_until=0):
+            if not self.store.ledger.note_chunk(msg.job, msg.chunk, state=ChunkState.WAITING, lease_until=0):
                 return self._settled_meanwhile(msg)
             return sent.stop
         if sent.exhausted:
@@ -303,7 +303,7 @@ class DispatchService:
             for row, call in zip(rows, calls, strict=True):
                 sent.claims[row] = (dedupe_hash(msg.flow, call, self.correlation_name), row_ref(msg.job, row))
             try:
-                conflicts = self.store.claim_dedupe(msg.flow, list(sent.claims.values()),
+                conflicts = self.store.dedupe.claim_dedupe(msg.flow, list(sent.claims.values()),
                                                     self.s.dedupe_window_hours * 3600, self.clock())
             except TimeoutError as err:  # the flow's dedupe lock stayed busy; nothing was sent
                 sent.take(_Step(stop=HandBack(LOCK_BUSY_DELAY_S, str(err))))
@@ -391,7 +391,7 @@ class DispatchService:
                     sent.take(step)
                     work.extend(reversed(step.halves))
                 finally:
-                    self.store.add_to_job(msg.job, api_attempts=1, **({"api_requests": 1} if answered else {}))
+                    self.store.jobs.add_to_job(msg.job, api_attempts=1, **({"api_requests": 1} if answered else {}))
                     if closes:
                         breaker.close()
             except Exception as err:
@@ -424,7 +424,7 @@ class DispatchService:
             return _Step(stop=RetryAfter(wait, "waiting for the rate limit while splitting a chunk"))
         if wait > 0:
             self.sleep(wait)
-            cancelled = self.store.cancelled_reason(msg.job)  # it may have been cancelled meanwhile
+            cancelled = self.store.jobs.cancelled_reason(msg.job)  # it may have been cancelled meanwhile
             if cancelled:
                 return _Step(cancelled=cancelled)
             left = remaining_s()
@@ -517,7 +517,7 @@ class DispatchService:
         logger.error("chunk failed on its last receive: unsent rows settled FAILED",
                      extra={"job": msg.job, "chunk": msg.chunk, "receive_count": receive_count, "error": error})
         if not out.claimed:  # it failed before taking the chunk's lease: take it now, to settle it
-            claim = self.store.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
+            claim = self.store.ledger.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
             if claim.state == "done":  # sent and recorded by an earlier attempt: it stands
                 return Done(ChunkOutcome(Fate.DUPLICATE_DELIVERY))
             if claim.state == "busy":
@@ -537,7 +537,7 @@ class DispatchService:
                           for row, call in zip(ref.rows, calls, strict=False)}
         # FAILED now, or already by this attempt (retries ran out, and recording that raised)
         failed_now = out.count(Status.FAILED) > before or out.fate is Fate.EXHAUSTED
-        self._record(ref, out, state="FAILED" if failed_now else "DONE", best_effort=True)
+        self._record(ref, out, state=ChunkState.FAILED if failed_now else ChunkState.DONE, best_effort=True)
         if failed_now:
             out.fate, out.reason = Fate.EXHAUSTED, reason
             return RetryAfter(0, reason)
@@ -551,7 +551,7 @@ class DispatchService:
 
     def _earlier_accepted(self, ref: ChunkRef) -> list[RowOutcome]:
         try:
-            item = self.store.find_outcome(ref.job, min(ref.rows))
+            item = self.store.rows.find_outcome(ref.job, min(ref.rows))
             if item is None or int(item.get("chunk", -1)) != ref.chunk:
                 return []
             return [RowOutcome.from_item(r) for r in decode_outcomes(item["outcomes"])
@@ -564,7 +564,7 @@ class DispatchService:
         """A message whose calls cannot be read: FAILED rows when it names a known job, chunk and
         rows; otherwise `Poison` (it goes to the DLQ)."""
         ref = ChunkRef.parse(body, self.correlation_name)
-        if ref is None or self.store.get_job(ref.job) is None:
+        if ref is None or self.store.jobs.get_job(ref.job) is None:
             return Poison(problem)
         reason = f"not sent: the chunk message could not be read ({problem})"
         logger.error("unreadable chunk message: its rows settled FAILED",
@@ -578,8 +578,8 @@ class DispatchService:
         """Settle a chunk nobody sends (no claim taken): refused if it is DONE already."""
         out = out if out is not None else ChunkOutcome(Fate.SETTLED)
         self._fill(ref, out, status, reason)
-        state = "FAILED" if status == Status.FAILED else "DONE"
-        if not self.store.settle_open_chunk(ref.job, ref.chunk, state, requests=0, **out.counters()):
+        state = ChunkState.FAILED if status == Status.FAILED else ChunkState.DONE
+        if not self.store.ledger.settle_open_chunk(ref.job, ref.chunk, state, requests=0, **out.counters()):
             return 0
         if self.s.dedupe_window_hours > 0 and ref.flow and ref.calls:
             out.claims = {row: (dedupe_hash(ref.flow, call, self.correlation_name), row_ref(ref.job, row))
@@ -604,8 +604,8 @@ class DispatchService:
             if parsed is not None:
                 by_job.setdefault(parsed[0], []).append(parsed[1])
         for job, rows in by_job.items():
-            meta = Job.from_item(self.store.get_job(job))
-            if meta.active_shard and not meta.completed and self.store.any_without_outcome(job, rows):
+            meta = Job.from_item(self.store.jobs.get_job(job))
+            if meta.active_shard and not meta.completed and self.store.rows.any_without_outcome(job, rows):
                 return True
         return False
 
@@ -613,7 +613,7 @@ class DispatchService:
         """The S3 key of a job's file ("" when unknown), read once per job."""
         key = self._job_keys.get(job)
         if key is None:
-            key = self._job_keys[job] = Job.from_item(self.store.get_job(job)).key
+            key = self._job_keys[job] = Job.from_item(self.store.jobs.get_job(job)).key
         return key
 
     def _duplicate_reason(self, owner: str) -> str:
@@ -624,19 +624,19 @@ class DispatchService:
         key = self._file_of(parsed[0]) or "another file"
         return f"the same call was already accepted from {key} row {parsed[1]} within the last {window:g} h"
 
-    def _record(self, ref: ChunkRef, out: ChunkOutcome, state: str | None = None, best_effort: bool = False,
+    def _record(self, ref: ChunkRef, out: ChunkOutcome, state: ChunkState | None = None, best_effort: bool = False,
                 settled: bool = False) -> None:
         """Write the chunk's outcomes, its results items, settle and count it, and write the
         job's report when this was its last chunk. `best_effort` (a chunk's last chance): the
         results items and giving back dedupe claims (e.g. the flow's lock stays busy) may fail
         without stopping the settle."""
         now = int(self.clock())
-        self.store.put_outcomes(ref.job, ref.chunk, [o.to_item() for o in out.rows.values()], now)
+        self.store.rows.put_outcomes(ref.job, ref.chunk, [o.to_item() for o in out.rows.values()], now)
         results = [self._result_item(ref, o, now) for o in out.rows.values()
                    if o.status is Status.ACCEPTED and o.phonon_uuid]
         if results:
             try:
-                self.store.put_results(results)
+                self.store.results.put_results(results)
             except Exception:
                 if not best_effort:
                     raise
@@ -646,18 +646,18 @@ class DispatchService:
                   if o.status in (Status.FAILED, Status.CANCELLED) and o.row in out.claims]
         if unsent:
             try:
-                self.store.release_dedupe(ref.flow, unsent)
+                self.store.dedupe.release_dedupe(ref.flow, unsent)
             except Exception:
                 if not best_effort:
                     raise
                 logger.warning("dedupe claims of unsent calls not given back; they lapse with the window",
                                extra={"job": ref.job, "chunk": ref.chunk, "claims": len(unsent)})
-        state = state or ("FAILED" if out.fate is Fate.EXHAUSTED else "DONE")
+        state = state or (ChunkState.FAILED if out.fate is Fate.EXHAUSTED else ChunkState.DONE)
         counters = out.counters()
         if not settled:
-            self.store.settle_chunk(ref.job, ref.chunk, state, **counters, requests=out.requests,
+            self.store.ledger.settle_chunk(ref.job, ref.chunk, state, **counters, requests=out.requests,
                                     api_attempts=out.attempts)
-        if state == "FAILED":
+        if state == ChunkState.FAILED:
             count("ChunksFailed", 1)
         count("CallsAccepted", counters["accepted"])
         count("CallsFailed", counters["failed"])
@@ -665,7 +665,7 @@ class DispatchService:
         count("CallsCancelled", counters["cancelled"])
         if not counters["cancelled"]:
             del counters["cancelled"]
-        first, item = self.store.count_settled(ref.job, ref.chunk, **counters)
+        first, item = self.store.ledger.count_settled(ref.job, ref.chunk, **counters)
         meta = Job.from_item(item)
         if first or not meta.completed:
             self.finisher.maybe_finalize(ref.job, meta)

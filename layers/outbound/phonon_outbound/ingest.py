@@ -182,13 +182,13 @@ class IngestService:
         obj, head, missing = self._resolve(obj)
         job = obj.job_id
         lease = max(0.0, remaining_s()) + LEASE_SLACK_S
-        claim = self.store.claim_object(obj.identity, job, lease, self.clock())
+        claim = self.store.jobs.claim_object(obj.identity, job, lease, self.clock())
         if claim == "duplicate":
             logger.info("duplicate notification ignored", extra={"job": job, "key": obj.key})
             return IngestResult("duplicate", job)
         meta = self._job(job)
         if meta and meta.ingest_done:  # the last run died after finishing: only the report may be owed
-            self.store.renew_object(obj.identity, 0, done=True)
+            self.store.jobs.renew_object(obj.identity, 0, done=True)
             if not meta.completed:
                 self.finisher.maybe_finalize(job, meta)
             return IngestResult("duplicate", job)
@@ -196,12 +196,12 @@ class IngestService:
             result = self._run(obj, job, meta, head, missing, remaining_s)
         except Exception:
             # Let the next attempt (Lambda retry of the async S3 invoke) resume at once.
-            self.store.renew_object(obj.identity, -1)
+            self.store.jobs.renew_object(obj.identity, -1)
             raise
         if result.status == "paused":
-            self.store.renew_object(obj.identity, -1)  # the continuation may claim it at once
+            self.store.jobs.renew_object(obj.identity, -1)  # the continuation may claim it at once
         else:
-            self.store.renew_object(obj.identity, 0, done=True)
+            self.store.jobs.renew_object(obj.identity, 0, done=True)
         return result
 
     def fail(self, obj: ObjectRef, reason: str) -> IngestResult:
@@ -218,7 +218,7 @@ class IngestService:
             return IngestResult("duplicate", job)
         count("IngestFailed", 1)
         logger.error("ingest failed", extra={"job": job, "key": obj.key, "reason": reason})
-        self.store.renew_object(obj.identity, 0, done=True)  # nothing retries it any more
+        self.store.jobs.renew_object(obj.identity, 0, done=True)  # nothing retries it any more
         if meta and meta.ingest_done:  # everything was queued; only the report was owed
             self.finisher.maybe_finalize(job, meta)
             return IngestResult("done", job, reason=reason)
@@ -232,12 +232,12 @@ class IngestService:
         done: list[str] = []
         seen: set[str] = set()
         for key in obj.candidates():
-            for item in self.store.jobs_for_key(obj.bucket, key):
+            for item in self.store.jobs.jobs_for_key(obj.bucket, key):
                 job = str(item.get("job", ""))
                 if not job or job in seen or (version and item.get("version") and item["version"] != version):
                     continue
                 seen.add(job)
-                if self.store.cancel_job(job, reason):
+                if self.store.jobs.cancel_job(job, reason):
                     done.append(job)
                     meta = self._job(job)
                     if meta and meta.ingest_done:  # every chunk queued: settling them finishes the job
@@ -249,7 +249,7 @@ class IngestService:
 
     # ------------------------------------------------------------------ the work
     def _job(self, job: str) -> Job | None:
-        item = self.store.get_job(job)
+        item = self.store.jobs.get_job(job)
         return None if item is None else Job.from_item(item)
 
     def _resolve(self, obj: ObjectRef) -> tuple[ObjectRef, dict | None, str | None]:
@@ -302,7 +302,7 @@ class IngestService:
         uploaded = self._upload_time(obj, head)
         stamp_at = uploaded
         for _ in range(1000):
-            if self.store.claim_report_name(obj.bucket, obj.key, upload_stamp(stamp_at), job):
+            if self.store.jobs.claim_report_name(obj.bucket, obj.key, upload_stamp(stamp_at), job):
                 break
             stamp_at += timedelta(milliseconds=1)
         csv_key, summary_key = report_keys(obj.key, upload_stamp(stamp_at))
@@ -311,8 +311,8 @@ class IngestService:
                 "size": size, "created_at": int(self.clock()), "uploaded_at": uploaded.isoformat(timespec="milliseconds"),
                 "report_csv_key": csv_key, "report_summary_key": summary_key, "status": JobStatus.VALIDATING.value,
                 "checkpoint_row": 0, "next_chunk": 0, "chunks_settled": 0, "api_requests": 0, "ingest_done": False}
-        meta = Job.from_item(item if self.store.create_job(job, item) else self.store.get_job(job) or item)
-        self.store.index_job(obj.bucket, obj.key, job, {"version": obj.version_id or "", "uploaded_at": meta.uploaded_at})
+        meta = Job.from_item(item if self.store.jobs.create_job(job, item) else self.store.jobs.get_job(job) or item)
+        self.store.jobs.index_job(obj.bucket, obj.key, job, {"version": obj.version_id or "", "uploaded_at": meta.uploaded_at})
         return meta
 
     def _open(self, obj: ObjectRef) -> tuple[Any, dict]:
@@ -377,7 +377,7 @@ class IngestService:
             body.close()
             return self._reject_file(job, meta, err.reason)
         if meta.status == JobStatus.VALIDATING or not meta.flow:
-            meta = Job.from_item(self.store.update_job(
+            meta = Job.from_item(self.store.jobs.update_job(
                 job, flow=flow, flow_source=flow_source, status=JobStatus.INGESTING.value,
                 row_count=int(getattr(contacts, "row_count", 0) or 0)))
         try:
@@ -393,7 +393,7 @@ class IngestService:
         if pauses > MAX_PREPASS_PAUSES:
             return self._reject_file(job, meta, "the file could not be validated within one run of the ingest "
                                                 "function: split it into smaller files")
-        self.store.update_job(job, prepass_pauses=pauses)
+        self.store.jobs.update_job(job, prepass_pauses=pauses)
         logger.info("ingest paused in the validation pre-pass", extra={"job": job, "pauses": pauses})
         return IngestResult("paused", job)
 
@@ -431,7 +431,7 @@ class IngestService:
                 self._send_batch(batch)
                 flush_rejected()
                 checkpoint = batch[-1][1].rows[-1]
-                now = Job.from_item(self.store.update_job(job, checkpoint_row=checkpoint,
+                now = Job.from_item(self.store.jobs.update_job(job, checkpoint_row=checkpoint,
                                                           next_chunk=batch[-1][0] + 1))
                 if now.cancelled_reason:
                     cancelled.append(now.cancelled_reason)
@@ -439,7 +439,7 @@ class IngestService:
 
         def flush_rejected() -> None:
             if rejected:
-                self.store.put_rows(job, rejected)
+                self.store.rows.put_rows(job, rejected)
                 rejected.clear()
 
         rows_seen = 0
@@ -478,7 +478,7 @@ class IngestService:
                     return self._end_early(job, self._job(job) or meta, cancelled[0])
                 if not chunker.pending_rows:
                     checkpoint = last_row
-                    self.store.update_job(job, checkpoint_row=checkpoint, next_chunk=next_chunk)
+                    self.store.jobs.update_job(job, checkpoint_row=checkpoint, next_chunk=next_chunk)
                 logger.info("ingest paused", extra={"job": job, "checkpoint_row": checkpoint})
                 return IngestResult("paused", job, rows=last_row, chunks=next_chunk, rejected=n_rejected)
 
@@ -489,7 +489,7 @@ class IngestService:
             return self._end_early(job, self._job(job) or meta, cancelled[0])
         total_rows = max(last_row, checkpoint)
         count("RowsIngested", rows_seen)
-        meta = Job.from_item(self.store.update_job(
+        meta = Job.from_item(self.store.jobs.update_job(
             job, ingest_done=True, total_rows=total_rows, chunks_total=next_chunk, checkpoint_row=total_rows,
             next_chunk=next_chunk, status=JobStatus.DISPATCHING.value, notes=list(getattr(contacts, "notes", []) or [])))
         logger.info("ingest done", extra={"job": job, "rows": total_rows, "chunks": next_chunk})
@@ -515,7 +515,7 @@ class IngestService:
     def _reject_file(self, job: str, meta: Job, reason: str) -> IngestResult:
         logger.warning("file rejected", extra={"job": job, "key": meta.key, "reason": reason})
         count("FilesRejected", 1)
-        self.store.update_job(job, flow=meta.flow, status=JobStatus.REJECTED.value, error=reason, ingest_done=True,
+        self.store.jobs.update_job(job, flow=meta.flow, status=JobStatus.REJECTED.value, error=reason, ingest_done=True,
                               total_rows=0, chunks_total=0)
         self.finisher.finalize(job)
         return IngestResult("rejected", job, reason=reason)
@@ -528,10 +528,10 @@ class IngestService:
         are settled."""
         if meta.next_chunk == 0 and not meta.cancelled_reason:
             return self._reject_file(job, meta, reason)
-        self.store.cancel_job(job, reason)
+        self.store.jobs.cancel_job(job, reason)
         total = max(meta.row_count, meta.checkpoint_row)
         chunks = meta.next_chunk
-        meta = Job.from_item(self.store.update_job(job, ingest_done=True, total_rows=total, chunks_total=chunks,
+        meta = Job.from_item(self.store.jobs.update_job(job, ingest_done=True, total_rows=total, chunks_total=chunks,
                                                    status=JobStatus.DISPATCHING.value))
         logger.warning("ingest ended early", extra={"job": job, "reason": reason, "chunks": chunks})
         self.finisher.maybe_finalize(job, meta)

@@ -139,7 +139,7 @@ def handle(event: dict, service: IngestService, remaining_s: Callable[[], float]
     for obj in created:
         result = service.ingest(obj, remaining_s)
         if result.status == "paused":
-            resume(continuation_event(obj, Job.from_item(service.store.get_job(result.job))))
+            resume(continuation_event(obj, Job.from_item(service.store.jobs.get_job(result.job))))
         results.append({"key": obj.key, "job": result.job, "status": result.status, "rows": result.rows,
                         "chunks": result.chunks, "rejected": result.rejected, "reason": result.reason})
     return {"files": results}

@@ -1,6 +1,6 @@
 """Finishing a file job: the results report and summary in S3, and the "file completed" event.
 
-The report streams every row's outcome in row order (`Store.iter_outcomes`: the settled
+The report streams every row's outcome in row order (`store.rows.iter_outcomes`: the settled
 chunks' outcome items merged with the row items, both read a page at a time) into a spooled
 temporary file, so memory stays flat whatever the file's size. Every data row has an outcome by
 the time the job is settled; a row without one (which would be a bug, or an aborted local run)
@@ -71,17 +71,17 @@ class JobFinisher:
     def finalize(self, job: str, force: bool = False, missing_reason: str | None = None) -> bool:
         """Write the report once (the caller that wins `claim_finalize`), or again with force
         (e.g. after flow-end webhooks brought phonon-uuids)."""
-        if not force and not self.store.claim_finalize(job):
+        if not force and not self.store.jobs.claim_finalize(job):
             return False
         try:
             return self._write(job, force, missing_reason)
         except BaseException:
             if not force:
-                self.store.release_finalize(job)  # a redelivery or the next settle tries again
+                self.store.jobs.release_finalize(job)  # a redelivery or the next settle tries again
             raise
 
     def _write(self, job: str, force: bool, missing_reason: str | None) -> bool:
-        meta = Job.from_item(self.store.get_job(job))
+        meta = Job.from_item(self.store.jobs.get_job(job))
         total = meta.total_rows
         counts = dict.fromkeys(STATUSES, 0)
         missing = 0
@@ -109,7 +109,7 @@ class JobFinisher:
                     expected += 1
 
             last = total if meta.ingest_done and not meta.rejected else None
-            for item in self.store.iter_outcomes(job):
+            for item in self.store.rows.iter_outcomes(job):
                 row = int(item["row"])
                 if row < expected or (last is not None and row > last):
                     continue
@@ -129,7 +129,7 @@ class JobFinisher:
             raw.seek(0)
             self.s3.upload_fileobj(raw, self.bucket, csv_key, ExtraArgs={"ContentType": "text/csv; charset=utf-8"})
         if filled and missing_reason:
-            self.store.put_rows(job, filled)
+            self.store.rows.put_rows(job, filled)
         if missing and not (missing_reason or meta.missing_reason or cancelled):
             logger.error("rows without outcome", extra={"job": job, "missing": missing})
         now = time.time()
@@ -145,7 +145,7 @@ class JobFinisher:
                            ContentType="application/json")
         final = (JobStatus.REJECTED if meta.error else JobStatus.FAILED if meta.failure
                  else JobStatus.CANCELLED if cancelled else JobStatus.COMPLETED)
-        self.store.update_job(job, status=final.value, completed=True,
+        self.store.jobs.update_job(job, status=final.value, completed=True,
                               counts={k.lower(): v for k, v in counts.items()})
         if not force:
             count("FilesCompleted", 1)

@@ -56,7 +56,7 @@ class RowOutcome:
                           tuple(str(n) for n in numbers) if isinstance(numbers, list) else ())
 
     def to_item(self) -> dict[str, Any]:
-        """The dict `Store.put_outcomes` takes (its OUTCOME_FIELDS)."""
+        """The dict `store.rows.put_outcomes` takes (its OUTCOME_FIELDS)."""
         return {"row": self.row, "status": self.status.value, "cid": self.cid, "request_id": self.request_id,
                 "phonon_uuid": self.phonon_uuid, "reason": self.reason, "numbers": list(self.numbers)}
 

@@ -125,7 +125,7 @@ class Job:
     failure: str = ""  # the job failed as a whole
     notes: tuple[str, ...] = ()
     counts: Mapping[str, int] = field(default_factory=dict)  # per status, written on completion
-    # the store's own bookkeeping (Store.count_settled, claim_finalize, retention)
+    # the store's own bookkeeping (store.ledger.count_settled, store.jobs.claim_finalize, retention)
     settled_below: int = 0
     settled_set: frozenset[int] = frozenset()
     finalizing: int = 0
@@ -133,7 +133,7 @@ class Job:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any] | None) -> Job:
-        """The job from its item (as `Store.get_job` returns it); an empty job for None."""
+        """The job from its item (as `store.jobs.get_job` returns it); an empty job for None."""
         item = item or {}
         pk = _str(item.get("pk"))
         created = item.get("created_at")

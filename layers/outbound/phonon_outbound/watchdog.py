@@ -9,7 +9,7 @@ completes and `updated_at` (epoch seconds) on every write, indexed by the state 
 last write is older than the threshold, however many jobs there are.
 
 A stale job whose every chunk has settled only lacks its report: its writer died (the report
-claim is a lease, `Store.claim_finalize`) and nothing else would come back to it. The watchdog
+claim is a lease, `store.jobs.claim_finalize`) and nothing else would come back to it. The watchdog
 writes that report itself once the lease has run out, so no file is left without one.
 
 It emits the metric `StaleJobs` (namespace PhononOutbound, the count, 0 included so the alarm
@@ -22,39 +22,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from boto3.dynamodb.conditions import Key
-
 from .observability import count, logger
 from .records import Job
 from .store import Store
+from .store.common import ACTIVE_INDEX
 
-ACTIVE_INDEX = "active-jobs"
-ACTIVE_SHARD = "A"
 MAX_LOGGED_JOBS = 100
 
 
 def stale_jobs(store: Store, stale_s: float, now: float | None = None) -> list[dict[str, Any]]:
-    """Active jobs whose `updated_at` is more than `stale_s` seconds ago, oldest first:
-    [{"job": id, "updated_at": epoch s, "idle_s": seconds}]."""
+    """Active jobs whose `updated_at` is more than `stale_s` seconds ago, oldest first
+    (`store.jobs.stale_jobs`, the `active-jobs` index): [{"job": id, "updated_at": epoch s,
+    "idle_s": seconds}]."""
     now = time.time() if now is None else now
-    cutoff = int(now - stale_s)
-    kwargs: dict[str, Any] = {
-        "IndexName": ACTIVE_INDEX,
-        "KeyConditionExpression": Key("active_shard").eq(ACTIVE_SHARD) & Key("updated_at").lt(cutoff),
-        "ProjectionExpression": "pk, sk, updated_at",
-    }
-    out: list[dict[str, Any]] = []
-    while True:
-        page = store.state.query(**kwargs)
-        for item in page.get("Items", []):
-            pk = str(item.get("pk", ""))
-            if item.get("sk") != "META" or not pk.startswith("JOB#"):
-                continue  # only job items carry these attributes; be safe anyway
-            updated = float(item.get("updated_at", 0))
-            out.append({"job": pk[len("JOB#"):], "updated_at": int(updated), "idle_s": int(now - updated)})
-        if "LastEvaluatedKey" not in page:
-            return out
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return [{"job": job, "updated_at": updated, "idle_s": int(now - updated)}
+            for job, updated in store.jobs.stale_jobs(int(now - stale_s))]
 
 
 def recover_reports(store: Store, finisher: Any, jobs: list[dict[str, Any]]) -> list[str]:
@@ -62,7 +44,7 @@ def recover_reports(store: Store, finisher: Any, jobs: list[dict[str, Any]]) -> 
     settled, not completed); the report claim's lease decides who writes. Returns their ids."""
     written = []
     for j in jobs:
-        item = store.get_job(j["job"])
+        item = store.jobs.get_job(j["job"])
         meta = Job.from_item(item)
         if not item or meta.completed or not meta.ingest_done:
             continue

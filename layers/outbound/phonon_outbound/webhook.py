@@ -31,9 +31,9 @@ row already has another uuid) — nothing is written; 413 body too large; 5xx on
 faults (DynamoDB, Secrets Manager). Error texts name the field and the rule, never the value.
 
 Writes are conditional, so neither a replay nor a push carrying another uuid for the same row
-can rebind anything: a row's phonon-uuid is written once (`Store.set_row_uuid`), and a results
+can rebind anything: a row's phonon-uuid is written once (`store.rows.set_row_uuid`), and a results
 item's binding to (job, row) — or to its correlation ref while unmatched — is written once
-(`Store.upsert_result`).
+(`store.results.upsert_result`).
 """
 
 from __future__ import annotations
@@ -432,7 +432,7 @@ class WebhookService:
         """The job (None when unknown); read once per job after its ingest is done."""
         meta = self._jobs.get(job)
         if meta is None:
-            item = self.store.get_job(job)
+            item = self.store.jobs.get_job(job)
             if item is None:
                 return None
             meta = Job.from_item(item)
@@ -475,7 +475,7 @@ class WebhookService:
         job, row, meta = self._match(ref)
         if job is None:
             attrs["unmatched"] = True
-            if not self.store.upsert_result(uuid, attrs):
+            if not self.store.results.upsert_result(uuid, attrs):
                 raise self._conflict("the phonon-uuid is already recorded for another call")
             count("WebhooksUnmatched", 1)
             logger.warning("flow-end push matched no row", extra={"phonon_uuid": uuid, "has_ref": bool(ref)})
@@ -487,7 +487,7 @@ class WebhookService:
         if outcome and outcome.get("phonon_uuid") and outcome["phonon_uuid"] != uuid:
             raise self._conflict("the row already has another phonon-uuid")
         try:
-            row_item, newly_set = self.store.set_row_uuid(job, row, uuid)  # the report's phonon-uuid
+            row_item, newly_set = self.store.rows.set_row_uuid(job, row, uuid)  # the report's phonon-uuid
         except RowUuidConflict:
             raise self._conflict("the row already has another phonon-uuid") from None
         info = row_item if row_item.get("status") else outcome
@@ -497,9 +497,9 @@ class WebhookService:
                           "numbers": info.get("numbers")})
         else:  # the dispatcher has not recorded its answer yet (or lost it)
             logger.info("flow-end push for a row whose chunk is not settled yet", extra={"job": job})
-        if not self.store.upsert_result(uuid, attrs):
+        if not self.store.results.upsert_result(uuid, attrs):
             if newly_set:  # undo our half: the row must not keep a uuid that belongs to another row
-                self.store.clear_row_uuid(job, row, uuid)
+                self.store.rows.clear_row_uuid(job, row, uuid)
             raise self._conflict("the phonon-uuid is already recorded for another row")
         suppression.opt_out(body, push, info, meta.flow, ref)  # "press 9 to stop" (docs/suppression.md)
         count("WebhooksReceived", 1)
@@ -528,7 +528,7 @@ class WebhookService:
         for (cached_job, first), (last, rows) in self._outcomes.items():
             if cached_job == job and first <= row <= last:
                 return rows.get(row)
-        item = self.store.find_outcome(job, row)
+        item = self.store.rows.find_outcome(job, row)
         if item is None:
             return None
         rows = {int(r["row"]): r for r in decode_outcomes(item["outcomes"])}

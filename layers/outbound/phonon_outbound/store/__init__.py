@@ -3,8 +3,9 @@
 a DynamoDB class and an in-memory fake (`store/memory.py`), held to the same behaviour by
 tests/integration/test_store_contracts.py. The key layout lives in `store/common.py`.
 
-`Store` composes them and still answers every method the services call today (facade.py
-says why); `MemoryStore` (store/memory.py) is the same facade over the fakes.
+`Store` holds them (`store.jobs`, `store.ledger`, ...) and the retention they share, and
+forwards nothing (facade.py); `MemoryStore` (store/memory.py) is the same container over the
+fakes.
 """
 
 from .common import (
@@ -33,7 +34,7 @@ from .common import (
 from .dedupe import DedupeRepository
 from .facade import Store
 from .jobs import JobsRepository
-from .ledger import LedgerRepository
+from .ledger import ChunkState, LedgerRepository
 from .limits import LimitsRepository
 from .results import ResultsRepository
 from .rows import RowsRepository
@@ -41,6 +42,7 @@ from .rows import RowsRepository
 __all__ = [
     "ACTIVE_SHARD", "CHUNK_PAD", "DEFAULT_RETENTION_S", "FINALIZE_LEASE_S", "MAX_NOTES", "MAX_NOTE_CHARS",
     "MAX_OUTCOME_BLOB", "MAX_TEXT_CHARS", "OUTCOME_FIELDS", "ROW_PAD", "SETTLED_SET_COMPACT", "ChunkClaim",
+    "ChunkState",
     "DedupeRepository", "JobsRepository", "LedgerRepository", "LimitsRepository", "ResultsRepository",
     "RowUuidConflict", "RowsRepository", "Store", "bound_job_attrs", "bound_notes", "chunk_sk", "decode_outcomes",
     "encode_outcomes", "job_pk", "outcome_sk", "row_sk",

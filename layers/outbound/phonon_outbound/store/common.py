@@ -168,10 +168,13 @@ def dec(value: float) -> Decimal:
 
 def stored(value: Any) -> Any:
     """What a value reads back as after a DynamoDB round trip through this package (floats
-    rounded to 6 places and integral ones as int, sets and lists copied): the fakes store
-    values this way so they hand out exactly what the DynamoDB classes do."""
+    rounded to 6 places and integral ones as int, sets and lists copied, a str enum member
+    as its plain string): the fakes store values this way so they hand out exactly what the
+    DynamoDB classes do."""
     if isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, float):
         return plain(dec(value))
     if isinstance(value, Decimal):

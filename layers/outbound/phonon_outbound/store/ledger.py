@@ -3,6 +3,7 @@ final state once settled) and the idempotent count of settled chunks on the job'
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -22,6 +23,20 @@ from .common import (
 from .jobs import JobsRepository
 
 
+class ChunkState(StrEnum):
+    """A CHUNK# item's `state` (the wire values are these strings): IN_PROGRESS while a
+    dispatcher holds its lease; RETRY once that holder gave the lease back after a failure
+    (`release_chunk`); WAITING once it handed the chunk back with a delay (a pause, a window);
+    DONE once sent and recorded (never sent again); FAILED once settled without success (its
+    retries ran out, or its rows were ended unsent): claimable again after a redrive."""
+
+    IN_PROGRESS = "IN_PROGRESS"
+    RETRY = "RETRY"
+    WAITING = "WAITING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
 class LedgerRepository(Protocol):
     compact_at: int  # the job's settled-chunk set is compacted past this many numbers
 
@@ -35,9 +50,9 @@ class LedgerRepository(Protocol):
 
     def release_chunk(self, job: str, chunk: int) -> None: ...
 
-    def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> None: ...
+    def settle_chunk(self, job: str, chunk: int, state: ChunkState, **attrs: Any) -> None: ...
 
-    def settle_open_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> bool: ...
+    def settle_open_chunk(self, job: str, chunk: int, state: ChunkState, **attrs: Any) -> bool: ...
 
     def count_settled(self, job: str, chunk: int, **counters: int) -> tuple[bool, dict]: ...
 
@@ -74,7 +89,7 @@ class DynamoLedger:
                 ConditionExpression="attribute_not_exists(pk) OR (#s <> :done AND (#s <> :ip OR lease_until < :now))",
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues={
-                    ":ip": "IN_PROGRESS", ":done": "DONE", ":l": dec(now + lease_s),
+                    ":ip": ChunkState.IN_PROGRESS, ":done": ChunkState.DONE, ":l": dec(now + lease_s),
                     ":now": dec(now), ":one": 1, ":e": self.retention.expiry(now),
                 },
                 ReturnValues="ALL_NEW",
@@ -92,11 +107,11 @@ class DynamoLedger:
 
     def note_chunk(self, job: str, chunk: int, **attrs: Any) -> bool:
         """Its holder's note about a chunk still IN_PROGRESS (e.g. that it hands the chunk back:
-        `state="WAITING", lease_until=0`). A chunk settled meanwhile (by a redelivered copy, an
+        `state=ChunkState.WAITING, lease_until=0`). A chunk settled meanwhile (by a redelivered copy, an
         abandoned run) is left as it is, so a late holder never reopens a DONE chunk: False then."""
         update = set_update(attrs)
         update["ExpressionAttributeNames"]["#ledger_state"] = "state"
-        update["ExpressionAttributeValues"][":in_progress"] = "IN_PROGRESS"
+        update["ExpressionAttributeValues"][":in_progress"] = ChunkState.IN_PROGRESS
         return conditional(self.table.update_item, Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
                            ConditionExpression="#ledger_state = :in_progress", **update)
 
@@ -110,19 +125,19 @@ class DynamoLedger:
                 UpdateExpression="SET #s = :retry, lease_until = :zero",
                 ConditionExpression="#s = :ip",
                 ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":retry": "RETRY", ":zero": 0, ":ip": "IN_PROGRESS"})
+                ExpressionAttributeValues={":retry": ChunkState.RETRY, ":zero": 0, ":ip": ChunkState.IN_PROGRESS})
         except ClientError as err:
             if not conditional_failed(err):
                 raise
 
-    def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> None:
+    def settle_chunk(self, job: str, chunk: int, state: ChunkState, **attrs: Any) -> None:
         """Record a chunk's final state: DONE, or FAILED when its retries ran out (a FAILED
         chunk can be claimed again after an operator's redrive). Counting it on the job is
         `count_settled`'s job, idempotently."""
         attrs = {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.retention.expiry()}
         self.table.update_item(Key={"pk": job_pk(job), "sk": chunk_sk(chunk)}, **set_update(attrs))
 
-    def settle_open_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> bool:
+    def settle_open_chunk(self, job: str, chunk: int, state: ChunkState, **attrs: Any) -> bool:
         """Settle a chunk without sending it, unless it is DONE already (sent and recorded):
         False then. A chunk another dispatcher holds right now is settled all the same: its
         holder's own settle overwrites the outcome it records (the caller ends unsent rows,
@@ -130,7 +145,7 @@ class DynamoLedger:
         last receive does not use this: it takes the chunk's lease (`claim_chunk`) to settle it."""
         attrs = {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.retention.expiry()}
         update = set_update(attrs)
-        update["ExpressionAttributeValues"][":done_state"] = "DONE"
+        update["ExpressionAttributeValues"][":done_state"] = ChunkState.DONE
         return conditional(self.table.update_item, Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
                            ConditionExpression="attribute_not_exists(#state) OR #state <> :done_state", **update)
 
@@ -193,7 +208,7 @@ class DynamoLedger:
 def refused_claim(item: dict, now: float) -> ChunkClaim:
     """The answer to a claim the condition refused: "done" for a DONE chunk, else "busy" with
     the holder's lease left."""
-    if item.get("state") == "DONE":
+    if item.get("state") == ChunkState.DONE:
         return ChunkClaim("done", attempts=item.get("attempts", 0), item=item)
     return ChunkClaim("busy", attempts=item.get("attempts", 0),
                       lease_left_s=max(0.0, float(item.get("lease_until", now)) - now), item=item)

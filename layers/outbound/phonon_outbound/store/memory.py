@@ -51,7 +51,7 @@ from .common import (
 )
 from .dedupe import LocalLocks, decide, new_claim
 from .facade import Store
-from .ledger import compacted, refused_claim
+from .ledger import ChunkState, compacted, refused_claim
 from .limits import check_key
 from .results import binding_allows, present
 from .rows import first_without_outcome, merge_outcomes, row_item
@@ -282,12 +282,12 @@ class MemoryLedger(_Fake):
         now = self.retention.now() if now is None else now
         with self.t.lock:
             item = self.t.get(job_pk(job), chunk_sk(chunk))
-            if item is not None and (item.get("state") == "DONE" or (
-                    item.get("state") == "IN_PROGRESS" and not float(item.get("lease_until", 0)) < now)):
+            if item is not None and (item.get("state") == ChunkState.DONE or (
+                    item.get("state") == ChunkState.IN_PROGRESS and not float(item.get("lease_until", 0)) < now)):
                 return refused_claim(item, now)
             attempts = int((item or {}).get("attempts", 0)) + 1
             new = self.t.update(job_pk(job), chunk_sk(chunk), {
-                "state": "IN_PROGRESS", "lease_until": now + lease_s, "expires_at": self.retention.expiry(now),
+                "state": ChunkState.IN_PROGRESS, "lease_until": now + lease_s, "expires_at": self.retention.expiry(now),
                 "attempts": attempts})
             return ChunkClaim("claimed", attempts=attempts, item=new)
 
@@ -298,24 +298,24 @@ class MemoryLedger(_Fake):
     def note_chunk(self, job: str, chunk: int, **attrs: Any) -> bool:
         with self.t.lock:
             item = self.t.state.get((job_pk(job), chunk_sk(chunk)))
-            if item is None or item.get("state") != "IN_PROGRESS":
+            if item is None or item.get("state") != ChunkState.IN_PROGRESS:
                 return False
             self.t.update(job_pk(job), chunk_sk(chunk), attrs)
             return True
 
     def release_chunk(self, job: str, chunk: int) -> None:
-        self.note_chunk(job, chunk, state="RETRY", lease_until=0)
+        self.note_chunk(job, chunk, state=ChunkState.RETRY, lease_until=0)
 
-    def _settled(self, state: str, attrs: dict) -> dict:
+    def _settled(self, state: ChunkState, attrs: dict) -> dict:
         return {**attrs, "state": state, "settled": True, "lease_until": 0, "expires_at": self.retention.expiry()}
 
-    def settle_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> None:
+    def settle_chunk(self, job: str, chunk: int, state: ChunkState, **attrs: Any) -> None:
         with self.t.lock:
             self.t.update(job_pk(job), chunk_sk(chunk), self._settled(state, attrs))
 
-    def settle_open_chunk(self, job: str, chunk: int, state: str, **attrs: Any) -> bool:
+    def settle_open_chunk(self, job: str, chunk: int, state: ChunkState, **attrs: Any) -> bool:
         with self.t.lock:
-            if (self.t.state.get((job_pk(job), chunk_sk(chunk))) or {}).get("state") == "DONE":
+            if (self.t.state.get((job_pk(job), chunk_sk(chunk))) or {}).get("state") == ChunkState.DONE:
                 return False
             self.t.update(job_pk(job), chunk_sk(chunk), self._settled(state, attrs))
             return True
