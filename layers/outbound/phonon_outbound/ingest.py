@@ -443,7 +443,7 @@ class IngestService:
                 rejected.clear()
 
         rows_seen = 0
-        for item in suppression.screen(s, self.store, job, flow, contacts.rows(start_row=checkpoint)):
+        for item in suppression.screen(s, self.store.rows, job, flow, contacts.rows(start_row=checkpoint)):
             last_row = item.row
             rows_seen += 1
             if isinstance(item, ValidRow):

@@ -550,11 +550,12 @@ def salt(secret_name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- ingest hook
-def screen(settings: Any, store: Any, job: str, flow: str, rows: Iterable[Any],
+def screen(settings: Any, row_items: Any, job: str, flow: str, rows: Iterable[Any],
            lst: SuppressionList | None = None) -> Iterator[Any]:
     """Ingest's rows, with the valid ones the list holds back replaced by `Screened` (their
-    SUPPRESSED outcome written already). Looks ahead SCREEN_WINDOW rows to check them
-    together; yields every row unchanged when suppression is off."""
+    SUPPRESSED outcome written already, through `row_items`: the store's rows repository).
+    Looks ahead SCREEN_WINDOW rows to check them together; yields every row unchanged when
+    suppression is off."""
     from .contacts import ValidRow  # noqa: PLC0415
 
     lst = lst if lst is not None else service(settings)
@@ -569,7 +570,7 @@ def screen(settings: Any, store: Any, job: str, flow: str, rows: Iterable[Any],
         valid = [(i.row, i.client_id, list(i.call.get("contact-numbers", []))) for i in window if isinstance(i, ValidRow)]
         held = lst.check(flow, valid, file_counts=counts)
         if held:
-            store.put_rows(job, [{"row": r, "status": Status.SUPPRESSED.value, "cid": c, "reason": held[r]}
+            row_items.put_rows(job, [{"row": r, "status": Status.SUPPRESSED.value, "cid": c, "reason": held[r]}
                                  for r, c, _ in valid if r in held])
             count("RowsSuppressed", len(held))
         for i in window:
