@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}  # its own log group (LoggingConfig.LogGroup)
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # Tracing: Active
+NO_RESOURCE_LEVEL = {"states:SendTaskFailure"}  # a task token names the task; IAM cannot scope it
 
 ALLOWED: dict[str, set[str]] = {
     "IngestFunction": LOGS | XRAY | {
@@ -34,6 +35,14 @@ ALLOWED: dict[str, set[str]] = {
         # the suppression list: check rows (BatchGetItem), fill it from suppress/ files and events
         # (GetItem, UpdateItem); its salt (GetSecretValue, decrypted through Secrets Manager only)
         "secretsmanager:GetSecretValue", "kms:Decrypt",
+    },
+    "IntakeFunction": LOGS | XRAY | {
+        "s3:PutObject",  # a request's contact file, under incoming/requests/ only
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",  # intake queue event source
+        "sqs:SendMessage",  # failed EventBridge invocations to the intake DLQ (on-failure destination)
+        "kms:Decrypt", "kms:GenerateDataKey",  # the intake queues are encrypted with the stack's key (via SQS only)
+        "events:PutEvents",  # a rejected request's completion event
+        "states:SendTaskFailure",  # a rejected request's task token
     },
     "DispatchFunction": LOGS | XRAY | {
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
@@ -160,6 +169,17 @@ def test_ingest_may_check_a_flow_but_never_read_a_security_id(cfn):
     assert "secretsmanager:GetSecretValue" in _grants(cfn, "DispatchFunction")
 
 
+def test_intake_writes_only_request_files_and_decrypts_only_through_sqs(cfn):
+    grants = _grants(cfn, "IntakeFunction")
+    assert grants["s3:PutObject"] == ['{"Fn::Sub": "${ContactsBucket.Arn}/incoming/requests/*"}']
+    assert not [a for a in grants if a.startswith(("s3:Get", "dynamodb:", "secretsmanager:"))]
+    name, role = _role_of(cfn, "IntakeFunction")
+    for st in _statements(cfn, name, role):
+        if any(a.startswith("kms:") for a in _actions(st)):
+            assert st["Resource"] == {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
+            assert st["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}}}
+
+
 @pytest.mark.parametrize("function", ["IngestFunction", "DispatchFunction"])
 def test_object_access_is_limited_to_its_key_prefix(cfn, function):
     grants = _grants(cfn, function)
@@ -173,7 +193,7 @@ def test_object_access_is_limited_to_its_key_prefix(cfn, function):
 def test_no_resource_wildcard_but_for_actions_without_resource_level_permissions(cfn):
     for function in ALLOWED:
         for action, resources in _grants(cfn, function).items():
-            if action in XRAY:
+            if action in XRAY | NO_RESOURCE_LEVEL:
                 continue
             for r in resources:
                 assert r != '"*"', f"{function}: {action} on *"

@@ -129,7 +129,7 @@ def test_the_operational_metrics_have_alarms(template):
     assert len(silent) == 1 and silent[0]["ComparisonOperator"] == "LessThanThreshold"  # the watchdog stopped
     queues = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in _alarms(template).values()
               if a["Namespace"] == "AWS/SQS"}
-    assert queues == {"ChunkDeadLetterQueue", "IngestFailureDeadLetterQueue", "EventDeadLetterQueue"}
+    assert queues == {"ChunkDeadLetterQueue", "IngestFailureDeadLetterQueue", "EventDeadLetterQueue", "IntakeDeadLetterQueue"}
 
 
 # ---------------------------------------------------------------- a file never vanishes (#2)
@@ -160,13 +160,16 @@ def test_deleted_contact_files_reach_ingest(template):
 def test_eventbridge_may_write_to_its_dlq_only_from_this_stacks_rules(template):
     policy = template["Resources"]["EventDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     sources = policy[0]["Condition"]["ArnEquals"]["aws:SourceArn"]
+    # the intake rule may be on a custom bus (its ARN then names the bus): matched with ArnLike
+    sources = [*sources, *(st["Condition"]["ArnLike"]["aws:SourceArn"] for st in policy[1:])]
     names = set()
     for res in template["Resources"].values():
         for event in (res.get("Properties", {}).get("Events") or {}).values():
             p = event["Properties"]
             if "DeadLetterConfig" in p:
                 names.add((p.get("RuleName") or p.get("Name"))["Fn::Sub"])
-    assert {s["Fn::Sub"].rsplit("rule/", 1)[1] for s in sources} == names and len(names) == 4  # + suppression-requested
+    # object-created, object-deleted, watchdog, intake, suppression-requested
+    assert {s["Fn::Sub"].rsplit("rule/", 1)[1].lstrip("*") for s in sources} == names and len(names) == 5
 
 
 # ---------------------------------------------------------------- stale jobs (#12)
@@ -198,7 +201,7 @@ def test_every_function_logs_to_its_own_log_group_with_the_retention_parameter(t
         assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}
         assert props["KmsKeyId"] == {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
         groups.add(group)
-    assert len(groups) == len(functions) == 4
+    assert len(groups) == len(functions) == 5
 
 
 def test_contact_data_in_dynamodb_expires_and_the_tables_cannot_be_deleted(template):
@@ -257,3 +260,39 @@ def test_every_checkov_skip_is_justified_next_to_its_resource(template):
             assert len(skip.get("comment", "").split()) >= 8, f"{name}: {skip['id']} needs a reason"
             skips += 1
     assert skips
+
+
+# ---------------------------------------------------------------- events in (#11)
+def test_requests_arrive_by_eventbridge_on_a_configurable_bus_and_not_from_aws_sources(template):
+    events = template["Resources"]["IntakeFunction"]["Properties"]["Events"]
+    rule = events["CallsRequested"]["Properties"]
+    assert rule["EventBusName"] == {"Ref": "IntakeEventBusName"}
+    assert template["Parameters"]["IntakeEventBusName"]["Default"] == "default"
+    assert rule["Pattern"]["detail-type"] == ["Outbound Calls Requested"]
+    assert rule["Pattern"]["source"] == {"Fn::If": ["HasIntakeSourcePrefix", [{"prefix": {"Ref": "IntakeSourcePrefix"}}],
+                                                    [{"anything-but": {"prefix": "aws."}}]]}
+    assert rule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]}}
+
+
+def test_the_intake_queue_is_encrypted_outlives_six_timeouts_and_redrives_to_its_dlq(template, transformed):
+    res = template["Resources"]
+    queue, dlq = res["IntakeQueue"]["Properties"], res["IntakeDeadLetterQueue"]["Properties"]
+    timeout = res["IntakeFunction"]["Properties"]["Timeout"]
+    assert queue["VisibilityTimeout"] >= 6 * timeout
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["IntakeDeadLetterQueue", "Arn"]}
+    assert queue["KmsMasterKeyId"] == dlq["KmsMasterKeyId"] == {"Ref": "EncryptionKey"}
+    esm = _esm(transformed, "IntakeQueue")
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    on_failure = res["IntakeFunction"]["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure["Destination"] == {"Fn::GetAtt": ["IntakeDeadLetterQueue", "Arn"]}
+
+
+def test_sns_topics_of_the_account_may_send_to_the_intake_queue_and_use_its_key(template):
+    res = template["Resources"]
+    [st] = res["IntakeQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert st["Principal"] == {"Service": "sns.amazonaws.com"} and st["Action"] == "sqs:SendMessage"
+    assert st["Condition"]["ArnLike"]["aws:SourceArn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:*"}
+    key = [s for s in res["EncryptionKey"]["Properties"]["KeyPolicy"]["Statement"]
+           if s.get("Principal") == {"Service": "sns.amazonaws.com"}]
+    assert key and key[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}

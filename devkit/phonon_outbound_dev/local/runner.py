@@ -217,6 +217,22 @@ class FileRun:
     summary: dict = field(default_factory=dict)
 
 
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # far above EventBridge's 256 KB; a bigger .json is a contact file
+
+
+def event_envelope(path: Path) -> dict | None:
+    """The EventBridge event in a `.json` file (docs/events-in.md, "Locally"): a JSON object
+    with `detail-type` and `detail` — a JSON contact file has neither (its keys are `flow-id`
+    and `calls`, or it is an array). None for anything else."""
+    if not path.name.lower().endswith(".json") or path.stat().st_size > MAX_EVENT_BYTES:
+        return None
+    try:
+        doc = json.loads(path.read_bytes())
+    except (ValueError, OSError):
+        return None
+    return doc if isinstance(doc, dict) and "detail-type" in doc and "detail" in doc else None
+
+
 def s3_event_key(key: str) -> str:
     """An object key as S3 notifications carry it: URL-encoded, `+` for a space."""
     return quote_plus(key, safe="/")
@@ -495,6 +511,7 @@ class LocalPipeline:
         self.settings = wiring.settings()
         self._ingest_handler = _load_handler(self.stack, "IngestFunction")
         self._dispatch_handler = _load_handler(self.stack, "DispatchFunction")
+        self._intake_handler = _load_handler(self.stack, "IntakeFunction")
         # Every request goes through the gate (Ctrl-C stops sending at once) and every
         # rate-limit wait can be cut short by it. The service is built here, before any
         # dispatcher runs, and its client factory wrapped (one client per worker thread).
@@ -754,6 +771,8 @@ class LocalPipeline:
             for f in files:
                 if self._interrupted.is_set():
                     return
+                if f.obj is None:  # an event the intake refused: there is no file
+                    continue
                 self._ingest_handler(self._s3_event(f), FakeContext("ingest", 900))
                 while True:
                     with self._cont_lock:
@@ -827,12 +846,17 @@ class LocalPipeline:
         out = Path(self.o.out_dir)
         last = datetime.min.replace(tzinfo=UTC)
         for p in paths:
-            key = f"incoming/{p.name}"
-            extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
-            put = self.s3.put_object(Bucket=self.bucket, Key=key, Body=p.read_bytes(), **extra)
             uploaded = max(datetime.now(UTC), last + timedelta(milliseconds=1))  # distinct, ordered
             last = uploaded
-            obj = ObjectRef(self.bucket, key, put.get("VersionId"), put.get("ETag"), p.stat().st_size)
+            envelope = event_envelope(p)
+            if envelope is not None:  # through the intake function, as EventBridge would deliver it
+                obj, error = self._take_event(envelope)
+                key = obj.key if obj else ""
+            else:
+                key = f"incoming/{p.name}"
+                extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
+                put = self.s3.put_object(Bucket=self.bucket, Key=key, Body=p.read_bytes(), **extra)
+                obj, error = ObjectRef(self.bucket, key, put.get("VersionId"), put.get("ETag"), p.stat().st_size), ""
             n = 1
             name = report_base_name(p.name, upload_stamp(uploaded))
             while name in taken or (out / f"{name}.results.csv").exists():
@@ -840,7 +864,21 @@ class LocalPipeline:
                 name = report_base_name(p.name, upload_stamp(uploaded), n)
             taken.add(name)
             files.append(FileRun(p, key, obj, uploaded, name))
+            if error:  # refused whole by the intake: nothing was written, nothing to wait for
+                out.mkdir(parents=True, exist_ok=True)
+                with (out / f"{name}.results.csv").open("w", encoding="utf-8", newline="") as fh:
+                    ReportWriter(fh)  # the header line only, as for a file rejected whole
+                files[-1].summary = summary_dict(file=str(p), flow="", error=error, job="")
         return files
+
+    def _take_event(self, envelope: dict) -> tuple[ObjectRef | None, str]:
+        """An `Outbound Calls Requested` event through the intake handler: the request's file
+        (written now, or by an earlier delivery of the same event), or why it was refused."""
+        out = self._intake_handler(envelope, FakeContext("intake", 30)) or {}
+        if out.get("status") not in ("written", "already written"):
+            return None, str(out.get("reason") or "not an 'Outbound Calls Requested' event (detail-type)")
+        head = self.s3.head_object(Bucket=self.bucket, Key=out["key"])
+        return ObjectRef(self.bucket, out["key"], head.get("VersionId"), head.get("ETag"), head["ContentLength"]), ""
 
     def _demo_flows_for(self, paths: list[Path]) -> None:
         """With the bundled simulator, a JSON file's own flow-id works without a security-id
@@ -851,6 +889,15 @@ class LocalPipeline:
 
         for p in paths:
             if not p.name.lower().removesuffix(".gz").endswith(".json"):
+                continue
+            envelope = event_envelope(p)
+            if envelope is not None:
+                detail = envelope.get("detail")
+                flow = detail.get("flow-id") if isinstance(detail, dict) else None
+                if isinstance(flow, str) and FLOW_ID_RE.match(flow) and flow not in self._flows:
+                    self._flows[flow] = DEMO_SECURITY_ID
+                    self.sim.add_flow(flow, DEMO_SECURITY_ID)
+                    self._put_flow_secret(flow, DEMO_SECURITY_ID)
                 continue
             try:
                 with p.open("rb") as stream:
@@ -910,7 +957,9 @@ class LocalPipeline:
             t0 = time.monotonic()
             unknown = self.gate.inflight_rows(f"$flow.key.{self.settings.correlation_key}")
             for f in files:
-                self._settle_unsent(f, status, abort_reason, unknown.get(f.obj.job_id if f.obj else "", set()))
+                if f.obj is None:  # an event the intake refused: its summary is written already
+                    continue
+                self._settle_unsent(f, status, abort_reason, unknown.get(f.obj.job_id, set()))
             log.info("unsent rows settled and reports written in %.1f s", time.monotonic() - t0)
         if not self.interrupted:
             self._await_webhooks()
@@ -980,7 +1029,7 @@ class LocalPipeline:
         store = wiring.store()
         last_change, last_state = time.monotonic(), None
         while True:
-            metas = [store.jobs.get_job(f.obj.job_id) or {} if f.obj else {} for f in files]
+            metas = [store.jobs.get_job(f.obj.job_id) or {} if f.obj else {"completed": bool(f.summary)} for f in files]
             if all(m.get("completed") for m in metas) and not ingest.is_alive():
                 return ""
             state = [(m.get("chunks_settled"), m.get("checkpoint_row"), m.get("accepted")) for m in metas]

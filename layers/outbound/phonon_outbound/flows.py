@@ -42,9 +42,10 @@ class UnknownFlow(Exception):
 
 def flow_from_key(key: str) -> str | None:
     """`incoming/<flow-id>/file.csv` → flow-id. Only a segment shaped like a Phonon flow id
-    (8 letters or digits) counts, so ordinary sub-folders (`incoming/2026-11/…`) do not."""
+    (8 letters or digits) counts, so ordinary sub-folders (`incoming/2026-11/…`) do not, nor
+    `incoming/requests/` (the files written for requests that arrive as events, docs/events-in.md)."""
     parts = key.split("/")
-    if len(parts) >= 3 and parts[0] == "incoming" and FLOW_ID_RE.match(parts[1]):
+    if len(parts) >= 3 and parts[0] == "incoming" and parts[1] != "requests" and FLOW_ID_RE.match(parts[1]):
         return parts[1]
     return None
 

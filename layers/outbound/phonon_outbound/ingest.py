@@ -25,6 +25,7 @@ from . import suppression
 from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
+from .intake import request_origin
 from .jobs import JobFinisher, report_keys, upload_stamp
 from .observability import count, logger
 from .records import ChunkMessage, Job, JobStatus, row_ref
@@ -160,18 +161,19 @@ def chunk_message(job: str, flow: str, chunk_no: int, chunk: Chunk, warnings: di
     return ChunkMessage.pack(job, flow, chunk_no, chunk.rows, chunk.calls_json, warn).to_json()
 
 
+@dataclass
 class IngestService:
-    def __init__(self, settings: Settings, store: Store, s3: Any, sqs: Any, secrets: FlowSecrets,
-                 finisher: JobFinisher, throttle: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.time):
-        self.settings = settings
-        self.store = store
-        self.s3 = s3
-        self.sqs = sqs
-        self.secrets = secrets
-        self.finisher = finisher
-        self.throttle = throttle  # the local runner's back-pressure on a shallow emulated queue
-        self.clock = clock
+    """An object → its job, its rows validated, its valid calls in chunks on SQS (the clients
+    and the store are passed in: `wiring.ingest_service()` on AWS, fakes in unit tests)."""
+
+    settings: Settings
+    store: Store
+    s3: Any
+    sqs: Any
+    secrets: FlowSecrets
+    finisher: JobFinisher
+    throttle: Callable[[], None] | None = None  # the local runner's back-pressure on a shallow emulated queue
+    clock: Callable[[], float] = time.time
 
     @property
     def correlation_name(self) -> str:
@@ -310,7 +312,8 @@ class IngestService:
         item = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or "", "etag": obj.etag or "",
                 "size": size, "created_at": int(self.clock()), "uploaded_at": uploaded.isoformat(timespec="milliseconds"),
                 "report_csv_key": csv_key, "report_summary_key": summary_key, "status": JobStatus.VALIDATING.value,
-                "checkpoint_row": 0, "next_chunk": 0, "chunks_settled": 0, "api_requests": 0, "ingest_done": False}
+                "checkpoint_row": 0, "next_chunk": 0, "chunks_settled": 0, "api_requests": 0, "ingest_done": False,
+                **request_origin(obj.key, (head or {}).get("Metadata"))}
         meta = Job.from_item(item if self.store.jobs.create_job(job, item) else self.store.jobs.get_job(job) or item)
         self.store.jobs.index_job(obj.bucket, obj.key, job, {"version": obj.version_id or "", "uploaded_at": meta.uploaded_at})
         return meta

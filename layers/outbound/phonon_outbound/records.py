@@ -130,6 +130,13 @@ class Job:
     settled_set: frozenset[int] = frozenset()
     finalizing: int = 0
     expires_at: int = 0
+    # where the job's request came from (docs/events-in.md): "s3" for an uploaded file, else
+    # eventbridge | sqs | stepfunctions, with the request's id, the caller's reference and a
+    # Step Functions task token (never logged)
+    origin: str = ""
+    request_id: str = ""
+    reference: str = ""
+    task_token: str = ""
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any] | None) -> Job:
@@ -162,6 +169,8 @@ class Job:
             settled_below=_int(item.get("settled_below")),
             settled_set=frozenset(_int(c) for c in item.get("settled_set") or ()),
             finalizing=_int(item.get("finalizing")), expires_at=_int(item.get("expires_at")),
+            origin=_str(item.get("origin")), request_id=_str(item.get("request_id")),
+            reference=_str(item.get("reference")), task_token=_str(item.get("task_token")),
         )
 
     @property
