@@ -18,6 +18,7 @@ from phonon_outbound.reports import ReportWriter, summary_dict
 from phonon_outbound.settings import Settings
 from phonon_outbound.status import Status
 from phonon_outbound.suppression import _FileCounts
+from phonon_outbound.windows import check_row
 
 PLACEHOLDER_JOB = "0" * 20  # same length as a real job id, so sizes match what ingest measures
 
@@ -55,8 +56,14 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                 summary["flow"] = flow
                 chunker = Chunker(batch_size=settings.batch_size, security_id_len=64, flow_id=flow)
                 in_file = _FileCounts()
+                window_held, window_opens = 0, ""  # rows the calling window would hold now
                 for item in contacts.rows():
                     counts["rows"] += 1
+                    item, hold = check_row(item, flow, settings)  # the calling window, as ingest and dispatch apply it
+                    if hold:
+                        window_held += 1
+                        window_opens = window_opens or hold
+                        item.warnings.append(hold)
                     if isinstance(item, ValidRow):
                         item.call["keys"].append({"name": correlation, "value": f"{PLACEHOLDER_JOB}.{item.row}"})
                         try:
@@ -77,6 +84,9 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                         counts["rejected"] += 1
                         writer.write(item.row, item.client_id, Status.REJECTED, "", "", item.reason)
                 summary["notes"] = list(contacts.notes)
+                if window_held:
+                    summary["notes"].append(f"{window_held:,} row(s) would be held now: "
+                                            f"{window_opens.removeprefix('held: ')}")
         except FileRejected as err:
             counts = dict.fromkeys(counts, 0)
             summary["error"] = err.reason

@@ -112,6 +112,65 @@ def _column(text: str) -> str:
     return text.strip()
 
 
+def _window(text: str) -> str:
+    from phonon_outbound.windows import WindowError, parse_window
+
+    try:
+        return parse_window(text).spec
+    except WindowError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _zone(text: str) -> str:
+    from phonon_outbound.windows import WindowError, zone
+
+    try:
+        zone(text.strip())
+    except WindowError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip()
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {safe(text)!r}") from None
+    if not 0 <= value < 1440:
+        raise argparse.ArgumentTypeError("must be between 0 and 1439 minutes")
+    return value
+
+
+def add_window_options(p: argparse.ArgumentParser) -> None:
+    """--window and its companions (docs/calling-windows.md), the same for run and check."""
+    p.add_argument("--window", type=_window, metavar="SPEC",
+                   help="calling window in the recipient's time zone, e.g. 'Mon-Sat 09:00-21:00; except 2026-12-25' "
+                        "(parts separated by ';'); rows are sent only while it is open (default: no window)")
+    p.add_argument("--window-tz", type=_zone, metavar="ZONE",
+                   help="the window's zone for numbers whose own zone is not one single zone (default Asia/Kolkata)")
+    p.add_argument("--window-policy", choices=("reject", "defer"), default=None,
+                   help="a start-time outside the window: reject the row (default) or defer it to the next opening")
+    p.add_argument("--window-margin", type=_minutes, metavar="MIN",
+                   help="no call starts in the last MIN minutes before the window closes (default 0)")
+
+
+def window_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The Settings fields the window options set (none without --window)."""
+    if not getattr(args, "window", None):
+        for name in ("window_tz", "window_policy", "window_margin"):
+            if getattr(args, name, None) is not None:
+                raise UsageError(f"--{name.replace('_', '-')} needs --window")
+        return {}
+    out: dict[str, Any] = {"calling_window": args.window}
+    if args.window_tz:
+        out["calling_window_tz"] = args.window_tz
+    if args.window_policy:
+        out["calling_window_policy"] = args.window_policy
+    if args.window_margin is not None:
+        out["calling_window_margin_min"] = args.window_margin
+    return out
+
+
 # ---------------------------------------------------------------------- parser
 class Parser(argparse.ArgumentParser):
     """argparse, with a usage error as one line (what is wrong, and where the help is) instead
@@ -173,6 +232,7 @@ def build_parser() -> Parser:
     run.add_argument("--log-file", type=Path, metavar="FILE",
                      help="where the machine logs go (default <out>/logs/run-<UTC time>.log)")
     run.add_argument("--verbose", action="store_true", help="also show the machine logs on stderr")
+    add_window_options(run)
 
     check = sub.add_parser(
         "check", help="validate files only: same rules and report, nothing sent",
@@ -190,6 +250,7 @@ def build_parser() -> Parser:
                        help="the file's phone columns, in order, instead of recognising them by name")
     check.add_argument("--id-column", type=_column, metavar="COL",
                        help="the column that holds the client-identifier")
+    add_window_options(check)
     check.add_argument("--suppress", type=Path, action="append", default=[], metavar="FILE",
                        help="numbers and client-identifiers not to contact (a file in the contact files' formats; "
                             "repeatable): their rows are shown SUPPRESSED")
@@ -360,6 +421,9 @@ def print_human(result: dict, stream: Any, *, sent: bool = True) -> None:
             print(f"  flow: {safe(f['flow'])}", file=stream)
         for note in f.get("notes") or []:
             print(f"  note: {safe(note)}", file=stream)
+        waited = (f.get("calling_window") or {}).get("reason", "")
+        if waited:
+            print(f"  {safe(waited.replace('waiting for', 'waited for', 1))}", file=stream)
         print(f"  report: {safe(f['report'])}", file=stream)
     t = result["totals"]
     line = f"total: {t['rows']:,} rows: {_counts_text(t)}"
@@ -423,10 +487,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .local.runner import LocalPipeline, RunOptions
 
+    window = window_settings(args)
     opts = RunOptions(flow_id=args.flow_id, api_url=args.api_url, security_id=sid, security_ids=others,
                       rate=args.rate, batch_size=batch_size, concurrency=concurrency, out_dir=args.out,
                       shape=args.shape, phone_columns=args.phone_columns or (), id_column=args.id_column,
-                      state_dir=state_dir, log_file=log_file, verbose=args.verbose, suppress_files=list(args.suppress))
+                      state_dir=state_dir, log_file=log_file, verbose=args.verbose, suppress_files=list(args.suppress),
+                      settings={**window, **({"dispatch_max_wait_s": 1.0} if window else {})})
     started = time.monotonic()
     stage = "start-up"
     try:
@@ -504,7 +570,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UsageError(str(err)) from None
     settings = Settings.from_env().model_copy(update={"default_flow_id": args.flow_id or "",
-                                                      "batch_size": args.batch_size})
+                                                      "batch_size": args.batch_size, **window_settings(args)})
     mapping: dict[str, Any] = {}
     if args.phone_columns:
         mapping["phone_columns"] = args.phone_columns

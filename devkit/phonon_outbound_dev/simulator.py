@@ -498,7 +498,9 @@ class PhononSimulator:
         webhook_queue_size: int = 100_000,
         did_number: str = "918045550100",
         keep_bodies: int = 1000,
+        clock: Any = time.time,  # the wall clock of "accepted-at" (tests inject a simulated one)
     ) -> None:
+        self.clock = clock
         self.host = host
         self._port = port
         self._check_shape(shape)
@@ -854,7 +856,7 @@ class PhononSimulator:
             return refusal.reply
 
         take = [i for i in range(len(calls)) if not partial or i % 2 == 0]
-        now_mono, now_wall = time.monotonic(), time.time()
+        now_mono, now_wall = time.monotonic(), self.clock()
         with self._lock:
             if self.checksum_scope == "accepted" and digest in self._seen:
                 self._checksum_repeats += 1

@@ -306,13 +306,13 @@ def test_given_a_failure_destination_record_then_the_file_ends_rejected_with_rep
     obj = h.upload("crashy.csv", csv_rows(4))  # three invocations died before doing anything
     events: list[dict] = []
     finisher = wiring.finisher()
-    monkeypatch.setattr(finisher, "_publish", events.append)
+    monkeypatch.setattr(finisher, "_publish", lambda detail, task_token="": events.append(detail))
     out = ingest_handler.handler(destination_record(h, h.s3_event(obj)), Ctx("ingest"))
     assert out["files"][0]["reason"] == "ingest failed: Sandbox.Timedout"
     summary = h.summary(obj)
     assert summary["error"] == "ingest failed: Sandbox.Timedout"
     assert "9812345678" not in json.dumps(summary)  # the error message is never copied
-    assert [e["error"] for e in events] == ["ingest failed: Sandbox.Timedout"]
+    assert [(e["status"], e["reason"]) for e in events] == [("REJECTED", "ingest failed: Sandbox.Timedout")]
     assert "IngestFailed" in metrics
     # a late duplicate of the upload event does not start it again
     assert h.ingest(obj)["files"][0]["status"] == "duplicate"

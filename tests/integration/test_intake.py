@@ -263,8 +263,6 @@ def test_a_workflows_request_carries_its_task_token_to_the_job(make_harness, mon
     assert job.task_token and sfn.describe_execution(executionArn=execution)["status"] in ("RUNNING", "SUCCEEDED")
 
 
-@pytest.mark.xfail(strict=True, reason="SendTaskSuccess on completion is eventsout's part (jobs.py); "
-                                       "remove this mark when it is merged")
 def test_a_workflow_hears_success_when_its_job_completes(make_harness, monkeypatch):
     h = make_harness()
     sfn, machine = _state_machine(h, monkeypatch)
@@ -272,7 +270,11 @@ def test_a_workflow_hears_success_when_its_job_completes(make_harness, monkeypat
         {"flow-id": DEMO_FLOW_ID, "reference": "wf-2", "calls": CALLS[:10]}))["executionArn"]
     _deliver_intake_messages(h)
     run(h, request_keys(h)[0])
-    assert _wait(sfn, execution)["status"] == "SUCCEEDED"
+    desc = _wait(sfn, execution)
+    assert desc["status"] == "SUCCEEDED"
+    output = json.loads(desc["output"])["outbound"]  # the example keeps the answer at $.outbound
+    assert output["status"] == "COMPLETED" and output["counts"]["ACCEPTED"] == 10
+    assert output["source"]["origin"] == "stepfunctions" and output["source"]["reference"] == "wf-2"
 
 
 def test_a_workflows_request_refused_whole_fails_its_task_with_the_reason(make_harness, monkeypatch, rejections):

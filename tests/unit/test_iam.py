@@ -18,10 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}  # its own log group (LoggingConfig.LogGroup)
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # Tracing: Active
-NO_RESOURCE_LEVEL = {"states:SendTaskFailure"}  # a task token names the task; IAM cannot scope it
+# A Step Functions request's job answers its task token (events_out.py): the call names a token,
+# not a state machine, so these are granted on "*"
+TASK_ANSWERS = {"states:SendTaskSuccess", "states:SendTaskFailure"}
+NO_RESOURCE_LEVEL = TASK_ANSWERS  # a task token names the task; IAM cannot scope it
 
 ALLOWED: dict[str, set[str]] = {
-    "IngestFunction": LOGS | XRAY | {
+    "IngestFunction": LOGS | XRAY | TASK_ANSWERS | {
         "s3:GetObject", "s3:GetObjectVersion",  # the contact file (a version, when the event names one)
         "s3:ListBucket",  # a deleted file reads as 404, not 403
         "s3:PutObject", "s3:AbortMultipartUpload",  # reports of rejected files
@@ -44,7 +47,7 @@ ALLOWED: dict[str, set[str]] = {
         "events:PutEvents",  # a rejected request's completion event
         "states:SendTaskFailure",  # a rejected request's task token
     },
-    "DispatchFunction": LOGS | XRAY | {
+    "DispatchFunction": LOGS | XRAY | TASK_ANSWERS | {
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
         "sqs:SendMessage",  # requeue with a delay
         "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query",
@@ -59,8 +62,9 @@ ALLOWED: dict[str, set[str]] = {
         "secretsmanager:GetSecretValue",  # its own credentials; the suppression list's salt
         "kms:Decrypt",  # the credentials' key, through Secrets Manager only
         "dynamodb:BatchGetItem",  # an opt-out's numbers onto the suppression list (with GetItem, UpdateItem)
+        "events:PutEvents",  # "Outbound Call Completed" (docs/events-out.md)
     },
-    "WatchdogFunction": LOGS | XRAY | {
+    "WatchdogFunction": LOGS | XRAY | TASK_ANSWERS | {
         "dynamodb:Query",  # the active-jobs index; a job's outcomes
         "dynamodb:GetItem", "dynamodb:UpdateItem",  # an orphaned job's item and its report claim
         "s3:PutObject", "s3:AbortMultipartUpload",  # that job's report
@@ -155,7 +159,9 @@ def test_the_public_webhook_cannot_scan_delete_batch_write_or_touch_s3(cfn):
         assert action not in grants, action
     # results: only the conditional update of one item
     assert [a for a, res in grants.items() if any("ResultsTable" in r for r in res)] == ["dynamodb:UpdateItem"]
-    assert not [a for a in grants if a.startswith(("s3:", "sqs:", "events:", "lambda:"))]
+    assert not [a for a in grants if a.startswith(("s3:", "sqs:", "lambda:", "states:"))]
+    assert grants["events:PutEvents"] == [json.dumps(
+        {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"})]
     assert sorted(grants["secretsmanager:GetSecretValue"]) == ['{"Ref": "SuppressionSalt"}', '{"Ref": "WebhookSecret"}']
     # the suppression list: read and conditional update only (no Put, Delete, BatchWrite)
     assert sorted(a for a, res in grants.items() if any("SuppressionTable" in r for r in res)) == [

@@ -1036,6 +1036,13 @@ class LocalPipeline:
             if state != last_state:
                 last_state, last_change = state, time.monotonic()
             self._show_progress(progress, files, metas, started)
+            waiting = self._window_wait(metas)
+            if waiting:  # chunks held for the calling window: waiting, not stalled
+                last_change = time.monotonic()
+                if waiting != self._window_said:
+                    progress.end()
+                    self._say(waiting)
+                    self._window_said = waiting
             breaker = self._open_breaker(metas)
             if breaker:
                 return f"not sent: Phonon refused the account or flow ({breaker}); run stopped"
@@ -1044,6 +1051,19 @@ class LocalPipeline:
             if time.monotonic() - last_change > self.o.stall_timeout_s:
                 return f"not sent: no progress for {self.o.stall_timeout_s:.0f} s; run stopped"
             time.sleep(0.2)
+
+    _window_said = ""
+
+    @staticmethod
+    def _window_wait(metas: list[dict]) -> str:
+        """What an unfinished job says it waits for (docs/calling-windows.md), while it waits."""
+        from phonon_outbound.windows import seconds_until
+
+        for m in metas:
+            wait = m.get("window_wait") or {}
+            if wait and not m.get("completed") and (not wait.get("opens") or (seconds_until(wait["opens"]) or 0) > 0):
+                return str(wait.get("reason", ""))
+        return ""
 
     def _show_progress(self, progress: Progress, files: list[FileRun], metas: list[dict], started: float) -> None:
         total: int | None = 0
@@ -1211,7 +1231,7 @@ class LocalPipeline:
             summary["report"] = str(local_csv)
             entry: dict[str, Any] = {"file": str(f.path), "key": f.key,
                                      **{k: int(summary.get(k, 0)) for k in count_names}, "report": str(local_csv)}
-            for k in ("error", "notes", "flow"):
+            for k in ("error", "notes", "flow", "calling_window"):
                 if summary.get(k):
                     entry[k] = summary[k]
             local_summary.write_text(json.dumps({**summary, "file": str(f.path)}, indent=2))

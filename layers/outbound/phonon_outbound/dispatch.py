@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from . import suppression
+from . import suppression, windows
 from .api.body import MAX_BODY_BYTES, build_body, redact
 from .api.classify import Kind, Verdict, classify
 from .api.client import PhononClient
@@ -239,6 +239,9 @@ class DispatchService:
             if not state.allow:
                 return HandBack(state.wait_s, f"flow {msg.flow} paused: {state.reason}")
             probe = state.probe
+        wait = None if cancelled else windows.chunk_wait(self.s, self.store.jobs, msg.job, msg.flow, calls, self.clock())
+        if wait is not None:  # the calling window is closed: hand back unsent (docs/calling-windows.md)
+            return HandBack(wait.seconds, wait.reason)
 
         claim = self.store.ledger.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
         if claim.state == "done":

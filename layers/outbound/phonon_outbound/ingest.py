@@ -21,7 +21,7 @@ from urllib.parse import unquote, unquote_plus
 
 from botocore.exceptions import ClientError
 
-from . import suppression
+from . import suppression, windows
 from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
@@ -449,6 +449,7 @@ class IngestService:
         for item in suppression.screen(s, self.store.rows, job, flow, contacts.rows(start_row=checkpoint)):
             last_row = item.row
             rows_seen += 1
+            item = windows.screen_row(item, flow, s, self.clock())  # calling window: docs/calling-windows.md
             if isinstance(item, ValidRow):
                 call = item.call
                 call["keys"].append({"name": self.correlation_name, "value": row_ref(job, item.row)})

@@ -29,13 +29,14 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .observability import logger
+from .records import Origin
 
 DETAIL_TYPE = "Outbound Calls Requested"
 PREFIX = "incoming/requests/"
 MAX_CALLS = 10_000
 MAX_REFERENCE = 256
 MAX_TASK_TOKEN = 1024
-ORIGINS = ("eventbridge", "sqs", "stepfunctions")
+ORIGINS = tuple(o.value for o in Origin if o is not Origin.S3)  # the ways in that write a request file
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
 

@@ -1,4 +1,5 @@
-"""Finishing a file job: the results report and summary in S3, and the "file completed" event.
+"""Finishing a job: the results report and summary in S3, the `Outbound Job Completed` event and
+the task token's answer (both built and sent by events_out.py; docs/events-out.md).
 
 The report streams every row's outcome in row order (`store.rows.iter_outcomes`: the settled
 chunks' outcome items merged with the row items, both read a page at a time) into a spooled
@@ -17,15 +18,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from . import events_out
 from .observability import count, logger
 from .records import Job, JobStatus
 from .reports import STATUSES, ReportWriter, summary_dict
 from .status import Status
 from .store import Store
-
-EVENT_SOURCE = "phonon-outbound"
-EVENT_DETAIL_TYPE = "File completed"
-
 
 WEBHOOK_ONLY_REASON = ("accepted: known from Phonon's flow-end webhook; the API's answer to the request was "
                        "not recorded")
@@ -55,12 +53,11 @@ def job_report_keys(meta: Job | Mapping[str, Any], job: str = "") -> tuple[str, 
 
 
 class JobFinisher:
-    def __init__(self, store: Store, s3: Any, bucket: str, events: Any = None, event_bus: str = "default"):
+    def __init__(self, store: Store, s3: Any, bucket: str, events: events_out.EventsOut | None = None):
         self.store = store
         self.s3 = s3
         self.bucket = bucket
-        self.events = events
-        self.event_bus = event_bus
+        self.events = events  # None: no events, no task-token answers (unit tests)
 
     def maybe_finalize(self, job: str, meta: Job | Mapping[str, Any]) -> bool:
         """Write the report if every chunk of the job has settled (`meta`: its item, or the Job)."""
@@ -81,7 +78,8 @@ class JobFinisher:
             raise
 
     def _write(self, job: str, force: bool, missing_reason: str | None) -> bool:
-        meta = Job.from_item(self.store.jobs.get_job(job))
+        job_item = self.store.jobs.get_job(job)
+        meta = Job.from_item(job_item)
         total = meta.total_rows
         counts = dict.fromkeys(STATUSES, 0)
         missing = 0
@@ -140,7 +138,8 @@ class JobFinisher:
             bucket=meta.bucket, job=job, started_at=meta.created_at, finished_at=round(now, 3),
             version=meta.version, uploaded_at=meta.uploaded_at,
             **({"cancelled": cancelled} if cancelled else {}),
-            **({"failure": meta.failure} if meta.failure else {}))
+            **({"failure": meta.failure} if meta.failure else {}),
+            **({"calling_window": dict(meta.window_wait)} if meta.window_wait else {}))
         self.s3.put_object(Bucket=self.bucket, Key=summary_key, Body=json.dumps(summary, indent=2).encode(),
                            ContentType="application/json")
         final = (JobStatus.REJECTED if meta.error else JobStatus.FAILED if meta.failure
@@ -149,17 +148,20 @@ class JobFinisher:
                               counts={k.lower(): v for k, v in counts.items()})
         if not force:
             count("FilesCompleted", 1)
-            self._publish(summary)
+            try:
+                detail = events_out.job_completed(
+                    meta, job_item, job=job, status=final, counts={s: summary[s.lower()] for s in STATUSES},
+                    rows=summary["rows"], bucket=self.bucket, csv_key=csv_key, summary_key=summary_key,
+                    completed_at=now)
+            except Exception:  # never into the settle path: the report is written
+                logger.exception("could not build the job-completed event", extra={"job": job})
+            else:
+                self._publish(detail, events_out.task_token_of(meta, job_item))
         logger.info("report written", extra={"job": job, "report": csv_key, **{k.lower(): v for k, v in counts.items()}})
         return True
 
-    def _publish(self, summary: dict) -> None:
-        if self.events is None:
-            return
-        try:
-            self.events.put_events(Entries=[{
-                "Source": EVENT_SOURCE, "DetailType": EVENT_DETAIL_TYPE,
-                "Detail": json.dumps(summary), "EventBusName": self.event_bus,
-            }])
-        except Exception:  # the report is written; a lost notification must not undo that
-            logger.exception("could not publish the file-completed event")
+    def _publish(self, detail: dict, task_token: str = "") -> None:
+        """`Outbound Job Completed`, then the task token's answer; never raises (the report is
+        written: a lost notification must not undo that)."""
+        if self.events is not None:
+            self.events.job_completed(detail, task_token)

@@ -60,6 +60,16 @@ def parse_row_ref(text: Any) -> tuple[str, int] | None:
 
 
 # ------------------------------------------------------------------------------ the job item
+class Origin(StrEnum):
+    """How a job's request arrived (the job item's `origin`; a file upload: s3). The intake
+    (intake.py) writes the others; events out (events_out.py) reports it as the job's source."""
+
+    S3 = "s3"
+    EVENTBRIDGE = "eventbridge"
+    SQS = "sqs"
+    STEPFUNCTIONS = "stepfunctions"
+
+
 class JobStatus(StrEnum):
     """A file job's `status` attribute: VALIDATING → INGESTING → DISPATCHING → one of the last four."""
 
@@ -125,6 +135,8 @@ class Job:
     failure: str = ""  # the job failed as a whole
     notes: tuple[str, ...] = ()
     counts: Mapping[str, int] = field(default_factory=dict)  # per status, written on completion
+    # reason, opens (UTC ISO), since (epoch s): a chunk waited for the calling window (windows.py)
+    window_wait: Mapping[str, str | int] = field(default_factory=dict)
     # the store's own bookkeeping (store.ledger.count_settled, store.jobs.claim_finalize, retention)
     settled_below: int = 0
     settled_set: frozenset[int] = frozenset()
@@ -166,6 +178,7 @@ class Job:
             error=_str(item.get("error")), failure=_str(item.get("failure")),
             notes=tuple(str(n) for n in item.get("notes") or ()),
             counts={str(k): _int(v) for k, v in (item.get("counts") or {}).items()},
+            window_wait={str(k): _int(v) if k == "since" else _str(v) for k, v in (item.get("window_wait") or {}).items()},
             settled_below=_int(item.get("settled_below")),
             settled_set=frozenset(_int(c) for c in item.get("settled_set") or ()),
             finalizing=_int(item.get("finalizing")), expires_at=_int(item.get("expires_at")),

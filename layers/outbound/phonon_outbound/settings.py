@@ -91,6 +91,8 @@ class Settings(BaseModel):
 
         parse_caps(v)
         return v
+    # events out (docs/events-out.md): `Outbound Call Completed` per matched flow-end push
+    publish_call_events: bool = True
 
     @field_validator("default_flow_id", "api_url", "bucket_name", mode="before")
     @classmethod
@@ -115,6 +117,16 @@ class Settings(BaseModel):
     def env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings (for the local runner)."""
         return {name.upper(): str(value) for name, value in self.model_dump().items()}
+
+    # calling windows (docs/calling-windows.md): off unless CALLING_WINDOW or a flow's entry in
+    # CALLING_WINDOWS (JSON) is set; read and checked by windows.rules_for, never here, so a bad
+    # setting holds the sending (fail closed) instead of crashing every handler.
+    calling_window: str = ""  # e.g. "Mon-Sat 09:00-21:00; except 2026-12-25"
+    calling_window_tz: str = ""  # the flow's zone when a number's does not settle it ("" = time_zone)
+    calling_window_policy: str = "reject"  # a start-time outside the window: reject | defer
+    calling_window_margin_min: float = 0.0  # no call starts this close to a closing
+    calling_window_by_number: bool = True  # the recipient's zone from the number where one fits
+    calling_windows: str = ""  # per flow: {"<flow-id>": {"window", "tz", "policy", "margin_min"}}
 
 
 @lru_cache(maxsize=1)

@@ -46,7 +46,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.utilities.parser import parse
 from pydantic import (
@@ -68,6 +68,9 @@ from . import suppression
 from .observability import count, logger, register_secret
 from .records import Job, parse_row_ref
 from .store import RowUuidConflict, Store, decode_outcomes
+
+if TYPE_CHECKING:
+    from .events_out import EventsOut
 
 # ------------------------------------------------------------------------------------- bounds
 # A push is 1-3 KB, plus the flow variables we sent with the call, which Phonon echoes in
@@ -421,8 +424,9 @@ def outcome_of(push: FlowEndPush | dict) -> dict:
 
 # ------------------------------------------------------------------------------------- the service
 class WebhookService:
-    def __init__(self, store: Store, correlation_key: str = "OutboundRef"):
+    def __init__(self, store: Store, correlation_key: str = "OutboundRef", events: EventsOut | None = None):
         self.store = store
+        self.events = events  # `Outbound Call Completed` per matched push (events_out.py); None: off
         self.correlation_name = f"$flow.key.{correlation_key}"
         self.correlation_key = correlation_key
         self._jobs: dict[str, Job] = {}  # a job's key, flow and rows never change once ingested: one read
@@ -502,6 +506,8 @@ class WebhookService:
                 self.store.rows.clear_row_uuid(job, row, uuid)
             raise self._conflict("the phonon-uuid is already recorded for another row")
         suppression.opt_out(body, push, info, meta.flow, ref)  # "press 9 to stop" (docs/suppression.md)
+        if self.events is not None:  # docs/events-out.md; never raises
+            self.events.call_completed(body, push, attrs, meta)
         count("WebhooksReceived", 1)
         return {"phonon-uuid": uuid, "matched": True}
 

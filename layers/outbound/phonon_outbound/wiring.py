@@ -27,6 +27,7 @@ from .settings import Settings, current
 
 if TYPE_CHECKING:  # for the annotations only: the builders import these when they are called
     from .dispatch import DispatchService
+    from .events_out import EventsOut
     from .flows import FlowSecrets
     from .ingest import IngestService
     from .jobs import JobFinisher
@@ -72,12 +73,19 @@ def secrets() -> FlowSecrets:
     return _once("secrets", lambda: FlowSecrets(settings().flow_secret_prefix, client("secretsmanager")))
 
 
+def events_out() -> EventsOut:
+    """Our events on the configured bus, and the task-token answers (events_out.py)."""
+    from .events_out import EventsOut
+
+    s = settings()
+    return _once("events_out", lambda: EventsOut(client("events"), lambda: client("stepfunctions"), s.event_bus_name,
+                                                 s.publish_call_events))
+
+
 def finisher() -> JobFinisher:
     from .jobs import JobFinisher
 
-    s = settings()
-    return _once("finisher", lambda: JobFinisher(store(), client("s3"), s.bucket_name, client("events"),
-                                                 s.event_bus_name))
+    return _once("finisher", lambda: JobFinisher(store(), client("s3"), settings().bucket_name, events_out()))
 
 
 def ingest_service() -> IngestService:
@@ -100,7 +108,9 @@ def dispatch_service() -> DispatchService:
 def webhook_service() -> WebhookService:
     from .webhook import WebhookService
 
-    return _once("webhook", lambda: WebhookService(store(), settings().correlation_key))
+    s = settings()
+    return _once("webhook", lambda: WebhookService(store(), s.correlation_key,
+                                                   events=events_out() if s.publish_call_events else None))
 
 
 def webhook_credentials() -> Credentials:
