@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from phonon_outbound.chunking import CallTooLarge, Chunker
 from phonon_outbound.contacts import FileRejected, RejectedRow, ValidRow, open_contacts, parse_options
@@ -16,22 +17,25 @@ from phonon_outbound.flows import FLOW_ID_RE, not_a_flow_id, resolve_flow
 from phonon_outbound.reports import ReportWriter, summary_dict
 from phonon_outbound.settings import Settings
 from phonon_outbound.status import Status
+from phonon_outbound.suppression import _FileCounts
 from phonon_outbound.windows import check_row
 
 PLACEHOLDER_JOB = "0" * 20  # same length as a real job id, so sizes match what ingest measures
 
 
 def check_file(path: Path, settings: Settings, out_dir: Path, *,
-               phone_columns: str | tuple[str, ...] | list[str] | None = None, id_column: str | None = None) -> dict:
+               phone_columns: str | tuple[str, ...] | list[str] | None = None, id_column: str | None = None,
+               suppression: Any = None) -> dict:
     """Validate one file as ingest would and write its report and summary to ``out_dir``.
 
     ``phone_columns`` (header names, or one comma-separated string) and ``id_column``: the
     explicit column mapping (docs/contact-files.md "Mapping"), as S3 metadata gives it to ingest.
+    ``suppression``: a `SuppressionList` (`check --suppress`): rows it holds back are SUPPRESSED.
     """
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / f"{path.name}.results.csv"
-    counts = {"rows": 0, "accepted": 0, "rejected": 0, "duplicate": 0, "failed": 0}
+    counts = {"rows": 0, "accepted": 0, "rejected": 0, "duplicate": 0, "failed": 0, "suppressed": 0}
     summary: dict = {"file": str(path), "flow": ""}
     correlation = f"$flow.key.{settings.correlation_key}"
     with report.open("w", encoding="utf-8", newline="") as fh:
@@ -51,6 +55,7 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                     raise FileRejected(not_a_flow_id(flow))
                 summary["flow"] = flow
                 chunker = Chunker(batch_size=settings.batch_size, security_id_len=64, flow_id=flow)
+                in_file = _FileCounts()
                 window_held, window_opens = 0, ""  # rows the calling window would hold now
                 for item in contacts.rows():
                     counts["rows"] += 1
@@ -66,6 +71,12 @@ def check_file(path: Path, settings: Settings, out_dir: Path, *,
                         except CallTooLarge as err:
                             counts["rejected"] += 1
                             writer.write(item.row, item.client_id, Status.REJECTED, "", "", str(err))
+                            continue
+                        held = suppression.check(flow, [(item.row, item.client_id, list(item.call["contact-numbers"]))],
+                                                 file_counts=in_file) if suppression is not None else {}
+                        if held:
+                            counts["suppressed"] += 1
+                            writer.write(item.row, item.client_id, Status.SUPPRESSED, "", "", held[item.row])
                             continue
                         counts["accepted"] += 1
                         writer.write(item.row, item.client_id, Status.ACCEPTED, "", "", "; ".join(item.warnings))

@@ -1,4 +1,4 @@
-"""The `phonon-outbound` command: run | check | simulate | redrive.
+"""The `phonon-outbound` command: run | check | simulate | redrive | suppress.
 
 Exit status: 0 every row ACCEPTED or DUPLICATE; 1 the run finished but some row is REJECTED,
 FAILED, CANCELLED or SUPPRESSED (or a file was rejected whole); 2 usage or configuration
@@ -226,6 +226,9 @@ def build_parser() -> Parser:
     run.add_argument("--no-state", action="store_true",
                      help="neither read nor write the state directory: every run starts with no memory of "
                           "earlier runs (a rerun calls everyone again)")
+    run.add_argument("--suppress", type=Path, action="append", default=[], metavar="FILE",
+                     help="numbers and client-identifiers not to contact in this run (a file in the contact files' "
+                          "formats; repeatable); added to the local suppression list for this run only")
     run.add_argument("--log-file", type=Path, metavar="FILE",
                      help="where the machine logs go (default <out>/logs/run-<UTC time>.log)")
     run.add_argument("--verbose", action="store_true", help="also show the machine logs on stderr")
@@ -248,6 +251,44 @@ def build_parser() -> Parser:
     check.add_argument("--id-column", type=_column, metavar="COL",
                        help="the column that holds the client-identifier")
     add_window_options(check)
+    check.add_argument("--suppress", type=Path, action="append", default=[], metavar="FILE",
+                       help="numbers and client-identifiers not to contact (a file in the contact files' formats; "
+                            "repeatable): their rows are shown SUPPRESSED")
+
+    sp = sub.add_parser(
+        "suppress", help="the suppression list: add | remove | list | import (a deployed stack or the local state)",
+        description="Numbers and client-identifiers that must not be contacted (docs/suppression.md). With --stack "
+                    "the deployed stack's list; otherwise the local state directory, which local runs use. "
+                    "Entries are stored as salted hashes: 'list' shows hashes, source, flow and expiry, never "
+                    "a number; 'list --find VALUE' looks one up.")
+    sp_sub = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (("add", "put numbers (any writing) or, with --client-id, identifiers on the list"),
+                       ("remove", "take numbers, identifiers or listed hashes (n#…, c#…) off the list"),
+                       ("list", "show the entries (by hash)"),
+                       ("import", "add (or --remove) every number and identifier of contact-format files")):
+        a = sp_sub.add_parser(name, help=text, description=text)
+        if name in ("add", "remove"):
+            a.add_argument("values", nargs="+", metavar="VALUE")
+        if name == "import":
+            a.add_argument("files", nargs="+", type=Path, metavar="FILE")
+            a.add_argument("--remove", action="store_true", help="take the files' entries off instead")
+        if name in ("add", "remove", "list"):
+            a.add_argument("--client-id", action="store_true", help="the values are client-identifiers, not numbers")
+        a.add_argument("--flow", type=_flow_id, metavar="ID", help="only for this flow (default: every flow)")
+        if name in ("add", "import"):
+            a.add_argument("--hours", type=float, metavar="H", help="a temporary hold: the entries expire after H hours")
+        if name == "remove":
+            a.add_argument("--all-scopes", action="store_true", help="remove the entries of every flow")
+        if name == "list":
+            a.add_argument("--find", metavar="VALUE", help="only the entries of this number (or --client-id)")
+            a.add_argument("--json", action="store_true", help="one JSON array on stdout")
+        a.add_argument("--phone-region", default="IN", metavar="CC",
+                       help="region of numbers written without a country code (default IN)")
+        a.add_argument("--stack", metavar="NAME", help="a deployed stack's list (its SuppressionTableName output)")
+        a.add_argument("--region", metavar="REGION", help="AWS region of the stack")
+        a.add_argument("--profile", metavar="NAME", help="AWS named profile to use")
+        a.add_argument("--state-dir", type=Path, default=STATE_DIR, metavar="DIR",
+                       help="without --stack: the local state directory (default ./.phonon-outbound)")
 
     sub.add_parser("simulate", help="run the Phonon simulator standalone (simulate --help for its options)",
                    add_help=False)
@@ -450,7 +491,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(flow_id=args.flow_id, api_url=args.api_url, security_id=sid, security_ids=others,
                       rate=args.rate, batch_size=batch_size, concurrency=concurrency, out_dir=args.out,
                       shape=args.shape, phone_columns=args.phone_columns or (), id_column=args.id_column,
-                      state_dir=state_dir, log_file=log_file, verbose=args.verbose,
+                      state_dir=state_dir, log_file=log_file, verbose=args.verbose, suppress_files=list(args.suppress),
                       settings={**window, **({"dispatch_max_wait_s": 1.0} if window else {})})
     started = time.monotonic()
     stage = "start-up"
@@ -520,6 +561,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     files = expand_inputs(args.files)
     usable_folder(args.out, "--out")
     started = time.monotonic()
+    suppression = None
+    if args.suppress:
+        from .suppress import memory_list
+
+        try:
+            suppression = memory_list(expand_inputs(args.suppress))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     settings = Settings.from_env().model_copy(update={"default_flow_id": args.flow_id or "",
                                                       "batch_size": args.batch_size, **window_settings(args)})
     mapping: dict[str, Any] = {}
@@ -533,7 +582,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         # Two inputs with the same name never share a report: the second goes to a sub-folder.
         n = seen[path.name] = seen.get(path.name, 0) + 1
         out = args.out if n == 1 else args.out / f"{path.name}-{n}"
-        s = check_file(path, settings, out, **mapping)
+        s = check_file(path, settings, out, suppression=suppression, **mapping)
         entry = {"file": str(path), **{k: int(s.get(k, 0)) for k in COUNTS}, "report": s["report"]}
         for k in ("error", "notes", "flow"):
             if s.get(k):
@@ -608,6 +657,39 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- suppress
+def cmd_suppress(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .redrive import StackError
+    from .suppress import LocalList, run_command, stack_list
+
+    local = None
+    try:
+        if args.stack:
+            lst = stack_list(aws_session(args.region, args.profile), args.stack, args.phone_region)
+        else:
+            local = LocalList(args.state_dir)
+            lst, table = local.open(args.phone_region)
+        if args.action == "list" and args.find:
+            lst.subject_key(CLIENT_KIND if args.client_id else NUMBER_KIND, args.find)  # a usage error if invalid
+        run_command(args, lst, sys.stdout)
+    except StackError as err:
+        raise UsageError(str(err)) from None
+    except (ClientError, BotoCoreError) as err:
+        raise UsageError(aws_error(err)) from None
+    except ValueError as err:
+        raise UsageError(safe(str(err))) from None
+    if local is not None and args.action != "list":
+        from .suppress import without_option_entries
+
+        local.write(without_option_entries(table.scan()))
+    return EXIT_OK
+
+
+CLIENT_KIND, NUMBER_KIND = "c", "n"
+
+
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -629,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
             args._commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
-    handlers = {"run": cmd_run, "check": cmd_check, "redrive": cmd_redrive}
+    handlers = {"run": cmd_run, "check": cmd_check, "redrive": cmd_redrive, "suppress": cmd_suppress}
     try:
         return handlers[args.command](args)
     except UsageError as err:

@@ -35,6 +35,9 @@ ALLOWED: dict[str, set[str]] = {
         "secretsmanager:DescribeSecret",  # the flow exists (never its security-id)
         "events:PutEvents",  # completion events
         "lambda:InvokeFunction",  # continue a long file in a fresh invocation (itself)
+        # the suppression list: check rows (BatchGetItem), fill it from suppress/ files and events
+        # (GetItem, UpdateItem); its salt (GetSecretValue, decrypted through Secrets Manager only)
+        "secretsmanager:GetSecretValue", "kms:Decrypt",
     },
     "IntakeFunction": LOGS | XRAY | {
         "s3:PutObject",  # a request's contact file, under incoming/requests/ only
@@ -56,8 +59,9 @@ ALLOWED: dict[str, set[str]] = {
     },
     "WebhookFunction": LOGS | XRAY | {
         "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query",
-        "secretsmanager:GetSecretValue",  # its own credentials
+        "secretsmanager:GetSecretValue",  # its own credentials; the suppression list's salt
         "kms:Decrypt",  # the credentials' key, through Secrets Manager only
+        "dynamodb:BatchGetItem",  # an opt-out's numbers onto the suppression list (with GetItem, UpdateItem)
         "events:PutEvents",  # "Outbound Call Completed" (docs/events-out.md)
     },
     "WatchdogFunction": LOGS | XRAY | TASK_ANSWERS | {
@@ -158,12 +162,15 @@ def test_the_public_webhook_cannot_scan_delete_batch_write_or_touch_s3(cfn):
     assert not [a for a in grants if a.startswith(("s3:", "sqs:", "lambda:", "states:"))]
     assert grants["events:PutEvents"] == [json.dumps(
         {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"})]
-    assert grants["secretsmanager:GetSecretValue"] == ['{"Ref": "WebhookSecret"}']
+    assert sorted(grants["secretsmanager:GetSecretValue"]) == ['{"Ref": "SuppressionSalt"}', '{"Ref": "WebhookSecret"}']
+    # the suppression list: read and conditional update only (no Put, Delete, BatchWrite)
+    assert sorted(a for a, res in grants.items() if any("SuppressionTable" in r for r in res)) == [
+        "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem"]
 
 
 def test_ingest_may_check_a_flow_but_never_read_a_security_id(cfn):
     ingest = _grants(cfn, "IngestFunction")
-    assert "secretsmanager:GetSecretValue" not in ingest
+    assert ingest["secretsmanager:GetSecretValue"] == ['{"Ref": "SuppressionSalt"}']  # the salt, nothing else
     assert "secretsmanager:DescribeSecret" in ingest
     assert "secretsmanager:GetSecretValue" in _grants(cfn, "DispatchFunction")
 
@@ -184,8 +191,8 @@ def test_object_access_is_limited_to_its_key_prefix(cfn, function):
     grants = _grants(cfn, function)
     for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
         assert grants[action] and all(r.endswith('/reports/*"}') for r in grants[action]), grants[action]
-    for action in ("s3:GetObject", "s3:GetObjectVersion"):
-        assert all(r.endswith('/incoming/*"}') for r in grants.get(action, [])), grants.get(action)
+    for action in ("s3:GetObject", "s3:GetObjectVersion"):  # contact files, and suppression files
+        assert all(r.endswith(('/incoming/*"}', '/suppress/*"}')) for r in grants.get(action, [])), grants.get(action)
     assert function == "IngestFunction" or "s3:GetObject" not in grants
 
 
@@ -199,7 +206,7 @@ def test_no_resource_wildcard_but_for_actions_without_resource_level_permissions
                 assert "index/*" not in r, f"{function}: {action} on every index"
 
 
-@pytest.mark.parametrize("function", ["WebhookFunction", "DispatchFunction"])
+@pytest.mark.parametrize("function", ["WebhookFunction", "DispatchFunction", "IngestFunction"])
 def test_the_key_decrypts_only_through_secrets_manager(cfn, function):
     name, role = _role_of(cfn, function)
     decrypt = [s for s in _statements(cfn, name, role) if "kms:Decrypt" in _actions(s)]

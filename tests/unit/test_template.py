@@ -168,7 +168,8 @@ def test_eventbridge_may_write_to_its_dlq_only_from_this_stacks_rules(template):
             p = event["Properties"]
             if "DeadLetterConfig" in p:
                 names.add((p.get("RuleName") or p.get("Name"))["Fn::Sub"])
-    assert {s["Fn::Sub"].rsplit("rule/", 1)[1].lstrip("*") for s in sources} == names and len(names) == 4
+    # object-created, object-deleted, watchdog, intake, suppression-requested
+    assert {s["Fn::Sub"].rsplit("rule/", 1)[1].lstrip("*") for s in sources} == names and len(names) == 5
 
 
 # ---------------------------------------------------------------- stale jobs (#12)

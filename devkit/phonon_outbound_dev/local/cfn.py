@@ -146,11 +146,14 @@ class LocalStack:
             gen = props.get("GenerateSecretString") or {}
             value = props.get("SecretString")
             if gen:
-                doc = json.loads(gen.get("SecretStringTemplate", "{}"))
                 alphabet = string.ascii_letters + string.digits
-                doc[gen["GenerateStringKey"]] = "".join(pysecrets.choice(alphabet)
-                                                        for _ in range(int(gen.get("PasswordLength", 32))))
-                value = json.dumps(doc)
+                password = "".join(pysecrets.choice(alphabet) for _ in range(int(gen.get("PasswordLength", 32))))
+                if gen.get("GenerateStringKey"):
+                    doc = json.loads(gen.get("SecretStringTemplate", "{}"))
+                    doc[gen["GenerateStringKey"]] = password
+                    value = json.dumps(doc)
+                else:  # a plain generated string (the suppression salt)
+                    value = password
             arn = sm.create_secret(Name=f"{self.stack}/{name}", SecretString=value or "")["ARN"]
             self.physical[name] = {"Ref": arn}
 

@@ -39,7 +39,7 @@ from urllib.parse import quote_plus
 
 import boto3
 
-from phonon_outbound import wiring
+from phonon_outbound import suppression, wiring
 from phonon_outbound.api.client import ApiAnswer
 from phonon_outbound.contacts import FileRejected, ParseOptions, RejectedRow, open_contacts, parse_options
 from phonon_outbound.flows import FLOW_ID_RE
@@ -49,6 +49,7 @@ from phonon_outbound.records import parse_row_ref
 from phonon_outbound.reports import ReportWriter, summary_dict
 from phonon_outbound.status import STATUSES, Status
 from phonon_outbound.store.common import BREAKER
+from phonon_outbound.suppression import _dynamo
 
 from .cfn import ACCOUNT, REGION, LocalStack, load_template
 from .state import LocalState
@@ -202,6 +203,7 @@ class RunOptions:
     # instead of ~76 s. Real flow ends arrive spread over the campaign as calls end.
     webhook_rate: float | None = 20.0
     simulator: Any = None  # a started PhononSimulator to use instead of starting one
+    suppress_files: list[Path] = field(default_factory=list)  # `--suppress FILE`: for this run only
 
 
 @dataclass
@@ -520,7 +522,42 @@ class LocalPipeline:
         service._client_factory = lambda: self.gate.wrap(make_client())
         service.sleep = self.gate.sleep
         self._watch_claims(wiring.store())
+        self._load_suppression()
         return self
+
+    def _load_suppression(self) -> None:
+        """The local suppression list (state dir) and `--suppress FILE` entries into the run's
+        table, hashed with the local salt (put into the run's salt secret); docs/suppression.md."""
+        from ..suppress import OPTION_SOURCE, LocalList, import_files
+
+        table = self.settings.suppression_table
+        if not table:
+            return
+        local = LocalList(self.o.state_dir) if self.o.state_dir is not None else None
+        if local is not None:
+            self.session.client("secretsmanager").put_secret_value(SecretId=self.settings.suppression_salt_secret,
+                                                                   SecretString=local.salt())
+            items = local.items()
+            with self.session.resource("dynamodb").Table(table).batch_writer() as batch:
+                for item in items:
+                    batch.put_item(Item=_dynamo(item))
+        lst = suppression.service(self.settings)
+        if lst is not None and self.o.suppress_files:
+            from phonon_outbound.suppression import ALL_FLOWS
+
+            for result in import_files(lst, self.o.suppress_files, ALL_FLOWS, OPTION_SOURCE):
+                if result.get("error"):
+                    raise ValueError(f"--suppress {result['file']}: {result['error']}")
+
+    def _save_suppression(self) -> None:
+        """Back to the state dir: the list as the run leaves it (opt-outs, the cap's log),
+        without the entries of `--suppress FILE`."""
+        from ..suppress import LocalList, without_option_entries
+
+        lst = suppression.service(self.settings) if self.settings.suppression_table else None
+        if lst is None or self.o.state_dir is None:
+            return
+        LocalList(self.o.state_dir).write(without_option_entries(lst.table.scan()))
 
     def _watch_claims(self, store: Any) -> None:
         """Note the hash of every dedupe claim this run takes, so the state saved at the end
@@ -931,6 +968,10 @@ class LocalPipeline:
         log.info("reports collected in %.1f s", time.monotonic() - t0)
         t0 = time.monotonic()
         self.save_state()
+        try:
+            self._save_suppression()
+        except Exception:  # the reports matter more
+            log.exception("the local suppression list could not be saved")
         log.info("local state saved in %.1f s", time.monotonic() - t0)
         if self.state_saved is not None:
             result["state_claims"] = self.state_saved

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from . import windows
+from . import suppression, windows
 from .api.body import MAX_BODY_BYTES, build_body, redact
 from .api.classify import Kind, Verdict, classify
 from .api.client import PhononClient
@@ -367,6 +367,13 @@ class DispatchService:
                 ready = self._ready(msg, part_calls, part_rows, security_id, remaining_s, top, sent.attempts)
                 if isinstance(ready, _Step):
                     sent.take(ready)
+                    continue
+                part_calls, part_rows, ready = suppression.before_send(  # the list again, after any wait
+                    self.s, msg.job, msg.flow, part_rows, part_calls, ready,  # (docs/suppression.md)
+                    lambda row, call, why: sent.rows.setdefault(row, RowOutcome.of_call(
+                        row, call, Status.SUPPRESSED, reason=why)),
+                    lambda kept: build_body(security_id, msg.flow, kept))
+                if not part_calls:
                     continue
                 answer = self.client.post(ready)
                 sent.attempts += 1

@@ -21,7 +21,7 @@ from urllib.parse import unquote, unquote_plus
 
 from botocore.exceptions import ClientError
 
-from . import windows
+from . import suppression, windows
 from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
@@ -446,7 +446,7 @@ class IngestService:
                 rejected.clear()
 
         rows_seen = 0
-        for item in contacts.rows(start_row=checkpoint):
+        for item in suppression.screen(s, self.store.rows, job, flow, contacts.rows(start_row=checkpoint)):
             last_row = item.row
             rows_seen += 1
             item = windows.screen_row(item, flow, s, self.clock())  # calling window: docs/calling-windows.md

@@ -25,6 +25,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event, SQSEvent
 
+from . import suppress_intake
 from .ingest import IngestService, ObjectRef
 from .observability import logger
 from .records import Job
@@ -130,6 +131,7 @@ def handle(event: dict, service: IngestService, remaining_s: Callable[[], float]
                 result = service.fail(obj, reason)
                 results.append({"key": obj.key, "job": result.job, "status": result.status, "reason": reason})
         return {"files": results}
+    results.extend(suppress_intake.handle_event(event))  # suppress/ files, Suppression Requested (docs/suppression.md)
     created, deleted = classify(event)
     for obj, why, version in deleted:
         jobs = service.cancel_key(obj, why, version)

@@ -76,6 +76,21 @@ class Settings(BaseModel):
     max_cell_bytes: int = Field(128 * 1024, ge=64)
     max_compression_ratio: float = Field(100.0, ge=1)  # gzip: decompressed / compressed bytes
 
+    # suppression list and frequency cap (docs/suppression.md); no table = suppression off
+    suppression_table: str = ""
+    suppression_salt_secret: str = ""  # Secrets Manager secret (name or ARN) holding the hashing salt
+    frequency_caps: str = ""  # e.g. "*=3/24h,AbCd1234=1/7d": at most N contacts per number per period, per flow
+    opt_out_dtmf: str = Field("", pattern=r"^[0-9*#]?$")  # a digit pressed in the call (flow-end webhook's DTMF) that means "stop calling me"
+    opt_out_key: str = ""  # a flow variable whose true/yes/1 value in the push means the same
+    opt_out_scope: str = Field("all", pattern="^(all|flow)$")  # an opt-out holds for every flow, or its own
+
+    @field_validator("frequency_caps")
+    @classmethod
+    def _caps(cls, v: str) -> str:
+        from .suppression import parse_caps  # noqa: PLC0415 - kept in this hunk
+
+        parse_caps(v)
+        return v
     # events out (docs/events-out.md): `Outbound Call Completed` per matched flow-end push
     publish_call_events: bool = True
 

@@ -64,6 +64,7 @@ from pydantic import (
     ValidationError,
 )
 
+from . import suppression
 from .observability import count, logger, register_secret
 from .records import Job, parse_row_ref
 from .store import RowUuidConflict, Store, decode_outcomes
@@ -504,6 +505,7 @@ class WebhookService:
             if newly_set:  # undo our half: the row must not keep a uuid that belongs to another row
                 self.store.rows.clear_row_uuid(job, row, uuid)
             raise self._conflict("the phonon-uuid is already recorded for another row")
+        suppression.opt_out(body, push, info, meta.flow, ref)  # "press 9 to stop" (docs/suppression.md)
         if self.events is not None:  # docs/events-out.md; never raises
             self.events.call_completed(body, push, attrs, meta)
         count("WebhooksReceived", 1)
