@@ -149,3 +149,23 @@ def test_the_frequency_cap_across_files(make_harness):
     assert [r["status"] for r in rows] == [Status.SUPPRESSED, Status.SUPPRESSED, Status.ACCEPTED]
     assert "frequency cap" in rows[0]["reason"] and "at most 2 per 24 h" in rows[0]["reason"]
     assert len(h.sim.accepted_calls()) == 5
+
+
+def test_a_row_held_back_at_dispatch_gives_its_dedupe_claim_back_so_a_later_file_sends_it(make_harness):
+    # Given a file queued before its numbers were suppressed (the dedupe window is on)
+    h = make_harness(batch_size=10)
+    first = h.upload("before-hold.csv", csv_rows(3))
+    h.ingest(first)
+    request_event(h, {"action": "add", "numbers": [f"+{number(1)}"]})
+    h.drain()
+    # Then the held row is SUPPRESSED at dispatch and the others sent
+    assert statuses(h.report(first)) == {"ACCEPTED": 2, "SUPPRESSED": 1}
+    # When the hold is lifted and the same calls come again in a later file
+    request_event(h, {"action": "remove", "numbers": [f"+{number(1)}"]})
+    later = h.upload("after-hold.csv", csv_rows(3))
+    h.ingest(later)
+    h.drain()
+    # Then the call never sent is sent now (its claim was given back), the two sent are DUPLICATE
+    rows = {r["row"]: r["status"] for r in h.report(later)}
+    assert rows == {"1": Status.DUPLICATE, "2": Status.ACCEPTED, "3": Status.DUPLICATE}
+    assert [c["contact-numbers"][0] for c in h.sim.accepted_calls()].count(number(1)) == 1

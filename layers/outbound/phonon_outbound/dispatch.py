@@ -646,7 +646,7 @@ class DispatchService:
                 # the flow-end webhook writes these items too (it finds the row's outcome)
                 logger.warning("results items not written", extra={"job": ref.job, "chunk": ref.chunk})
         unsent = [out.claims[o.row] for o in out.rows.values()
-                  if o.status in (Status.FAILED, Status.CANCELLED) and o.row in out.claims]
+                  if o.status in (Status.FAILED, Status.CANCELLED, Status.SUPPRESSED) and o.row in out.claims]
         if unsent:
             try:
                 self.store.dedupe.release_dedupe(ref.flow, unsent)
