@@ -70,6 +70,11 @@ class Origin(StrEnum):
     STEPFUNCTIONS = "stepfunctions"
 
 
+def _origin(value: Any) -> Origin:
+    """A stored origin; an unknown or missing one is an uploaded file's (jobs before the intake)."""
+    return Origin(value) if value in set(Origin) else Origin.S3
+
+
 class JobStatus(StrEnum):
     """A file job's `status` attribute: VALIDATING → INGESTING → DISPATCHING → one of the last four."""
 
@@ -145,7 +150,7 @@ class Job:
     # where the job's request came from (docs/events-in.md): "s3" for an uploaded file, else
     # eventbridge | sqs | stepfunctions, with the request's id, the caller's reference and a
     # Step Functions task token (never logged)
-    origin: str = ""
+    origin: Origin = Origin.S3
     request_id: str = ""
     reference: str = ""
     task_token: str = ""
@@ -182,7 +187,7 @@ class Job:
             settled_below=_int(item.get("settled_below")),
             settled_set=frozenset(_int(c) for c in item.get("settled_set") or ()),
             finalizing=_int(item.get("finalizing")), expires_at=_int(item.get("expires_at")),
-            origin=_str(item.get("origin")), request_id=_str(item.get("request_id")),
+            origin=_origin(item.get("origin")), request_id=_str(item.get("request_id")),
             reference=_str(item.get("reference")), task_token=_str(item.get("task_token")),
         )
 
