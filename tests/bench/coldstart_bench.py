@@ -65,6 +65,8 @@ LIBRARIES: dict[str, list[str]] = {
     "webhook": ["boto3", "pydantic", *_LOGGING, "aws_lambda_powertools.utilities.data_classes",
                 "aws_lambda_powertools.utilities.parameters", "aws_lambda_powertools.utilities.parser"],
     "watchdog": ["boto3", "pydantic", *_LOGGING],
+    # the intake reads SQS batches with powertools' batch utility and builds pydantic models
+    "intake": ["boto3", "pydantic", *_LOGGING, "aws_lambda_powertools.utilities.batch"],
 }
 
 _TIMED = ("import sys, time\n"
