@@ -12,38 +12,18 @@ waits. `World` is shared with tests/unit/test_ingest_on_fakes.py. Given/When/The
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-
-import pytest
 
 from phonon_outbound.outcomes import Done, Fate, HandBack, Poison, RetryAfter
 from phonon_outbound.status import Status
-from phonon_outbound_dev.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, FaultPlan, PhononSimulator
+from phonon_outbound_dev.simulator import DEMO_FLOW_ID, FaultPlan, PhononSimulator
 
-from .test_ingest_on_fakes import Clock, World, contacts, good_rows, statuses
+# the world and its fixtures (simulator, clock, moto) are the ingest tests' own: one definition
+from . import test_ingest_on_fakes as _world
+from .test_ingest_on_fakes import contacts, good_rows, statuses
+
+sim, clock, make_world = _world.sim, _world.clock, _world.make_world
 
 HOUR = 3600.0
-
-
-@pytest.fixture
-def sim() -> Iterator[PhononSimulator]:
-    s = PhononSimulator(shape="200", flows={DEMO_FLOW_ID: DEMO_SECURITY_ID}, seed=7).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def make_world(aws_env, sim, clock):
-    """`make_world(**settings)`: a `World` against the simulator; moto's `mock_aws` lasts the test."""
-    from moto import mock_aws
-
-    with mock_aws():
-        yield lambda **settings: World(sim.url, clock, **settings)
 
 
 def sent_cids(sim: PhononSimulator) -> list[str]:
