@@ -21,6 +21,7 @@ from phonon_outbound import wiring
 from phonon_outbound.ingest import ObjectRef
 from phonon_outbound.jobs import job_report_keys
 from phonon_outbound_dev.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
+from tests.bench.cost_bench import item_size as bench_item_size
 
 
 class Ctx:
@@ -159,35 +160,9 @@ def _av(value: object) -> dict:
 _AV_TYPES = {"S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS", "L", "M"}
 
 
-def _number_size(n: object) -> int:
-    digits = str(n).lstrip("-").replace(".", "").lstrip("0") or "0"
-    return (len(digits) + 1) // 2 + 1
-
-
-def _value_size(av: dict) -> int:
-    """DynamoDB's item-size arithmetic (Developer Guide, "Item sizes and formats")."""
-    (t, v), = av.items()
-    if t == "S":
-        return len(v.encode())
-    if t == "N":
-        return _number_size(v)
-    if t == "B":
-        return len(getattr(v, "value", v))
-    if t in ("BOOL", "NULL"):
-        return 1
-    if t == "SS":
-        return sum(len(x.encode()) for x in v)
-    if t == "NS":
-        return sum(_number_size(x) for x in v)
-    if t == "BS":
-        return sum(len(getattr(x, "value", x)) for x in v)
-    if t == "L":
-        return 3 + sum(1 + _value_size(_av(x)) for x in v)
-    return 3 + sum(len(k.encode()) + 1 + _value_size(_av(x)) for k, x in v.items())  # M
-
-
 def item_size(item: dict) -> int:
-    return sum(len(k.encode()) + _value_size(_av(v)) for k, v in item.items())
+    """DynamoDB's item-size arithmetic, the cost bench's (one definition of the rules)."""
+    return bench_item_size({k: _av(v) for k, v in item.items()})
 
 
 @pytest.fixture(autouse=True)
