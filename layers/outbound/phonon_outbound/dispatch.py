@@ -303,8 +303,7 @@ class DispatchService:
 
         # Dedupe across files, decided once per chunk and identically on every retry.
         if self.s.dedupe_window_hours > 0:
-            for row, call in zip(rows, calls, strict=True):
-                sent.claims[row] = (dedupe_hash(msg.flow, call, self.correlation_name), row_ref(msg.job, row))
+            sent.claims.update(self._claims(msg.flow, msg.job, zip(rows, calls, strict=True)))
             try:
                 conflicts = self.store.dedupe.claim_dedupe(msg.flow, list(sent.claims.values()),
                                                     self.s.dedupe_window_hours * 3600, self.clock())
@@ -536,8 +535,7 @@ class DispatchService:
         before = out.count(Status.FAILED)
         self._fill(ref, out, Status.FAILED, reason)
         if not out.claims and self.s.dedupe_window_hours > 0:
-            out.claims = {row: (dedupe_hash(msg.flow, call, self.correlation_name), row_ref(msg.job, row))
-                          for row, call in zip(ref.rows, calls, strict=False)}
+            out.claims = self._claims(msg.flow, msg.job, zip(ref.rows, calls, strict=False))
         # FAILED now, or already by this attempt (retries ran out, and recording that raised)
         failed_now = out.count(Status.FAILED) > before or out.fate is Fate.EXHAUSTED
         self._record(ref, out, state=ChunkState.FAILED if failed_now else ChunkState.DONE, best_effort=True)
@@ -585,10 +583,14 @@ class DispatchService:
         if not self.store.ledger.settle_open_chunk(ref.job, ref.chunk, state, requests=0, **out.counters()):
             return 0
         if self.s.dedupe_window_hours > 0 and ref.flow and ref.calls:
-            out.claims = {row: (dedupe_hash(ref.flow, call, self.correlation_name), row_ref(ref.job, row))
-                          for row, call in zip(ref.rows, ref.calls, strict=True) if call}
+            out.claims = self._claims(ref.flow, ref.job,
+                                      ((row, call) for row, call in zip(ref.rows, ref.calls, strict=True) if call))
         self._record(ref, out, state=state, best_effort=True, settled=True)
         return len(out.rows)
+
+    def _claims(self, flow: str, job: str, rows_calls: Iterable[tuple[int, dict]]) -> dict[int, tuple[str, str]]:
+        """Each row's dedupe claim: (the call's dedupe hash, the row's reference as owner)."""
+        return {row: (dedupe_hash(flow, call, self.correlation_name), row_ref(job, row)) for row, call in rows_calls}
 
     def _fill(self, ref: ChunkRef, out: ChunkOutcome, status: Status, reason: str) -> None:
         """Every row of the chunk not decided yet gets `status` with `reason`."""

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
+from .flows import FLOW_ID_RE
 from .observability import count, logger
 from .suppression import ALL_FLOWS, CLIENT, NUMBER, SuppressionList, service
 
@@ -29,15 +30,11 @@ MAX_EVENT_ENTRIES = 1000
 MAX_HOLD_HOURS = 24 * 3650
 
 
-def _flow_id(segment: str) -> bool:
-    return len(segment) == 8 and segment.isascii() and segment.isalnum()
-
-
 def scope_of(key: str) -> tuple[bool, str]:
     """(remove?, scope) of a key under suppress/."""
     remove = key.startswith(REMOVE_PREFIX)
     rest = key[len(REMOVE_PREFIX if remove else PREFIX):].split("/")
-    scope = rest[0] if len(rest) >= 2 and _flow_id(rest[0]) else ALL_FLOWS
+    scope = rest[0] if len(rest) >= 2 and FLOW_ID_RE.fullmatch(rest[0]) is not None else ALL_FLOWS
     return remove, scope
 
 
@@ -94,7 +91,7 @@ def apply_request(lst: SuppressionList, detail: dict, source: str) -> dict:
     if len(numbers) + len(cids) > MAX_EVENT_ENTRIES:
         return {"status": "refused", "reason": f"at most {MAX_EVENT_ENTRIES} entries per event"}
     flow = str(detail.get("flow") or ALL_FLOWS)
-    if flow != ALL_FLOWS and not _flow_id(flow):
+    if flow != ALL_FLOWS and FLOW_ID_RE.fullmatch(flow) is None:
         return {"status": "refused", "reason": "flow is not a Phonon flow id (8 letters or digits)"}
     expires = _hold(detail.get("hold-hours"), lst.clock())
     keys, bad = subject_keys(lst, [(NUMBER, str(n)) for n in numbers] + [(CLIENT, str(c)) for c in cids])

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .observability import count, logger, register_secret
+from .records import row_ref
 from .status import Status
 from .store.common import (
     plain as _plain,  # DynamoDB Decimals to int / float, as the state table's reader does
@@ -50,7 +51,6 @@ SCREEN_WINDOW = 500  # rows looked up together at ingest (one chunk's worth)
 MAX_UPDATE_TRIES = 8
 CONTACT_PREFIX = "r:"
 _SOURCE_MAX = 200
-_FLOW_RE = re.compile(r"^[A-Za-z0-9]{8}$")
 
 
 # ---------------------------------------------------------------------------------- hashing
@@ -597,7 +597,7 @@ def before_send(settings: Any, job: str, flow: str, rows: list[int], calls: list
     lst = lst if lst is not None else service(settings)
     if lst is None or not calls:
         return calls, rows, body
-    refs = {row: f"{job}.{row}" for row in rows}
+    refs = {row: row_ref(job, row) for row in rows}
     found = lst.check(flow, [(row, str(c.get("client-identifier", "")), list(c.get("contact-numbers", [])))
                              for row, c in zip(rows, calls, strict=True)], own_refs=refs)
     if found:
