@@ -70,7 +70,7 @@ def job_item(**extra) -> dict:
 
 
 def completed(item: dict, status: JobStatus = JobStatus.COMPLETED, counts: dict | None = None) -> dict:
-    return eo.job_completed(Job.from_item(item), item, job="J1", status=status,
+    return eo.job_completed(Job.from_item(item), job="J1", status=status,
                             counts=counts if counts is not None else {Status.ACCEPTED: 3, Status.REJECTED: 1},
                             rows=4, bucket="b", csv_key="reports/x.results.csv", summary_key="reports/x.summary.json",
                             completed_at=1764151262.25)
@@ -149,7 +149,7 @@ def test_the_call_event_carries_the_read_attempts_outcome_and_no_phone_number():
     item = job_item(origin="stepfunctions", reference="wf-1")
     push = parse_push(json.dumps(PUSH))
     cap = Capture()
-    eo.EventsOut(cap).call_completed(json.dumps(PUSH), push, call_attrs(PUSH), Job.from_item(item), item)
+    eo.EventsOut(cap).call_completed(json.dumps(PUSH), push, call_attrs(PUSH), Job.from_item(item))
     [[entry]] = cap.calls
     assert (entry["Source"], entry["DetailType"], entry["EventBusName"]) == ("phonon-outbound", eo.CALL_COMPLETED,
                                                                             "default")

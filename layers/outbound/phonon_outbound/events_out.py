@@ -60,17 +60,6 @@ def _clip(text: Any, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _attr(meta: Job, item: Mapping[str, Any] | None, name: str) -> str:
-    """A job attribute the intake adds (`origin`, `request_id`, `reference`, `task_token`):
-    typed on `Job` once records has it, read from the item until then."""
-    value = getattr(meta, name, None) or (item or {}).get(name) or ""
-    return str(value)
-
-
-def task_token_of(meta: Job, item: Mapping[str, Any] | None = None) -> str:
-    return _attr(meta, item, "task_token")
-
-
 def _source(origin: str, request_id: str = "", reference: str = "", bucket: str = "", key: str = "",
             version: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {"origin": origin if origin in set(Origin) else Origin.S3.value}
@@ -90,14 +79,13 @@ def _counts(counts: Mapping[str, int]) -> dict[str, int]:
     return {s.value: by_value.get(s.value, 0) for s in Status}
 
 
-def job_completed(meta: Job, item: Mapping[str, Any] | None, *, job: str, status: JobStatus,
+def job_completed(meta: Job, *, job: str, status: JobStatus,
                   counts: Mapping[str, int], rows: int, bucket: str, csv_key: str, summary_key: str,
                   completed_at: float) -> dict[str, Any]:
     """The detail of `Outbound Job Completed` for a job whose report was written."""
     detail: dict[str, Any] = {
         "job-id": job, "status": status.value,
-        "source": _source(_attr(meta, item, "origin"), _attr(meta, item, "request_id"),
-                          _attr(meta, item, "reference"), meta.bucket, meta.key, meta.version),
+        "source": _source(meta.origin, meta.request_id, meta.reference, meta.bucket, meta.key, meta.version),
     }
     if meta.flow:
         detail["flow-id"] = meta.flow
@@ -158,7 +146,7 @@ def _chosen_attempt(push: Any) -> int:
     return connected[-1] if connected else len(attempts) - 1
 
 
-def call_completed(attrs: Mapping[str, Any], meta: Job, item: Mapping[str, Any] | None = None, *,
+def call_completed(attrs: Mapping[str, Any], meta: Job, *,
                    dtmf: str | None = None, at: float | None = None) -> dict[str, Any]:
     """The detail of `Outbound Call Completed` from the results attributes the webhook recorded
     (`webhook.outcome_of` plus the row's job, row, flow and client-identifier)."""
@@ -173,13 +161,12 @@ def call_completed(attrs: Mapping[str, Any], meta: Job, item: Mapping[str, Any] 
     detail: dict[str, Any] = {"phonon-uuid": str(attrs["phonon-uuid"])}
     if attrs.get("client-identifier"):
         detail["client-identifier"] = _clip(attrs["client-identifier"], MAX_TEXT_CHARS)
-    reference = _attr(meta, item, "reference")
-    if reference:
-        detail["reference"] = _clip(reference, MAX_TEXT_CHARS)
+    if meta.reference:
+        detail["reference"] = _clip(meta.reference, MAX_TEXT_CHARS)
     detail.update({"job-id": str(attrs["job"]), "row": int(attrs["row"])})
     if attrs.get("flow-id"):
         detail["flow-id"] = attrs["flow-id"]
-    detail["origin"] = _source(_attr(meta, item, "origin"))["origin"]
+    detail["origin"] = meta.origin.value
     detail["outcome"] = outcome
     detail["received-at"] = iso(time.time() if at is None else at)
     return detail
@@ -288,13 +275,12 @@ class EventsOut:
         self.answer_task(task_token, detail)
         return detail
 
-    def call_completed(self, body: str | bytes | None, push: Any, attrs: Mapping[str, Any], meta: Job,
-                       item: Mapping[str, Any] | None = None) -> None:
+    def call_completed(self, body: str | bytes | None, push: Any, attrs: Mapping[str, Any], meta: Job) -> None:
         """The webhook's one call once a matched push's outcome is recorded. Never raises."""
         if not self.call_events:
             return
         try:
-            detail = call_completed({**attrs, "phonon-uuid": push.phonon_uuid}, meta, item,
+            detail = call_completed({**attrs, "phonon-uuid": push.phonon_uuid}, meta,
                                     dtmf=_dtmf(body, _chosen_attempt(push)))
         except Exception:  # noqa: BLE001 - an event must never fail the push: it is stored already
             self._lost(CALL_COMPLETED, str(attrs.get("job", "")), "BuildFailed", 1)
@@ -328,5 +314,4 @@ def request_rejected(origin: str, request_id: str, reference: str, task_token: s
 
 
 __all__ = ["CALL_COMPLETED", "JOB_COMPLETED", "REJECTED_ERROR", "SOURCE", "EventsOut", "Origin", "call_completed",
-           "entry_size", "from_env", "job_completed", "request_rejected", "request_rejected_detail",
-           "task_token_of"]
+           "entry_size", "from_env", "job_completed", "request_rejected", "request_rejected_detail"]

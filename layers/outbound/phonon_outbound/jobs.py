@@ -78,8 +78,7 @@ class JobFinisher:
             raise
 
     def _write(self, job: str, force: bool, missing_reason: str | None) -> bool:
-        job_item = self.store.jobs.get_job(job)
-        meta = Job.from_item(job_item)
+        meta = Job.from_item(self.store.jobs.get_job(job))
         total = meta.total_rows
         counts = dict.fromkeys(STATUSES, 0)
         missing = 0
@@ -150,13 +149,13 @@ class JobFinisher:
             count("FilesCompleted", 1)
             try:
                 detail = events_out.job_completed(
-                    meta, job_item, job=job, status=final, counts={s: summary[s.lower()] for s in STATUSES},
+                    meta, job=job, status=final, counts={s: summary[s.lower()] for s in STATUSES},
                     rows=summary["rows"], bucket=self.bucket, csv_key=csv_key, summary_key=summary_key,
                     completed_at=now)
             except Exception:  # never into the settle path: the report is written
                 logger.exception("could not build the job-completed event", extra={"job": job})
             else:
-                self._publish(detail, events_out.task_token_of(meta, job_item))
+                self._publish(detail, meta.task_token)
         logger.info("report written", extra={"job": job, "report": csv_key, **{k.lower(): v for k, v in counts.items()}})
         return True
 
