@@ -221,3 +221,20 @@ def test_a_flow_variable_can_say_opted_out():
     keys = [FlowVariable(name="$flow.key.OptOut", value="Yes")]
     assert opted_out(Settings(opt_out_key="OptOut"), "{}", keys) == "flow variable OptOut"
     assert opted_out(Settings(opt_out_key="OptOut"), "{}", [FlowVariable(name="$flow.key.OptOut", value="no")]) is None
+
+
+def test_a_salt_read_through_a_function_is_read_once_for_many_keys_and_again_after_a_minute():
+    reads: list[int] = []
+    now = [0.0]
+
+    def read_salt() -> str:
+        reads.append(1)
+        return "s"
+
+    h = Hasher(read_salt, clock=lambda: now[0])
+    keys = {h.number_key(f"9198{i:08d}") for i in range(100)}
+    assert len(keys) == 100 and len(reads) == 1
+    assert h.number_key("919800000001") == Hasher("s").number_key("919800000001")
+    now[0] = Hasher.SALT_KEPT_S + 1  # a rotated salt is picked up
+    h.number_key("919800000001")
+    assert len(reads) == 2

@@ -58,12 +58,27 @@ class Hasher:
     """Salted hashes of subjects. HMAC-SHA-256 with the salt as its key is the standard way to
     salt SHA-256 (hashlib gives it ready-made); `hash(NUMBER, "+919812345670")`."""
 
-    def __init__(self, salt: str | Callable[[], str]):
+    # A salt read through a function (Secrets Manager) is kept this long: every row hashes
+    # one or more keys, and the read (a cache lookup, JSON, the log masking's registration) is
+    # the same for all of them; a rotated salt is still picked up within a minute.
+    SALT_KEPT_S = 60.0
+
+    def __init__(self, salt: str | Callable[[], str], clock: Callable[[], float] = time.monotonic):
         self._salt = salt
+        self._clock = clock
+        self._kept: tuple[bytes, float] | None = None
 
     @property
     def salt(self) -> bytes:
-        value = self._salt() if callable(self._salt) else self._salt
+        if not callable(self._salt):
+            return self._checked(self._salt)
+        now = self._clock()
+        if self._kept is None or now - self._kept[1] >= self.SALT_KEPT_S:
+            self._kept = (self._checked(self._salt()), now)
+        return self._kept[0]
+
+    @staticmethod
+    def _checked(value: str) -> bytes:
         if not value:
             raise RuntimeError("the suppression salt is empty")
         return value.encode()
