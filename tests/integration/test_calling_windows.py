@@ -159,3 +159,19 @@ def test_a_start_time_outside_the_window_is_rejected_at_ingest_or_deferred(make_
     assert "moved to the next opening, 2026-12-02T09:00:00+05:30" in report2[0]["reason"]
     starts = {c["client-identifier"]: c["start-time"] for c in h2.sim.accepted_calls()}
     assert starts["B-1"] == "2026-12-02T09:00:00+05:30"
+
+
+def test_a_row_the_window_rejects_is_no_contact_for_the_frequency_cap(make_harness):
+    # Given a cap of one contact per number a day, and two rows for one number: the first
+    # scheduled outside the window, the second inside it
+    rows = b"client-identifier,phone,start-time\nB-1,9812345670,2026-12-01 22:30\nB-2,9812345670,2026-12-01 10:30\n"
+    h = make_harness(calling_window=WINDOW, frequency_caps="*=1/24h")
+    clock = SimClock(datetime(2026, 12, 1, 10, 0, tzinfo=IST))
+    wiring.ingest_service().clock = clock
+    wiring.dispatch_service().clock = clock
+    obj = h.upload("capped.csv", rows)
+    h.ingest(obj)
+    h.drain()
+    # Then the first is REJECTED by the window and the second is the number's one contact
+    assert [r["status"] for r in h.report(obj)] == [Status.REJECTED, Status.ACCEPTED]
+    assert [c["client-identifier"] for c in h.sim.accepted_calls()] == ["B-2"]

@@ -446,10 +446,12 @@ class IngestService:
                 rejected.clear()
 
         rows_seen = 0
-        for item in suppression.screen(s, self.store.rows, job, flow, contacts.rows(start_row=checkpoint)):
+        # The calling window first (docs/calling-windows.md): a row it rejects is not looked up in
+        # the suppression list and is no contact for the frequency cap's count within this file.
+        windowed = (windows.screen_row(row, flow, s, self.clock()) for row in contacts.rows(start_row=checkpoint))
+        for item in suppression.screen(s, self.store.rows, job, flow, windowed):
             last_row = item.row
             rows_seen += 1
-            item = windows.screen_row(item, flow, s, self.clock())  # calling window: docs/calling-windows.md
             if isinstance(item, ValidRow):
                 call = item.call
                 call["keys"].append({"name": self.correlation_name, "value": row_ref(job, item.row)})
