@@ -12,12 +12,13 @@ from pathlib import Path
 import boto3
 import pytest
 
-from phonon_outbound import wiring
+from phonon_outbound import events_out, wiring
 from phonon_outbound.ingest import ObjectRef
 from phonon_outbound.records import Job
 from phonon_outbound_dev.simulator import DEMO_FLOW_ID
 
 from .conftest import Ctx, Harness, statuses
+from .test_events_out_pipeline import Events, valid
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLS = [{"client-identifier": f"R-{i:06d}", "contact-numbers": [f"98{i:08d}"]} for i in range(300)]
@@ -58,13 +59,20 @@ def run(h: Harness, key: str) -> ObjectRef:
     return obj
 
 
-def assert_each_call_sent_once(h: Harness, obj: ObjectRef, n: int = 300) -> None:
+def assert_each_call_sent_once(h: Harness, obj: ObjectRef, n: int = 300, events: Events | None = None) -> None:
+    """Each call reached Phonon once and the job has its report (and, with `events`, exactly one
+    `Outbound Job Completed`, naming this job and its report)."""
     report = h.report(obj)
     assert statuses(report) == {"ACCEPTED": n}
     assert [r["client-identifier"] for r in report] == [c["client-identifier"] for c in CALLS[:n]]
     by_cid = h.sim.stats()["calls_by_client_identifier"]
     assert len(by_cid) == n and set(by_cid.values()) == {1}
     assert Job.from_item(h.job(obj)).completed
+    if events is not None:
+        [entry] = events.put_of(events_out.JOB_COMPLETED)
+        detail = valid(entry)
+        assert detail["job-id"] == obj.job_id and detail["counts"]["ACCEPTED"] == n
+        assert detail["report"]["results-key"] == h.report_keys(obj)[0]
 
 
 @pytest.fixture
@@ -85,12 +93,13 @@ def rejections(monkeypatch) -> list[tuple]:
 
 def test_an_eventbridge_request_is_sent_once_reported_and_a_redelivery_does_nothing(make_harness):
     h = make_harness()
+    events = Events()
     event = eventbridge({"flow-id": DEMO_FLOW_ID, "reference": "campaign-42", "calls": CALLS})
     assert intake(event)["status"] == "written"
     assert intake(event)["status"] == "already written"  # EventBridge delivers at least once
     assert request_keys(h) == [f"incoming/requests/eventbridge/{EVENT_ID}.json"]
     obj = run(h, request_keys(h)[0])
-    assert_each_call_sent_once(h, obj)
+    assert_each_call_sent_once(h, obj, events=events)
     job = Job.from_item(h.job(obj))
     assert (job.origin, job.request_id, job.reference, job.task_token) == ("eventbridge", EVENT_ID, "campaign-42", "")
     requests = h.sim.stats()["requests"]
@@ -101,6 +110,7 @@ def test_an_eventbridge_request_is_sent_once_reported_and_a_redelivery_does_noth
 
 def test_an_sqs_request_is_sent_once_and_a_duplicated_message_does_nothing(make_harness):
     h = make_harness()
+    events = Events()
     body = json.dumps({"reference": "queue-7", "calls": CALLS})  # no flow-id: the default flow
     first = intake(sqs_event(h, body))
     second = intake(sqs_event(h, body))  # the same message delivered again (a new message id)
@@ -108,7 +118,7 @@ def test_an_sqs_request_is_sent_once_and_a_duplicated_message_does_nothing(make_
     [key] = request_keys(h)
     assert key.startswith("incoming/requests/sqs/") and key.endswith(".json")
     obj = run(h, key)
-    assert_each_call_sent_once(h, obj)
+    assert_each_call_sent_once(h, obj, events=events)
     job = Job.from_item(h.job(obj))
     assert (job.origin, job.reference, job.flow) == ("sqs", "queue-7", DEMO_FLOW_ID)
 
@@ -126,10 +136,11 @@ def test_an_sns_notification_without_raw_delivery_is_unwrapped(make_harness):
 
 def test_an_uploaded_file_with_the_same_calls_ends_the_same_and_its_origin_is_s3(make_harness):
     h = make_harness()
+    events = Events()
     obj = h.upload("calls.json", json.dumps({"calls": CALLS}).encode())
     h.ingest(obj)
     h.drain()
-    assert_each_call_sent_once(h, obj)
+    assert_each_call_sent_once(h, obj, events=events)
     assert Job.from_item(h.job(obj)).origin == "s3"
 
 
@@ -265,11 +276,13 @@ def test_a_workflows_request_carries_its_task_token_to_the_job(make_harness, mon
 
 def test_a_workflow_hears_success_when_its_job_completes(make_harness, monkeypatch):
     h = make_harness()
+    events = Events()
     sfn, machine = _state_machine(h, monkeypatch)
     execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps(
         {"flow-id": DEMO_FLOW_ID, "reference": "wf-2", "calls": CALLS[:10]}))["executionArn"]
     _deliver_intake_messages(h)
-    run(h, request_keys(h)[0])
+    obj = run(h, request_keys(h)[0])
+    assert_each_call_sent_once(h, obj, n=10, events=events)
     desc = _wait(sfn, execution)
     assert desc["status"] == "SUCCEEDED"
     output = json.loads(desc["output"])["outbound"]  # the example keeps the answer at $.outbound
