@@ -1,4 +1,5 @@
-"""The `phonon-outbound` command: run | check | simulate | redrive | suppress.
+"""The `phonon-outbound` command: run | check | simulate | redrive | suppress | pause | resume | cancel |
+status.
 
 Exit status: 0 every row ACCEPTED or DUPLICATE; 1 the run finished but some row is REJECTED,
 FAILED, CANCELLED or SUPPRESSED (or a file was rejected whole); 2 usage or configuration
@@ -104,6 +105,12 @@ def _columns(text: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError("give at least one column name (comma-separated)")
     return names
+
+
+def _drop_webhooks(text: str) -> int | float:
+    from .simulator import parse_drop_webhooks
+
+    return parse_drop_webhooks(text)
 
 
 def _column(text: str) -> str:
@@ -215,6 +222,9 @@ def build_parser() -> Parser:
                      help="print the final summary as one JSON object on stdout (human output goes to stderr)")
     run.add_argument("--shape", choices=("202", "200"), default="202",
                      help="answer shape of the bundled simulator: 202 bulk (default) or 200 with call-details")
+    run.add_argument("--drop-webhooks", type=_drop_webhooks, metavar="N|RATIO",
+                     help="testing aid, bundled simulator only: lose the flow-end pushes of the first N accepted "
+                          "calls (or a RATIO such as 0.1); the reconciler pulls their outcomes before the reports")
     run.add_argument("--phone-columns", type=_columns, metavar="COL[,COL…]",
                      help="the file's phone columns, in order, instead of recognising them by name (sent as S3 "
                           "object metadata 'phone-columns', as on AWS)")
@@ -224,14 +234,18 @@ def build_parser() -> Parser:
                      help="where duplicate protection is kept between local runs: the calls accepted within the "
                           "dedupe window (default ./.phonon-outbound; delete it to forget them)")
     run.add_argument("--no-state", action="store_true",
-                     help="neither read nor write the state directory: every run starts with no memory of "
-                          "earlier runs (a rerun calls everyone again)")
+                     help="neither read nor write the duplicate protection in the state directory: every run "
+                          "starts with no memory of earlier runs (a rerun calls everyone again); only the "
+                          "live-run file that pause/resume/cancel use is written there while the run lasts")
     run.add_argument("--suppress", type=Path, action="append", default=[], metavar="FILE",
                      help="numbers and client-identifiers not to contact in this run (a file in the contact files' "
                           "formats; repeatable); added to the local suppression list for this run only")
     run.add_argument("--log-file", type=Path, metavar="FILE",
                      help="where the machine logs go (default <out>/logs/run-<UTC time>.log)")
     run.add_argument("--verbose", action="store_true", help="also show the machine logs on stderr")
+    run.add_argument("--html", type=Path, metavar="FILE",
+                     help="also write a one-page HTML report of the run (each job's counts, calls per minute over "
+                          "time, outcome mix) to FILE")
     add_window_options(run)
 
     check = sub.add_parser(
@@ -294,9 +308,10 @@ def build_parser() -> Parser:
                    add_help=False)
 
     rd = sub.add_parser(
-        "redrive", help="move dead-lettered chunks back to the chunk queue (deployed stack)",
-        description="Move chunk messages from the dead-letter queue back to the chunk queue of a deployed stack, "
-                    "once the cause is fixed. Nothing Phonon already accepted is placed again.")
+        "redrive", help="move dead-lettered chunks back to their queues (deployed stack)",
+        description="Move chunk messages from the dead-letter queue back to the queue each came from (the chunk "
+                    "queue or the express lane) of a deployed stack, once the cause is fixed. Nothing Phonon "
+                    "already accepted is placed again.")
     where = rd.add_mutually_exclusive_group(required=True)
     where.add_argument("--stack", metavar="NAME", help="CloudFormation stack name (reads its ChunkQueueUrl and "
                                        "ChunkDeadLetterQueueUrl outputs)")
@@ -305,6 +320,12 @@ def build_parser() -> Parser:
     rd.add_argument("--limit", type=_positive, metavar="N", help="move at most this many messages (default: all)")
     rd.add_argument("--region", metavar="REGION", help="AWS region of the stack (default: AWS_REGION / AWS_DEFAULT_REGION / profile)")
     rd.add_argument("--profile", metavar="NAME", help="AWS named profile to use (default: AWS_PROFILE or the default chain)")
+    from .steer import add_parsers as add_control_parsers  # pause | resume | cancel
+
+    add_control_parsers(sub, STATE_DIR)
+    from .job_status import add_parser as add_status_parser
+
+    add_status_parser(sub)
     return p
 
 
@@ -440,6 +461,27 @@ def print_human(result: dict, stream: Any, *, sent: bool = True) -> None:
         print(f"internal error (please report it): {safe(err)}", file=stream)
 
 
+def print_picture(result: dict, pictures: list, html_file: Path | None, stream: Any) -> None:
+    """The run's summary (devkit job_status.py) and, with --html, its one-page report."""
+    from .job_status import summary_lines
+
+    if result.get("picture"):
+        for line in summary_lines(result["picture"], safe):
+            print(line, file=stream)
+    if html_file is not None:
+        from .html import write_report
+
+        s = result.get("picture") or {}
+        extra = [("files", len(result["files"])), ("calls sent", f"{s.get('calls_sent', 0):,}"),
+                 ("dead letters", s.get("dead_letters", 0)), ("webhooks received", s.get("webhooks_received", 0)),
+                 ("elapsed", f"{result.get('elapsed_s', 0):.1f} s")]
+        try:
+            write_report(html_file, pictures, title="phonon-outbound run", extra=extra)
+            print(f"html: {safe(html_file)}", file=stream)
+        except OSError as err:
+            print(f"warning: --html {safe(html_file)} could not be written ({safe(err.strerror or err)})", file=stream)
+
+
 def _exit_code(result: dict) -> int:
     if result.get("interrupted") or result.get("interrupted_after_sending"):
         return EXIT_INTERRUPTED
@@ -476,6 +518,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_file = args.log_file or args.out / "logs" / f"run-{stamp}.log"
     usable_folder(args.out, "--out")
     usable_file(log_file, "--log-file")
+    if args.html:
+        usable_file(args.html, "--html")
     state_dir = None if args.no_state else args.state_dir
     if state_dir is not None:
         from .local.state import LocalState
@@ -491,7 +535,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(flow_id=args.flow_id, api_url=args.api_url, security_id=sid, security_ids=others,
                       rate=args.rate, batch_size=batch_size, concurrency=concurrency, out_dir=args.out,
                       shape=args.shape, phone_columns=args.phone_columns or (), id_column=args.id_column,
-                      state_dir=state_dir, log_file=log_file, verbose=args.verbose, suppress_files=list(args.suppress),
+                      state_dir=state_dir, live_dir=args.state_dir, log_file=log_file, verbose=args.verbose, suppress_files=list(args.suppress),
+                      drop_webhooks=args.drop_webhooks,
                       settings={**window, **({"dispatch_max_wait_s": 1.0} if window else {})})
     started = time.monotonic()
     stage = "start-up"
@@ -508,6 +553,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             uploaded = pipeline.upload(files)
             stage = "run"
             result = pipeline.run(files, uploaded)
+            pictures = list(pipeline.pictures)
     except KeyboardInterrupt:
         if stage == "run":
             _err(f"interrupted after {time.monotonic() - started:.1f} s, before the reports could be written")
@@ -520,6 +566,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     print_human(result, human)
+    print_picture(result, pictures, args.html, human)
     print(f"log: {safe(log_file)}", file=human)
     if state_dir is not None and result.get("state_claims") is not None:
         print(f"duplicate protection: {result['state_claims']:,} accepted calls remembered in {safe(state_dir)}",
@@ -653,7 +700,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     except RuntimeError as err:
         _err(str(err))
         return EXIT_ROWS
-    print(f"moved {moved} chunk message(s) back to the chunk queue")
+    print(f"moved {moved} chunk message(s) back to the queue each came from (the chunk queue or the express lane)")
     return EXIT_OK
 
 
@@ -711,7 +758,11 @@ def main(argv: list[str] | None = None) -> int:
             args._commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
-    handlers = {"run": cmd_run, "check": cmd_check, "redrive": cmd_redrive, "suppress": cmd_suppress}
+    from .job_status import cmd_status
+    from .steer import cmd_control
+
+    handlers = {"run": cmd_run, "check": cmd_check, "redrive": cmd_redrive, "suppress": cmd_suppress,
+                "pause": cmd_control, "resume": cmd_control, "cancel": cmd_control, "status": cmd_status}
     try:
         return handlers[args.command](args)
     except UsageError as err:

@@ -39,12 +39,43 @@ Behaviour, in the order a request meets it:
    auth when configured, optionally wrapped in ``{"body": …}``), at most
    ``webhook_rate_per_s`` a second when that is set (calls end spread over a campaign).
 
+9. ``drop_webhooks`` loses pushes on purpose (a testing aid: the push Phonon sent and we never
+   got): ``N`` (an int) loses the pushes of the first N accepted calls, a ratio in (0, 1) loses
+   each call's push with that probability (seeded per call), a set of strings loses the pushes of
+   the calls with those client-identifiers or phonon-uuids. Counted as ``webhooks.lost``; such a
+   call has ``"push-lost": true`` in :meth:`PhononSimulator.accepted_calls`.
+
+**Pull API v2** (``POST /pull/v2``, ``pull_url``): Phonon's "Status after creation" pull is
+documented only as ``{"security-id", "flow-id", "phonon-uuids": [...], "fetch-attempt":
+"ALL"|"LAST"}``, at most 200 uuids a request, ``213 No Data Available`` when there is nothing
+yet. What the simulator serves, and the project assumes (docs/operating.md):
+
+- the flow's security-id and flow-id are checked as for create (210, 301, ``202 Invalid
+  Security ID`` with HTTP 202); a body that is not a JSON object → HTTP 400 ``400``;
+- ids: ``phonon-uuids`` and/or ``request-ids`` (the seed's FAQ: "by phonon-uuid or request-id";
+  the bulk endpoint's 202 answer gives no uuid, so a request-id is how such calls are asked
+  for): lists of strings, at least one id; more than ``max_pull_ids`` (200) in total → HTTP 400
+  ``{"api-response-code": 400, "api-response-message": "Max Data List Size Exceeded …"}``;
+  ``fetch-attempt`` ``ALL`` (default) or ``LAST`` (only the last attempt in ``callDetails``);
+- a call of that flow whose flow has ended (``webhook_delay_s`` after it was accepted, pushed
+  or not) is a record shaped like the flow-end push (``phonon-uuid``, ``keys``,
+  ``callDetails``, …); answer HTTP 200 ``{"api-response-code": 200, "api-response-message":
+  "Success", "data": [record, …]}``; none → HTTP 200 ``{"api-response-code": 213,
+  "api-response-message": "No Data Available"}``;
+- ``set_pull_faults(["http429", "http500", None, …])`` answers the next pulls with those
+  faults (one each, in order).
+
+Pulls do not count in ``requests`` or the accepted calls (those are the create endpoint's);
+each is logged without its security-id in :meth:`PhononSimulator.pull_log` and counted in
+``stats()["pulls"]``.
+
 Admin endpoints (for another process): ``GET /_sim/stats``, ``GET /_sim/calls``,
 ``POST /_sim/faults`` (a FaultPlan as JSON; ``{}`` clears), ``POST /_sim/reset`` (forget
 counters, checksums, rate window, accepted calls, and the fault plan),
 ``POST /_sim/flows`` (``{"flow-id", "security-id"}``), ``POST /_sim/config`` (``shape``,
 ``rate_per_minute``, ``latency_s``, ``webhook_url``, ``webhook_auth``, ``webhook_wrap``,
-``webhook_delay_s``). They are unauthenticated: keep the simulator on loopback.
+``webhook_delay_s``, ``drop_webhooks``), ``GET /_sim/pulls`` (the pull log). They are
+unauthenticated: keep the simulator on loopback.
 """
 
 from __future__ import annotations
@@ -67,6 +98,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,6 +111,7 @@ from phonon_outbound.api.body import API_VERSION, MAX_BODY_BYTES
 
 __all__ = [
     "CREATE_PATH",
+    "PULL_PATH",
     "DEMO_FLOW_ID",
     "DEMO_SECURITY_ID",
     "FAULTS",
@@ -90,6 +123,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CREATE_PATH = "/kairos-apis/outbound/create"
+PULL_PATH = "/pull/v2"
+MAX_PULL_IDS = 200
+_MAX_PULL_BODY = 1024 * 1024
+_PULL_FAULTS = frozenset({"http500", "http429", "bad_gateway", "http403"})
 DEMO_FLOW_ID = "DemoFlw1"
 #: The simulator's demo security-id: 64 alphanumerics, public, not a secret.
 DEMO_SECURITY_ID = "PhononSimulatorDemoSecurityIdNotASecret" + "0" * 25
@@ -279,6 +316,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == CREATE_PATH:
             sim._handle_create(self)
             return
+        if path == PULL_PATH:
+            sim._handle_pull(self)
+            return
         if path.startswith("/_sim/"):
             try:
                 data = self._read_json_admin()
@@ -297,9 +337,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_Reply(200, sim.stats()))
         elif path == "/_sim/calls":
             self._send(_Reply(200, {"calls": sim.accepted_calls()}))
+        elif path == "/_sim/pulls":
+            self._send(_Reply(200, {"pulls": sim.pull_log()}))
         elif path in ("/_sim/health", ""):
             self._send(_Reply(200, {"ok": True, "url": sim.url}))
-        elif path == CREATE_PATH:
+        elif path in (CREATE_PATH, PULL_PATH):
             self._send(_Reply(405, {"message": "Method Not Allowed"}, {"Allow": "POST"}))
         else:
             self._send(_Reply(404, {"message": "Not Found"}))
@@ -499,8 +541,12 @@ class PhononSimulator:
         did_number: str = "918045550100",
         keep_bodies: int = 1000,
         clock: Any = time.time,  # the wall clock of "accepted-at" (tests inject a simulated one)
+        drop_webhooks: int | float | Iterable[str] | None = None,
+        max_pull_ids: int = MAX_PULL_IDS,
     ) -> None:
         self.clock = clock
+        self.drop_webhooks = self._check_drop(drop_webhooks)
+        self.max_pull_ids = int(max_pull_ids)
         self.host = host
         self._port = port
         self._check_shape(shape)
@@ -534,6 +580,7 @@ class PhononSimulator:
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
         self._pusher = _WebhookPusher(self, webhook_threads, webhook_queue_size, webhook_retries)
+        self._pull_faults: deque[str | None] = deque()
         self._reset_state()
         self.set_faults(faults)
 
@@ -549,6 +596,57 @@ class PhononSimulator:
         if lo < 0 or hi < lo:
             raise ValueError("latency_s must be (min, max) with 0 <= min <= max")
         return lo, hi
+
+    @staticmethod
+    def _check_drop(value: Any) -> int | float | frozenset[str] | None:
+        """``drop_webhooks`` as given, checked: None/0 = none, an int N ≥ 1, a ratio in (0, 1),
+        or strings (client-identifiers or phonon-uuids)."""
+        if value is None or value == 0 or value is False:
+            return None
+        if isinstance(value, bool):
+            raise ValueError("drop_webhooks: a count, a ratio or a set of ids")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("drop_webhooks must be >= 0")
+            return value
+        if isinstance(value, float):
+            if not 0 < value < 1:
+                raise ValueError("drop_webhooks as a ratio must be between 0 and 1")
+            return value
+        if isinstance(value, str):
+            raise ValueError("drop_webhooks: give a set of ids, not one string")
+        ids = frozenset(str(v) for v in value)
+        return ids or None
+
+    def set_drop_webhooks(self, value: int | float | Iterable[str] | None) -> None:
+        """Lose pushes on purpose from now on (see the module docstring, 9.); counts restart."""
+        checked = self._check_drop(value)
+        with self._lock:
+            self.drop_webhooks = checked
+            self._drops_left = checked if isinstance(checked, int) else 0
+
+    def set_pull_faults(self, sequence: Iterable[str | None]) -> None:
+        """The next pulls answer with these faults, one each (None = answer normally)."""
+        seq = [None if f in _NO_FAULT else f for f in sequence]
+        for f in seq:
+            if f is not None and f not in _PULL_FAULTS:
+                raise ValueError(f"unknown pull fault {f!r}; known: {', '.join(sorted(_PULL_FAULTS))}")
+        with self._lock:
+            self._pull_faults = deque(seq)
+
+    def _lose_push(self, record: dict[str, Any]) -> bool:
+        """Whether this accepted call's push is lost on purpose (called under the lock)."""
+        drop = self.drop_webhooks
+        if drop is None:
+            return False
+        if isinstance(drop, int):
+            if self._drops_left > 0:
+                self._drops_left -= 1
+                return True
+            return False
+        if isinstance(drop, float):
+            return random.Random(f"{self.seed}:drop:{record['phonon-uuid']}").random() < drop
+        return str(record["client-identifier"]) in drop or record["phonon-uuid"] in drop
 
     def set_faults(self, plan: FaultPlan | dict[str, Any] | None) -> None:
         if isinstance(plan, dict):
@@ -595,6 +693,13 @@ class PhononSimulator:
             self._calls: list[dict[str, Any]] = []
             self._bodies: deque[bytes] = deque(maxlen=self.keep_bodies)
             self._webhooks: Counter[str] = Counter()
+            self._by_uuid: dict[str, dict[str, Any]] = {}
+            self._by_request: dict[str, list[dict[str, Any]]] = {}
+            self._ends: dict[str, float] = {}  # phonon-uuid -> when (monotonic) its flow ends
+            self._pulls: list[dict[str, Any]] = []
+            self._pull_counts: Counter[str] = Counter()
+            drop = getattr(self, "drop_webhooks", None)
+            self._drops_left = drop if isinstance(drop, int) else 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> PhononSimulator:
@@ -659,6 +764,11 @@ class PhononSimulator:
         """The create endpoint's URL."""
         return self.base_url + CREATE_PATH
 
+    @property
+    def pull_url(self) -> str:
+        """The pull API's URL (Phonon's is account-specific: the template's PullApiUrl)."""
+        return self.base_url + PULL_PATH
+
     def wait_webhooks_idle(self, timeout: float = 10.0) -> bool:
         """Wait until every queued webhook is delivered, failed or abandoned."""
         return self._pusher.wait_idle(timeout)
@@ -688,6 +798,8 @@ class PhononSimulator:
                 "faults_injected": dict(self._faults_injected),
                 "dropped_answers": self._dropped_answers,
                 "accepted": list(self._accepted_log),
+                "pulls": {k: self._pull_counts[k] for k in ("requests", "answered", "no_data", "refused", "records",
+                                                             "ids")},
                 "webhooks": {
                     "queued": self._webhooks["queued"],
                     "sent": self._webhooks["sent"],
@@ -696,6 +808,7 @@ class PhononSimulator:
                     "dropped": self._webhooks["dropped"],
                     "skipped": self._webhooks["skipped"],
                     "abandoned": self._webhooks["abandoned"],
+                    "lost": self._webhooks["lost"],
                     "pending": max(self._pusher.pending, 0),
                 },
             }
@@ -704,6 +817,13 @@ class PhononSimulator:
         """Every accepted call: request-id, phonon-uuid, client-identifier, flow-id, numbers, keys."""
         with self._lock:
             return [dict(c) for c in self._calls]
+
+    def pull_log(self) -> list[dict[str, Any]]:
+        """Every pull request, oldest first: flow-id, how many phonon-uuids / request-ids it
+        asked for, fetch-attempt, the answer's code and how many records it carried. No
+        security-id and no id values."""
+        with self._lock:
+            return [dict(p) for p in self._pulls]
 
     def accepted_bodies(self) -> list[bytes]:
         """The raw bytes of the last ``keep_bodies`` (1000) accepted requests, oldest first.
@@ -741,10 +861,13 @@ class PhononSimulator:
         if not isinstance(data, dict):
             raise ValueError("expected a JSON object")
         allowed = {"shape", "rate_per_minute", "latency_s", "webhook_url", "webhook_auth",
-                   "webhook_wrap", "webhook_delay_s"}
+                   "webhook_wrap", "webhook_delay_s", "drop_webhooks"}
         unknown = set(data) - allowed
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        if "drop_webhooks" in data:
+            drop = data["drop_webhooks"]
+            self.set_drop_webhooks(set(drop) if isinstance(drop, list) else drop)
         with self._lock:
             if "shape" in data:
                 self._check_shape(data["shape"])
@@ -768,7 +891,9 @@ class PhononSimulator:
             return {"shape": self.shape, "rate_per_minute": self.rate_per_minute,
                     "latency_s": list(self.latency_s), "webhook_url": self.webhook_url,
                     "webhook_auth": bool(self.webhook_auth), "webhook_wrap": self.webhook_wrap,
-                    "webhook_delay_s": self.webhook_delay_s}
+                    "webhook_delay_s": self.webhook_delay_s,
+                    "drop_webhooks": sorted(self.drop_webhooks) if isinstance(self.drop_webhooks, frozenset)
+                    else self.drop_webhooks}
 
     # -- the create endpoint --------------------------------------------------------------------
     def _next_fault(self) -> str | None:
@@ -896,7 +1021,14 @@ class PhononSimulator:
                 }
                 self._calls.append(record)
                 self._by_cid[str(cid)] += 1
-                webhooks.append(record)
+                self._by_uuid[phonon_uuid] = record
+                self._by_request.setdefault(request_id, []).append(record)
+                self._ends[phonon_uuid] = now_mono + self.webhook_delay_s
+                if self._lose_push(record):
+                    self._webhooks["lost"] += 1
+                    record["push-lost"] = True
+                else:
+                    webhooks.append(record)
             self._accepted_requests += 1
             self._calls_accepted += len(take)
             self._accepted_log.append((now_wall, len(take)))
@@ -918,28 +1050,24 @@ class PhononSimulator:
         return _Reply(202, {"api-response-code": 202, "api-response-message": "Accepted",
                             "request-id": request_id, "call-details": None})
 
-    def _validate(self, body: bytes) -> tuple[str, list[dict[str, Any]]]:
+    @staticmethod
+    def _json_object(body: bytes) -> dict[str, Any]:
+        """The body as a JSON object (else HTTP 400 ``400 Invalid Format``)."""
         try:
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise _Refusal(400, "Invalid Format", 400) from None
         if not isinstance(data, dict):
             raise _Refusal(400, "Invalid Format", 400)
+        return data
+
+    def _validate(self, body: bytes) -> tuple[str, list[dict[str, Any]]]:
+        data = self._json_object(body)
         if "api-version" not in data:
             raise _Refusal(210, "Invalid Mandatory Parameters")
         if data["api-version"] != API_VERSION:
             raise _Refusal(203, "API Version not Supported")
-        security_id, flow_id = data.get("security-id"), data.get("flow-id")
-        if not isinstance(security_id, str) or not security_id or not isinstance(flow_id, str) or not flow_id:
-            raise _Refusal(210, "Invalid Mandatory Parameters")
-        with self._lock:
-            expected = self.flows.get(flow_id)
-            if expected is None and self.default_security_id and _FLOW_ID.fullmatch(flow_id):
-                expected = self.default_security_id
-        if expected is None:
-            raise _Refusal(301, "Invalid Flow ID")
-        if not hmac.compare_digest(security_id.encode("utf-8"), expected.encode("utf-8")):
-            raise _Refusal(202, "Invalid Security ID", 202)
+        flow_id = self._check_flow(data)
         calls = data.get("calls")
         if calls is None or calls == []:
             raise _Refusal(302, "Empty Call List")
@@ -973,6 +1101,97 @@ class PhononSimulator:
                 if text.lstrip("+") in record_errors:
                     raise _Refusal(record_code, _RECORD_MESSAGES.get(record_code, "Invalid Contact Number"))
         return flow_id, calls
+
+    def _check_flow(self, data: dict[str, Any]) -> str:
+        """The body's flow-id once its security-id is that flow's (else the refusal, as create)."""
+        security_id, flow_id = data.get("security-id"), data.get("flow-id")
+        if not isinstance(security_id, str) or not security_id or not isinstance(flow_id, str) or not flow_id:
+            raise _Refusal(210, "Invalid Mandatory Parameters")
+        with self._lock:
+            expected = self.flows.get(flow_id)
+            if expected is None and self.default_security_id and _FLOW_ID.fullmatch(flow_id):
+                expected = self.default_security_id
+        if expected is None:
+            raise _Refusal(301, "Invalid Flow ID")
+        if not hmac.compare_digest(security_id.encode("utf-8"), expected.encode("utf-8")):
+            raise _Refusal(202, "Invalid Security ID", 202)
+        return flow_id
+
+    # -- the pull API -----------------------------------------------------------------------------
+    def _handle_pull(self, h: _Handler) -> None:
+        with self._lock:
+            self._pull_counts["requests"] += 1
+            fault = self._pull_faults.popleft() if self._pull_faults else None
+        n = h._content_length()
+        if n is None or n > _MAX_PULL_BODY:
+            h._discard_body()
+            self._pull_done({"code": 400}, _documented(400, 400, "Invalid Format"), h)
+            return
+        body = h.rfile.read(n)
+        if len(body) < n:
+            h.close_connection = True
+            return
+        if fault:
+            self._pull_done({"fault": fault}, _FAULT_REPLIES[fault](), h)
+            return
+        entry: dict[str, Any] = {}
+        try:
+            reply = self._pull(body, entry)
+        except _Refusal as refusal:
+            reply = refusal.reply
+        self._pull_done(entry, reply, h)
+
+    def _pull_done(self, entry: dict[str, Any], reply: _Reply, h: _Handler) -> None:
+        payload = reply.payload if isinstance(reply.payload, dict) else {}
+        code = payload.get("api-response-code")
+        entry = {**entry, "http": reply.status, "code": code, "records": len(payload.get("data") or [])}
+        with self._lock:
+            self._pulls.append(entry)
+            key = "answered" if code == 200 else "no_data" if code == 213 else "refused"
+            self._pull_counts[key] += 1
+            self._pull_counts["records"] += entry["records"]
+            self._pull_counts["ids"] += int(entry.get("ids", 0))
+        h._send(reply)
+
+    def _pull(self, body: bytes, entry: dict[str, Any]) -> _Reply:
+        data = self._json_object(body)
+        flow_id = self._check_flow(data)
+        entry["flow-id"] = flow_id
+        asked: dict[str, list[str]] = {}
+        for name in ("phonon-uuids", "request-ids"):
+            ids = data.get(name, [])
+            if not isinstance(ids, list) or not all(isinstance(i, str) and 0 < len(i) <= 128 for i in ids):
+                raise _Refusal(210, "Invalid Mandatory Parameters")
+            asked[name] = ids
+            entry[name] = len(ids)
+        total = sum(len(v) for v in asked.values())
+        entry["ids"] = total
+        if total == 0:
+            raise _Refusal(210, "Invalid Mandatory Parameters")
+        if total > self.max_pull_ids:
+            raise _Refusal(400, f"Max Data List Size Exceeded: at most {self.max_pull_ids} ids", 400)
+        fetch = data.get("fetch-attempt", "ALL")
+        if fetch not in ("ALL", "LAST"):
+            raise _Refusal(210, "Invalid Mandatory Parameters")
+        entry["fetch-attempt"] = fetch
+        now = time.monotonic()
+        found: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            candidates = [self._by_uuid.get(u) for u in asked["phonon-uuids"]]
+            for rid in asked["request-ids"]:
+                candidates.extend(self._by_request.get(rid, ()))
+            for rec in candidates:
+                if rec is not None and rec["flow-id"] == flow_id and self._ends.get(rec["phonon-uuid"], now) <= now:
+                    found.setdefault(rec["phonon-uuid"], rec)
+        if not found:
+            return _documented(200, 213, "No Data Available")
+        records = []
+        for rec in found.values():
+            payload = self._webhook_payload(rec)
+            if fetch == "LAST":
+                payload["callDetails"] = payload["callDetails"][-1:]
+            records.append(payload)
+        return _Reply(200, {"api-response-code": 200, "api-response-message": "Success", "data": records})
 
     # -- webhooks ---------------------------------------------------------------------------------
     def _webhook_payload(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -1059,6 +1278,15 @@ def _parse_latency(text: str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
+def parse_drop_webhooks(text: str) -> int | float:
+    try:
+        value: int | float = float(text) if "." in text else int(text)
+        PhononSimulator._check_drop(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a count N or a ratio between 0 and 1") from None
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="phonon-outbound simulate",
@@ -1088,6 +1316,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="which bodies 201 Checksum Repeated remembers (default: accepted ones)")
     p.add_argument("--faults", metavar="JSON|@FILE", help="a FaultPlan as JSON, or @file holding it")
     p.add_argument("--seed", type=int, help="seed for ids, latency and webhook outcomes")
+    p.add_argument("--drop-webhooks", type=parse_drop_webhooks, metavar="N|RATIO",
+                   help="testing aid: lose the flow-end pushes of the first N accepted calls (or of a RATIO "
+                        "such as 0.1 of them); the pull API (POST /pull/v2) still answers for them")
     return p
 
 
@@ -1122,6 +1353,7 @@ def main(argv: list[str] | None = None) -> int:
             webhook_wrap=args.webhook_wrap, faults=faults, rate_per_minute=args.rate, latency_s=args.latency,
             seed=args.seed, max_calls=args.max_calls, checksum_scope=args.checksum_scope,
             default_security_id=DEMO_SECURITY_ID if args.any_flow else None,
+            drop_webhooks=args.drop_webhooks,
         ).start()
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the simulator on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -1130,19 +1362,21 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(sim.url, flush=True)
-    print(
-        f"Phonon simulator ({args.shape} shape) listening.\n"
-        f"  demo flow-id:     {DEMO_FLOW_ID}\n"
-        f"  demo security-id: {DEMO_SECURITY_ID}\n"
-        f"  other flows:      {', '.join(f for f in flows if f != DEMO_FLOW_ID) or '-'}"
-        f"{' (and any 8-character flow-id with the demo security-id)' if args.any_flow else ''}\n"
-        f"  webhook:          {args.webhook_url or '-'}\n"
-        f"  stats:            GET {sim.base_url}/_sim/stats\n"
-        "Ctrl-C to stop.",
-        file=sys.stderr, flush=True,
-    )
-    try:
+    try:  # a Ctrl-C from here on stops the simulator cleanly (even while the banner is printed)
+        print(sim.url, flush=True)
+        print(
+            f"Phonon simulator ({args.shape} shape) listening.\n"
+            f"  demo flow-id:     {DEMO_FLOW_ID}\n"
+            f"  demo security-id: {DEMO_SECURITY_ID}\n"
+            f"  other flows:      {', '.join(f for f in flows if f != DEMO_FLOW_ID) or '-'}"
+            f"{' (and any 8-character flow-id with the demo security-id)' if args.any_flow else ''}\n"
+            f"  webhook:          {args.webhook_url or '-'}"
+            f"{f' ({args.drop_webhooks} lost on purpose)' if args.drop_webhooks else ''}\n"
+            f"  pull API:         POST {sim.pull_url}\n"
+            f"  stats:            GET {sim.base_url}/_sim/stats\n"
+            "Ctrl-C to stop.",
+            file=sys.stderr, flush=True,
+        )
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -229,7 +229,10 @@ def make_harness(stack, monkeypatch):
                     "DISPATCH_MAX_WAIT_S": "5", "API_READ_TIMEOUT_S": "5", "POWERTOOLS_METRICS_DISABLED": "true",
                     # in-process moto is not thread-safe for writes to one item; the concurrent
                     # path runs in the e2e tests, against moto's server
-                    "DISPATCH_PARALLELISM": "1"})
+                    "DISPATCH_PARALLELISM": "1",
+                    # one lane unless a test asks for the express lane (its chunks are then on
+                    # EXPRESS_QUEUE_URL, which `receive` and `drain` do not read)
+                    "EXPRESS_MAX_ROWS": "0"})
         env.update({k.upper(): str(v) for k, v in settings.items()})
         for k, v in env.items():
             monkeypatch.setenv(k, v)

@@ -117,7 +117,7 @@ def test_an_unexpected_error_before_the_last_receive_is_retry_after_the_queues_o
     def throttled(*_args, **_kwargs):
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "GetItem")
 
-    monkeypatch.setattr(DynamoJobs, "cancelled_reason", throttled)
+    monkeypatch.setattr(DynamoJobs, "control", throttled)  # the first read of a chunk
     decision = wiring.dispatch_service().handle(body, 1, lambda: 60.0)
     assert decision == RetryAfter(None, "ThrottlingException: Rate exceeded")
 

@@ -109,7 +109,7 @@ def test_given_a_last_receive_that_fails_while_another_copy_holds_the_chunk_then
               for r, c in zip(msg["rows"], calls, strict=True)]
     assert store.dedupe.claim_dedupe(msg["flow"], claims, 3600) == {}
     # When this copy's last receive fails before it could look at the chunk (DynamoDB throttles)
-    monkeypatch.setattr(DynamoJobs, "cancelled_reason", throttled)
+    monkeypatch.setattr(DynamoJobs, "control", throttled)  # the first read of a chunk
     result = h.dispatch(messages)
     monkeypatch.undo()
     # Then it neither settles the chunk nor gives back the holder's dedupe claims: the copy goes

@@ -68,6 +68,27 @@ def valid(entry: dict) -> dict:
     return detail
 
 
+def test_a_cancelled_job_ends_with_one_job_completed_event_saying_cancelled(make_harness):
+    """The summary's per-status counts stay numbers when a job is cancelled (its reason is
+    `cancelled_reason`): the event is built from them, and was lost when the reason took the
+    `cancelled` count's place."""
+    from phonon_outbound.control import ControlService, finisher_settled
+
+    h = make_harness()
+    events = Events()
+    obj = h.upload("cancel-me.csv", csv_rows(30))
+    h.ingest(obj)
+    store = wiring.store()
+    ControlService(store, h.bucket, finisher_settled(store, wiring.finisher())).apply(
+        "cancel", {"job": obj.job_id}, "dropped by mistake")
+    h.drain()
+    [entry] = events.put_of(events_out.JOB_COMPLETED)
+    detail = valid(entry)
+    assert detail["status"] == "CANCELLED" and detail["counts"]["CANCELLED"] == 30
+    assert h.summary(obj)["cancelled"] == 30 and "dropped by mistake" in h.summary(obj)["cancelled_reason"]
+    assert h.sim.stats()["requests"] == 0
+
+
 def test_a_file_run_emits_exactly_one_job_completed_event_that_validates(make_harness):
     h = make_harness()
     events = Events()

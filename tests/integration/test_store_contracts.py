@@ -330,17 +330,17 @@ def test_an_expired_job_reads_as_absent(store):
 
 def test_cancel_job_marks_an_open_job_once_and_nothing_else(store):
     store.jobs.create_job("J1", {"key": "k"})
-    assert store.jobs.cancelled_reason("J1") == ""
+    assert store.jobs.control("J1")[0] == ""
     assert store.jobs.cancel_job("J1", "input deleted " + "x" * 10_000) is True
-    assert store.jobs.cancelled_reason("J1").startswith("input deleted")
-    assert len(store.jobs.cancelled_reason("J1")) == MAX_TEXT_CHARS
+    assert store.jobs.control("J1")[0].startswith("input deleted")
+    assert len(store.jobs.control("J1")[0]) == MAX_TEXT_CHARS
     assert store.jobs.cancel_job("J1", "operator") is False  # already cancelled: the first reason stays
-    assert store.jobs.cancelled_reason("J1").startswith("input deleted")
+    assert store.jobs.control("J1")[0].startswith("input deleted")
     assert store.jobs.cancel_job("J404", "x") is False and store.jobs.get_job("J404") is None
-    assert store.jobs.cancelled_reason("J404") == ""
+    assert store.jobs.control("J404")[0] == ""
     store.jobs.create_job("J2", {"key": "k"})
     store.jobs.update_job("J2", completed=True)
-    assert store.jobs.cancel_job("J2", "late") is False and store.jobs.cancelled_reason("J2") == ""
+    assert store.jobs.cancel_job("J2", "late") is False and store.jobs.control("J2")[0] == ""
     store.jobs.create_job("J3", {"key": "k", "completed": False})
     assert store.jobs.cancel_job("J3", "x") is True
 
@@ -572,3 +572,60 @@ def test_the_facade_is_the_repositories_over_one_retention(store):
     assert store.dedupe.get_claim(h(1))["owner"] == "J1.1"
     assert store.expiry(T0) == int(T0 + store.retention_s)
     assert store.live({"expires_at": store.expiry(T0)}, T0) and not store.live({"expires_at": T0 - 1}, T0)
+
+
+# ================================================================ outcomes and the report function (issue 12)
+FLOW_END = {"outcome": "ANSWERED", "duration": 43, "attempts": 2, "hangup_cause": "NORMAL_CLEARING", "dtmf": "19",
+            "ended_at": "2026-11-30T10:00:43.000+05:30", "outcome_at": 100, "outcome_src": "webhook"}
+
+
+def test_record_outcome_binds_the_uuid_once_records_the_outcome_once_and_a_replay_is_not_new(store):
+    store.rows.put_rows("J1", [{"row": 5, "status": Status.ACCEPTED.value, "cid": "C5"}])
+    item, newly = store.rows.record_outcome("J1", 5, "u5", FLOW_END)
+    assert newly is True and item["cid"] == "C5" and item["phonon_uuid"] == "u5"
+    # the same push again (Phonon retries), or the reconciler's pull of it: not new, and the
+    # first record's time and source stay
+    item, newly = store.rows.record_outcome("J1", 5, "u5", {**FLOW_END, "outcome_at": 200, "outcome_src": "pull"})
+    assert newly is False and item["outcome_at"] == 100
+    row = next(store.rows.iter_rows("J1"))
+    assert (row["outcome"], row["duration"], row["dtmf"], row["outcome_at"], row["outcome_src"]) == (
+        "ANSWERED", 43, "19", 100, "webhook")
+    with pytest.raises(RowUuidConflict):  # another uuid for the row: nothing written
+        store.rows.record_outcome("J1", 5, "other", {**FLOW_END, "outcome": "FAILED"})
+    assert next(store.rows.iter_rows("J1"))["outcome"] == "ANSWERED"
+    # a row whose uuid came without an outcome (set_row_uuid) gets its outcome recorded as new
+    store.rows.set_row_uuid("J1", 6, "u6")
+    assert store.rows.record_outcome("J1", 6, "u6", FLOW_END)[1] is True
+
+
+def test_iter_outcomes_merges_a_webhooks_outcome_into_its_chunks_row_and_clear_takes_it_back(store):
+    store.rows.put_outcomes("J1", 0, [{"row": r, **OUTCOME} for r in (1, 2)], at=1)
+    store.rows.record_outcome("J1", 2, "u2", {**FLOW_END, "empty": "", "ignored": "x"})
+    out = list(store.rows.iter_outcomes("J1"))
+    assert "outcome_at" not in out[0]  # no outcome yet
+    assert out[1]["phonon_uuid"] == "u2" and out[1]["outcome"] == "ANSWERED" and out[1]["attempts"] == 2
+    assert out[1]["status"] == Status.ACCEPTED.value and "ignored" not in out[1]
+    store.rows.clear_row_uuid("J1", 2, "u2")
+    assert "outcome" not in list(store.rows.iter_outcomes("J1"))[1]
+
+
+def test_awaiting_outcomes_lists_the_jobs_put_on_it_until_taken_off(store):
+    assert list(store.jobs.awaiting_outcomes()) == []
+    store.jobs.note_awaiting("J1", True)
+    store.jobs.note_awaiting("J2", True)
+    store.jobs.note_awaiting("J1", True)  # idempotent
+    assert sorted(store.jobs.awaiting_outcomes()) == ["J1", "J2"]
+    store.jobs.note_awaiting("J1", False)
+    store.jobs.note_awaiting("J9", False)  # not on it: nothing happens
+    assert list(store.jobs.awaiting_outcomes()) == ["J2"]
+
+
+def test_claim_report_slot_books_once_per_previous_value_and_only_for_a_completed_job(store):
+    store.jobs.create_job("J1", {"key": "a"})
+    assert store.jobs.claim_report_slot("J1", 0, 160) is False  # not completed: nothing to rewrite
+    assert store.jobs.claim_report_slot("J404", 0, 160) is False
+    store.jobs.update_job("J1", completed=True)
+    assert store.jobs.claim_report_slot("J1", 0, 160) is True
+    assert store.jobs.claim_report_slot("J1", 0, 170) is False  # someone booked it meanwhile
+    assert store.jobs.claim_report_slot("J1", 160, 220) is True
+    assert store.jobs.get_job("J1")["report_next_at"] == 220

@@ -34,9 +34,15 @@ NOT_LOADED: dict[str, list[str]] = {
                "phonon_outbound.limiter", "phonon_outbound.webhook"],
     "dispatch": ["phonon_outbound.ingest", "phonon_outbound.contacts", "phonenumbers", "ijson",
                  "phonon_outbound.webhook"],
+    "report": ["phonon_outbound.dispatch", "phonon_outbound.ingest", "phonon_outbound.contacts",
+               "phonon_outbound.webhook", "phonon_outbound.api", "phonon_outbound.limiter", "phonenumbers", "requests",
+               "ijson"],
     "watchdog": ["phonon_outbound.dispatch", "phonon_outbound.ingest", "phonon_outbound.contacts",
                  "phonon_outbound.webhook", "phonon_outbound.api", "phonon_outbound.jobs", "phonenumbers", "requests",
                  "ijson"],
+    # the reconciler's services are built on its first run (wiring.reconciler): an import loads none
+    "reconcile": ["phonon_outbound.dispatch", "phonon_outbound.ingest", "phonon_outbound.contacts", "phonenumbers",
+                  "ijson", "phonon_outbound.reconcile", "phonon_outbound.webhook", "requests"],
 }
 # What it does load, so that the checks above are not vacuous (the import really ran).
 LOADED: dict[str, list[str]] = {
@@ -44,6 +50,8 @@ LOADED: dict[str, list[str]] = {
     "ingest": ["phonon_outbound.ingest", "phonon_outbound.contacts", "phonon_outbound.api.body", "phonenumbers"],
     "dispatch": ["phonon_outbound.dispatch", "phonon_outbound.api.client", "requests"],
     "watchdog": ["phonon_outbound.watchdog", "phonon_outbound.store"],
+    "reconcile": ["phonon_outbound.wiring", "phonon_outbound.records", "phonon_outbound.observability"],
+    "report": ["phonon_outbound.wiring", "phonon_outbound.observability"],
 }
 
 _LIST_MODULES = """

@@ -63,10 +63,29 @@ ALLOWED: dict[str, set[str]] = {
         "kms:Decrypt",  # the credentials' key, through Secrets Manager only
         "dynamodb:BatchGetItem",  # an opt-out's numbers onto the suppression list (with GetItem, UpdateItem)
         "events:PutEvents",  # "Outbound Call Completed" (docs/events-out.md)
+        "sqs:SendMessage",  # a report rewrite requested once outcomes arrive (reporting.py)
+    },
+    "ReportFunction": LOGS | XRAY | TASK_ANSWERS | {
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",  # report queue event source
+        "sqs:SendMessage",  # a request a busy writer could not carry out, asked again when its lease ends
+        "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query",  # the job, its outcomes, the lease
+        "dynamodb:PutItem", "dynamodb:DeleteItem",  # the awaiting-outcomes index item
+        "s3:PutObject", "s3:AbortMultipartUpload",  # the report
+        "events:PutEvents",  # its completion event (once)
+    },
+    "ReconcileFunction": LOGS | XRAY | {  # only with PullApiUrl set (Condition ReconcileOn)
+        "dynamodb:GetItem", "dynamodb:Query",  # the jobs awaiting outcomes, their rows and chunk outcomes
+        "dynamodb:UpdateItem",  # a pulled record stored as a push is: the row, the results item
+        "secretsmanager:GetSecretValue",  # flow security-ids (the pull API's authentication); the salt
+        "kms:Decrypt",  # flow secrets encrypted with the stack's key, through Secrets Manager only
+        "dynamodb:BatchGetItem",  # a pulled opt-out onto the suppression list (as the webhook's)
+        "events:PutEvents",  # "Outbound Call Completed" for a pulled outcome
+        "sqs:SendMessage",  # a report rewrite requested once outcomes arrive (reporting.py)
     },
     "WatchdogFunction": LOGS | XRAY | TASK_ANSWERS | {
         "dynamodb:Query",  # the active-jobs index; a job's outcomes
         "dynamodb:GetItem", "dynamodb:UpdateItem",  # an orphaned job's item and its report claim
+        "dynamodb:PutItem", "dynamodb:DeleteItem",  # its awaiting-outcomes mark (jobs.JobFinisher, note_awaiting)
         "s3:PutObject", "s3:AbortMultipartUpload",  # that job's report
         "events:PutEvents",  # its completion event
     },
@@ -147,7 +166,7 @@ def test_no_wildcard_action_and_nothing_off_the_allow_list(cfn, function):
 def test_no_managed_policy_except_the_vpc_one_and_only_with_static_egress(cfn, function):
     _, role = _role_of(cfn, function)
     managed = role["Properties"].get("ManagedPolicyArns")
-    if function != "DispatchFunction":
+    if function not in ("DispatchFunction", "ReconcileFunction"):  # both ask Phonon from the static address
         assert managed is None, f"{function}: {managed}"
         return
     assert managed == {"Fn::If": ["UseStaticEgress", [{"Fn::Sub": VPC_POLICY}], {"Ref": "AWS::NoValue"}]}
@@ -159,7 +178,10 @@ def test_the_public_webhook_cannot_scan_delete_batch_write_or_touch_s3(cfn):
         assert action not in grants, action
     # results: only the conditional update of one item
     assert [a for a, res in grants.items() if any("ResultsTable" in r for r in res)] == ["dynamodb:UpdateItem"]
-    assert not [a for a in grants if a.startswith(("s3:", "sqs:", "lambda:", "states:"))]
+    assert not [a for a in grants if a.startswith(("s3:", "lambda:", "states:"))]
+    # SQS: only asking the report function for a rewrite, on its queue (reporting.py)
+    assert {a: res for a, res in grants.items() if a.startswith("sqs:")} == {"sqs:SendMessage": grants["sqs:SendMessage"]}
+    assert all("ReportQueue" in r for r in grants["sqs:SendMessage"])
     assert grants["events:PutEvents"] == [json.dumps(
         {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"})]
     assert sorted(grants["secretsmanager:GetSecretValue"]) == ['{"Ref": "SuppressionSalt"}', '{"Ref": "WebhookSecret"}']
@@ -206,7 +228,7 @@ def test_no_resource_wildcard_but_for_actions_without_resource_level_permissions
                 assert "index/*" not in r, f"{function}: {action} on every index"
 
 
-@pytest.mark.parametrize("function", ["WebhookFunction", "DispatchFunction", "IngestFunction"])
+@pytest.mark.parametrize("function", ["WebhookFunction", "DispatchFunction", "IngestFunction", "ReconcileFunction"])
 def test_the_key_decrypts_only_through_secrets_manager(cfn, function):
     name, role = _role_of(cfn, function)
     decrypt = [s for s in _statements(cfn, name, role) if "kms:Decrypt" in _actions(s)]
@@ -222,6 +244,9 @@ def test_the_watchdog_reads_the_active_jobs_index_and_writes_only_reports(cfn):
     assert sorted(grants["dynamodb:Query"]) == sorted(['{"Fn::Sub": "${StateTable.Arn}/index/active-jobs"}',
                                                        '{"Fn::GetAtt": ["StateTable", "Arn"]}'])
     assert grants["dynamodb:UpdateItem"] == ['{"Fn::GetAtt": ["StateTable", "Arn"]}']
+    # the report it writes in-line marks (or unmarks) the job as awaiting outcomes: without
+    # these the write failed after the job was marked completed, and its event was lost
+    assert grants["dynamodb:PutItem"] == grants["dynamodb:DeleteItem"] == ['{"Fn::GetAtt": ["StateTable", "Arn"]}']
     assert grants["s3:PutObject"] == ['{"Fn::Sub": "${ContactsBucket.Arn}/reports/*"}']
 
 

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from phonon_outbound.reports import HEADER, ReportWriter, neutralize, summary_dict
+from phonon_outbound.reports import HEADER, ReportWriter, neutralize, outcome_cells, summary_dict
 
 
 @pytest.mark.parametrize(("cell", "safe"), [
@@ -31,11 +31,12 @@ def test_other_ways_to_start_a_formula_are_neutralised_too(cell, safe):
     assert neutralize(cell) == safe
 
 
-def test_the_report_has_exactly_the_spec_columns_and_a_header_even_without_rows():
+def test_the_report_has_the_spec_columns_first_then_the_outcome_columns_and_a_header_even_without_rows():
     buf = io.StringIO(newline="")
     ReportWriter(buf)
-    assert buf.getvalue() == "row,client-identifier,status,phonon-uuid,request-id,reason\r\n"
-    assert HEADER == ("row", "client-identifier", "status", "phonon-uuid", "request-id", "reason")
+    assert buf.getvalue() == ("row,client-identifier,status,phonon-uuid,request-id,reason,"
+                              "outcome,answered,duration_s,attempts,hangup_cause,dtmf,ended_at,delivery\r\n")
+    assert HEADER[:6] == ("row", "client-identifier", "status", "phonon-uuid", "request-id", "reason")
 
 
 def test_rows_are_written_in_order_quoted_and_neutralised():
@@ -45,10 +46,12 @@ def test_rows_are_written_in_order_quoted_and_neutralised():
     w.write(2, "=HYPERLINK(\"x\")", "REJECTED", "", "", "contact number '12345' in tel2 is not valid; x, y")
     w.write_many([(3, "C3", "FAILED", "", "", "-retries exhausted\nline 2")])
     rows = list(csv.reader(io.StringIO(buf.getvalue(), newline="")))
+    blank = [""] * 8
     assert rows == [list(HEADER),
-                    ["1", "C1", "ACCEPTED", "501c78ee-1", "c46e46f4", ""],
-                    ["2", "'=HYPERLINK(\"x\")", "REJECTED", "", "", "contact number '12345' in tel2 is not valid; x, y"],
-                    ["3", "C3", "FAILED", "", "", "'-retries exhausted\nline 2"]]
+                    ["1", "C1", "ACCEPTED", "501c78ee-1", "c46e46f4", "", *blank],
+                    ["2", "'=HYPERLINK(\"x\")", "REJECTED", "", "", "contact number '12345' in tel2 is not valid; x, y",
+                     *blank],
+                    ["3", "C3", "FAILED", "", "", "'-retries exhausted\nline 2", *blank]]
     assert w.rows == 3
 
 
@@ -97,14 +100,15 @@ def test_every_cell_of_a_data_line_is_quoted_so_a_semicolon_locale_cannot_split_
     w.write(7, "x;=1+1", "REJECTED", "", "", 'say "hi";@SUM(A1)')
     header, line = buf.getvalue().split("\r\n")[:2]
     assert header == ",".join(HEADER)
-    assert line == '"7","x;\'=1+1","REJECTED","","","say ""hi"";\'@SUM(A1)"'
+    assert line == '"7","x;\'=1+1","REJECTED","","","say ""hi"";\'@SUM(A1)"' + ',""' * 8
     # A `;`-locale spreadsheet reads the whole line as one text cell: no `;` is outside quotes
     assert len(_excel_semicolon_split(line)) == 1
     # and a reader that does not honour quotes after the first still finds no cell it would run
     for cells in (line.split(";"), next(csv.reader(io.StringIO(line), delimiter=";"))):
         assert len(cells) == 3 and not any(c.lstrip('"').startswith(("=", "+", "-", "@")) for c in cells)
     # a comma reader gets the cells back as written
-    assert next(csv.reader(io.StringIO(line))) == ["7", "x;'=1+1", "REJECTED", "", "", 'say "hi";\'@SUM(A1)']
+    assert next(csv.reader(io.StringIO(line))) == ["7", "x;'=1+1", "REJECTED", "", "", 'say "hi";\'@SUM(A1)',
+                                                   *[""] * 8]
 
 
 def test_before_quoting_the_semicolon_cell_split_into_a_formula():
@@ -112,3 +116,35 @@ def test_before_quoting_the_semicolon_cell_split_into_a_formula():
     buf = io.StringIO(newline="")
     csv.writer(buf, lineterminator="\r\n").writerow((7, "x;=1+1", "REJECTED", "", "", ""))
     assert _excel_semicolon_split(buf.getvalue().strip()) == ["7,x", "=1+1,REJECTED,,,"]
+
+
+def test_outcome_cells_pending_for_an_accepted_row_without_outcome_empty_for_other_statuses():
+    assert outcome_cells("ACCEPTED", {"row": 1}) == ("PENDING",)
+    assert outcome_cells("FAILED", {"row": 1}) == ()
+    cells = outcome_cells("ACCEPTED", {"outcome": "ANSWERED", "outcome_at": 5, "duration": 43, "attempts": 2,
+                                       "hangup_cause": "NORMAL_CLEARING", "dtmf": "19", "ended_at": "t"})
+    assert cells == ("ANSWERED", "yes", "43", "2", "NORMAL_CLEARING", "19", "t", "")
+    assert outcome_cells("ACCEPTED", {"outcome": "NO_ANSWER", "outcome_at": 5})[:2] == ("NO_ANSWER", "no")
+    buf = io.StringIO(newline="")
+    ReportWriter(buf).write(1, "C1", "ACCEPTED", "u", "r", "", ("=cmd|x",))  # outcome cells are neutralised too
+    assert list(csv.reader(io.StringIO(buf.getvalue(), newline="")))[1][6] == "'=cmd|x"
+
+
+def test_one_outcome_table_gives_the_answered_cell_the_metric_and_the_mix_group():
+    from phonon_outbound.reports import OUTCOME_METRICS, outcome_cells, outcome_group
+    from phonon_outbound.webhook import OUTCOME_METRICS as webhook_metrics
+    from phonon_outbound_dev.job_status import MIX_ORDER, outcome_mix
+
+    def cells(outcome):
+        return outcome_cells("ACCEPTED", {"outcome": outcome, "outcome_at": 1})[:2]
+
+    assert [cells(o) for o in ("ANSWERED", "NO_ANSWER", "BUSY", "FAILED", "NOT_DELIVERED", "DELIVERED", "COMPLETED")] == [
+        ("ANSWERED", "yes"), ("NO_ANSWER", "no"), ("BUSY", "no"), ("FAILED", "no"), ("NOT_DELIVERED", ""),
+        ("DELIVERED", ""), ("COMPLETED", "")]
+    assert webhook_metrics is OUTCOME_METRICS
+    assert OUTCOME_METRICS["COMPLETED"] == "OutcomeCompleted" and outcome_group("COMPLETED") == "other"
+    assert OUTCOME_METRICS["BUSY"] == "OutcomeNoAnswer" and OUTCOME_METRICS["NOT_DELIVERED"] == "OutcomeFailed"
+    rows = [{"status": "ACCEPTED", "outcome": o, "outcome_at": 1} for o in ("ANSWERED", "COMPLETED", "BUSY", "ODD")]
+    assert outcome_mix(rows)["groups"] == {"answered": 1, "no answer": 1, "failed": 0, "delivered": 0, "other": 2,
+                                           "waiting": 0}
+    assert MIX_ORDER == ("answered", "no answer", "failed", "delivered", "other", "waiting")

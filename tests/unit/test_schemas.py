@@ -64,6 +64,7 @@ SAMPLES: dict[str, list[Check]] = {
 BY_DETAIL_TYPE = {"Outbound Calls Requested": "outbound-calls-requested.json",
                   "Outbound Job Completed": "outbound-job-completed.json",
                   "Outbound Call Completed": "outbound-call-completed.json",
+                  "Outbound Control": "outbound-control.json",
                   "Object Created": "s3-eventbridge-event.json", "Object Deleted": "s3-eventbridge-event.json"}
 NOT_MESSAGES = {"local-env.json": "`sam local invoke --env-vars` settings, not an event"}
 
@@ -233,3 +234,15 @@ def test_the_readmes_examples_validate():
         validator("outbound-calls-requested.json").validate(
             {"source": e["Source"], "detail-type": e["DetailType"], "detail": json.loads(e["Detail"])})
     validator("intake-sqs-message.json").validate(json.loads(section.split("--message-body '", 1)[1].split("'", 1)[0]))
+
+
+def test_the_control_event_refuses_wrong_shapes():
+    event = sample("eventbridge-outbound-control.json")
+    validator("outbound-control.json").validate(event)
+    for detail in ({"action": "stop", "job": "j1"}, {"action": "pause"}, {"action": "pause", "job": "j1", "flow": "Flow1234"},
+                   {"action": "cancel", "flow": "Flow1234"}, {"action": "pause", "job": "j1", "version": "v1"},
+                   {"action": "pause", "flow": "short"}, {"action": "pause", "job": "j1", "extra": 1}):
+        refused("outbound-control.json", changed(event, "detail", detail))
+    for detail in ({"action": "resume", "flow": "Flow1234"}, {"action": "cancel", "job": "j1", "reason": "oops"},
+                   {"action": "pause", "key": "incoming/a.csv", "version": "v1"}):
+        validator("outbound-control.json").validate(changed(event, "detail", detail))

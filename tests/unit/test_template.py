@@ -129,7 +129,8 @@ def test_the_operational_metrics_have_alarms(template):
     assert len(silent) == 1 and silent[0]["ComparisonOperator"] == "LessThanThreshold"  # the watchdog stopped
     queues = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in _alarms(template).values()
               if a["Namespace"] == "AWS/SQS"}
-    assert queues == {"ChunkDeadLetterQueue", "IngestFailureDeadLetterQueue", "EventDeadLetterQueue", "IntakeDeadLetterQueue"}
+    assert queues == {"ChunkDeadLetterQueue", "IngestFailureDeadLetterQueue", "EventDeadLetterQueue", "IntakeDeadLetterQueue",
+                      "ReportDeadLetterQueue"}
 
 
 # ---------------------------------------------------------------- a file never vanishes (#2)
@@ -168,8 +169,8 @@ def test_eventbridge_may_write_to_its_dlq_only_from_this_stacks_rules(template):
             p = event["Properties"]
             if "DeadLetterConfig" in p:
                 names.add((p.get("RuleName") or p.get("Name"))["Fn::Sub"])
-    # object-created, object-deleted, watchdog, intake, suppression-requested
-    assert {s["Fn::Sub"].rsplit("rule/", 1)[1].lstrip("*") for s in sources} == names and len(names) == 5
+    # object-created, object-deleted, watchdog, intake, suppression-requested, outbound-control, reconcile
+    assert {s["Fn::Sub"].rsplit("rule/", 1)[1].lstrip("*") for s in sources} == names and len(names) == 7
 
 
 # ---------------------------------------------------------------- stale jobs (#12)
@@ -191,6 +192,22 @@ def test_the_watchdog_runs_every_five_minutes_with_the_stale_job_threshold(templ
     assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(5 minutes)"
 
 
+# ---------------------------------------------------------------- the report function (issue 12)
+def test_the_report_function_reads_its_queue_on_a_schedule_too_and_the_requesters_know_the_queue(template, transformed):
+    props = template["Resources"]["ReportFunction"]["Properties"]
+    esm = _esm(transformed, "ReportQueue")
+    assert esm["FunctionName"] == {"Ref": "ReportFunction"} and esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = template["Resources"]["ReportQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * props["Timeout"]  # AWS's advice for SQS event sources
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["ReportDeadLetterQueue", "Arn"]}
+    # the schedule that fires the final writes when no outcome comes any more (reporting.py)
+    assert props["Events"]["FinalWrites"]["Type"] == "Schedule"
+    for fn in ("IngestFunction", "DispatchFunction", "WebhookFunction", "ReportFunction"):
+        env = template["Resources"][fn]["Properties"]["Environment"]["Variables"]
+        assert env["REPORT_QUEUE_URL"] == {"Ref": "ReportQueue"}, fn
+    assert "ReportQueueUrl" in template["Outputs"]
+
+
 # ---------------------------------------------------------------- retention (#7)
 def test_every_function_logs_to_its_own_log_group_with_the_retention_parameter(template):
     functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
@@ -201,7 +218,7 @@ def test_every_function_logs_to_its_own_log_group_with_the_retention_parameter(t
         assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}
         assert props["KmsKeyId"] == {"Fn::GetAtt": ["EncryptionKey", "Arn"]}
         groups.add(group)
-    assert len(groups) == len(functions) == 5
+    assert len(groups) == len(functions) == 7  # one log group each, none shared
 
 
 def test_contact_data_in_dynamodb_expires_and_the_tables_cannot_be_deleted(template):

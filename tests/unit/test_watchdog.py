@@ -105,6 +105,22 @@ def test_the_handler_emits_the_stalejobs_metric_and_logs_job_ids_not_file_names(
     assert "incoming/" not in captured.out + captured.err  # ids only, no file names
 
 
+def test_a_paused_job_or_a_job_of_a_paused_flow_is_not_stale(jobs):
+    """An operator's pause is stillness by choice: no StaleJobs alarm for it; resumed and
+    idle again past the threshold, it counts again."""
+    jobs.jobs.update_job("stuck-61m", flow="FlowB123")
+    jobs.jobs.pause_job("stuck-2h", "waiting for the legal team")
+    jobs.jobs.pause_flow("FlowB123", "carrier outage")
+    later = time.time() + 61 * 60  # every job above was written just now (a pause is a write)
+    try:
+        assert watchdog.check(jobs, 60, later)["jobs"] == ["busy-5m"]  # the only one not paused
+        jobs.jobs.resume_job("stuck-2h")
+        jobs.jobs.resume_flow("FlowB123")
+        assert sorted(watchdog.check(jobs, 60, later)["jobs"]) == ["busy-5m", "stuck-2h", "stuck-61m"]
+    finally:
+        observability.metrics.clear_metrics()  # check() was called without the handler's flush
+
+
 def test_with_nothing_stale_the_metric_is_zero(jobs, capsys, monkeypatch):
     monkeypatch.setenv("STALE_JOB_MINUTES", "600")
     wiring.reset()

@@ -46,11 +46,12 @@ from phonon_outbound.flows import FLOW_ID_RE
 from phonon_outbound.ingest import ObjectRef
 from phonon_outbound.jobs import WEBHOOK_ONLY_REASON, job_report_keys, upload_stamp
 from phonon_outbound.records import parse_row_ref
-from phonon_outbound.reports import ReportWriter, summary_dict
+from phonon_outbound.reports import ReportWriter, outcome_cells, summary_dict
 from phonon_outbound.status import STATUSES, Status
 from phonon_outbound.store.common import BREAKER
 from phonon_outbound.suppression import _dynamo
 
+from ..job_status import duration as _duration
 from .cfn import ACCOUNT, REGION, LocalStack, load_template
 from .state import LocalState
 
@@ -190,6 +191,7 @@ class RunOptions:
     phone_columns: tuple[str, ...] = ()  # S3 metadata `phone-columns` on every upload
     id_column: str | None = None  # S3 metadata `id-column` on every upload
     state_dir: Path | None = None  # dedupe claims kept between runs (None: none kept)
+    live_dir: Path | None = None  # where live.json says this run is running (pause | resume | cancel; stack.py)
     log_file: Path | None = None  # machine logs (handlers, AWS clients) go here instead of the terminal
     verbose: bool = False  # machine logs also on stderr
     settings: dict[str, Any] = field(default_factory=dict)  # extra Settings overrides (tests)
@@ -202,7 +204,11 @@ class RunOptions:
     # pushes (one per accepted call, all at once) starved dispatch: 30,000 rows took 412 s
     # instead of ~76 s. Real flow ends arrive spread over the campaign as calls end.
     webhook_rate: float | None = 20.0
+    webhook_concurrency: int = 1  # flow-end pushes the local webhook handles at once
     simulator: Any = None  # a started PhononSimulator to use instead of starting one
+    # testing aid: the bundled simulator loses the flow-end pushes of the first N accepted calls
+    # (or a ratio of them); the reconciler pulls their outcomes after the webhook grace
+    drop_webhooks: int | float | None = None
     suppress_files: list[Path] = field(default_factory=list)  # `--suppress FILE`: for this run only
 
 
@@ -372,13 +378,14 @@ class Progress:
             self.shown = False
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+def sqs_event(messages: list[dict], arn: str) -> dict:
+    """Lambda's SQS event for messages received from the queue `arn` (ReceiveMessage's shape
+    → the event source's record shape)."""
+    return {"Records": [{
+        "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+        "attributes": m.get("Attributes", {}), "messageAttributes": m.get("MessageAttributes", {}),
+        "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": arn,
+        "awsRegion": REGION} for m in messages]}
 
 
 class LocalPipeline:
@@ -388,6 +395,7 @@ class LocalPipeline:
         self.root = find_root()
         self._saved_env: dict[str, str | None] = {}
         self._stop = threading.Event()
+        self._report_stop = threading.Event()  # the report worker runs on through the webhook grace
         self._interrupted = threading.Event()
         self._hurry = threading.Event()  # a second Ctrl-C: stop waiting for answers in flight
         self._threads: list[threading.Thread] = []
@@ -414,6 +422,7 @@ class LocalPipeline:
         self.interrupted = False  # Ctrl-C while sending: unsent rows are CANCELLED
         self.late_interrupt = False  # Ctrl-C after everything was sent: only the waiting was cut short
         self._claimed: dict[str, str] | None = None
+        self.pictures: list[Any] = []  # each job's status picture at the end (devkit job_status.py)
         self._previous_sigint: Any = None  # hash -> owner (<job>.<row>) of this run's claims
 
     # ------------------------------------------------------------------ set-up / tear-down
@@ -456,6 +465,11 @@ class LocalPipeline:
         self.ddb = self.session.client("dynamodb")
         self.bucket = env["BUCKET_NAME"]
         self.queue_url = env["CHUNK_QUEUE_URL"]
+        self.express_url = env.get("EXPRESS_QUEUE_URL", "")  # the express lane (small jobs; chunking.lane_for)
+        # The report function's queue (its URL is in the functions' own environment, not the
+        # template's Globals): report requests go there and the report worker writes them.
+        self.report_queue_url = self.stack.physical["ReportQueue"]["Ref"]
+        env["REPORT_QUEUE_URL"] = self.report_queue_url
         self.dlq_url = self.stack.physical["ChunkDeadLetterQueue"]["Ref"]
         self.state_table = env["STATE_TABLE"]
         if self.o.state_dir is not None:
@@ -483,7 +497,8 @@ class LocalPipeline:
             else:
                 self.sim = PhononSimulator(shape=self.o.shape, flows=dict(secrets), webhook_url=self.webhook_url,
                                            webhook_auth=(creds["username"], creds["password"]),
-                                           webhook_rate_per_s=self.o.webhook_rate).start()
+                                           webhook_rate_per_s=self.o.webhook_rate,
+                                           drop_webhooks=self.o.drop_webhooks).start()
                 self._own_sim = True
             api_url = self.sim.url
         elif self.o.flow_id and self.o.flow_id not in secrets:
@@ -494,11 +509,14 @@ class LocalPipeline:
 
         env.update({"API_URL": api_url})
         local: dict[str, Any] = {"retry_base_s": 0.5, "retry_max_s": 5.0, "breaker_open_s": 30.0, "chunk_lease_s": 30.0,
-                 "dispatch_max_wait_s": 30.0, "ingest_time_margin_s": 0.0}
+                 "dispatch_max_wait_s": 30.0, "ingest_time_margin_s": 0.0, "pause_poll_s": 1.0}
         if self.o.time_zone:
             local["time_zone"] = self.o.time_zone
         if self.o.default_region:
             local["default_region"] = self.o.default_region
+        pull_url = getattr(self.sim, "pull_url", "") if self.sim is not None else ""
+        if pull_url:  # the simulator serves the pull API: the reconciler runs once after the webhook grace
+            local.update({"pull_api_url": pull_url, "reconcile_after_s": 0})
         local.update(self.o.settings)
         env.update({k.upper(): str(v) for k, v in local.items()})
         self._setenv(env)
@@ -512,6 +530,9 @@ class LocalPipeline:
         self._ingest_handler = _load_handler(self.stack, "IngestFunction")
         self._dispatch_handler = _load_handler(self.stack, "DispatchFunction")
         self._intake_handler = _load_handler(self.stack, "IntakeFunction")
+        self._reconcile_handler = (_load_handler(self.stack, "ReconcileFunction") if self.settings.pull_api_url
+                                   else None)
+        self._report_handler = _load_handler(self.stack, "ReportFunction")
         # Every request goes through the gate (Ctrl-C stops sending at once) and every
         # rate-limit wait can be cut short by it. The service is built here, before any
         # dispatcher runs, and its client factory wrapped (one client per worker thread).
@@ -523,7 +544,21 @@ class LocalPipeline:
         service.sleep = self.gate.sleep
         self._watch_claims(wiring.store())
         self._load_suppression()
+        self._write_live()
         return self
+
+    def _write_live(self) -> None:
+        """`<live dir>/live.json`: where this run's embedded AWS is, for `phonon-outbound pause |
+        resume | cancel` from another terminal (stack.py); removed at exit."""
+        if self.o.live_dir is None:
+            return
+        from ..stack import write_live
+
+        queues = {name: str(p["Ref"]) for name, p in self.stack.physical.items()
+                  if str(p.get("Ref", "")).startswith("http") and "QueueName" in p}
+        write_live(self.o.live_dir, {"endpoint": self.endpoint, "region": REGION, "bucket": self.bucket,
+                                     "state_table": self.state_table, "queues": queues,
+                                     "settings": json.loads(self.settings.model_dump_json())})
 
     def _load_suppression(self) -> None:
         """The local suppression list (state dir) and `--suppress FILE` entries into the run's
@@ -591,6 +626,11 @@ class LocalPipeline:
                 self._previous_sigint = None
 
     def _teardown(self) -> None:
+        self._report_stop.set()
+        if self.o.live_dir is not None:
+            from ..stack import remove_live
+
+            remove_live(self.o.live_dir)
         self._stop.set()
         self.gate.closed.set()
         for t in self._threads:
@@ -695,9 +735,11 @@ class LocalPipeline:
     # ------------------------------------------------------------------ webhook server
     def _start_webhook_server(self) -> None:
         pipeline = self
-        # One push at a time: on AWS each push is its own Lambda, but here every push shares
-        # the one emulated DynamoDB with dispatch, and unbounded pushes would starve it.
-        one_at_a_time = threading.Semaphore(1)
+        # One push at a time by default: on AWS each push is its own Lambda, but here every push
+        # shares the one emulated DynamoDB with dispatch, and unbounded pushes would starve it.
+        # A push waits on the emulator's answers (~70 ms, 3 writes), not its CPU: a few at a
+        # time (`webhook_concurrency`) take a big run's pushes 2-3 times faster.
+        one_at_a_time = threading.Semaphore(max(1, self.o.webhook_concurrency))
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -796,38 +838,78 @@ class LocalPipeline:
         with self._received_lock:
             self._received.setdefault(job, set()).update(rows)
 
-    def _dispatch_worker(self, n: int) -> None:
-        while not self._stop.is_set():
+    def _dispatch_worker(self, n: int, express_only: bool = False) -> None:
+        """One dispatcher. It takes from the express lane first (a short poll), then from the
+        chunk queue; with `express_only` it reads the express lane alone, as the express lane's
+        own event source does on AWS (a small job's chunk is picked up while every other worker
+        is busy with a batch of big chunks)."""
+        lanes = [(self.express_url, "ExpressQueue")] if self.express_url else []
+        if not express_only:
+            lanes.append((self.queue_url, "ChunkQueue"))
+        while lanes and not self._stop.is_set():
             try:
-                resp = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                                AttributeNames=["All"], MessageAttributeNames=["All"])
-                messages = resp.get("Messages", [])
+                url, resource, messages = self._receive(lanes)
                 if not messages:
                     continue
                 if self._stop.is_set():  # taken after the stop: leave them to the queue
                     break
                 for m in messages:
                     self._note_received(m["Body"])
-                arn = self.stack.physical["ChunkQueue"]["Arn"]
-                event = {"Records": [{
-                    "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                    "attributes": m.get("Attributes", {}), "messageAttributes": m.get("MessageAttributes", {}),
-                    "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": arn,
-                    "awsRegion": REGION} for m in messages]}
+                arn = self.stack.physical[resource]["Arn"]  # the record's own queue: a hand-back goes back there
                 try:
-                    result = self._dispatch_handler(event, FakeContext(f"dispatch-{n}", 60))
+                    result = self._dispatch_handler(sqs_event(messages, arn), FakeContext(f"dispatch-{n}", 60))
                 except Exception as err:  # the whole batch stays on the queue, as on AWS
                     if not self._stop.is_set():
                         self._errors.append(f"dispatch invocation failed: {err!r}")
                     continue
-                failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
-                done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-                        if m["MessageId"] not in failed]
-                if done:
-                    self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
+                self._delete_handled(url, messages, result)
             except Exception as err:
                 if not self._stop.is_set():
                     self._errors.append(f"dispatch worker: {err!r}")
+                    time.sleep(0.5)
+
+    def _delete_handled(self, url: str, messages: list[dict], result: Any) -> None:
+        """As Lambda's SQS event source does after an invocation: delete every message the
+        handler did not name in `batchItemFailures` (those come back after their visibility)."""
+        failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+        done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+                if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(QueueUrl=url, Entries=done)
+
+    def _receive(self, lanes: list[tuple[str, str]]) -> tuple[str, str, list[dict]]:
+        """The first lane's messages that has any (short polls; the last lane long-polls 1 s)."""
+        for i, (url, resource) in enumerate(lanes):
+            last = i == len(lanes) - 1
+            resp = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1 if last else 0,
+                                            AttributeNames=["All"], MessageAttributeNames=["All"])
+            if resp.get("Messages") or last:
+                return url, resource, resp.get("Messages", [])
+        return "", "", []
+    # ------------------------------------------------------------------ the report worker
+    def _report_worker(self) -> None:
+        """The report function's SQS event source: requests (a job settled, outcomes arrived,
+        debounced with DelaySeconds) → the ReportFunction handler, a batch at a time, with
+        partial batch failures as on AWS."""
+        arn = self.stack.physical["ReportQueue"]["Arn"]
+        while not self._report_stop.is_set():
+            try:
+                # Short polls a second apart: requests are few (one a minute per job at most once
+                # it is written), and a long poll keeps the one emulated AWS process busy that
+                # the webhook and dispatch wait on.
+                resp = self.sqs.receive_message(QueueUrl=self.report_queue_url, MaxNumberOfMessages=10,
+                                                WaitTimeSeconds=0, AttributeNames=["All"])
+                messages = resp.get("Messages", [])
+                if not messages:
+                    self._report_stop.wait(1.0)
+                    continue
+                if self._report_stop.is_set():
+                    continue
+                result = self._report_handler(sqs_event(messages, arn), FakeContext("report", 900))
+                self._delete_handled(self.report_queue_url, messages, result)
+            except Exception as err:
+                if not self._report_stop.is_set():
+                    self._errors.append(f"report worker: {err!r}")
                     time.sleep(0.5)
 
     # ------------------------------------------------------------------ the run
@@ -922,6 +1004,12 @@ class LocalPipeline:
             t = threading.Thread(target=self._dispatch_worker, args=(n,), name=f"dispatch-{n}", daemon=True)
             t.start()
             self._threads.append(t)
+        if self.express_url:  # the express lane's own event source (template: DispatchFunction's Express event)
+            t = threading.Thread(target=self._dispatch_worker, args=(n + 1, True), name="dispatch-express", daemon=True)
+            t.start()
+            self._threads.append(t)
+        reporter = threading.Thread(target=self._report_worker, name="report", daemon=True)
+        reporter.start()
 
         abort_reason, status = "", Status.FAILED
         progress = Progress(self.progress, self.o.rate)
@@ -963,6 +1051,9 @@ class LocalPipeline:
             log.info("unsent rows settled and reports written in %.1f s", time.monotonic() - t0)
         if not self.interrupted:
             self._await_webhooks()
+            self._reconcile(files)
+        self._report_stop.set()  # the final writes below are the last (nothing writes behind them)
+        reporter.join(timeout=30)
         t0 = time.monotonic()
         result = self._collect(files, started, abort_reason)
         log.info("reports collected in %.1f s", time.monotonic() - t0)
@@ -1043,6 +1134,13 @@ class LocalPipeline:
                     progress.end()
                     self._say(waiting)
                     self._window_said = waiting
+            paused = self._paused(files, metas)
+            if paused:  # a paused job or flow: waiting for `phonon-outbound resume`, not stalled
+                last_change = time.monotonic()
+            if paused != self._paused_said:
+                progress.end()
+                self._say(paused or "resumed: sending again")
+                self._paused_said = paused
             breaker = self._open_breaker(metas)
             if breaker:
                 return f"not sent: Phonon refused the account or flow ({breaker}); run stopped"
@@ -1053,6 +1151,25 @@ class LocalPipeline:
             time.sleep(0.2)
 
     _window_said = ""
+    _paused_said = ""
+
+    @staticmethod
+    def _paused(files: list[FileRun], metas: list[dict]) -> str:
+        """"paused: …" while a job of the run (or its flow) is paused and not finished; "" else."""
+        from phonon_outbound.store.common import flow_pause_text
+
+        store = wiring.store()
+        held, flows = [], {}  # the job items are read already; each flow's pause once per look
+        for f, m in zip(files, metas, strict=True):
+            if f.obj is None or m.get("completed") or m.get("cancelled_reason"):
+                continue
+            flow = str(m.get("flow") or "")
+            if flow not in flows:
+                flows[flow] = flow_pause_text(flow, store.jobs.flow_paused(flow))
+            paused = str(m.get("paused_reason") or "") or flows[flow]
+            if paused:
+                held.append(f"{f.key} ({paused})")
+        return ("paused: " + "; ".join(held) + " — waiting for 'phonon-outbound resume'") if held else ""
 
     @staticmethod
     def _window_wait(metas: list[dict]) -> str:
@@ -1137,12 +1254,14 @@ class LocalPipeline:
                         for item in contacts.rows():
                             while nxt is not None and int(nxt["row"]) < item.row:
                                 nxt = next(known, None)
+                            cells: tuple[str, ...] = ()
                             if nxt is not None and int(nxt["row"]) == item.row:
                                 st = nxt.get("status") or (Status.ACCEPTED if nxt.get("phonon_uuid") else Status.FAILED)
                                 row_reason = nxt.get("reason", "") if nxt.get("status") else (
                                     WEBHOOK_ONLY_REASON if nxt.get("phonon_uuid") else reason)
                                 row = (nxt.get("cid") or item.client_id, st, nxt.get("phonon_uuid", ""),
                                        nxt.get("request_id", ""), row_reason)
+                                cells = outcome_cells(st, nxt)
                             elif isinstance(item, RejectedRow):
                                 row = (item.client_id, Status.REJECTED, "", "", item.reason)
                             elif item.row in unknown:
@@ -1152,7 +1271,7 @@ class LocalPipeline:
                                 if item.row in received:
                                     released.add(item.row)  # claimed, never sent: no duplicate later
                             counts[row[1]] = counts.get(row[1], 0) + 1
-                            writer.write(item.row, *row)
+                            writer.write(item.row, *row, cells)
                     finally:
                         contacts.close()
             except FileRejected as err:
@@ -1193,6 +1312,29 @@ class LocalPipeline:
                and not self._hurry.is_set()):
             time.sleep(0.2)
 
+    reconciled: dict[str, int] | None = None
+
+    def _reconcile(self, files: list[FileRun]) -> None:
+        """The reconciler once (its handler, as the schedule would run it, naming this run's
+        jobs; `reconcile_after_s` 0): outcomes whose push never came are pulled before the
+        final report write (docs/operating.md, "Missed webhooks: the reconciler")."""
+        handler = getattr(self, "_reconcile_handler", None)
+        jobs = [f.obj.job_id for f in files if f.obj is not None]
+        if handler is None or not jobs or self._hurry.is_set():
+            return
+        total: dict[str, int] = {}
+        t0 = time.monotonic()
+        try:
+            for i in range(0, len(jobs), 100):  # the handler takes at most 100 named jobs
+                out = handler({"jobs": jobs[i:i + 100]}, FakeContext("reconcile", 300))
+                for k, v in out.items():
+                    if isinstance(v, int) and not isinstance(v, bool):
+                        total[k] = total.get(k, 0) + v
+        except Exception:  # the reports matter more
+            log.exception("the reconciler failed")
+        self.reconciled = total
+        log.info("reconciler ran in %.1f s: %s", time.monotonic() - t0, total)
+
     def _report_keys(self, f: FileRun) -> tuple[str, str]:
         """Where this job's report is in S3: the names fixed on its job item (one per upload),
         else the names reports had before them."""
@@ -1213,12 +1355,13 @@ class LocalPipeline:
             if f.summary:  # written here: the run stopped before the job finished
                 summary = dict(f.summary)
             else:
-                # Written again now (flow-end webhooks may have brought phonon-uuids since) and
-                # downloaded at once: a job without its own report name (older ingest) shares
-                # `reports/<key>.results.csv` with every upload of the same key.
+                # The final write, after the webhook grace (flow-end outcomes may have arrived
+                # since the report function's last write), downloaded at once: a job without its
+                # own report name (older ingest) shares `reports/<key>.results.csv` with every
+                # upload of the same key.
                 meta = (store.jobs.get_job(f.obj.job_id) if f.obj is not None else None) or {}
                 if f.obj is not None and meta.get("completed") and not (abort_reason and meta.get("report_csv_key")):
-                    finisher.finalize(f.obj.job_id, force=True)
+                    finisher.finalize(f.obj.job_id, force=True, final=True)
                 csv_key, summary_key = self._report_keys(f)
                 try:
                     self.s3.download_file(self.bucket, csv_key, str(local_csv))
@@ -1245,6 +1388,8 @@ class LocalPipeline:
                   ["Attributes"].get("ApproximateNumberOfMessages", 0))
         result["dead_letter_messages"] = dlq
         result["webhooks_received"] = self.webhook_pushes
+        if self.reconciled:  # outcomes pulled from the simulator's pull API (pushes lost, or late)
+            result["reconciler"] = {k: self.reconciled.get(k, 0) for k in ("requests", "pulled", "no_data")}
         if self._own_sim and self.sim is not None and not self.interrupted:
             pending = int(self.sim.stats()["webhooks"]["pending"])
             if pending:
@@ -1259,4 +1404,25 @@ class LocalPipeline:
             result["state_claims_loaded"] = self.state_loaded
         if self._errors:
             result["internal_errors"] = self._errors[:5]
+        try:  # the picture of the run (docs/operating.md); the reports matter more
+            result["picture"] = self._run_picture(files, entries, dlq, result["webhooks_received"])
+        except Exception:  # noqa: BLE001
+            log.exception("the run's summary could not be made")
         return result
+
+    def _run_picture(self, files: list[FileRun], entries: list[dict], dlq: int, webhooks: int) -> dict:
+        """Each job's picture (devkit job_status.py; the outcome mix from its downloaded report) for
+        the summary `run` prints and `run --html`, kept in `self.pictures`."""
+        from ..job_status import mix_from_report, picture, run_summary, settled_chunks
+
+        store = wiring.store()
+        self.pictures, chunks = [], []
+        for f, entry in zip(files, entries, strict=True):
+            job = f.obj.job_id if f.obj is not None else ""
+            pic = picture(store, job, self.o.rate, outcomes=False) if job else None
+            if pic is None:
+                continue
+            pic.file, pic.mix, pic.mix_skipped = str(f.path), mix_from_report(entry["report"]), ""
+            self.pictures.append(pic)
+            chunks.extend(settled_chunks(store, job))
+        return run_summary(self.pictures, sorted(chunks, key=lambda c: c["at"]), self.o.rate, dlq, webhooks)

@@ -25,6 +25,8 @@ ends with a status"):
   one that does not even say that goes to the DLQ (nothing to attach a reason to);
 - a cancelled job (`cancelled_reason` on its item, e.g. its file was deleted) sends nothing
   more: its unsent rows end CANCELLED with that reason;
+- a paused job or flow (control.py; read when a chunk starts and right before every request)
+  is a `HandBack` after `pause_poll_s`: the chunk waits unsent, spending no receive;
 - a body over Phonon's 256 KB ceiling is never sent (Phonon would silently drop it): its rows
   end FAILED with the reason.
 """
@@ -38,6 +40,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 from botocore.exceptions import ClientError
@@ -48,7 +51,7 @@ from .api.body import MAX_BODY_BYTES, build_body, redact
 from .api.classify import Kind, Verdict, classify
 from .api.client import PhononClient
 from .flows import FlowSecrets, UnknownFlow
-from .jobs import JobFinisher
+from .jobs import ReportTrigger
 from .limiter import CircuitBreaker, RateLimiter
 from .observability import count, logger
 from .outcomes import ChunkOutcome, Decision, Done, Fate, HandBack, Poison, RetryAfter, RowOutcome
@@ -70,6 +73,16 @@ OUT_OF_TIME_DELAY_S = 1.0
 # leaves `request_time_s`: a slot the limiter granted is not given up for want of time.
 WAKE_SLACK_S = 1.0
 MAX_REASON_CHARS = 300
+# Fair share of the rate limit (docs/operating.md, "Fair share between jobs"). The limiter hands
+# out slots first come, first served; a chunk holding a slot 20 s ahead makes every later chunk
+# wait behind it. A chunk from the chunk queue (a campaign's backlog) therefore takes a slot
+# only when it is at most this far ahead, and naps until then (in the invocation, nothing
+# handed back); a chunk from the express lane takes the first free slot at once. So a small
+# job's chunk waits behind at most this much of the campaign, however many dispatchers run,
+# and the campaign loses nothing: its next slots are taken before they come due.
+BULK_HORIZON_S = 3.0
+# Set by the handler for the record being handled: it came from the express lane.
+express_lane: ContextVar[bool] = ContextVar("express_lane", default=False)
 
 
 def dedupe_hash(flow: str, call: dict, correlation_name: str) -> str:
@@ -79,6 +92,11 @@ def dedupe_hash(flow: str, call: dict, correlation_name: str) -> str:
     ident = {"flow": flow, "cid": call.get("client-identifier"), "numbers": call.get("contact-numbers"),
              "start": call.get("start-time"), "keys": keys}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def _paused(reason: str, flow: str) -> str:
+    """A pause's reason as a hand-back's: "job paused: …" (a flow's says "flow … paused: …")."""
+    return reason if reason.startswith(f"flow {flow} paused: ") else f"job paused: {reason}"
 
 
 def backoff_s(attempt: int, base: float, cap: float) -> float:
@@ -143,7 +161,7 @@ class _Sent:
 
 class DispatchService:
     def __init__(self, settings: Settings, store: Store, client: Callable[[], PhononClient], secrets: FlowSecrets,
-                 finisher: JobFinisher, clock: Callable[[], float] = time.time,
+                 finisher: ReportTrigger, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, send_margin_s: float = SEND_MARGIN_S):
         self.s = settings
         self.store = store
@@ -231,7 +249,9 @@ class DispatchService:
             # (its maxReceiveCount is higher than ours): do not send again, let it go there.
             return RetryAfter(0, f"retries exhausted ({receive_count - 1} attempts)")
 
-        cancelled = self.store.jobs.cancelled_reason(msg.job)
+        cancelled, paused = self.store.jobs.control(msg.job, msg.flow)  # control.py
+        if paused and not cancelled:  # wait unsent, nothing taken (a cancel wins: it settles the chunk)
+            return HandBack(self.s.pause_poll_s, _paused(paused, msg.flow))
         breaker = CircuitBreaker(self.store, msg.flow, self.s.breaker_open_s, self.clock)
         probe = False
         if not cancelled:  # a cancelled chunk is settled at once, whatever the flow's breaker says
@@ -251,7 +271,7 @@ class DispatchService:
             _, item = self.store.ledger.count_settled(msg.job, msg.chunk)
             meta = Job.from_item(item)
             if not meta.completed:
-                self.finisher.maybe_finalize(msg.job, meta)
+                self.finisher.settled(msg.job, meta)
             return Done(ChunkOutcome(Fate.DUPLICATE_DELIVERY))
         if claim.state == "busy":
             return HandBack(claim.lease_left_s + 1, "another dispatcher holds this chunk")
@@ -419,19 +439,35 @@ class DispatchService:
         if left < self.request_time_s:
             return self._out_of_time(attempts, left)
         max_wait = max(0.0, min(self.s.dispatch_max_wait_s, left - self.request_time_s - WAKE_SLACK_S))
-        granted, wait = self._reserve(len(calls), max_wait)
+        granted, wait, napped = self._reserve(len(calls), max_wait)
         if not granted:  # `wait`: when to come back
             if top and not attempts:
                 return _Step(stop=HandBack(wait, "waiting for the rate limit"))
             return _Step(stop=RetryAfter(wait, "waiting for the rate limit while splitting a chunk"))
-        if wait > 0:
+        if wait > 0 or napped:
             self.sleep(wait)
-            cancelled = self.store.jobs.cancelled_reason(msg.job)  # it may have been cancelled meanwhile
-            if cancelled:
-                return _Step(cancelled=cancelled)
             left = remaining_s()
             if left < self.request_time_s:
                 return self._out_of_time(attempts, left)
+        # Right before the request: the job may have been cancelled or paused meanwhile (during
+        # the rate-limit wait, or while an earlier part of this chunk was sent).
+        cancelled, paused = self.store.jobs.control(msg.job, msg.flow)
+        if cancelled:  # its rows not decided yet end CANCELLED (`_cancel`), nothing more is sent
+            return _Step(cancelled=cancelled)
+        if paused and not attempts:
+            # Nothing of this chunk went out: hand it back whole (its rate-limit slot is given
+            # up). The chunk's lease is released by the HandBack path (`note_chunk` WAITING).
+            return _Step(stop=HandBack(self.s.pause_poll_s, _paused(paused, msg.flow)))
+        if paused:
+            # Part of this chunk was sent already (a body Phonon refused for one record, being
+            # split in halves): the rest of this chunk still goes out, then the pause holds from
+            # the chunk after. Stopping here would need either a resend of the halves already
+            # accepted (the RetryAfter path of a chunk split mid-way relies on Phonon answering
+            # 201 to the identical resend: a second request for those rows, and a receive spent)
+            # or a per-row record of what is left (the chunk message cannot carry it). A cancel
+            # stops at once instead, because its unsent rows never need sending.
+            logger.info("job paused while its chunk was being split: the chunk's last parts are sent",
+                        extra={"job": msg.job, "chunk": msg.chunk})
         return body
 
     def _decide(self, msg: ChunkMessage, calls: list[dict], rows: list[int], receive_count: int,
@@ -482,19 +518,31 @@ class DispatchService:
         return _Step(stop=RetryAfter(backoff_s(receive_count, self.s.retry_base_s, self.s.retry_max_s),
                                      verdict.reason))
 
-    def _reserve(self, n: int, max_wait: float) -> tuple[bool, float]:
-        """(granted, seconds): granted → sleep that long, then send; not granted → nothing was
-        taken, come back after that long."""
-        res = self.records_limiter.reserve(n, max_wait)
-        if not res.granted:
-            return False, res.wait_s
+    def _reserve(self, n: int, max_wait: float) -> tuple[bool, float, float]:
+        """(granted, seconds, napped): granted → sleep that long, then send; not granted →
+        nothing was taken, come back after that long. `napped`: seconds slept here waiting for
+        a slot within BULK_HORIZON_S (a chunk of the chunk queue; express chunks never nap)."""
+        budget, napped = max_wait, 0.0
+        horizon = max_wait if express_lane.get() else min(max_wait, BULK_HORIZON_S)
+        while True:
+            res = self.records_limiter.reserve(n, horizon)
+            if res.granted:
+                break
+            to_slot = res.wait_s + horizon / 2  # RateLimiter.reserve: "come back" = wait - max_wait / 2
+            if horizon >= budget or to_slot > budget:
+                return False, max(0.0, to_slot - budget / 2), napped
+            nap = max(0.05, res.wait_s)
+            self.sleep(nap)
+            budget -= nap
+            napped += nap
+            horizon = min(horizon, budget)
         wait = res.wait_s
         if self.requests_limiter is not None:
-            req = self.requests_limiter.reserve(1, max(0.0, max_wait - wait))
+            req = self.requests_limiter.reserve(1, max(0.0, budget - wait))
             if not req.granted:
-                return False, req.wait_s
+                return False, req.wait_s, napped
             wait = max(wait, req.wait_s)
-        return True, wait
+        return True, wait, napped
 
     # ------------------------------------------------------------------ ending a chunk unsent
     def _cancel(self, ref: ChunkRef, out: ChunkOutcome, reason: str) -> ChunkOutcome:
@@ -673,9 +721,9 @@ class DispatchService:
         first, item = self.store.ledger.count_settled(ref.job, ref.chunk, **counters)
         meta = Job.from_item(item)
         if first or not meta.completed:
-            self.finisher.maybe_finalize(ref.job, meta)
+            self.finisher.settled(ref.job, meta)
         else:  # a redriven chunk settled again: refresh the report that was already written
-            self.finisher.finalize(ref.job, force=True)
+            self.finisher.settled(ref.job)
 
     def _result_item(self, ref: ChunkRef, o: RowOutcome, now: int) -> dict:
         return {"phonon-uuid": o.phonon_uuid, "client-identifier": o.cid, "request-id": o.request_id,

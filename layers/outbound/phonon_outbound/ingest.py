@@ -22,11 +22,11 @@ from urllib.parse import unquote, unquote_plus
 from botocore.exceptions import ClientError
 
 from . import suppression, windows
-from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker
+from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker, lane_for, queue_for
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
 from .intake import request_origin
-from .jobs import JobFinisher, report_keys, upload_stamp
+from .jobs import ReportTrigger, report_keys, upload_stamp
 from .observability import count, logger
 from .records import ChunkMessage, Job, JobStatus, row_ref
 from .settings import Settings
@@ -171,7 +171,7 @@ class IngestService:
     s3: Any
     sqs: Any
     secrets: FlowSecrets
-    finisher: JobFinisher
+    finisher: ReportTrigger  # the report requests (reporting.py), or a JobFinisher writing in-line
     throttle: Callable[[], None] | None = None  # the local runner's back-pressure on a shallow emulated queue
     clock: Callable[[], float] = time.time
 
@@ -192,7 +192,7 @@ class IngestService:
         if meta and meta.ingest_done:  # the last run died after finishing: only the report may be owed
             self.store.jobs.renew_object(obj.identity, 0, done=True)
             if not meta.completed:
-                self.finisher.maybe_finalize(job, meta)
+                self.finisher.settled(job, meta)
             return IngestResult("duplicate", job)
         try:
             result = self._run(obj, job, meta, head, missing, remaining_s)
@@ -222,7 +222,7 @@ class IngestService:
         logger.error("ingest failed", extra={"job": job, "key": obj.key, "reason": reason})
         self.store.jobs.renew_object(obj.identity, 0, done=True)  # nothing retries it any more
         if meta and meta.ingest_done:  # everything was queued; only the report was owed
-            self.finisher.maybe_finalize(job, meta)
+            self.finisher.settled(job, meta)
             return IngestResult("done", job, reason=reason)
         if meta is None:
             meta = self._create_job(obj, job, head)
@@ -243,7 +243,7 @@ class IngestService:
                     done.append(job)
                     meta = self._job(job)
                     if meta and meta.ingest_done:  # every chunk queued: settling them finishes the job
-                        self.finisher.maybe_finalize(job, meta)
+                        self.finisher.settled(job, meta)
         if done:
             logger.info("jobs cancelled", extra={"key": obj.key, "jobs": done, "reason": reason})
             count("JobsCancelled", len(done))
@@ -380,9 +380,10 @@ class IngestService:
             body.close()
             return self._reject_file(job, meta, err.reason)
         if meta.status == JobStatus.VALIDATING or not meta.flow:
+            row_count = int(getattr(contacts, "row_count", 0) or 0)
             meta = Job.from_item(self.store.jobs.update_job(
                 job, flow=flow, flow_source=flow_source, status=JobStatus.INGESTING.value,
-                row_count=int(getattr(contacts, "row_count", 0) or 0)))
+                row_count=row_count, lane=lane_for(row_count, self.settings)))  # fixed before any chunk is queued
         try:
             return self._stream(obj, job, meta, flow, contacts, remaining_s)
         except FileRejected as err:  # detected before any row was yielded
@@ -431,7 +432,7 @@ class IngestService:
                         break
                     batch.append(pending.pop(0))
                     size += nbytes
-                self._send_batch(batch)
+                self._send_batch(batch, job, meta.lane)
                 flush_rejected()
                 checkpoint = batch[-1][1].rows[-1]
                 now = Job.from_item(self.store.jobs.update_job(job, checkpoint_row=checkpoint,
@@ -500,16 +501,20 @@ class IngestService:
             next_chunk=next_chunk, status=JobStatus.DISPATCHING.value, notes=list(getattr(contacts, "notes", []) or [])))
         logger.info("ingest done", extra={"job": job, "rows": total_rows, "chunks": next_chunk})
         if meta.chunks_settled >= next_chunk:
-            self.finisher.finalize(job)
+            self.finisher.settled(job, meta)
         return IngestResult("done", job, rows=total_rows, chunks=next_chunk, rejected=n_rejected,
                             notes=list(getattr(contacts, "notes", []) or []))
 
-    def _send_batch(self, batch: list[tuple[int, Chunk, str]]) -> None:
-        if self.throttle:
+    def _send_batch(self, batch: list[tuple[int, Chunk, str]], job: str, lane: str = "") -> None:
+        """Queue the chunks on the job's lane (chunking.lane_for). MessageGroupId = the job: on
+        AWS a standard queue whose messages carry one serves its groups fairly (SQS fair
+        queues), so jobs that share a lane share it fairly too."""
+        queue_url = queue_for(lane, self.settings)
+        if self.throttle and queue_url == self.settings.chunk_queue_url:  # the express lane holds small jobs only
             self.throttle()
-        entries = [{"Id": str(no), "MessageBody": body} for no, _, body in batch]
+        entries = [{"Id": str(no), "MessageBody": body, "MessageGroupId": job} for no, _, body in batch]
         for attempt in range(6):
-            resp = self.sqs.send_message_batch(QueueUrl=self.settings.chunk_queue_url, Entries=entries)
+            resp = self.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
             failed = {f["Id"] for f in resp.get("Failed", [])}
             if not failed:
                 count("ChunksQueued", len(batch))
@@ -523,7 +528,7 @@ class IngestService:
         count("FilesRejected", 1)
         self.store.jobs.update_job(job, flow=meta.flow, status=JobStatus.REJECTED.value, error=reason, ingest_done=True,
                               total_rows=0, chunks_total=0)
-        self.finisher.finalize(job)
+        self.finisher.settled(job)
         return IngestResult("rejected", job, reason=reason)
 
     def _end_early(self, job: str, meta: Job, reason: str) -> IngestResult:
@@ -540,5 +545,5 @@ class IngestService:
         meta = Job.from_item(self.store.jobs.update_job(job, ingest_done=True, total_rows=total, chunks_total=chunks,
                                                    status=JobStatus.DISPATCHING.value))
         logger.warning("ingest ended early", extra={"job": job, "reason": reason, "chunks": chunks})
-        self.finisher.maybe_finalize(job, meta)
+        self.finisher.settled(job, meta)
         return IngestResult("cancelled", job, rows=total, chunks=chunks, reason=reason)

@@ -11,6 +11,11 @@
   destination wrote when it gave up on an invocation (`requestContext.condition`,
   `requestPayload`, `responsePayload.errorType`); the job of each object that invocation
   was ingesting ends as a rejection ("ingest failed: <errorType>"), with its report.
+- EventBridge `Outbound Control` (detail: action pause | resume | cancel, and job, key (+
+  version) or flow, optional reason), and an object created under `cancel/` (`cancel/<key>`,
+  `cancel/a.csv` meaning `incoming/a.csv`): `control.ControlService` (docs/operating.md, "Pause,
+  resume, cancel"). The marker file itself is not read, and not deleted (its lifecycle rule
+  expires it): a marker uploaded again cancels the key's newest job again, which is harmless.
 Only keys under `incoming/` (not "folders") are ingested or cancelled.
 
 `handle` runs an event through the ingest service; the Lambda handler only supplies the
@@ -32,6 +37,8 @@ from .records import Job
 
 RESUME = "phonon-outbound/resume-ingest"
 PREFIX = "incoming/"
+CANCEL_PREFIX = "cancel/"
+CONTROL_DETAIL_TYPE = "Outbound Control"
 
 
 def _ours(ref: ObjectRef) -> bool:
@@ -41,6 +48,23 @@ def _ours(ref: ObjectRef) -> bool:
 def classify(event: dict) -> tuple[list[ObjectRef], list[tuple[ObjectRef, str, str | None]]]:
     """(objects to ingest, [(object, why, version or None) to cancel]) named by an event: an
     S3 notification, an EventBridge S3 event, or our continuation. Anything else names none."""
+    created, deleted = _s3_objects(event)
+    return [r for r in created if _ours(r)], [d for d in deleted if _ours(d[0])]
+
+
+def cancel_markers(event: dict) -> list[tuple[ObjectRef, str]]:
+    """[(marker object, the input key it cancels)] for every object an event says was created
+    under `cancel/`: `cancel/incoming/a.csv` and `cancel/a.csv` both name `incoming/a.csv`."""
+    out = []
+    for ref in _s3_objects(event)[0]:
+        if ref.key.startswith(CANCEL_PREFIX) and not ref.key.endswith("/") and len(ref.key) > len(CANCEL_PREFIX):
+            key = ref.key[len(CANCEL_PREFIX):]
+            out.append((ref, key if key.startswith(PREFIX) else PREFIX + key))
+    return out
+
+
+def _s3_objects(event: dict) -> tuple[list[ObjectRef], list[tuple[ObjectRef, str, str | None]]]:
+    """Every object an event names as created, and as deleted, whatever its key."""
     if not isinstance(event, dict):
         return [], []
     if event.get("phonon-outbound") == RESUME:
@@ -76,7 +100,7 @@ def classify(event: dict) -> tuple[list[ObjectRef], list[tuple[ObjectRef, str, s
                     deleted.append((ref, "the input file's version was deleted", ref.version_id))
                 else:
                     deleted.append((ref, "the input file was deleted", None))
-    return [r for r in created if _ours(r)], [d for d in deleted if _ours(d[0])]
+    return created, deleted
 
 
 def objects_in(event: dict) -> list[ObjectRef]:
@@ -132,6 +156,7 @@ def handle(event: dict, service: IngestService, remaining_s: Callable[[], float]
                 results.append({"key": obj.key, "job": result.job, "status": result.status, "reason": reason})
         return {"files": results}
     results.extend(suppress_intake.handle_event(event))  # suppress/ files, Suppression Requested (docs/suppression.md)
+    results.extend(control_requests(event, service))  # Outbound Control, cancel/ files (docs/operating.md)
     created, deleted = classify(event)
     for obj, why, version in deleted:
         jobs = service.cancel_key(obj, why, version)
@@ -145,4 +170,41 @@ def handle(event: dict, service: IngestService, remaining_s: Callable[[], float]
     return {"files": results}
 
 
-__all__ = ["PREFIX", "RESUME", "classify", "continuation_event", "failure_records", "handle", "objects_in"]
+def control_requests(event: dict, service: IngestService) -> list[dict[str, Any]]:
+    """Carry out an `Outbound Control` event or the `cancel/` markers an S3 event names: one
+    result each ({"control": the answer} or {"status": "refused" | "not found", "reason"}).
+    A bad request is answered, never raised: the event is not retried for it."""
+    if not isinstance(event, dict):
+        return []
+    requests: list[tuple[dict[str, Any], str, dict[str, Any], str, str]] = []  # (entry, action, target, reason, bucket)
+    if event.get("detail-type") == CONTROL_DETAIL_TYPE and event.get("source") != "aws.s3":
+        raw = event.get("detail")
+        detail: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        reason = str(detail["reason"]) if isinstance(detail.get("reason"), str) else ""
+        target: dict[str, Any] = {k: detail[k] for k in ("job", "key", "version", "flow") if k in detail}
+        requests.append(({"event": CONTROL_DETAIL_TYPE}, str(detail.get("action", "")), target, reason,
+                         service.settings.bucket_name))
+    for marker, key in cancel_markers(event):
+        requests.append(({"key": marker.key, "cancels": key}, "cancel", {"key": key},
+                         f"cancelled by a file under {CANCEL_PREFIX}: {marker.key}", marker.bucket))
+    if not requests:
+        return []
+    from .control import ControlError, ControlService, UnknownTarget, finisher_settled
+
+    settled = finisher_settled(service.store, service.finisher)
+    out: list[dict[str, Any]] = []
+    for entry, action, target, reason, bucket in requests:
+        try:
+            answer = ControlService(service.store, bucket, settled).apply(action, target, reason)
+            out.append({**entry, "status": "controlled", "control": answer})
+        except UnknownTarget as err:
+            logger.warning("control: no such job", extra={"action": action[:20], **entry})
+            out.append({**entry, "status": "not found", "reason": str(err)})
+        except ControlError as err:
+            logger.warning("control request refused", extra={"action": action[:20], "problem": str(err), **entry})
+            out.append({**entry, "status": "refused", "reason": str(err)})
+    return out
+
+
+__all__ = ["CANCEL_PREFIX", "CONTROL_DETAIL_TYPE", "PREFIX", "RESUME", "cancel_markers", "classify",
+           "control_requests", "continuation_event", "failure_records", "handle", "objects_in"]

@@ -16,12 +16,12 @@ import tempfile
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from . import events_out
 from .observability import count, logger
 from .records import Job, JobStatus
-from .reports import STATUSES, ReportWriter, summary_dict
+from .reports import PENDING, STATUSES, ReportWriter, outcome_cells, summary_dict
 from .status import Status
 from .store import Store
 
@@ -52,12 +52,30 @@ def job_report_keys(meta: Job | Mapping[str, Any], job: str = "") -> tuple[str, 
     return report_keys(meta.key or job)
 
 
+class ReportTrigger(Protocol):
+    """What ingest and dispatch call when a job may have settled: `JobFinisher` (writes in-line)
+    or `reporting.ReportRequests` (asks the report function on AWS)."""
+
+    def settled(self, job: str, meta: Job | Mapping[str, Any] | None = None) -> bool: ...
+
+
 class JobFinisher:
-    def __init__(self, store: Store, s3: Any, bucket: str, events: events_out.EventsOut | None = None):
+    def __init__(self, store: Store, s3: Any, bucket: str, events: events_out.EventsOut | None = None,
+                 final_wait_s: float = 3600.0, clock: Any = time.time):
         self.store = store
         self.s3 = s3
         self.bucket = bucket
         self.events = events  # None: no events, no task-token answers (unit tests)
+        self.final_wait_s = final_wait_s  # the report is final this long after its first write at the latest
+        self.clock = clock
+
+    def settled(self, job: str, meta: Job | Mapping[str, Any] | None = None) -> bool:
+        """The job may have settled: write its first report once every chunk has (the finalize
+        lease decides who), or write it again when it was written already (a redriven chunk)."""
+        meta = meta if isinstance(meta, Job) else Job.from_item(meta if meta is not None else self.store.jobs.get_job(job))
+        if meta.completed:
+            return self.finalize(job, force=True)
+        return self.maybe_finalize(job, meta)
 
     def maybe_finalize(self, job: str, meta: Job | Mapping[str, Any]) -> bool:
         """Write the report if every chunk of the job has settled (`meta`: its item, or the Job)."""
@@ -65,23 +83,27 @@ class JobFinisher:
             return self.finalize(job)
         return False
 
-    def finalize(self, job: str, force: bool = False, missing_reason: str | None = None) -> bool:
+    def finalize(self, job: str, force: bool = False, missing_reason: str | None = None,
+                 final: bool = False) -> bool:
         """Write the report once (the caller that wins `claim_finalize`), or again with force
-        (e.g. after flow-end webhooks brought phonon-uuids)."""
+        (e.g. after flow-end webhooks brought phonon-uuids and outcomes). The write is the
+        final one (`report_final`) when no ACCEPTED row waits for its outcome any more, when
+        `final_wait_s` has passed since the first write, or with `final`."""
         if not force and not self.store.jobs.claim_finalize(job):
             return False
         try:
-            return self._write(job, force, missing_reason)
+            return self._write(job, force, missing_reason, final)
         except BaseException:
             if not force:
                 self.store.jobs.release_finalize(job)  # a redelivery or the next settle tries again
             raise
 
-    def _write(self, job: str, force: bool, missing_reason: str | None) -> bool:
+    def _write(self, job: str, force: bool, missing_reason: str | None, final: bool = False) -> bool:
         meta = Job.from_item(self.store.jobs.get_job(job))
         total = meta.total_rows
         counts = dict.fromkeys(STATUSES, 0)
         missing = 0
+        pending = 0  # ACCEPTED rows whose flow-end outcome has not arrived
         csv_key, summary_key = job_report_keys(meta, job)
         cancelled = meta.cancelled_reason
         # Rows without an outcome: an aborted run's rows, the rows a failed ingest never read
@@ -116,8 +138,10 @@ class JobFinisher:
                     status = Status.ACCEPTED if item.get("phonon_uuid") else Status.FAILED
                     item["reason"] = (WEBHOOK_ONLY_REASON if item.get("phonon_uuid") else fill_reason)
                 counts[status] = counts.get(status, 0) + 1
+                cells = outcome_cells(status, item)
+                pending += cells == (PENDING,)
                 writer.write(row, item.get("cid", ""), status, item.get("phonon_uuid", ""),
-                             item.get("request_id", ""), item.get("reason", ""))
+                             item.get("request_id", ""), item.get("reason", ""), cells)
                 expected = row + 1
             if not meta.rejected:
                 fill_to(total + 1)
@@ -130,33 +154,40 @@ class JobFinisher:
         if missing and not (missing_reason or meta.missing_reason or cancelled):
             logger.error("rows without outcome", extra={"job": job, "missing": missing})
         now = time.time()
+        first_at = meta.report_written_at or int(self.clock())
+        final = final or not pending or self.clock() - first_at >= self.final_wait_s
         summary = summary_dict(
             file=meta.key, flow=meta.flow, counts={**counts, "rows": total}, api_requests=meta.api_requests,
             timings={"elapsed_s": now - float(meta.created_at or now)},
             notes=list(meta.notes), report=f"s3://{self.bucket}/{csv_key}", error=meta.error or None,
             bucket=meta.bucket, job=job, started_at=meta.created_at, finished_at=round(now, 3),
             version=meta.version, uploaded_at=meta.uploaded_at,
-            **({"cancelled": cancelled} if cancelled else {}),
+            outcomes={"arrived": counts[Status.ACCEPTED] - pending, "pending": pending, "final": final},
+            **({"cancelled_reason": cancelled} if cancelled else {}),
             **({"failure": meta.failure} if meta.failure else {}),
             **({"calling_window": dict(meta.window_wait)} if meta.window_wait else {}))
         self.s3.put_object(Bucket=self.bucket, Key=summary_key, Body=json.dumps(summary, indent=2).encode(),
                            ContentType="application/json")
-        final = (JobStatus.REJECTED if meta.error else JobStatus.FAILED if meta.failure
-                 else JobStatus.CANCELLED if cancelled else JobStatus.COMPLETED)
-        self.store.jobs.update_job(job, status=final.value, completed=True,
-                              counts={k.lower(): v for k, v in counts.items()})
+        status_now = (JobStatus.REJECTED if meta.error else JobStatus.FAILED if meta.failure
+                      else JobStatus.CANCELLED if cancelled else JobStatus.COMPLETED)
+        self.store.jobs.update_job(job, status=status_now.value, completed=True, report_written_at=first_at,
+                                   report_final=final,
+                                   counts={k.lower(): v for k, v in counts.items()})
         if not force:
             count("FilesCompleted", 1)
             try:
                 detail = events_out.job_completed(
-                    meta, job=job, status=final, counts={s: summary[s.lower()] for s in STATUSES},
+                    meta, job=job, status=status_now, counts={s: summary[s.lower()] for s in STATUSES},
                     rows=summary["rows"], bucket=self.bucket, csv_key=csv_key, summary_key=summary_key,
                     completed_at=now)
             except Exception:  # never into the settle path: the report is written
                 logger.exception("could not build the job-completed event", extra={"job": job})
             else:
                 self._publish(detail, meta.task_token)
-        logger.info("report written", extra={"job": job, "report": csv_key, **{k.lower(): v for k, v in counts.items()}})
+        # After the event: a failure here must not cost the job its one `Job Completed`.
+        self.store.jobs.note_awaiting(job, not final)  # the report function's sweep (reporting.py)
+        logger.info("report written", extra={"job": job, "report": csv_key, "pending_outcomes": pending, "final": final,
+                                             **{k.lower(): v for k, v in counts.items()}})
         return True
 
     def _publish(self, detail: dict, task_token: str = "") -> None:

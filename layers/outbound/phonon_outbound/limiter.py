@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .observability import count_by
 from .store import Store
 from .store.common import BREAKER, LIMIT
 
@@ -164,7 +165,12 @@ class BreakerState:
 class CircuitBreaker:
     """Per flow. Open after an account-level refusal: nobody sends, messages are kept. When the
     open period ends one dispatcher wins the probe; its success closes the breaker, another
-    refusal reopens it for twice as long (up to 15 minutes)."""
+    refusal reopens it for twice as long (up to 15 minutes).
+
+    The metric `CircuitOpen` (dimension `flow`; the dashboard's "circuit state per flow") is 1
+    when the breaker opens and whenever a dispatcher finds it open, 0 when it closes: written
+    only then, so a healthy flow costs nothing per chunk. Each flow that ever opened is one
+    custom metric ($0.30 a month at CloudWatch's first price tier)."""
 
     MAX_OPEN_S = 900.0
 
@@ -180,6 +186,7 @@ class CircuitBreaker:
         if not item or not item.get("open"):
             return BreakerState(True)
         now = self.clock()
+        self._emit(1)
         if now < float(item["open_until"]):
             return BreakerState(False, wait_s=float(item["open_until"]) - now, reason=item.get("reason", ""))
         if now < float(item.get("probe_until", 0)):
@@ -201,6 +208,7 @@ class CircuitBreaker:
                      "code": code if code is not None else -1, "opened_at": now, "probe_until": 0.0,
                      "ver": (item or {}).get("ver", 0) + 1}
             if self.items.put_if_version(self.pk, attrs, item["ver"] if item else None):
+                self._emit(1)
                 return
 
     def close(self) -> None:
@@ -210,7 +218,11 @@ class CircuitBreaker:
                 return
             attrs = {"open": False, "ver": item["ver"] + 1, "closed_at": self.clock()}
             if self.items.put_if_version(self.pk, attrs, item["ver"]):
+                self._emit(0)
                 return
+
+    def _emit(self, open_: int) -> None:
+        count_by("CircuitOpen", open_, {"flow": self.pk[len(BREAKER):]})
 
     def state(self) -> dict | None:
         return self.items.get(self.pk)

@@ -154,6 +154,22 @@ class Job:
     request_id: str = ""
     reference: str = ""
     task_token: str = ""
+    # issue 12 (docs/operating.md): pause (reason, "" = running), flow-end outcomes arrived so
+    # far, the report function's bookkeeping (last write, next allowed write, final written),
+    # the dispatch lane the job's chunks go to ("" = the chunk queue, "express" = small jobs)
+    paused_reason: str = ""
+    outcomes: int = 0
+    report_written_at: int = 0
+    report_next_at: int = 0
+    report_final: bool = False
+    lane: str = ""
+
+    @property
+    def all_outcomes_in(self) -> bool:
+        """Every ACCEPTED row has its outcome: the `outcomes` counter (the webhook counts the
+        first outcome of an ACCEPTED row only) reaches the accepted rows. The report sweep and
+        the reconciler's shortcut both use this, so they agree on when a job is done."""
+        return self.outcomes >= int(self.counts.get("accepted", self.accepted))
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any] | None) -> Job:
@@ -189,6 +205,9 @@ class Job:
             finalizing=_int(item.get("finalizing")), expires_at=_int(item.get("expires_at")),
             origin=_origin(item.get("origin")), request_id=_str(item.get("request_id")),
             reference=_str(item.get("reference")), task_token=_str(item.get("task_token")),
+            paused_reason=_str(item.get("paused_reason")), outcomes=_int(item.get("outcomes")),
+            report_written_at=_int(item.get("report_written_at")), report_next_at=_int(item.get("report_next_at")),
+            report_final=bool(item.get("report_final")), lane=_str(item.get("lane")),
         )
 
     @property

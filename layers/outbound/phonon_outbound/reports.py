@@ -1,8 +1,11 @@
 """The per-file results report (CSV) and summary (JSON) (README.md, "Reports").
 
-``reports/<input key>.results.csv``: UTF-8, exactly the columns
-``row,client-identifier,status,phonon-uuid,request-id,reason``, one line per data row in input
-order. Two defences against a spreadsheet running a cell (OWASP "CSV Injection"):
+``reports/<input key>.results.csv``: UTF-8, the six SPEC columns
+``row,client-identifier,status,phonon-uuid,request-id,reason`` first and unchanged, then the
+call's outcome from the flow-end webhook (``OUTCOME_HEADER``:
+``outcome,answered,duration_s,attempts,hangup_cause,dtmf,ended_at,delivery``), one line per data
+row in input order. An ACCEPTED row whose outcome has not arrived yet says ``PENDING``; rows of
+other statuses leave the outcome columns empty (docs/contract.md, "Reports"). Two defences against a spreadsheet running a cell (OWASP "CSV Injection"):
 
 - every cell of a data line is quoted (``csv.QUOTE_ALL``). A spreadsheet whose locale
   separates fields with ``;`` (most of Europe) splits an unquoted line on ``;`` too, so an
@@ -29,9 +32,34 @@ from typing import IO, Any
 
 from .status import STATUSES
 
-__all__ = ["HEADER", "STATUSES", "ReportWriter", "neutralize", "summary_dict"]
+__all__ = ["GROUP_METRICS", "HEADER", "OUTCOME_GROUPS", "OUTCOME_HEADER", "OUTCOME_METRICS", "PENDING", "SPEC_HEADER",
+           "STATUSES", "ReportWriter", "neutralize", "outcome_cells", "outcome_group", "summary_dict"]
 
-HEADER = ("row", "client-identifier", "status", "phonon-uuid", "request-id", "reason")
+SPEC_HEADER = ("row", "client-identifier", "status", "phonon-uuid", "request-id", "reason")
+OUTCOME_HEADER = ("outcome", "answered", "duration_s", "attempts", "hangup_cause", "dtmf", "ended_at", "delivery")
+HEADER = SPEC_HEADER + OUTCOME_HEADER
+
+# A call's outcome (the `outcome` column; docs/contract.md, "Outcomes") -> (its group, its
+# `answered` cell). The one table the report's `answered` column, the webhook's Outcome* metric
+# (`OUTCOME_METRICS`) and `status`'s outcome mix (phonon_outbound_dev.job_status) are read from.
+# An outcome not named here is "other".
+OUTCOME_GROUPS: dict[str, tuple[str, str]] = {
+    "ANSWERED": ("answered", "yes"),
+    "NO_ANSWER": ("no answer", "no"), "BUSY": ("no answer", "no"),
+    "FAILED": ("failed", "no"), "NOT_DELIVERED": ("failed", ""),  # a message, not a call: no `answered`
+    "DELIVERED": ("delivered", ""),
+    "COMPLETED": ("other", ""),  # the push said nothing more
+}
+# The groups in the order they are shown, each with its metric.
+GROUP_METRICS = {"answered": "OutcomeAnswered", "no answer": "OutcomeNoAnswer", "failed": "OutcomeFailed",
+                 "delivered": "OutcomeDelivered", "other": "OutcomeCompleted"}
+OUTCOME_METRICS = {outcome: GROUP_METRICS[group] for outcome, (group, _) in OUTCOME_GROUPS.items()}
+
+
+def outcome_group(outcome: str) -> str:
+    """The outcome's group in `OUTCOME_GROUPS` ("other" for an outcome not named there)."""
+    return OUTCOME_GROUPS.get(str(outcome or "").upper(), ("other", ""))[0]
+PENDING = "PENDING"  # an ACCEPTED row whose flow-end outcome has not arrived (yet)
 # OWASP's list (= + - @ tab CR), their full-width forms (an IME types ＝; Excel and LibreOffice
 # take it for =), '|' (DDE: =cmd|' /C calc'!A0) and '%' (LibreOffice's percent formulas; "%0A"
 # smuggling). Leading spaces and line breaks are looked through: " =1+2" may be trimmed and run.
@@ -65,14 +93,32 @@ class ReportWriter:
         self.rows = 0
 
     def write(self, row: int, client_id: str, status: str, phonon_uuid: str = "", request_id: str = "",
-              reason: str = "") -> None:
+              reason: str = "", outcome: tuple[str, ...] = ()) -> None:
+        """One data line; `outcome`: the `outcome_cells` of the row (empty: no outcome columns' values)."""
+        cells = tuple(neutralize(c) for c in outcome) + ("",) * (len(OUTCOME_HEADER) - len(outcome))
         self._w.writerow((row, neutralize(client_id or ""), status, neutralize(phonon_uuid or ""),
-                          neutralize(request_id or ""), neutralize(reason or "")))
+                          neutralize(request_id or ""), neutralize(reason or ""), *cells))
         self.rows += 1
 
     def write_many(self, rows: Iterable[tuple[int, str, str, str, str, str]]) -> None:
         for r in rows:
             self.write(*r)
+
+
+def outcome_cells(status: str, item: Mapping[str, Any]) -> tuple[str, ...]:
+    """The outcome columns of a row: its stored outcome (store.rows OUTCOME_ATTRS) when known,
+    ``PENDING`` for an ACCEPTED row still without one, nothing for other statuses."""
+    if not item.get("outcome_at") or not item.get("outcome"):
+        return (PENDING,) if status == "ACCEPTED" else ()
+    outcome = str(item["outcome"])
+    answered = OUTCOME_GROUPS.get(outcome, ("other", ""))[1]
+
+    def text(name: str) -> str:
+        value = item.get(name)
+        return "" if value is None else str(value)
+
+    return (outcome, answered, text("duration"), text("attempts"), text("hangup_cause"), text("dtmf"),
+            text("ended_at"), text("delivery"))
 
 
 def summary_dict(*, file: str, flow: str | None, counts: Mapping[str, int] | None = None,

@@ -93,6 +93,16 @@ class Settings(BaseModel):
         return v
     # events out (docs/events-out.md): `Outbound Call Completed` per matched flow-end push
     publish_call_events: bool = True
+    # operating a campaign (docs/operating.md, issue 12)
+    report_queue_url: str = ""  # the report function's queue ("" = reports written in-line)
+    express_queue_url: str = ""  # the express lane for small jobs ("" = one lane)
+    express_max_rows: int = Field(2_000, ge=0)  # a job of at most this many rows takes the express lane
+    report_debounce_s: float = Field(60.0, ge=0)  # at most one report rewrite per job per this many seconds
+    report_final_wait_s: float = Field(3_600.0, ge=0)  # the final write at the latest this long after settling
+    pull_api_url: str = ""  # Phonon's account-specific Pull API v2 URL ("" = reconciler off)
+    reconcile_after_s: float = Field(900.0, ge=0)  # an accepted call without an outcome this old is pulled
+    reconcile_batch: int = Field(200, ge=1, le=200)  # phonon-uuids / request-ids per pull request
+    pause_poll_s: float = Field(30.0, ge=1)  # a paused job's chunk comes back this often
 
     @field_validator("default_flow_id", "api_url", "bucket_name", mode="before")
     @classmethod

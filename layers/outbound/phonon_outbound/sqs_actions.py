@@ -5,7 +5,7 @@ that runs a batch's records in a thread pool.
 | decision | SQS call | the record in `batchItemFailures` |
 |---|---|---|
 | `Done` | — (Lambda's event source deletes the message) | no |
-| `HandBack(s)` | `SendMessage` of the same body with `DelaySeconds` = ⌈s⌉ capped at 900 | no (so it is deleted) |
+| `HandBack(s)` | `SendMessage` of the same body (and MessageGroupId) to the record's own queue with `DelaySeconds` = ⌈s⌉ capped at 900 | no (so it is deleted) |
 | `RetryAfter(s)` | `ChangeMessageVisibility` to ⌈s⌉ (none when s is None: the queue's own timeout) | yes |
 | `Poison` | `ChangeMessageVisibility` to 0: visible at once, to the DLQ after maxReceiveCount | yes |
 """
@@ -49,12 +49,26 @@ def receive_count(record: SQSRecord) -> int:
     return int(record.attributes.approximate_receive_count or 1)
 
 
-class SqsActions:
-    """Carries out a chunk message's decision on the chunk queue."""
+def queue_name(arn_or_url: str) -> str:
+    """A queue's name from its ARN (arn:aws:sqs:region:account:name) or URL (…/account/name)."""
+    return arn_or_url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
 
-    def __init__(self, sqs: Any, queue_url: str):
+
+class SqsActions:
+    """Carries out a chunk message's decision on the queue the message came from: the dispatch
+    function reads the chunk queue and the express lane (chunking.lane_for), and a chunk handed
+    back must wait in its own lane, not move to the other one."""
+
+    def __init__(self, sqs: Any, queue_url: str, *other_queue_urls: str):
         self.sqs = sqs
-        self.queue_url = queue_url
+        self.queue_url = queue_url  # the default: a record whose source is none of the queues
+        self.urls = {queue_name(u): u for u in (*other_queue_urls, queue_url) if u}
+
+    def queue_of(self, record: SQSRecord) -> str:
+        """The URL of the record's own queue, from its `eventSourceARN` (queue names are unique
+        within an account and region, so the name settles it)."""
+        arn = str(record.get("eventSourceARN") or "")  # a record built by hand may have none
+        return self.urls.get(queue_name(arn), self.queue_url) if arn else self.queue_url
 
     def apply(self, decision: Decision, record: SQSRecord) -> str:
         """Carry out `decision` for `record`: returns the chunk's fate when the record succeeds,
@@ -63,8 +77,10 @@ class SqsActions:
         if isinstance(decision, Done):
             return decision.outcome.fate.value
         if isinstance(decision, HandBack):  # a fresh copy waits; this one is deleted (no receive spent)
-            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=record.body,
-                                  DelaySeconds=max(0, min(MAX_DELAY_S, math.ceil(decision.seconds))))
+            group = record.attributes.message_group_id  # the job, on its fair-queue group again
+            self.sqs.send_message(QueueUrl=self.queue_of(record), MessageBody=record.body,
+                                  DelaySeconds=max(0, min(MAX_DELAY_S, math.ceil(decision.seconds))),
+                                  **({"MessageGroupId": group} if group else {}))
             logger.info("chunk handed back with a delay", extra={**extra, "reason": decision.reason,
                                                                  "delay_s": decision.seconds})
             return Fate.WAITING.value
@@ -85,5 +101,5 @@ class SqsActions:
         raise TypeError(f"not a dispatch decision: {decision!r}")
 
     def _visible_after(self, record: SQSRecord, delay_s: float) -> None:
-        self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=record.receipt_handle,
+        self.sqs.change_message_visibility(QueueUrl=self.queue_of(record), ReceiptHandle=record.receipt_handle,
                                            VisibilityTimeout=max(0, min(MAX_VISIBILITY_S, math.ceil(delay_s))))

@@ -31,9 +31,12 @@ row already has another uuid) — nothing is written; 413 body too large; 5xx on
 faults (DynamoDB, Secrets Manager). Error texts name the field and the rule, never the value.
 
 Writes are conditional, so neither a replay nor a push carrying another uuid for the same row
-can rebind anything: a row's phonon-uuid is written once (`store.rows.set_row_uuid`), and a results
-item's binding to (job, row) — or to its correlation ref while unmatched — is written once
-(`store.results.upsert_result`).
+can rebind anything: a row's phonon-uuid is written once, with its outcome
+(`store.rows.record_outcome`; the outcome vocabulary is `row_outcome`), and a results item's
+binding to (job, row) — or to its correlation ref while unmatched — is written once
+(`store.results.upsert_result`). The first record of a row's outcome counts it on the job
+(`outcomes`), emits an Outcome* metric and asks for the report to be written again
+(reporting.py, debounced).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.utilities.parser import parse
@@ -67,6 +71,8 @@ from pydantic import (
 from . import suppression
 from .observability import count, logger, register_secret
 from .records import Job, parse_row_ref
+from .reports import OUTCOME_METRICS  # the one outcome table (reports.OUTCOME_GROUPS)
+from .status import Status
 from .store import RowUuidConflict, Store, decode_outcomes
 
 if TYPE_CHECKING:
@@ -422,11 +428,89 @@ def outcome_of(push: FlowEndPush | dict) -> dict:
     return out
 
 
+# The vocabulary of a call's outcome in the report (docs/contract.md, "Outcomes"). Hangup causes
+# are Q.850 / FreeSWITCH names as Phonon sends them; a cause not named here that ended an
+# attempt nobody answered is FAILED.
+NO_ANSWER_CAUSES = frozenset({"NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL", "ALLOTTED_TIMEOUT",
+                              "RECOVERY_ON_TIMER_EXPIRE", "PROGRESS_TIMEOUT", "CALL_REJECTED", "19", "18", "21"})
+BUSY_CAUSES = frozenset({"USER_BUSY", "NORMAL_CIRCUIT_CONGESTION", "17", "34"})
+DELIVERED_WORDS = ("delivered", "sent", "success", "read", "opened")
+
+
+def _delivered(status: str) -> bool:
+    text = status.strip().lower().replace("_", " ")
+    return not text.startswith(("not ", "un", "fail")) and any(w in text for w in DELIVERED_WORDS)
+
+
+def _talk_seconds(attempt: CallAttempt) -> int | None:
+    """The attempt's talk time in whole seconds: from its connect and end times when both read
+    as times (Phonon's samples disagree on `duration`'s unit: the simulator and docs/webhook.md's
+    sample say milliseconds, events/phonon-flow-end-push.json seconds; the times do not
+    disagree), else `duration` read as milliseconds; 0 for an attempt never connected."""
+    if attempt.connect_time and attempt.end_time:
+        try:
+            start = datetime.fromisoformat(attempt.connect_time)
+            end = datetime.fromisoformat(attempt.end_time)
+            if (start.tzinfo is None) == (end.tzinfo is None):
+                return max(0, round((end - start).total_seconds()))
+        except ValueError:
+            pass
+    if attempt.duration is None:
+        return 0 if not attempt.connect_time else None
+    return round(float(attempt.duration) / 1000)
+
+
+def row_outcome(push: FlowEndPush, body: str | bytes | None, source: str, now: int) -> dict[str, Any]:
+    """The row's outcome fields (store.rows OUTCOME_ATTRS) from a push: ANSWERED / NO_ANSWER /
+    BUSY / FAILED from the chosen attempt (the last connected one, else the last: its connect
+    and hangup cause); DELIVERED / NOT_DELIVERED for a push with SMS or e-mail details only;
+    COMPLETED when the push says nothing more. `duration` in whole seconds (Phonon sends
+    milliseconds; see `_talk_seconds`), DTMF digits of the chosen attempt (events_out reads them from the body)."""
+    from .events_out import _chosen_attempt, _dtmf  # the one DTMF reader (and the attempt it reads)
+
+    out: dict[str, Any] = {"outcome_at": now, "outcome_src": source}
+    attempts = push.call_details or []
+    deliveries = [d.delivery_status or d.status for d in (*(push.sms_details or ()), *(push.email_details or ()))]
+    deliveries = [d for d in deliveries if d]
+    if attempts:
+        index = _chosen_attempt(push)
+        chosen = attempts[index]
+        cause = str(chosen.hangup_cause or "").strip().upper()
+        if chosen.connect_time or chosen.duration:
+            out["outcome"] = "ANSWERED"
+        elif cause in BUSY_CAUSES or "BUSY" in cause:
+            out["outcome"] = "BUSY"
+        elif cause in NO_ANSWER_CAUSES:
+            out["outcome"] = "NO_ANSWER"
+        else:
+            out["outcome"] = "FAILED"
+        out["attempts"] = len(attempts)
+        talk = _talk_seconds(chosen)
+        if talk is not None:
+            out["duration"] = talk
+        if chosen.hangup_cause:
+            out["hangup_cause"] = chosen.hangup_cause
+        if chosen.end_time:
+            out["ended_at"] = chosen.end_time
+        dtmf = _dtmf(body, index)
+        if dtmf:
+            out["dtmf"] = dtmf
+    elif deliveries:
+        out["outcome"] = "DELIVERED" if _delivered(deliveries[-1]) else "NOT_DELIVERED"
+    else:
+        out["outcome"] = "COMPLETED"
+    if deliveries:
+        out["delivery"] = deliveries[-1]
+    return out
+
+
 # ------------------------------------------------------------------------------------- the service
 class WebhookService:
-    def __init__(self, store: Store, correlation_key: str = "OutboundRef", events: EventsOut | None = None):
+    def __init__(self, store: Store, correlation_key: str = "OutboundRef", events: EventsOut | None = None,
+                 reports: Any = None):
         self.store = store
         self.events = events  # `Outbound Call Completed` per matched push (events_out.py); None: off
+        self.reports = reports  # reporting.ReportRequests: a rewrite of the report (debounced); None: off
         self.correlation_name = f"$flow.key.{correlation_key}"
         self.correlation_key = correlation_key
         self._jobs: dict[str, Job] = {}  # a job's key, flow and rows never change once ingested: one read
@@ -468,7 +552,10 @@ class WebhookService:
     def handle_request(self, body: Any, is_base64: bool = False) -> dict:
         return self.handle(decode_body(body, is_base64))
 
-    def handle(self, body: str | bytes) -> dict:
+    def handle(self, body: str | bytes, source: str = "webhook") -> dict:
+        """One push (or a pulled record shaped as one, `source="pull"`): the results item, the
+        row's phonon-uuid and outcome (`store.rows.record_outcome`), and once per row the job's
+        `outcomes` counter, an Outcome* metric and a request to rewrite the report."""
         push = parse_push(body)
         uuid = push.phonon_uuid
         now = int(time.time())
@@ -490,8 +577,9 @@ class WebhookService:
         outcome = self._outcome(job, row)
         if outcome and outcome.get("phonon_uuid") and outcome["phonon_uuid"] != uuid:
             raise self._conflict("the row already has another phonon-uuid")
-        try:
-            row_item, newly_set = self.store.rows.set_row_uuid(job, row, uuid)  # the report's phonon-uuid
+        fields = row_outcome(push, body, source if source in ("webhook", "pull") else "webhook", now)
+        try:  # the report's phonon-uuid and outcome
+            row_item, newly_set = self.store.rows.record_outcome(job, row, uuid, fields)
         except RowUuidConflict:
             raise self._conflict("the row already has another phonon-uuid") from None
         info = row_item if row_item.get("status") else outcome
@@ -505,6 +593,16 @@ class WebhookService:
             if newly_set:  # undo our half: the row must not keep a uuid that belongs to another row
                 self.store.rows.clear_row_uuid(job, row, uuid)
             raise self._conflict("the phonon-uuid is already recorded for another row")
+        if newly_set:  # once per row: a replay (or the pull after the push) adds nothing
+            # `outcomes` counts ACCEPTED rows only: it is held against the job's accepted rows
+            # (Job.all_outcomes_in: the report sweep and the reconciler), so the outcome of a
+            # FAILED row Phonon ran anyway must not make up for an ACCEPTED row still without
+            # one. A row whose chunk has not settled yet (no `info`) is counted as before.
+            accepted_row = not info or info.get("status") == Status.ACCEPTED
+            item = self.store.jobs.add_to_job(job, outcomes=1) if accepted_row else None
+            count(OUTCOME_METRICS.get(fields["outcome"], "OutcomeCompleted"), 1)
+            if self.reports is not None:
+                self.reports.outcome(job, item)
         suppression.opt_out(body, push, info, meta.flow, ref)  # "press 9 to stop" (docs/suppression.md)
         if self.events is not None:  # docs/events-out.md; never raises
             self.events.call_completed(body, push, attrs, meta)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # for the annotations only: the builders import these when th
     from .flows import FlowSecrets
     from .ingest import IngestService
     from .jobs import JobFinisher
+    from .reconcile import Reconciler
+    from .reporting import ReportRequests, ReportService
     from .store import Store
     from .webhook import Credentials, WebhookService
 
@@ -85,14 +87,31 @@ def events_out() -> EventsOut:
 def finisher() -> JobFinisher:
     from .jobs import JobFinisher
 
-    return _once("finisher", lambda: JobFinisher(store(), client("s3"), settings().bucket_name, events_out()))
+    s = settings()
+    return _once("finisher", lambda: JobFinisher(store(), client("s3"), s.bucket_name, events_out(),
+                                                 final_wait_s=s.report_final_wait_s))
+
+
+def reports() -> ReportRequests:
+    """Report requests (CONTRACT 5): to the report queue, or in-line without one (reporting.py)."""
+    from .reporting import ReportRequests
+
+    s = settings()
+    return _once("reports", lambda: ReportRequests(store(), finisher, client("sqs") if s.report_queue_url else None,
+                                                   s.report_queue_url, s.report_debounce_s))
+
+
+def report_service() -> ReportService:
+    from .reporting import ReportService
+
+    return _once("report_service", lambda: ReportService(store(), finisher(), reports(), settings().report_final_wait_s))
 
 
 def ingest_service() -> IngestService:
     from .ingest import IngestService
 
     return _once("ingest", lambda: IngestService(settings(), store(), client("s3"), client("sqs"), secrets(),
-                                                 finisher(), throttle=_cache.get("throttle")))
+                                                 reports(), throttle=_cache.get("throttle")))
 
 
 def dispatch_service() -> DispatchService:
@@ -102,7 +121,7 @@ def dispatch_service() -> DispatchService:
     s = settings()
     return _once("dispatch", lambda: DispatchService(
         s, store(), lambda: PhononClient(s.api_url, s.api_connect_timeout_s, s.api_read_timeout_s), secrets(),
-        finisher()))
+        reports()))
 
 
 def webhook_service() -> WebhookService:
@@ -110,7 +129,20 @@ def webhook_service() -> WebhookService:
 
     s = settings()
     return _once("webhook", lambda: WebhookService(store(), s.correlation_key,
-                                                   events=events_out() if s.publish_call_events else None))
+                                                   events=events_out() if s.publish_call_events else None,
+                                                   reports=reports()))
+
+
+def reconciler() -> Reconciler:
+    """The missed-webhook reconciler (reconcile.py): the pull API through the dispatcher's HTTP
+    client and timeouts, security-ids from the flows' secrets, records through the webhook's path."""
+    from .api.client import PhononClient
+    from .reconcile import Reconciler
+
+    s = settings()
+    return _once("reconciler", lambda: Reconciler(
+        s, store(), lambda: PhononClient(s.pull_api_url, s.api_connect_timeout_s, s.api_read_timeout_s), secrets(),
+        webhook_service()))
 
 
 def webhook_credentials() -> Credentials:

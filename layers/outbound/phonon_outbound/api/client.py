@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,6 +66,7 @@ class ApiAnswer:
     maybe_delivered: bool = True
     retry_after_s: float | None = None
     body_excerpt: str | None = None
+    payload: dict | None = field(default=None, repr=False)  # the documented JSON as parsed (pull API records)
 
     @property
     def documented(self) -> bool:
@@ -210,7 +211,7 @@ def parse_response(status: int, content: bytes, headers: Any, elapsed_s: float,
     details_raw = data.get("call-details")
     call_details = [d for d in details_raw if isinstance(d, dict)] if isinstance(details_raw, list) else None
     return ApiAnswer(status, code, _scrub(message, secret) if message is not None else None, request_id,
-                     call_details, None, elapsed_s, True, retry_after, None)
+                     call_details, None, elapsed_s, True, retry_after, None, data)
 
 
 class PhononClient:

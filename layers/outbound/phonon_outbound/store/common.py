@@ -48,6 +48,7 @@ DEFAULT_RETENTION_S = 90 * 86400
 FINALIZE_LEASE_S = 960
 ACTIVE_SHARD = "A"  # the `active-jobs` index's hash key while a job is not completed
 ACTIVE_INDEX = "active-jobs"
+AWAITING = "AWAITING#"  # pk of the index of jobs whose report waits for outcomes (sk JOB#<job>)
 MAX_NOTES = 20  # notes kept on a job item (and so in its summary); more are counted, not stored
 MAX_NOTE_CHARS = 500
 MAX_TEXT_CHARS = 2000  # error / cancelled_reason
@@ -111,6 +112,16 @@ def outcome_sk(first_row: int) -> str:
 
 def key_pk(bucket: str, key: str) -> str:
     return f"KEY#{bucket}/{key}"
+
+
+def flow_control_pk(flow: str) -> str:
+    """A flow's control item (its pause): `FLOWCTL#<flow>`, sort key `-`."""
+    return f"FLOWCTL#{flow}"
+
+
+def flow_pause_text(flow: str, reason: str) -> str:
+    """A flow's pause as a job's chunks see it ("" when the flow is not paused)."""
+    return f"flow {flow} paused: {reason}" if reason else ""
 
 
 OBJECT = "OBJ#"  # + the object identity

@@ -1,5 +1,8 @@
 """The jobs repository: job META items, the KEY# index, report-name claims, S3 object claims,
-the finalize lease and cancellation."""
+the finalize lease, cancellation and control (pause / resume of a job or a flow; control.py).
+
+A flow's pause lives in its own item, `FLOWCTL#<flow>` / `-` (attribute `paused_reason`; no
+`expires_at`: a pause lasts until it is resumed, whatever the retention)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from botocore.exceptions import ClientError
 from .common import (
     ACTIVE_INDEX,
     ACTIVE_SHARD,
+    AWAITING,
     FINALIZE_LEASE_S,
     MAX_TEXT_CHARS,
     OBJECT,
@@ -21,6 +25,8 @@ from .common import (
     conditional,
     conditional_failed,
     dec,
+    flow_control_pk,
+    flow_pause_text,
     job_pk,
     key_pk,
     paged_query,
@@ -49,7 +55,31 @@ class JobsRepository(Protocol):
 
     def cancel_job(self, job: str, reason: str) -> bool: ...
 
-    def cancelled_reason(self, job: str) -> str: ...
+    def pause_job(self, job: str, reason: str) -> bool:
+        """Set the job's `paused_reason` (True); False when it is unknown, completed or paused already."""
+        ...
+
+    def resume_job(self, job: str) -> bool:
+        """Remove the job's `paused_reason` (True); False when it was not paused."""
+        ...
+
+    def pause_flow(self, flow: str, reason: str) -> bool:
+        """Pause every job's chunks of this flow (True); False when the flow is paused already."""
+        ...
+
+    def resume_flow(self, flow: str) -> bool:
+        """End the flow's pause (True); False when it was not paused."""
+        ...
+
+    def flow_paused(self, flow: str) -> str:
+        """The flow's pause reason ("" = not paused)."""
+        ...
+
+    def control(self, job: str, flow: str = "") -> tuple[str, str]:
+        """(cancelled_reason, paused_reason) of a job as dispatch must obey them: paused when the
+        job is paused or its flow is (a flow's pause reads "flow <id> paused: <reason>"). Two
+        consistent reads at most (the flow's only when the job is not paused itself)."""
+        ...
 
     def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None: ...
 
@@ -64,6 +94,21 @@ class JobsRepository(Protocol):
     def stale_jobs(self, updated_before: int) -> Iterator[tuple[str, int]]:
         """(job, updated_at) of every job not completed whose last write is before the cutoff,
         oldest first."""
+        ...
+
+    # ---------------------------------------------------------------- issue 12: the report function (helper R)
+    def awaiting_outcomes(self) -> Iterator[str]:
+        """Ids of the jobs whose report is written but not final (completed, `report_final`
+        false), from their `AWAITING#` index items (one Query; no Scan)."""
+        ...
+
+    def note_awaiting(self, job: str, awaiting: bool) -> None:
+        """Put the job on the awaiting-outcomes index (its report written, not final) or take it off."""
+        ...
+
+    def claim_report_slot(self, job: str, previous: int, at: int) -> bool:
+        """Book the job's next report write at `at` (epoch s) if `report_next_at` is still
+        `previous` (0: never booked) and the job is completed: the debounce's one winner."""
         ...
 
 
@@ -160,13 +205,60 @@ class DynamoJobs:
             ExpressionAttributeValues={":r": clip(reason, MAX_TEXT_CHARS), ":u": int(self.retention.now()), ":f": False},
         )
 
-    def cancelled_reason(self, job: str) -> str:
-        """The job's `cancelled_reason` ("" when it is not cancelled, or there is no such job):
-        read by dispatch before it sends a chunk (one consistent GetItem of that one attribute)."""
+    # ---------------------------------------------------------------- control (control.py)
+    def pause_job(self, job: str, reason: str) -> bool:
+        return conditional(
+            self.table.update_item,
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="SET paused_reason = :r, paused_at = :u, updated_at = :u",
+            ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(paused_reason) OR paused_reason = :e) "
+                                "AND (attribute_not_exists(completed) OR completed = :f)",
+            ExpressionAttributeValues={":r": clip(reason or "paused", MAX_TEXT_CHARS), ":u": int(self.retention.now()),
+                                       ":f": False, ":e": ""},
+        )
+
+    def resume_job(self, job: str) -> bool:
+        return conditional(
+            self.table.update_item,
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="REMOVE paused_reason, paused_at SET updated_at = :u",
+            ConditionExpression="attribute_exists(pk) AND attribute_exists(paused_reason) AND paused_reason <> :e",
+            ExpressionAttributeValues={":u": int(self.retention.now()), ":e": ""},
+        )
+
+    def pause_flow(self, flow: str, reason: str) -> bool:
+        return conditional(
+            self.table.update_item,
+            Key={"pk": flow_control_pk(flow), "sk": "-"},
+            UpdateExpression="SET paused_reason = :r, paused_at = :u",
+            ConditionExpression="attribute_not_exists(paused_reason) OR paused_reason = :e",
+            ExpressionAttributeValues={":r": clip(reason or "paused", MAX_TEXT_CHARS), ":u": int(self.retention.now()),
+                                       ":e": ""},
+        )
+
+    def resume_flow(self, flow: str) -> bool:
+        return conditional(
+            self.table.update_item,
+            Key={"pk": flow_control_pk(flow), "sk": "-"},
+            UpdateExpression="REMOVE paused_reason, paused_at",
+            ConditionExpression="attribute_exists(paused_reason) AND paused_reason <> :e",
+            ExpressionAttributeValues={":e": ""},
+        )
+
+    def flow_paused(self, flow: str) -> str:
+        if not flow:
+            return ""
+        item = self.table.get_item(Key={"pk": flow_control_pk(flow), "sk": "-"}, ConsistentRead=True,
+                                   ProjectionExpression="paused_reason").get("Item") or {}
+        return str(item.get("paused_reason") or "")
+
+    def control(self, job: str, flow: str = "") -> tuple[str, str]:
         item = self.table.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True,
-                                   ProjectionExpression="#c", ExpressionAttributeNames={"#c": "cancelled_reason"},
-                                   ).get("Item") or {}
-        return str(item.get("cancelled_reason") or "")
+                                   ProjectionExpression="cancelled_reason, paused_reason").get("Item") or {}
+        cancelled, paused = str(item.get("cancelled_reason") or ""), str(item.get("paused_reason") or "")
+        if cancelled or paused:
+            return cancelled, paused
+        return "", flow_pause_text(flow, self.flow_paused(flow))
 
     # ---------------------------------------------------------------- key index
     def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None:
@@ -220,3 +312,25 @@ class DynamoJobs:
             pk = str(item.get("pk", ""))
             if item.get("sk") == "META" and pk.startswith("JOB#"):  # only job items carry these; be safe anyway
                 yield pk[len("JOB#"):], int(item.get("updated_at", 0))
+
+    # ---------------------------------------------------------------- issue 12: the report function (helper R)
+    def awaiting_outcomes(self) -> Iterator[str]:
+        for item in paged_query(self.table, ConsistentRead=True, ProjectionExpression="job",
+                                KeyConditionExpression=Key("pk").eq(AWAITING) & Key("sk").begins_with("JOB#")):
+            yield str(item["job"])
+
+    def note_awaiting(self, job: str, awaiting: bool) -> None:
+        key = {"pk": AWAITING, "sk": f"JOB#{job}"}
+        if awaiting:
+            self.table.put_item(Item={**key, "job": job, "expires_at": self.retention.expiry()})
+        else:
+            self.table.delete_item(Key=key)
+
+    def claim_report_slot(self, job: str, previous: int, at: int) -> bool:
+        first = "attribute_not_exists(report_next_at) OR report_next_at = :zero" if not previous else "report_next_at = :p"
+        return conditional(
+            self.table.update_item, Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="SET report_next_at = :at",
+            ConditionExpression=f"attribute_exists(pk) AND completed = :t AND ({first})",
+            ExpressionAttributeValues={":at": int(at), ":t": True,
+                                       **({":p": int(previous)} if previous else {":zero": 0})})

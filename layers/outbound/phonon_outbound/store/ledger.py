@@ -119,16 +119,7 @@ class DynamoLedger:
         """Give back the lease of a chunk still IN_PROGRESS (its holder failed and the message
         will be retried): the retry need not wait for the lease to run out. A chunk settled
         meanwhile is left as it is."""
-        try:
-            self.table.update_item(
-                Key={"pk": job_pk(job), "sk": chunk_sk(chunk)},
-                UpdateExpression="SET #s = :retry, lease_until = :zero",
-                ConditionExpression="#s = :ip",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":retry": ChunkState.RETRY, ":zero": 0, ":ip": ChunkState.IN_PROGRESS})
-        except ClientError as err:
-            if not conditional_failed(err):
-                raise
+        self.note_chunk(job, chunk, state=ChunkState.RETRY, lease_until=0)
 
     def settle_chunk(self, job: str, chunk: int, state: ChunkState, **attrs: Any) -> None:
         """Record a chunk's final state: DONE, or FAILED when its retries ran out (a FAILED

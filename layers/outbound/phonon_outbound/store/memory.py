@@ -26,6 +26,7 @@ from typing import Any
 
 from .common import (
     ACTIVE_SHARD,
+    AWAITING,
     DEDUPE,
     DEDUPE_LOCK,
     DEDUPE_LOCK_WAIT_S,
@@ -43,6 +44,8 @@ from .common import (
     chunk_sk,
     clip,
     encode_outcomes,
+    flow_control_pk,
+    flow_pause_text,
     job_pk,
     key_pk,
     outcome_sk,
@@ -54,7 +57,7 @@ from .facade import Store
 from .ledger import ChunkState, compacted, refused_claim
 from .limits import check_key
 from .results import binding_allows, present
-from .rows import first_without_outcome, merge_outcomes, row_item
+from .rows import FIRST_ONLY, OUTCOME_ATTRS, first_without_outcome, merge_outcomes, outcome_fields, row_item
 
 Key = tuple[str, str]
 
@@ -153,10 +156,53 @@ class MemoryJobs(_Fake):
                                                 "updated_at": int(self.retention.now())})
             return True
 
-    def cancelled_reason(self, job: str) -> str:
+    def pause_job(self, job: str, reason: str) -> bool:
+        with self.t.lock:
+            item = self.t.state.get((job_pk(job), "META"))
+            if item is None or item.get("paused_reason") or item.get("completed", False) is not False:
+                return False
+            now = int(self.retention.now())
+            self.t.update(job_pk(job), "META", {"paused_reason": clip(reason or "paused", MAX_TEXT_CHARS),
+                                                "paused_at": now, "updated_at": now})
+            return True
+
+    def _unpause(self, pk: str, sk: str, **stamp: int) -> bool:
+        with self.t.lock:
+            item = self.t.state.get((pk, sk))
+            if item is None or not item.get("paused_reason"):
+                return False
+            item.pop("paused_reason", None)
+            item.pop("paused_at", None)
+            item.update(stamp)
+            return True
+
+    def resume_job(self, job: str) -> bool:
+        return self._unpause(job_pk(job), "META", updated_at=int(self.retention.now()))
+
+    def pause_flow(self, flow: str, reason: str) -> bool:
+        with self.t.lock:
+            item = self.t.state.get((flow_control_pk(flow), "-"))
+            if item is not None and item.get("paused_reason"):
+                return False
+            self.t.update(flow_control_pk(flow), "-", {"paused_reason": clip(reason or "paused", MAX_TEXT_CHARS),
+                                                       "paused_at": int(self.retention.now())})
+            return True
+
+    def resume_flow(self, flow: str) -> bool:
+        return self._unpause(flow_control_pk(flow), "-")
+
+    def flow_paused(self, flow: str) -> str:
+        with self.t.lock:
+            item = (self.t.state.get((flow_control_pk(flow), "-")) or {}) if flow else {}
+            return str(item.get("paused_reason") or "")
+
+    def control(self, job: str, flow: str = "") -> tuple[str, str]:
         with self.t.lock:
             item = self.t.state.get((job_pk(job), "META")) or {}
-            return str(item.get("cancelled_reason") or "")
+            cancelled, paused = str(item.get("cancelled_reason") or ""), str(item.get("paused_reason") or "")
+        if cancelled or paused:
+            return cancelled, paused
+        return "", flow_pause_text(flow, self.flow_paused(flow))
 
     def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None:
         with self.t.lock:
@@ -199,6 +245,27 @@ class MemoryJobs(_Fake):
                      and isinstance(i.get("updated_at"), int) and i["updated_at"] < updated_before]
         return iter([(job, at) for at, job in sorted(found)])
 
+    # ---------------------------------------------------------------- issue 12: the report function (helper R)
+    def awaiting_outcomes(self) -> Iterator[str]:
+        with self.t.lock:
+            items = self.t.query(AWAITING, "JOB#")
+        return iter([str(i["job"]) for i in items])
+
+    def note_awaiting(self, job: str, awaiting: bool) -> None:
+        with self.t.lock:
+            if awaiting:
+                self.t.put({"pk": AWAITING, "sk": f"JOB#{job}", "job": job, "expires_at": self.retention.expiry()})
+            else:
+                self.t.state.pop((AWAITING, f"JOB#{job}"), None)
+
+    def claim_report_slot(self, job: str, previous: int, at: int) -> bool:
+        with self.t.lock:
+            item = self.t.state.get((job_pk(job), "META"))
+            if item is None or item.get("completed") is not True or int(item.get("report_next_at", 0)) != previous:
+                return False
+            item["report_next_at"] = int(at)
+            return True
+
 
 class MemoryRows(_Fake):
     def __init__(self, tables: MemoryTables, retention: Retention):
@@ -222,11 +289,24 @@ class MemoryRows(_Fake):
                                                      "expires_at": old.get("expires_at", self.retention.expiry())})
         return {**old, "phonon_uuid": phonon_uuid, "row": row}, old.get("phonon_uuid") != phonon_uuid
 
+    def record_outcome(self, job: str, row: int, phonon_uuid: str, fields: dict) -> tuple[dict, bool]:
+        attrs = outcome_fields(fields)
+        with self.t.lock:
+            old = self.t.get(job_pk(job), row_sk(row)) or {}
+            if old.get("phonon_uuid", phonon_uuid) != phonon_uuid:
+                raise RowUuidConflict(job, row)
+            attrs = {k: v for k, v in attrs.items() if not (k in FIRST_ONLY and k in old)}
+            self.t.update(job_pk(job), row_sk(row), {"phonon_uuid": phonon_uuid, "row": row, **attrs,
+                                                     "expires_at": old.get("expires_at", self.retention.expiry())})
+        return {**old, "phonon_uuid": phonon_uuid, "row": row}, "outcome_at" not in old
+
     def clear_row_uuid(self, job: str, row: int, phonon_uuid: str) -> None:
         with self.t.lock:
             item = self.t.state.get((job_pk(job), row_sk(row)))
             if item is not None and item.get("phonon_uuid") == phonon_uuid:
                 del item["phonon_uuid"]
+                for k in OUTCOME_ATTRS:
+                    item.pop(k, None)
 
     def put_outcomes(self, job: str, chunk: int, rows: list[dict], at: int) -> None:
         if not rows:

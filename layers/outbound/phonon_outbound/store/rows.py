@@ -46,7 +46,29 @@ class RowsRepository(Protocol):
 
     def clear_row_uuid(self, job: str, row: int, phonon_uuid: str) -> None: ...
 
+    def record_outcome(self, job: str, row: int, phonon_uuid: str, fields: dict) -> tuple[dict, bool]:
+        """The row's phonon-uuid (`set_row_uuid`'s rule) and its flow-end outcome (OUTCOME_ATTRS)
+        on the row's own item, in one conditional write. Returns (the item as it was before,
+        with the uuid, whether this call recorded the outcome: False for a replay)."""
+        ...
+
     def any_without_outcome(self, job: str, rows: Iterable[int]) -> bool: ...
+
+
+# A row's flow-end outcome on its ROW# item (docs/contract.md, "Outcomes"; CONTRACT interface 1).
+OUTCOME_ATTRS = ("outcome", "duration", "attempts", "hangup_cause", "dtmf", "ended_at", "delivery", "outcome_at",
+                 "outcome_src")
+# Kept from the first record of an outcome (a pull after the push does not say it came first).
+FIRST_ONLY = ("outcome_at", "outcome_src")
+
+
+def outcome_fields(fields: dict) -> dict:
+    """The outcome attributes of `fields` that are set (others ignored; texts bounded)."""
+    out = {k: fields[k] for k in OUTCOME_ATTRS if fields.get(k) not in (None, "")}
+    for k, v in out.items():
+        if isinstance(v, str):
+            out[k] = clip(v, MAX_TEXT_CHARS)
+    return out
 
 
 def row_item(job: str, row: dict, expires: int) -> dict:
@@ -79,6 +101,9 @@ def merge_outcomes(chunk_items: Iterable[dict], row_items: Iterable[dict]) -> It
         if current is not None and int(current["row"]) == row:
             if not current.get("phonon_uuid") and item.get("phonon_uuid"):
                 current["phonon_uuid"] = item["phonon_uuid"]
+            for k in OUTCOME_ATTRS:  # the webhook's outcome on the row's patch item
+                if k in item and k not in current:
+                    current[k] = item[k]
             continue
         if current is not None:
             yield current
@@ -143,11 +168,37 @@ class DynamoRows:
         item = {**old, "phonon_uuid": phonon_uuid, "row": row}
         return item, newly_set
 
+    def record_outcome(self, job: str, row: int, phonon_uuid: str, fields: dict) -> tuple[dict, bool]:
+        """`set_row_uuid` plus the outcome attributes, in one conditional update: the uuid is
+        bound once (another uuid: `RowUuidConflict`, nothing written); the outcome's fields are
+        written again by a replay (the same push says the same), `outcome_at` / `outcome_src`
+        only the first time. Returns (the item as it was, with the uuid and row; newly recorded)."""
+        attrs = outcome_fields(fields)
+        names = {"#r": "row", **{f"#{k}": k for k in attrs}}
+        values: dict[str, Any] = {":u": phonon_uuid, ":r": row, ":e": self.retention.expiry(),
+                                  **{f":{k}": v for k, v in attrs.items()}}
+        sets = ["phonon_uuid = :u", "#r = :r", "expires_at = if_not_exists(expires_at, :e)",
+                *(f"#{k} = if_not_exists(#{k}, :{k})" if k in FIRST_ONLY else f"#{k} = :{k}" for k in attrs)]
+        try:
+            out = self.table.update_item(
+                Key={"pk": job_pk(job), "sk": row_sk(row)}, UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_not_exists(phonon_uuid) OR phonon_uuid = :u",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values, ReturnValues="ALL_OLD")
+        except ClientError as err:
+            if conditional_failed(err):
+                raise RowUuidConflict(job, row) from None
+            raise
+        old = plain(out.get("Attributes") or {})
+        return {**old, "phonon_uuid": phonon_uuid, "row": row}, "outcome_at" not in old
+
     def clear_row_uuid(self, job: str, row: int, phonon_uuid: str) -> None:
-        """Take back a uuid `set_row_uuid` wrote (only while it is still that uuid)."""
+        """Take back a uuid `set_row_uuid` / `record_outcome` wrote, with its outcome (only while
+        it is still that uuid)."""
         try:
             self.table.update_item(
-                Key={"pk": job_pk(job), "sk": row_sk(row)}, UpdateExpression="REMOVE phonon_uuid",
+                Key={"pk": job_pk(job), "sk": row_sk(row)},
+                UpdateExpression="REMOVE phonon_uuid, " + ", ".join(f"#{k}" for k in OUTCOME_ATTRS),
+                ExpressionAttributeNames={f"#{k}": k for k in OUTCOME_ATTRS},
                 ConditionExpression="phonon_uuid = :u", ExpressionAttributeValues={":u": phonon_uuid})
         except ClientError as err:
             if not conditional_failed(err):

@@ -1,0 +1,97 @@
+"""`phonon-outbound pause | resume | cancel`: steer one job (by id, or by its file's key and
+optional version) or one flow, in a deployed stack (`--stack`) or in the local run that is
+running now (through `<state dir>/live.json`). docs/operating.md, "Pause, resume, cancel".
+
+Exit status: 0 done (or nothing to do: `already`), 2 usage error, unknown job / key / flow
+target, no such stack, or no local run running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ACTION_HELP = {
+    "pause": "hold a job's (or a flow's) calls: its chunks wait unsent until resumed",
+    "resume": "let a paused job (or flow) send again",
+    "cancel": "stop a job for good: nothing more is sent, its unsent rows end CANCELLED and its report is written",
+}
+
+
+def add_parsers(sub: Any, state_dir: Path) -> None:
+    """The three commands, on the CLI's sub-parsers."""
+    for action, text in ACTION_HELP.items():
+        p = sub.add_parser(action, help=text, description=text + ". Against a deployed stack with --stack; "
+                           "otherwise the local run that is running now. Exit status: 0 done, 2 usage error or "
+                           "nothing found.")
+        what = p.add_mutually_exclusive_group(required=True)
+        what.add_argument("--job", metavar="ID", help="the job id (as in the summary and the status)")
+        what.add_argument("--key", metavar="KEY", help="the file's S3 key (incoming/… or the name under incoming/): "
+                                                       "its newest job")
+        if action != "cancel":
+            what.add_argument("--flow", metavar="ID", help="every job's calls to this flow")
+        p.add_argument("--version", metavar="V", help="with --key: the job of that S3 version of the file")
+        p.add_argument("--reason", metavar="TEXT", help="why (kept on the job; a cancel's reason is in the report)")
+        p.add_argument("--stack", metavar="NAME", help="a deployed stack (its CloudFormation outputs)")
+        p.add_argument("--region", metavar="REGION", help="AWS region of the stack")
+        p.add_argument("--profile", metavar="NAME", help="AWS named profile to use")
+        p.add_argument("--state-dir", type=Path, default=state_dir, metavar="DIR",
+                       help=f"without --stack: the state directory of the local run (default ./{state_dir})")
+        p.add_argument("--json", action="store_true", help="print the answer as one JSON object on stdout")
+
+
+def describe(answer: dict[str, Any]) -> str:
+    from .cli import safe
+
+    what = f"flow {answer['flow']}" if "flow" in answer else f"job {answer['job']}"
+    if answer.get("key"):
+        what += f" ({answer['key']}" + (f", version {answer['version']}" if answer.get("version") else "") + ")"
+    state = answer["state"]
+    if answer.get("already"):
+        return safe(f"{what}: {state} already; nothing changed")
+    return safe(f"{what}: {state}" + (" (its unsent rows end CANCELLED; the report is written once its queued "
+                                      "chunks have settled)" if answer["action"] == "cancel" else ""))
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """Errors are answered here (one line, exit 2) rather than raised: under `python -m` the
+    CLI's own module is `__main__`, whose UsageError is not the one imported here."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from phonon_outbound.control import (
+        ControlError,
+        ControlService,
+        ControlTarget,
+        UnknownTarget,
+        finisher_settled,
+    )
+
+    from .cli import EXIT_OK, EXIT_USAGE, UsageError, _err, aws_error, safe
+    from .redrive import StackError
+    from .stack import NotRunning, connect
+
+    try:
+        if args.version and not args.key:
+            raise UsageError("--version goes with --key")
+        target = connect(args.stack, args.region, args.profile, args.state_dir)
+        service = ControlService(target.store, target.bucket, finisher_settled(target.store, target.finisher()))
+        answer = service.apply(args.command, ControlTarget(job=args.job or "", key=args.key or "",
+                                                    version=args.version or "", flow=getattr(args, "flow", "") or ""),
+                               args.reason or "")
+    except (UsageError, StackError, NotRunning, UnknownTarget, ControlError) as err:
+        _err(safe(str(err)))
+        return EXIT_USAGE
+    except (ClientError, BotoCoreError) as err:
+        _err(aws_error(err))
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(answer))
+    else:
+        print(describe(answer), file=sys.stdout)
+    return EXIT_OK
+
+
+__all__ = ["ACTION_HELP", "add_parsers", "cmd_control", "describe"]

@@ -1,0 +1,171 @@
+"""Report requests and the report function (docs/operating.md, "Outcomes in the report and the
+report function").
+
+A job's report is written when its last chunk settles and again as flow-end outcomes arrive:
+
+- `ReportRequests.settled(job)` — the job may have settled (ingest, dispatch, the watchdog, a
+  cancel): write now. `ReportRequests.outcome(job)` — an outcome arrived (the webhook, the
+  reconciler): write again, at most once per `report_debounce_s` per job.
+- The debounce is one conditional update of the job's `report_next_at` (`store.jobs.
+  claim_report_slot`): the next write is booked at max(now, the last booked write + debounce,
+  the first write + debounce). The winner sends one message to the report queue with
+  `DelaySeconds` up to that instant; everyone else sees a booking in the future and does
+  nothing (that write will read their outcome too). So two outcomes within a minute queue one write.
+- The report function (`ReportService.handle`) writes: the first write goes through the
+  finalize lease (`store.jobs.claim_finalize`, the `Outbound Job Completed` event once); later
+  writes replace the CSV and summary (S3 puts are whole-object: a writer dying half-way leaves
+  the previous report, and the next trigger writes it again). A first write whose lease another
+  writer holds is asked again when the lease runs out (a delayed message), never dropped.
+- The write is final (`report_final`, the job leaves the `AWAITING#` index) when every ACCEPTED
+  row has its outcome, or `report_final_wait_s` after the first write. Something must fire that
+  last one when no outcome comes any more: the report function's own schedule (every 5
+  minutes, `ReportService.sweep`) asks for a write of every awaiting job whose outcomes are all
+  in (the job's `outcomes` counter against its accepted rows) or whose wait is over. The
+  schedule lives on the report function, not the watchdog, so one function owns reports and
+  the watchdog stays a read-only alarm source.
+
+With no report queue (`report_queue_url == ""`: unit tests, the fakes) the requests write in-line
+with `JobFinisher`; an outcome then writes at once when its booked slot is now, and otherwise
+leaves the write to the next outcome or the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .observability import count, logger
+from .records import Job
+from .store import Store
+
+MAX_DELAY_S = 900  # SQS's longest DelaySeconds; a longer wait is asked for again when it ends
+
+
+class ReportBusy(Exception):
+    """Another writer holds the job's finalize lease (it may be writing)."""
+
+
+class ReportRequests:
+    def __init__(self, store: Store, finisher: Callable[[], Any], sqs: Any = None, queue_url: str = "",
+                 debounce_s: float = 60.0, clock: Callable[[], float] = time.time):
+        self.store = store
+        self._finisher = finisher  # a factory: the webhook never imports jobs.py unless it writes in-line
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.debounce_s = debounce_s
+        self.clock = clock
+
+    def send(self, job: str, kind: str, delay_s: float = 0) -> None:
+        """One request to the report function, delivered after `delay_s` (at most 900 s)."""
+        delay = max(0, min(MAX_DELAY_S, math.ceil(delay_s)))
+        self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps({"job": job, "kind": kind}),
+                              DelaySeconds=delay)
+        count("ReportsRequested", 1)
+
+    def settled(self, job: str, meta: Job | Mapping[str, Any] | None = None) -> bool:
+        """The job may have settled (with its item when the caller has it: then nothing is sent
+        for a job whose chunks are not all settled). In-line: whether a report was written."""
+        if not self.queue_url:
+            return bool(self._finisher().settled(job, meta))
+        if meta is not None:
+            m = meta if isinstance(meta, Job) else Job.from_item(meta)
+            if not m.all_chunks_settled:
+                return False
+        self.send(job, "settled")
+        return False
+
+    def outcome(self, job: str, meta: Job | Mapping[str, Any] | None = None) -> bool:
+        """An outcome of the job arrived (`meta`: its item after the `outcomes` count, when the
+        caller has it). Books the next write (debounced); True when this call booked it."""
+        m = meta if isinstance(meta, Job) else Job.from_item(meta if meta is not None else self.store.jobs.get_job(job))
+        if not m.completed:  # not written yet: the first write (when the job settles) includes it
+            return False
+        now = int(self.clock())
+        if m.report_next_at > now:  # a write is booked: it will read this outcome too
+            return False
+        floor = (m.report_next_at or m.report_written_at) + self.debounce_s
+        at = int(max(now, math.ceil(floor)))
+        if not self.store.jobs.claim_report_slot(job, m.report_next_at, at):
+            return False  # another caller booked it meanwhile
+        if self.queue_url:
+            self.send(job, "outcome", at - now)
+        elif at <= now:
+            self._finisher().finalize(job, force=True)
+        return True
+
+
+class ReportService:
+    """The report function: a request → a report write; the schedule → the final writes owed."""
+
+    def __init__(self, store: Store, finisher: Any, requests: ReportRequests, final_wait_s: float = 3600.0,
+                 clock: Callable[[], float] = time.time):
+        self.store = store
+        self.finisher = finisher
+        self.requests = requests
+        self.final_wait_s = final_wait_s
+        self.clock = clock
+
+    def handle(self, body: str) -> str:
+        """One queue message `{"job": id, "kind": "settled" | "outcome" | "final"}`. Returns what
+        was done; raises nothing for a message that names no job (it is dropped, logged)."""
+        try:
+            doc = json.loads(body)
+            job, kind = str(doc["job"]), str(doc.get("kind", "settled"))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("report request dropped: not a report request")
+            return "dropped"
+        try:
+            return self.write(job, final=kind == "final")
+        except ReportBusy:
+            meta = Job.from_item(self.store.jobs.get_job(job))
+            wait = max(1.0, meta.finalizing - self.clock() + 1)
+            if self.requests.queue_url:
+                self.requests.send(job, kind, wait)
+            logger.info("report writer busy: asked again when its lease ends", extra={"job": job, "wait_s": int(wait)})
+            return "busy"
+
+    def write(self, job: str, final: bool = False) -> str:
+        item = self.store.jobs.get_job(job)
+        if item is None:
+            return "unknown"
+        meta = Job.from_item(item)
+        if not meta.completed:
+            if not meta.all_chunks_settled:
+                return "not settled"
+            if self.finisher.maybe_finalize(job, meta):
+                return "written"
+            again = Job.from_item(self.store.jobs.get_job(job))
+            if not again.completed and again.finalizing > self.clock():
+                raise ReportBusy(job)
+            return "not written"
+        self.finisher.finalize(job, force=True, final=final)
+        return "rewritten"
+
+    def sweep(self) -> list[str]:
+        """The schedule: every awaiting job whose outcomes are all in, or whose final wait is
+        over, gets a (final) write requested. Returns their ids."""
+        asked = []
+        now = self.clock()
+        for job in self.store.jobs.awaiting_outcomes():
+            meta = Job.from_item(self.store.jobs.get_job(job))
+            if not meta.completed or meta.report_final:
+                self.store.jobs.note_awaiting(job, False)
+                continue
+            overdue = now - meta.report_written_at >= self.final_wait_s
+            if not meta.all_outcomes_in and not overdue:  # the reconciler's test too
+                continue
+            try:
+                if self.requests.queue_url:
+                    self.requests.send(job, "final" if overdue else "outcome")
+                else:
+                    self.write(job, final=overdue)
+                asked.append(job)
+            except Exception:  # one job must not stop the others; the next run asks again
+                logger.exception("could not request a job's final report", extra={"job": job})
+        return asked
+
+
+__all__ = ["ReportBusy", "ReportRequests", "ReportService"]

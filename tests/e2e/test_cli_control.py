@@ -1,0 +1,182 @@
+"""`phonon-outbound pause | resume | cancel` as an operator meets them: against the local run that is
+running in another terminal (through its live.json), and against a deployed stack (moto in server
+mode, never real AWS). Each command runs as a separate process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from phonon_outbound_dev.simulator import PhononSimulator
+from tests.e2e.test_cli import CLI, ROOT, read_report, write_csv
+from tests.e2e.test_cli_stack import CREDS, clean_env, moto_server, one_line_exit_2  # noqa: F401 (a fixture)
+
+FLOW, SID = "Flow1234", "S" * 64
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")]),
+            **(env or {})}
+    full.pop("AWS_ENDPOINT_URL", None)
+    return subprocess.run([*CLI, *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+
+
+def wait_for(check, timeout: float, child: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline or (child is not None and child.poll() is not None):
+            raise AssertionError("timed out" if child is None or child.poll() is None else "the run ended early")
+        time.sleep(0.1)
+
+
+def start_run(tmp_path: Path, sim: PhononSimulator, rows: int) -> tuple[subprocess.Popen, Path]:
+    """`phonon-outbound run` of a `rows`-row file at 600 calls a minute, in its own process
+    (its own session, so a Ctrl-C reaches it as a group), with its state dir."""
+    data = write_csv(tmp_path / "slow.csv", rows)
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")]),
+           "PHONON_SECURITY_ID": SID}
+    env.pop("AWS_ENDPOINT_URL", None)
+    child = subprocess.Popen([*CLI, "run", "--json", "--rate", "600", "--api-url", sim.url, "--flow-id", FLOW,
+                              "--out", str(tmp_path / "out"), "--state-dir", str(state), str(data)],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    return child, state
+
+
+def test_pause_resume_a_live_local_run_from_another_terminal(tmp_path):
+    # Given a local run of 300 rows at 600 calls a minute (30 s of sending), in its own process
+    with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
+        child, state = start_run(tmp_path, sim, 300)
+        try:
+            wait_for(lambda: sim.stats()["calls_accepted"] >= 30, 120, child)
+            assert (state / "live.json").exists()
+            # When the operator pauses the file from another terminal
+            paused = cli("pause", "--key", "slow.csv", "--reason", "wrong script", "--state-dir", str(state), "--json")
+            assert paused.returncode == 0, paused.stderr
+            answer = json.loads(paused.stdout)
+            assert answer["state"] == "paused" and answer["already"] is False and answer["key"] == "incoming/slow.csv"
+            # Then, once the requests in flight are answered, the simulator hears nothing more
+            time.sleep(2)
+            held = sim.stats()["requests"]
+            time.sleep(5)
+            assert sim.stats()["requests"] == held and child.poll() is None
+            assert sim.stats()["calls_accepted"] < 300
+            # When it is resumed
+            resumed = cli("resume", "--job", answer["job"], "--state-dir", str(state))
+            assert resumed.returncode == 0, resumed.stderr
+            assert f"job {answer['job']}: running" in resumed.stdout
+            stdout, stderr = child.communicate(timeout=180)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        stats = sim.stats()
+    # Then the run completes, everybody called once, nobody twice, and it said it was paused
+    assert child.returncode == 0, stderr[-3000:]
+    assert stats["called_twice"] == [] and len(stats["calls_by_client_identifier"]) == 300
+    report = read_report(json.loads(stdout)["files"][0]["report"])
+    assert {r["status"] for r in report} == {"ACCEPTED"} and len(report) == 300
+    assert "paused: incoming/slow.csv (wrong script)" in stderr and "resumed" in stderr
+    # and once it has ended there is no local run to control
+    assert not (state / "live.json").exists()
+    gone = cli("pause", "--job", answer["job"], "--state-dir", str(state))
+    one_line_exit_2(gone, "no local run is running")
+
+
+def test_ctrl_c_still_stops_a_paused_local_run(tmp_path):
+    # Given a local run paused from another terminal
+    with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
+        child, state = start_run(tmp_path, sim, 200)
+        try:
+            wait_for(lambda: sim.stats()["calls_accepted"] >= 20, 120, child)
+            assert cli("pause", "--key", "slow.csv", "--state-dir", str(state)).returncode == 0
+            time.sleep(2)
+            # When the person presses Ctrl-C while it waits
+            os.killpg(child.pid, signal.SIGINT)
+            stdout, stderr = child.communicate(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        stats = sim.stats()
+    # Then it stops as any run does: exit 130, every row in the report, the unsent ones CANCELLED
+    assert child.returncode == 130, stderr[-3000:]
+    report = read_report(json.loads(stdout)["files"][0]["report"])
+    accepted = {r["client-identifier"] for r in report if r["status"] == "ACCEPTED"}
+    assert len(report) == 200 and accepted == set(stats["calls_by_client_identifier"])
+    assert {r["status"] for r in report} == {"ACCEPTED", "CANCELLED"} and stats["called_twice"] == []
+    assert not (state / "live.json").exists()
+
+
+def test_a_live_file_left_by_a_killed_run_is_no_local_run(tmp_path):
+    (tmp_path / "live.json").write_text(json.dumps({"pid": 2 ** 22 + 12345, "endpoint": "http://127.0.0.1:9"}))
+    one_line_exit_2(cli("cancel", "--job", "j1", "--state-dir", str(tmp_path)), "no local run is running")
+    one_line_exit_2(cli("pause", "--job", "j1", "--state-dir", str(tmp_path / "none")), "no local run is running")
+
+
+def test_usage_errors_are_exit_2():
+    for args in (["pause"], ["pause", "--job", "j", "--flow", "Flow1234"], ["cancel", "--flow", "Flow1234"],
+                 ["resume", "--job", "j", "--version", "v1"]):
+        proc = cli(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+# ------------------------------------------------------------------ a deployed stack
+def test_pause_resume_cancel_against_a_stack(tmp_path, moto_server):  # noqa: F811 (the fixture)
+    # Given a stack (its outputs), its state table with one job of incoming/a.csv, not finished
+    # (names of their own: moto's servers in one process share one backend with test_cli_stack)
+    kw = {"region_name": "eu-west-1", "endpoint_url": moto_server, "aws_access_key_id": "testing",
+          "aws_secret_access_key": "testing"}
+    ddb = boto3.resource("dynamodb", **kw)
+    table = ddb.create_table(TableName="control-state", BillingMode="PAY_PER_REQUEST",
+                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                        {"AttributeName": "sk", "KeyType": "RANGE"}],
+                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                                   {"AttributeName": "sk", "AttributeType": "S"}])
+    table.put_item(Item={"pk": "JOB#j1", "sk": "META", "key": "incoming/a.csv", "version": "v1", "bucket": "contacts",
+                         "completed": False, "ingest_done": False, "updated_at": 1})
+    table.put_item(Item={"pk": "KEY#contacts/incoming/a.csv", "sk": "JOB#j1", "job": "j1", "version": "v1",
+                         "uploaded_at": "2026-11-30T10:00:00Z"})
+    template = {"Resources": {"Chunks": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "control-chunks"}}},
+                "Outputs": {"ContactsBucketName": {"Value": "contacts"}, "StateTableName": {"Value": "control-state"},
+                            "ResultsTableName": {"Value": "results"}, "ChunkQueueUrl": {"Value": {"Ref": "Chunks"}}}}
+    boto3.client("cloudformation", **kw).create_stack(StackName="phonon-control", TemplateBody=json.dumps(template))
+    env = {**CREDS, "AWS_ENDPOINT_URL": moto_server}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*CLI, *args, "--stack", "phonon-control", "--region", "eu-west-1"], cwd=ROOT,
+                              env=clean_env(tmp_path, **env), capture_output=True, text=True, timeout=120)
+
+    def item(pk: str, sk: str = "META") -> dict:
+        return table.get_item(Key={"pk": pk, "sk": sk}, ConsistentRead=True).get("Item") or {}
+
+    # When the operator pauses it by its file's name
+    proc = run("pause", "--key", "a.csv", "--reason", "hold", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"action": "pause", "job": "j1", "key": "incoming/a.csv", "version": "v1",
+                                       "state": "paused", "already": False}
+    assert item("JOB#j1")["paused_reason"] == "hold"
+    again = run("pause", "--job", "j1")
+    assert again.returncode == 0 and "job j1: paused already; nothing changed" in again.stdout
+    assert json.loads(run("resume", "--job", "j1", "--json").stdout)["state"] == "running"
+    assert "paused_reason" not in item("JOB#j1")
+    # a flow's pause is its own item
+    assert json.loads(run("pause", "--flow", "Flow1234", "--json").stdout)["state"] == "paused"
+    assert item("FLOWCTL#Flow1234", "-")["paused_reason"] == "paused by an operator"
+    # cancel: the job is marked, its unsent rows will end CANCELLED with the reason
+    proc = run("cancel", "--key", "incoming/a.csv", "--version", "v1", "--reason", "wrong list")
+    assert proc.returncode == 0, proc.stderr
+    assert "job j1 (incoming/a.csv, version v1): cancelled" in proc.stdout
+    assert item("JOB#j1")["cancelled_reason"] == "wrong list"
+    # unknown targets are one line, exit 2
+    one_line_exit_2(run("cancel", "--job", "nosuch"), "no such job: nosuch")
+    one_line_exit_2(run("pause", "--key", "b.csv"), "no job for key b.csv")
+    one_line_exit_2(run("pause", "--key", "a.csv", "--version", "v9"), "no job for key a.csv version v9")

@@ -1,0 +1,339 @@
+"""Pause, resume and cancel (control.py) on the real handlers against moto and the bundled
+simulator: what the simulator was asked (its request log) while a job or a flow is paused, after
+it is resumed, after it is cancelled; the control event and `cancel/` files through the ingest
+handler; and the store's control items on both stores."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pytest
+
+from phonon_outbound import wiring
+from phonon_outbound.control import (
+    ControlError,
+    ControlService,
+    ControlTarget,
+    UnknownTarget,
+    finisher_settled,
+)
+from phonon_outbound_dev.simulator import DEMO_FLOW_ID, FaultPlan
+
+from .conftest import Ctx, csv_rows, statuses
+
+
+def control() -> ControlService:
+    s, store = wiring.settings(), wiring.store()
+    return ControlService(store, s.bucket_name, finisher_settled(store, wiring.finisher()))
+
+
+def calls_of(h, prefix: str) -> list[str]:
+    """Client-identifiers of the calls Phonon accepted for one file (its rows' prefix)."""
+    return [c["client-identifier"] for c in h.sim.accepted_calls() if c["client-identifier"].startswith(prefix)]
+
+
+class Pump:
+    """Dispatch whatever the chunk queue holds, one receive at a time, counting each job's
+    receives and the highest receive count any message reached."""
+
+    def __init__(self, h):
+        self.h = h
+        self.receives: Counter[str] = Counter()
+        self.max_receive_count = 0
+
+    def once(self) -> int:
+        messages = self.h.receive(1)  # one chunk at a time: a control call can fall between two
+        for m in messages:
+            self.receives[json.loads(m["Body"])["job"]] += 1
+            self.max_receive_count = max(self.max_receive_count, int(m["Attributes"]["ApproximateReceiveCount"]))
+        if messages:
+            self.h.dispatch(messages)
+        return len(messages)
+
+    def run_for(self, seconds: float, until=lambda: False) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not until():
+            if not self.once():
+                time.sleep(0.1)
+
+
+def two_files(h, a_rows: int = 60, b_rows: int = 30):
+    a = h.upload("a.csv", csv_rows(a_rows, prefix="A"))
+    h.ingest(a)
+    b = h.upload("b.csv", csv_rows(b_rows, prefix="B"))
+    h.ingest(b)
+    return a, b
+
+
+def test_a_paused_job_sends_nothing_while_others_go_on_and_after_resume_completes_once(make_harness):
+    # Given two files in 10-row chunks, and part of the first one sent
+    h = make_harness(batch_size=10, pause_poll_s=1)
+    a, b = two_files(h)
+    pump = Pump(h)
+    pump.run_for(20, until=lambda: len(calls_of(h, "A-")) >= 10)
+    assert 10 <= len(calls_of(h, "A-")) < 60
+    # When the operator pauses it
+    answer = control().apply("pause", ControlTarget(key="incoming/a.csv"), "wrong script")
+    assert answer == {"action": "pause", "job": a.job_id, "key": "incoming/a.csv", "version": a.version_id,
+                      "state": "paused", "already": False}
+    sent_at_pause = len(calls_of(h, "A-"))
+    requests_at_pause = h.sim.stats()["requests"]
+    # Then the other file is sent in full while the paused one's chunks wait, unsent
+    pump.run_for(30, until=lambda: bool(h.job(b).get("completed")))
+    assert h.job(b)["completed"] and statuses(h.report(b)) == {"ACCEPTED": 30}
+    pump.run_for(3)  # the paused chunks come back (pause_poll_s) and are handed back again
+    assert len(calls_of(h, "A-")) == sent_at_pause
+    assert h.sim.stats()["requests"] - requests_at_pause == 3  # b's three requests only
+    assert not h.job(a).get("completed")
+    # ... handed back, never failed: no receive spent, nothing towards the DLQ
+    assert pump.receives[a.job_id] > 5 and pump.max_receive_count == 1 and h.dlq_depth() == 0
+    assert control().apply("pause", ControlTarget(job=a.job_id))["already"] is True
+    # When it is resumed
+    assert control().apply("resume", ControlTarget(job=a.job_id)) == {"action": "resume", "job": a.job_id,
+                                                                "state": "running", "already": False}
+    pump.run_for(30, until=lambda: bool(h.job(a).get("completed")))
+    # Then it completes, nobody called twice, every row accepted once
+    stats = h.sim.stats()
+    assert h.job(a)["completed"] and statuses(h.report(a)) == {"ACCEPTED": 60}
+    assert stats["called_twice"] == [] and len(calls_of(h, "A-")) == 60
+    assert pump.max_receive_count == 1 and h.dlq_depth() == 0
+
+
+def test_a_pause_written_during_the_rate_limit_wait_stops_the_request_that_waited(make_harness):
+    # Given a chunk that must wait for its rate-limit slot (10 rows per second)
+    h = make_harness(batch_size=10, records_per_minute=600, pause_poll_s=1)
+    a = h.upload("a.csv", csv_rows(40, prefix="A"))
+    h.ingest(a)
+    service = wiring.dispatch_service()
+    real_sleep, paused = service.sleep, []
+
+    def sleep_and_pause(seconds: float) -> None:  # the operator pauses while the chunk sleeps
+        if not paused:
+            paused.append(control().apply("pause", ControlTarget(job=a.job_id)))
+        real_sleep(seconds)
+
+    service.sleep = sleep_and_pause
+    pump = Pump(h)
+    pump.run_for(10, until=lambda: bool(paused))
+    requests_at_pause = h.sim.stats()["requests"]
+    pump.run_for(4)
+    # Then the request that was waiting was not made, nor any after it
+    assert paused and h.sim.stats()["requests"] == requests_at_pause
+    assert not h.job(a).get("completed") and pump.max_receive_count == 1
+    control().apply("resume", ControlTarget(job=a.job_id))
+    pump.run_for(30, until=lambda: bool(h.job(a).get("completed")))
+    assert statuses(h.report(a)) == {"ACCEPTED": 40} and h.sim.stats()["called_twice"] == []
+
+
+def test_a_pause_while_a_chunk_is_split_for_a_bad_record_lets_that_chunk_finish_and_sends_no_row_twice(
+        make_harness):
+    # Given a file of two 16-row chunks, the first with a number Phonon refuses (the chunk is
+    # sent in halves to find it), and a pause that arrives right after its first request
+    h = make_harness(batch_size=16, pause_poll_s=1)
+    h.sim.set_faults(FaultPlan(record_error_numbers=["919800000007"]))
+    a = h.upload("a.csv", csv_rows(32, prefix="A"))
+    h.ingest(a)
+    service = wiring.dispatch_service()
+    make_client, paused = service._client_factory, []
+
+    class PausingClient:
+        def __init__(self, client):
+            self.client = client
+
+        def post(self, body: bytes):
+            answer = self.client.post(body)
+            if not paused:
+                paused.append(control().apply("pause", ControlTarget(job=a.job_id)))
+            return answer
+
+    service._client_factory = lambda: PausingClient(make_client())
+    pump = Pump(h)
+    pump.run_for(5)
+    # Then the split chunk was finished (its halves were sent once each), the next one waits
+    first = h.sim.stats()
+    assert paused and len(calls_of(h, "A-")) == 15 and first["called_twice"] == []
+    assert not h.job(a).get("completed") and pump.max_receive_count == 1
+    pump.run_for(3)
+    assert h.sim.stats()["requests"] == first["requests"]
+    control().apply("resume", ControlTarget(job=a.job_id))
+    pump.run_for(20, until=lambda: bool(h.job(a).get("completed")))
+    assert statuses(h.report(a)) == {"ACCEPTED": 31, "FAILED": 1} and h.sim.stats()["called_twice"] == []
+
+
+def test_a_cancelled_job_sends_nothing_after_the_cancel_and_its_unsent_rows_are_cancelled(make_harness):
+    # Given a file part-sent
+    h = make_harness(batch_size=10)
+    a, b = two_files(h)
+    pump = Pump(h)
+    pump.run_for(20, until=lambda: len(calls_of(h, "A-")) >= 10)
+    # When the operator cancels it
+    answer = control().apply("cancel", ControlTarget(job=a.job_id), "sent to the wrong list")
+    assert answer == {"action": "cancel", "job": a.job_id, "state": "cancelled", "already": False}
+    sent = set(calls_of(h, "A-"))
+    requests_at_cancel, b_left = h.sim.stats()["requests"], 30 - len(calls_of(h, "B-"))
+    pump.run_for(30, until=lambda: bool(h.job(a).get("completed") and h.job(b).get("completed")))
+    # Then no request of it was started after the cancel (only the other file's 10-row chunks);
+    # what was sent is ACCEPTED, the rest CANCELLED with the reason
+    assert set(calls_of(h, "A-")) == sent
+    assert h.sim.stats()["requests"] - requests_at_cancel == b_left // 10
+    report = h.report(a)
+    accepted = {r["client-identifier"] for r in report if r["status"] == "ACCEPTED"}
+    assert accepted == sent and len(report) == 60
+    cancelled = [r for r in report if r["status"] == "CANCELLED"]
+    assert len(cancelled) == 60 - len(sent) and all(r["reason"] == "sent to the wrong list" for r in cancelled)
+    assert h.job(a)["status"] == "CANCELLED" and h.job(a)["counts"]["cancelled"] == len(cancelled)
+    assert statuses(h.report(b)) == {"ACCEPTED": 30}  # the other file was not touched
+    assert control().apply("cancel", ControlTarget(job=a.job_id))["already"] is True
+    assert h.dlq_depth() == 0
+
+
+def test_a_paused_job_can_be_cancelled_and_its_chunks_settle_without_a_resume(make_harness):
+    h = make_harness(batch_size=10, pause_poll_s=1)
+    a = h.upload("a.csv", csv_rows(30, prefix="A"))
+    h.ingest(a)
+    control().apply("pause", ControlTarget(job=a.job_id))
+    pump = Pump(h)
+    pump.run_for(2)
+    control().apply("cancel", ControlTarget(job=a.job_id))
+    pump.run_for(20, until=lambda: bool(h.job(a).get("completed")))
+    assert statuses(h.report(a)) == {"CANCELLED": 30} and h.sim.stats()["requests"] == 0
+
+
+def test_a_paused_flow_holds_every_job_of_the_flow_until_resumed(make_harness):
+    h = make_harness(batch_size=10, pause_poll_s=1)
+    assert control().apply("pause", ControlTarget(flow=DEMO_FLOW_ID)) == {
+        "action": "pause", "flow": DEMO_FLOW_ID, "state": "paused", "already": False}
+    a, b = two_files(h, 20, 20)
+    pump = Pump(h)
+    pump.run_for(3)
+    assert h.sim.stats()["requests"] == 0 and pump.max_receive_count == 1
+    control().apply("resume", ControlTarget(flow=DEMO_FLOW_ID))
+    pump.run_for(30, until=lambda: bool(h.job(a).get("completed") and h.job(b).get("completed")))
+    assert statuses(h.report(a)) == statuses(h.report(b)) == {"ACCEPTED": 20}
+
+
+def test_unknown_targets_and_bad_requests_are_clear_errors(make_harness):
+    h = make_harness()
+    a = h.upload("a.csv", csv_rows(3, prefix="A"))
+    h.ingest(a)
+    with pytest.raises(UnknownTarget, match="no such job: nosuch"):
+        control().apply("pause", ControlTarget(job="nosuch"))
+    with pytest.raises(UnknownTarget, match="no job for key zzz.csv"):
+        control().apply("pause", ControlTarget(key="zzz.csv"))
+    with pytest.raises(UnknownTarget, match="version v0"):
+        control().apply("pause", ControlTarget(key="a.csv", version="v0"))
+    with pytest.raises(ControlError, match="unknown action"):
+        control().apply("stop", ControlTarget(job=a.job_id))
+    with pytest.raises(ControlError, match="a flow can be paused or resumed"):
+        control().apply("cancel", ControlTarget(flow=DEMO_FLOW_ID))
+    with pytest.raises(ControlError, match="exactly one"):
+        control().apply("pause", {"job": a.job_id, "flow": DEMO_FLOW_ID})
+    # "a.csv" is "incoming/a.csv", with or without its version
+    assert control().apply("pause", ControlTarget(key="a.csv", version=a.version_id))["job"] == a.job_id
+
+
+def test_the_newest_upload_of_a_key_is_the_one_a_key_names(make_harness):
+    h = make_harness()
+    first = h.upload("a.csv", csv_rows(3, prefix="A"))
+    h.ingest(first)
+    time.sleep(1.1)  # upload times have whole seconds in the key index's order
+    second = h.upload("a.csv", csv_rows(4, prefix="B"))
+    h.ingest(second)
+    assert control().apply("pause", ControlTarget(key="incoming/a.csv"))["job"] == second.job_id
+    assert control().apply("pause", ControlTarget(key="incoming/a.csv", version=first.version_id))["job"] == first.job_id
+
+
+# ------------------------------------------------------------------ through the ingest handler
+def ingest_event(event: dict) -> dict:
+    import ingest_handler
+
+    return ingest_handler.handler(event, Ctx("ingest"))
+
+
+def control_event(detail: dict) -> dict:
+    return {"version": "0", "id": "e1", "detail-type": "Outbound Control", "source": "com.example.ops",
+            "account": "123456789012", "time": "2026-11-30T10:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": detail}
+
+
+def test_the_control_event_pauses_resumes_and_cancels_and_bad_ones_are_answered(make_harness):
+    h = make_harness(batch_size=10, pause_poll_s=1)
+    a = h.upload("a.csv", csv_rows(20, prefix="A"))
+    h.ingest(a)
+    out = ingest_event(control_event({"action": "pause", "key": "incoming/a.csv", "reason": "hold on"}))
+    assert out["files"] == [{"event": "Outbound Control", "status": "controlled", "control": {
+        "action": "pause", "job": a.job_id, "key": "incoming/a.csv", "version": a.version_id, "state": "paused",
+        "already": False}}]
+    assert h.job(a)["paused_reason"] == "hold on"
+    Pump(h).run_for(2)
+    assert h.sim.stats()["requests"] == 0
+    assert ingest_event(control_event({"action": "resume", "job": a.job_id}))["files"][0]["control"]["state"] == \
+        "running"
+    assert ingest_event(control_event({"action": "cancel", "job": a.job_id}))["files"][0]["control"]["state"] == \
+        "cancelled"
+    Pump(h).run_for(20, until=lambda: bool(h.job(a).get("completed")))
+    assert statuses(h.report(a)) == {"CANCELLED": 20}
+    # Bad requests are answered, never raised (the event is not retried for them)
+    for detail, status in (({"action": "pause", "job": "nosuch"}, "not found"),
+                           ({"action": "explode", "job": a.job_id}, "refused"),
+                           ({"action": "pause"}, "refused"), ({"action": "pause", "job": 7}, "refused"),
+                           # names no key of ours can have (DynamoDB would refuse the read itself)
+                           ({"action": "pause", "job": "J" * 3000}, "refused"),
+                           ({"action": "pause", "key": "k" * 2000}, "refused"),
+                           ({"action": "pause", "flow": "F" * 3000}, "refused"),
+                           ("not a dict", "refused")):
+        assert ingest_event(control_event(detail))["files"][0]["status"] == status  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("marker", ["cancel/incoming/a.csv", "cancel/a.csv"])
+@pytest.mark.parametrize("shape", ["notification", "eventbridge"])
+def test_a_file_under_cancel_cancels_the_newest_job_of_that_key(make_harness, marker, shape):
+    h = make_harness(batch_size=10)
+    a = h.upload("a.csv", csv_rows(20, prefix="A"))
+    h.ingest(a)
+    put = h.s3.put_object(Bucket=h.bucket, Key=marker, Body=b"")
+    if shape == "notification":
+        event = {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                              "eventName": "ObjectCreated:Put", "eventTime": "2026-11-30T10:00:00Z",
+                              "s3": {"bucket": {"name": h.bucket}, "object": {
+                                  "key": marker, "size": 0, "versionId": put.get("VersionId")}}}]}
+    else:
+        event = {"version": "0", "id": "e2", "detail-type": "Object Created", "source": "aws.s3",
+                 "account": "123456789012", "time": "2026-11-30T10:00:00Z", "region": "us-east-1",
+                 "resources": [], "detail": {"bucket": {"name": h.bucket}, "object": {
+                     "key": marker, "size": 0, "version-id": put.get("VersionId")}, "reason": "PutObject"}}
+    out = ingest_event(event)
+    assert out["files"] == [{"key": marker, "cancels": "incoming/a.csv", "status": "controlled", "control": {
+        "action": "cancel", "job": a.job_id, "key": "incoming/a.csv", "version": a.version_id,
+        "state": "cancelled", "already": False}}]
+    Pump(h).run_for(20, until=lambda: bool(h.job(a).get("completed")))
+    report = h.report(a)
+    assert statuses(report) == {"CANCELLED": 20} and h.sim.stats()["requests"] == 0
+    assert report[0]["reason"] == f"cancelled by a file under cancel/: {marker}"
+    # a marker for a key with no job is answered "not found"
+    event_missing = json.loads(json.dumps(event).replace(marker, "cancel/nothing.csv"))
+    assert ingest_event(event_missing)["files"][0]["status"] == "not found"
+
+
+# ------------------------------------------------------------------ the store, both kinds
+def test_control_items_on_both_stores(any_store):
+    jobs = any_store.jobs
+    assert jobs.control("nosuch", "Flow1234") == ("", "")
+    assert jobs.pause_job("nosuch", "x") is False
+    jobs.create_job("j1", {"key": "incoming/a.csv"})
+    assert jobs.pause_job("j1", "hold") is True and jobs.pause_job("j1", "again") is False
+    assert jobs.control("j1", "Flow1234") == ("", "hold")
+    assert jobs.resume_job("j1") is True and jobs.resume_job("j1") is False
+    assert jobs.control("j1", "Flow1234") == ("", "")
+    assert jobs.pause_flow("Flow1234", "carrier trouble") is True and jobs.pause_flow("Flow1234", "x") is False
+    assert jobs.flow_paused("Flow1234") == "carrier trouble" and jobs.flow_paused("Other123") == ""
+    assert jobs.control("j1", "Flow1234") == ("", "flow Flow1234 paused: carrier trouble")
+    assert jobs.control("j1", "Other123") == ("", "")
+    assert jobs.resume_flow("Flow1234") is True and jobs.resume_flow("Flow1234") is False
+    assert jobs.cancel_job("j1", "stop") is True
+    assert jobs.control("j1", "Flow1234") == ("stop", "")
+    jobs.create_job("j2", {})
+    jobs.update_job("j2", completed=True)
+    assert jobs.pause_job("j2", "late") is False

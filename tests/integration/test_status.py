@@ -1,0 +1,210 @@
+"""`phonon-outbound status` (devkit job_status.py): a job's picture, the active jobs, the lookup of
+one call and the CLI around them, on the in-memory store and on DynamoDB (moto) alike
+(`any_store`). The jobs are written through the store's own repositories, as ingest and
+dispatch write them; nothing of job_status.py is replaced."""
+
+from __future__ import annotations
+
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from phonon_outbound.settings import Settings
+from phonon_outbound_dev import cli
+from phonon_outbound_dev import job_status as st
+
+NOW = 1_800_000_000
+
+
+def _settle(store, job: str, chunk: int, rows: range, at: int, status: str = "ACCEPTED", **extra) -> None:
+    """A settled chunk as dispatch records it: outcomes (with `at`), then counted on the job."""
+    outcomes = [{"row": r, "status": status, "cid": f"C-{r}", "request_id": f"req-{chunk}",
+                 "phonon_uuid": f"uuid-{r}" if status == "ACCEPTED" else "", "reason": "", "numbers": []} for r in rows]
+    store.rows.put_outcomes(job, chunk, outcomes, at)
+    store.ledger.count_settled(job, chunk, **{status.lower(): len(rows)})
+
+
+def _job(store, job: str = "job-1", key: str = "incoming/leads.csv", **attrs) -> str:
+    store.jobs.create_job(job, {"bucket": "b", "key": key, "flow": "DemoFlw1", "row_count": 1000,
+                                "status": "DISPATCHING", "checkpoint_row": 600, "next_chunk": 6, **attrs})
+    store.jobs.index_job("b", key, job, {"version": "v1", "uploaded_at": "2026-11-30T10:00:00Z"})
+    return job
+
+
+def test_picture_counts_rate_and_eta(any_store):
+    job = _job(any_store)
+    # 5 chunks of 100 rows: two settled three minutes ago, three within the last minute (one failed).
+    _settle(any_store, job, 0, range(1, 101), NOW - 180)
+    _settle(any_store, job, 1, range(101, 201), NOW - 170)
+    _settle(any_store, job, 2, range(201, 301), NOW - 50)
+    _settle(any_store, job, 3, range(301, 401), NOW - 30, status="FAILED")
+    _settle(any_store, job, 4, range(401, 501), NOW - 5, status="DUPLICATE")
+    p = st.picture(any_store, job, limit=30_000, now=NOW)
+    assert p is not None
+    assert p.counts["accepted"] == 300 and p.counts["failed"] == 100 and p.counts["duplicate"] == 100
+    assert p.sent == 400 and p.chunks_settled == 5 and p.rows_read == 600 and p.rows == 1000
+    # calls per minute now: accepted + failed of the chunks settled in the last 60 s (not the duplicates)
+    assert p.calls_per_minute == 200
+    # ETA: 500 rows left at the rows settled in the last minute (300/min) = 100 s
+    assert p.eta_s == 100
+    assert p.state == "ingesting"  # ingest_done not set yet
+    # the timeline: one entry per minute from the first settled chunk to the last, empty minutes too
+    assert sum(n for _, n in p.timeline) == 400
+    assert p.bin_s == 10  # everything within 10 minutes: 10 s steps
+    assert [m for m, _ in p.timeline] == list(range(p.timeline[0][0], p.timeline[-1][0] + 10, 10))
+    assert st.per_minute(st.settled_chunks(any_store, job)) == [(NOW - 180, 200), (NOW - 120, 0), (NOW - 60, 200)]
+    # achieved while sending: 400 calls over 5 chunks spanning 175 s · 5/4
+    assert p.achieved_per_minute == int(400 / (175 * 5 / 4) * 60)
+    # too short to measure at whole seconds: not said
+    assert st.achieved_rate([{"at": 0, "accepted": 100}, {"at": 4, "accepted": 100}]) is None
+    # the mix: every accepted row is still waiting (no outcome fields yet)
+    assert p.mix is not None and p.mix["groups"]["waiting"] == 300
+
+
+def test_outcome_mix_groups_outcome_fields():
+    rows = [{"row": 1, "status": "ACCEPTED", "outcome": "ANSWERED", "outcome_at": 1},
+            {"row": 2, "status": "ACCEPTED", "outcome": "NO_ANSWER", "outcome_at": 1},
+            {"row": 3, "status": "ACCEPTED", "outcome": "BUSY", "outcome_at": 1},
+            {"row": 4, "status": "ACCEPTED", "outcome": "FAILED", "outcome_at": 1},
+            {"row": 5, "status": "ACCEPTED", "outcome": "PENDING"},
+            {"row": 6, "status": "ACCEPTED"},
+            {"row": 7, "status": "FAILED", "reason": "refused"},  # never accepted: not in the mix
+            {"row": 8, "status": "ACCEPTED", "outcome": "DELIVERED", "outcome_at": 1}]
+    mix = st.outcome_mix(rows)
+    assert mix["groups"] == {"answered": 1, "no answer": 2, "failed": 1, "delivered": 1, "other": 0, "waiting": 2}
+    assert mix["values"] == {"ANSWERED": 1, "NO_ANSWER": 1, "BUSY": 1, "FAILED": 1, "DELIVERED": 1}
+
+
+@pytest.mark.parametrize(("attrs", "state"), [
+    ({"ingest_done": False}, "ingesting"),
+    ({"ingest_done": True}, "sending"),
+    ({"ingest_done": True, "paused_reason": "operator"}, "paused"),
+    ({"ingest_done": True, "cancelled_reason": "dropped by mistake"}, "cancelled"),
+    ({"completed": True, "status": "COMPLETED", "accepted": 10, "outcomes": 4}, "waiting for outcomes"),
+    ({"completed": True, "status": "COMPLETED", "accepted": 10, "outcomes": 10}, "completed"),
+    ({"completed": True, "status": "COMPLETED", "accepted": 10, "outcomes": 4, "report_final": True}, "completed"),
+    ({"completed": True, "status": "REJECTED", "error": "no phone column"}, "rejected"),
+])
+def test_state(any_store, attrs, state):
+    job = _job(any_store, **attrs)
+    p = st.picture(any_store, job, limit=100, now=NOW)
+    assert p is not None and p.state == state
+    if state in ("paused", "cancelled", "rejected"):
+        assert p.reason
+
+
+def test_active_jobs_and_key_resolution(any_store):
+    a = _job(any_store, "job-a", "incoming/a.csv")
+    _job(any_store, "job-b", "incoming/b.csv")
+    any_store.jobs.update_job("job-b", completed=True, status="COMPLETED")
+    assert st.active_jobs(any_store) == [a]
+    assert st.resolve_job(any_store, "b", "a.csv") == a
+    assert st.resolve_job(any_store, "b", "incoming/a.csv", "v1") == a
+    assert st.resolve_job(any_store, "b", "incoming/a.csv", "v2") is None
+    assert st.resolve_job(any_store, "b", "nothing.csv") is None
+
+
+def test_lookup_by_uuid_client_id_and_request_id(any_store):
+    job = _job(any_store)
+    _settle(any_store, job, 0, range(1, 4), NOW - 10)
+    _settle(any_store, job, 1, range(4, 6), NOW - 5, status="FAILED")
+    any_store.results.put_results([{"phonon-uuid": "uuid-2", "client-identifier": "C-2", "request-id": "req-0",
+                                    "job": job, "row": 2, "file": "incoming/leads.csv", "status": "ACCEPTED"}])
+    [by_uuid] = st.lookup(any_store, "uuid", "uuid-2")
+    assert by_uuid["row"] == 2 and by_uuid["client_identifier"] == "C-2" and by_uuid["source"] == "results"
+    [by_cid] = st.lookup(any_store, "cid", "C-2")
+    assert by_cid["phonon_uuid"] == "uuid-2"
+    assert [c["row"] for c in st.lookup(any_store, "request_id", "req-0")] == [2]
+    # a row never accepted is not in the results table: found through the job's rows
+    assert st.lookup(any_store, "cid", "C-4") == []
+    [failed] = st.lookup(any_store, "cid", "C-4", job)
+    assert failed["status"] == "FAILED" and failed["source"] == "rows"
+    # with the job, a call the results table has is not listed twice
+    assert len(st.lookup(any_store, "cid", "C-2", job)) == 1
+    assert st.lookup(any_store, "uuid", "no-such") == []
+
+
+# ---------------------------------------------------------------------- the command
+def _target(store):
+    """A stand-in for devkit stack.py's `connect(...)` result (CONTRACT 7): the store, the
+    bucket and the settings; no queues."""
+    return SimpleNamespace(store=store, bucket="b", settings=Settings(records_per_minute=600), sqs=None, queues={},
+                           s3=None)
+
+
+@pytest.fixture
+def status_cli(any_store, monkeypatch):
+    monkeypatch.setattr(st, "connect_target", lambda args: _target(any_store))
+    return any_store
+
+
+def test_cli_job_text_json_and_exit_codes(status_cli, capsys):
+    job = _job(status_cli, key="incoming/<b>evil</b>\x1b[31m.csv")
+    _settle(status_cli, job, 0, range(1, 11), NOW)
+    assert cli.main(["status", "--job", job]) == 0
+    out = capsys.readouterr().out
+    assert "state:" in out and "calls/min:" in out and "limit 600" in out
+    assert "\x1b" not in out  # a file name's control characters are shown escaped
+    # aligned: every value starts in the same column
+    assert len({len(re.match(r"^[^:]+:\s+", line).group(0)) for line in out.splitlines()}) == 1
+    assert cli.main(["status", "--job", job, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"]["accepted"] == 10 and doc["job"] == job
+    assert cli.main(["status", "--job", "nope"]) == 2
+    assert cli.main(["status", "--key", "leads.csv", "--version", "v9"]) == 2
+    assert cli.main(["status", "--version", "v1"]) == 2  # --version needs --key
+    assert cli.main(["status", "--job", job, "--key", "x"]) == 2  # one or the other
+
+
+def test_cli_active_jobs_and_lookup(status_cli, capsys):
+    job = _job(status_cli)
+    _settle(status_cli, job, 0, range(1, 6), NOW)
+    status_cli.results.put_results([{"phonon-uuid": "u-1", "client-identifier": "C-1", "request-id": "r-1",
+                                     "job": job, "row": 1, "status": "ACCEPTED"}])
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:2] == ["JOB", "STATE"] and job in out
+    assert cli.main(["status", "--json"]) == 0
+    assert [j["job"] for j in json.loads(capsys.readouterr().out)["active_jobs"]] == [job]
+    assert cli.main(["status", "--client-id", "C-1"]) == 0
+    assert "u-1" in capsys.readouterr().out
+    assert cli.main(["status", "--request-id", "r-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calls"][0]["phonon_uuid"] == "u-1"
+    assert cli.main(["status", "--uuid", "missing"]) == 2
+
+
+def test_cli_without_a_run_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    def no_run(args):
+        raise RuntimeError("no local run is running")
+
+    monkeypatch.setattr(st, "connect_target", no_run)
+    assert cli.main(["status", "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no local run is running" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_html_of_one_job(status_cli, capsys, tmp_path):
+    job = _job(status_cli, key="incoming/<script>alert(1)</script>.csv")
+    _settle(status_cli, job, 0, range(1, 11), NOW)
+    page = tmp_path / "job.html"
+    assert cli.main(["status", "--job", job, "--html", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;.csv" in text
+    assert 'data-calls="10"' in text
+    assert cli.main(["status", "--html", str(page)]) == 2  # one job's report: --job or --key
+
+
+def test_a_stacks_limit_is_its_recordsperminute_parameter(stack):
+    import boto3
+
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    cfn.create_stack(StackName="camp", TemplateBody=json.dumps({
+        "Parameters": {"RecordsPerMinute": {"Type": "Number", "Default": 30000}},
+        "Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}),
+        Parameters=[{"ParameterKey": "RecordsPerMinute", "ParameterValue": "4200"}])
+    target = SimpleNamespace(settings=Settings(), session=boto3.session.Session(region_name="us-east-1"))
+    assert st.rate_limit(target, "camp") == 4200
+    assert st.rate_limit(target, None) == 30_000  # the local run: its own settings
+    assert st.rate_limit(target, "no-such-stack") == 30_000
