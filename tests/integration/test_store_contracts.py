@@ -396,6 +396,12 @@ def test_claim_finalize_is_a_lease_a_dead_writers_lease_lapses_and_a_completed_j
     store.jobs.release_finalize("J1")
     store.jobs.update_job("J1", completed=True)
     assert store.jobs.claim_finalize("J1", 960, T0 + 10_000) is False
+    # a later write of a completed job (outcomes arrived) takes the same lease: writes never overlap
+    assert store.jobs.claim_finalize("J1", 960, T0 + 10_000, rewrite=True) is True
+    assert store.jobs.claim_finalize("J1", 960, T0 + 10_001, rewrite=True) is False
+    store.jobs.release_finalize("J1")
+    assert store.jobs.claim_finalize("J1", 960, T0 + 10_002, rewrite=True) is True
+    assert store.jobs.claim_finalize("J404", 960, T0, rewrite=True) is False
 
 
 # ================================================================ rows

@@ -280,6 +280,66 @@ def test_a_writer_that_crashes_half_way_gives_its_lease_back_and_the_next_trigge
     assert len(report(s3)) == 4
 
 
+class OutcomesArriveDuringUpload:
+    """An S3 client whose next report upload first lets the three outcomes arrive and a second
+    writer try a final write: the race of two report functions writing one job."""
+
+    def __init__(self, s3, during):
+        self.s3, self.during, self.armed = s3, during, False
+
+    def upload_fileobj(self, *args, **kwargs):
+        if self.armed:
+            self.armed = False
+            self.during()
+        return self.s3.upload_fileobj(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.s3, name)
+
+
+def test_two_writes_of_one_job_never_overlap_so_an_older_read_never_lands_after_a_final_one(store, aws, clock):
+    settled_job(store)
+    s3, sqs, url = aws
+    inner: list[str] = []
+    slow = OutcomesArriveDuringUpload(s3, lambda: None)
+    finisher = JobFinisher(store, slow, BUCKET, clock=clock)
+    requests = ReportRequests(store, lambda: finisher, sqs, url, 60, clock=clock)
+    service = ReportService(store, finisher, requests, clock=clock)
+    assert service.handle(json.dumps({"job": JOB, "kind": "settled"})) == "written"
+    sqs.purge_queue(QueueUrl=url)
+    hook = WebhookService(store, reports=requests)
+
+    def second_writer():  # every outcome arrives, then another report function asks for the final write
+        for row in (1, 2, 3):
+            hook.handle(push(row))
+        inner.append(service.handle(json.dumps({"job": JOB, "kind": "final"})))
+
+    slow.during, slow.armed = second_writer, True
+    clock.t = T0 + 120
+    assert service.write(JOB) == "rewritten"  # read the rows before the outcomes came
+    assert inner == ["busy"]  # the second writer did not overlap the first one
+    assert summary(s3)["outcomes"] == {"arrived": 0, "pending": 3, "final": False}  # the older read, for now
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                   AttributeNames=["All"]).get("Messages", [])
+    asked = [m for m in messages if json.loads(m["Body"])["kind"] == "final"]
+    assert len(asked) <= 1  # moto delivers delayed messages at once; the request exists either way
+    assert service.handle(json.dumps({"job": JOB, "kind": "final"})) == "rewritten"  # the retry, now free
+    assert summary(s3)["outcomes"] == {"arrived": 3, "pending": 0, "final": True}
+    assert store.jobs.get_job(JOB)["report_final"] is True
+    assert [r["outcome"] for r in report(s3)][:3] == ["ANSWERED"] * 3
+
+
+def test_a_busy_write_is_asked_again_within_half_a_minute_not_when_the_lease_would_run_out(store, aws, clock):
+    settled_job(store)
+    _, requests, service = services(store, aws, clock, queued=True)
+    assert service.handle(json.dumps({"job": JOB, "kind": "settled"})) == "written"
+    sent: list[tuple] = []
+    requests.send = lambda job, kind, delay_s=0: sent.append((job, kind, delay_s))  # type: ignore[method-assign]
+    assert store.jobs.claim_finalize(JOB, rewrite=True) is True  # another writer at work
+    assert service.handle(json.dumps({"job": JOB, "kind": "outcome"})) == "busy"
+    assert sent == [(JOB, "outcome", 30)]
+
+
 def test_a_report_request_for_an_unknown_or_unsettled_job_writes_nothing(store, aws, clock):
     _, _, service = services(store, aws, clock)
     assert service.write("nope") == "unknown"

@@ -88,15 +88,18 @@ class JobFinisher:
         """Write the report once (the caller that wins `claim_finalize`), or again with force
         (e.g. after flow-end webhooks brought phonon-uuids and outcomes). The write is the
         final one (`report_final`) when no ACCEPTED row waits for its outcome any more, when
-        `final_wait_s` has passed since the first write, or with `final`."""
-        if not force and not self.store.jobs.claim_finalize(job):
+        `final_wait_s` has passed since the first write, or with `final`.
+
+        Every write holds the job's finalize lease, so writes of one job never overlap: without
+        it a slow writer that read the rows before a final write could upload its older CSV
+        after it and mark the report not final again. False when another writer holds the lease
+        (the report function asks again when it runs out: reporting.ReportBusy)."""
+        if not self.store.jobs.claim_finalize(job, rewrite=force):
             return False
         try:
             return self._write(job, force, missing_reason, final)
-        except BaseException:
-            if not force:
-                self.store.jobs.release_finalize(job)  # a redelivery or the next settle tries again
-            raise
+        finally:
+            self.store.jobs.release_finalize(job)  # done, or failed: a redelivery or the next trigger writes
 
     def _write(self, job: str, force: bool, missing_reason: str | None, final: bool = False) -> bool:
         meta = Job.from_item(self.store.jobs.get_job(job))

@@ -13,9 +13,11 @@ A job's report is written when its last chunk settles and again as flow-end outc
   nothing (that write will read their outcome too). So two outcomes within a minute queue one write.
 - The report function (`ReportService.handle`) writes: the first write goes through the
   finalize lease (`store.jobs.claim_finalize`, the `Outbound Job Completed` event once); later
-  writes replace the CSV and summary (S3 puts are whole-object: a writer dying half-way leaves
-  the previous report, and the next trigger writes it again). A first write whose lease another
-  writer holds is asked again when the lease runs out (a delayed message), never dropped.
+  writes replace the CSV and summary under the same lease (`claim_finalize(rewrite=True)`), so
+  two writes of one job never overlap and an older read never lands after a newer one. S3 puts
+  are whole-object: a writer dying half-way leaves the previous report, and the next trigger
+  writes it again. A write whose lease another writer holds is asked again when the lease is
+  released or runs out (a delayed message), never dropped.
 - The write is final (`report_final`, the job leaves the `AWAITING#` index) when every ACCEPTED
   row has its outcome, or `report_final_wait_s` after the first write. Something must fire that
   last one when no outcome comes any more: the report function's own schedule (every 5
@@ -42,6 +44,7 @@ from .records import Job
 from .store import Store
 
 MAX_DELAY_S = 900  # SQS's longest DelaySeconds; a longer wait is asked for again when it ends
+BUSY_RETRY_S = 30  # a write that found another writer at work asks again this soon at the latest
 
 
 class ReportBusy(Exception):
@@ -120,11 +123,13 @@ class ReportService:
         try:
             return self.write(job, final=kind == "final")
         except ReportBusy:
+            # A live writer releases the lease when it is done (seconds); a dead one's lease runs
+            # out. Ask again after whichever comes first, looking every BUSY_RETRY_S.
             meta = Job.from_item(self.store.jobs.get_job(job))
-            wait = max(1.0, meta.finalizing - self.clock() + 1)
+            wait = min(BUSY_RETRY_S, max(1.0, meta.finalizing - self.clock() + 1))
             if self.requests.queue_url:
                 self.requests.send(job, kind, wait)
-            logger.info("report writer busy: asked again when its lease ends", extra={"job": job, "wait_s": int(wait)})
+            logger.info("report writer busy: asked again", extra={"job": job, "wait_s": int(wait)})
             return "busy"
 
     def write(self, job: str, final: bool = False) -> str:
@@ -141,7 +146,8 @@ class ReportService:
             if not again.completed and again.finalizing > self.clock():
                 raise ReportBusy(job)
             return "not written"
-        self.finisher.finalize(job, force=True, final=final)
+        if not self.finisher.finalize(job, force=True, final=final):
+            raise ReportBusy(job)  # another write of this job is under way: asked again after it
         return "rewritten"
 
     def sweep(self) -> list[str]:

@@ -87,7 +87,8 @@ class JobsRepository(Protocol):
 
     def claim_report_name(self, bucket: str, key: str, stamp: str, job: str) -> bool: ...
 
-    def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None) -> bool: ...
+    def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None,
+                       rewrite: bool = False) -> bool: ...
 
     def release_finalize(self, job: str) -> None: ...
 
@@ -96,7 +97,7 @@ class JobsRepository(Protocol):
         oldest first."""
         ...
 
-    # ---------------------------------------------------------------- issue 12: the report function (helper R)
+    # ---------------------------------------------------------------- the report function's bookkeeping
     def awaiting_outcomes(self) -> Iterator[str]:
         """Ids of the jobs whose report is written but not final (completed, `report_final`
         false), from their `AWAITING#` index items (one Query; no Scan)."""
@@ -283,22 +284,27 @@ class DynamoJobs:
         )
 
     # ---------------------------------------------------------------- finalize lease
-    def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None) -> bool:
+    def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None,
+                       rewrite: bool = False) -> bool:
         """One caller at a time wins the right to write the job's report, for `lease_s` seconds.
 
         A lease, not a flag: a writer killed half-way (a Lambda time-out) leaves `finalizing`
         behind, and with a flag no report would ever be written. Once the lease has run out the
         next caller (a redelivered chunk, the stale-job watchdog) takes it over. A completed
-        job is never claimed again, so its report and completion event are not repeated."""
+        job is never claimed again for its first write, so its report and completion event are
+        not repeated; `rewrite` claims it for a later write (outcomes arrived), so two writers
+        never overlap and an older read can never land after a newer one. The lease is longer
+        than any function's time-out, so a writer never outlives it."""
         now = self.retention.now() if now is None else now
+        first = "" if rewrite else " AND (attribute_not_exists(completed) OR completed = :f)"
         return conditional(
             self.table.update_item,
             Key={"pk": job_pk(job), "sk": "META"},
             UpdateExpression="SET finalizing = :until, updated_at = :now",
             ConditionExpression="attribute_exists(pk) "
-                                "AND (attribute_not_exists(finalizing) OR finalizing < :now) "
-                                "AND (attribute_not_exists(completed) OR completed = :f)",
-            ExpressionAttributeValues={":until": int(now + lease_s), ":now": int(now), ":f": False},
+                                "AND (attribute_not_exists(finalizing) OR finalizing < :now)" + first,
+            ExpressionAttributeValues={":until": int(now + lease_s), ":now": int(now),
+                                       **({} if rewrite else {":f": False})},
         )
 
     def release_finalize(self, job: str) -> None:
@@ -313,7 +319,7 @@ class DynamoJobs:
             if item.get("sk") == "META" and pk.startswith("JOB#"):  # only job items carry these; be safe anyway
                 yield pk[len("JOB#"):], int(item.get("updated_at", 0))
 
-    # ---------------------------------------------------------------- issue 12: the report function (helper R)
+    # ---------------------------------------------------------------- the report function's bookkeeping
     def awaiting_outcomes(self) -> Iterator[str]:
         for item in paged_query(self.table, ConsistentRead=True, ProjectionExpression="job",
                                 KeyConditionExpression=Key("pk").eq(AWAITING) & Key("sk").begins_with("JOB#")):

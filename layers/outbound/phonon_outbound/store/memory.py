@@ -223,12 +223,13 @@ class MemoryJobs(_Fake):
                         "expires_at": self.retention.expiry()})
             return True
 
-    def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None) -> bool:
+    def claim_finalize(self, job: str, lease_s: float = FINALIZE_LEASE_S, now: float | None = None,
+                       rewrite: bool = False) -> bool:
         now = self.retention.now() if now is None else now
         with self.t.lock:
             item = self.t.state.get((job_pk(job), "META"))
             if item is None or ("finalizing" in item and not item["finalizing"] < int(now)) \
-                    or item.get("completed", False) is not False:
+                    or (not rewrite and item.get("completed", False) is not False):
                 return False
             self.t.update(job_pk(job), "META", {"finalizing": int(now + lease_s), "updated_at": int(now)})
             return True
@@ -245,7 +246,7 @@ class MemoryJobs(_Fake):
                      and isinstance(i.get("updated_at"), int) and i["updated_at"] < updated_before]
         return iter([(job, at) for at, job in sorted(found)])
 
-    # ---------------------------------------------------------------- issue 12: the report function (helper R)
+    # ---------------------------------------------------------------- the report function's bookkeeping
     def awaiting_outcomes(self) -> Iterator[str]:
         with self.t.lock:
             items = self.t.query(AWAITING, "JOB#")
