@@ -291,6 +291,19 @@ def test_requests_arrive_by_eventbridge_on_a_configurable_bus_and_not_from_aws_s
     assert rule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]}}
 
 
+@pytest.mark.parametrize(("rule_name", "detail_type"), [("OutboundControl", "Outbound Control"),
+                                                        ("SuppressionRequested", "Suppression Requested")])
+def test_steering_events_come_from_the_same_bus_and_sources_as_sends_never_from_anyone_on_the_default_bus(
+        template, rule_name, detail_type):
+    sends = template["Resources"]["IntakeFunction"]["Properties"]["Events"]["CallsRequested"]["Properties"]
+    rules = {name: ev["Properties"] for res in template["Resources"].values()
+             for name, ev in res.get("Properties", {}).get("Events", {}).items() if ev["Type"] == "EventBridgeRule"}
+    rule = rules[rule_name]
+    assert rule["Pattern"]["detail-type"] == [detail_type]
+    assert rule["EventBusName"] == sends["EventBusName"]
+    assert rule["Pattern"]["source"] == sends["Pattern"]["source"]
+
+
 def test_the_intake_queue_is_encrypted_outlives_six_timeouts_and_redrives_to_its_dlq(template, transformed):
     res = template["Resources"]
     queue, dlq = res["IntakeQueue"]["Properties"], res["IntakeDeadLetterQueue"]["Properties"]
