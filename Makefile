@@ -18,7 +18,7 @@ TRANSLATED := build/template.json
 # `make lint` runs it between ruff and the template checks.
 MYPY_CMD ?= $(VENV)/bin/mypy layers/outbound/phonon_outbound functions devkit/phonon_outbound_dev
 
-.PHONY: setup run test lint sam-check tools bench clean
+.PHONY: setup run test lint sam-check tools browser bench clean
 
 setup: $(STAMP)
 
@@ -44,7 +44,18 @@ $(SAM_VENV)/.installed: tools/requirements-sam.txt
 	$(SAM_VENV)/bin/python -m pip install -q -r tools/requirements-sam.txt
 	@touch $@
 
-tools: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed
+tools: $(CHECKOV_VENV)/.installed $(SAM_VENV)/.installed browser
+
+# A headless browser for the HTML report's test (tests/unit/test_status_html.py): Debian's
+# chromium-headless-shell where apt-get can install it (root, a Debian package mirror), about
+# 10 s. Never fails: without it that one test is skipped and the page is checked by parsing.
+browser:
+	@command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    { apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && \
+	        apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null 2>&1; }; } ; } || \
+	  echo "no headless browser: the HTML report's browser test will be skipped"
 
 # ruff; mypy (MYPY_CMD); cfn-lint on template.yaml and on its SAM translation (cfn-lint no longer
 # expands AWS::Serverless resources itself); checkov on the translation, which holds the roles,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,33 +51,12 @@ SETTLED = ("accepted", "failed", "duplicate", "cancelled", "suppressed")
 
 
 # ---------------------------------------------------------------------- reading
-def _raw_items(store: Any, job: str, prefix: str) -> Iterator[dict]:
-    """A job's items under one sort-key prefix, as stored (the `Store` on DynamoDB, or the
-    in-memory fakes), including attributes the repositories do not hand out (`at`)."""
-    table = getattr(store, "state", None)
-    if table is not None:
-        from boto3.dynamodb.conditions import Key
-
-        from phonon_outbound.store.common import paged_query, plain
-
-        for item in paged_query(table, KeyConditionExpression=Key("pk").eq(job_pk(job)) & Key("sk").begins_with(prefix)):
-            if store.live(item):
-                yield plain(item)
-        return
-    tables = getattr(store, "tables", None)
-    if tables is None:
-        return
-    with tables.lock:
-        items = tables.query(job_pk(job), prefix)
-    yield from (i for i in items if store.live(i))
-
-
 def settled_chunks(store: Any, job: str) -> list[dict]:
     """Every settled chunk of the job: {"at": epoch s, "chunk": n, "rows": n, <status>: n},
     oldest first, from its OUT# item (the outcomes of a chunk too big for one item were written
     as row items: those chunks are missing here, and said so by `counted_rows`)."""
     out = []
-    for item in _raw_items(store, job, "OUT#"):
+    for item in store.rows.iter_chunk_items(job):
         counts = Counter(str(r.get("status", "")).lower() for r in decode_outcomes(item["outcomes"]))
         out.append({"at": int(item.get("at", 0)), "chunk": int(item.get("chunk", 0)),
                     "rows": int(item.get("n", sum(counts.values()))), **{k: counts.get(k, 0) for k in SETTLED}})
@@ -304,29 +283,6 @@ def summary_lines(s: dict[str, Any], safe: Any = str) -> list[str]:
 
 
 # ---------------------------------------------------------------------- lookup of one call
-def _results_scan(store: Any, attr: str, value: str) -> Iterator[dict]:
-    """Results items whose `attr` equals `value`: a filtered Scan (reads the whole table)."""
-    results = store.results
-    table = getattr(results, "table", None)
-    if table is not None:
-        from boto3.dynamodb.conditions import Attr
-
-        from phonon_outbound.store.common import plain
-
-        kwargs: dict[str, Any] = {"FilterExpression": Attr(attr).eq(value)}
-        while True:
-            page = table.scan(**kwargs)
-            yield from (plain(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    tables = getattr(store, "tables", None)
-    if tables is not None:
-        with tables.lock:
-            items = [dict(i) for i in tables.results.values() if str(i.get(attr, "")) == value]
-        yield from items
-
-
 RESULT_ATTR = {"uuid": "phonon-uuid", "cid": "client-identifier", "request_id": "request-id"}
 ROW_ATTR = {"uuid": "phonon_uuid", "cid": "cid", "request_id": "request_id"}
 
@@ -355,7 +311,7 @@ def lookup(store: Any, by: str, value: str, job: str | None = None) -> list[dict
         item = store.results.get_result(value)
         items: Iterable[dict] = [item] if item else []
     else:
-        items = _results_scan(store, RESULT_ATTR[by], value)
+        items = store.results.find_results(RESULT_ATTR[by], value)
     for item in items:
         if job and str(item.get("job", "")) != job:
             continue

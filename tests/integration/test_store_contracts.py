@@ -444,6 +444,17 @@ def test_put_outcomes_holds_a_chunk_in_one_item_and_find_outcome_finds_its_range
         assert store.rows.find_outcome("J1", outside) is None
 
 
+def test_iter_chunk_items_lists_each_settled_chunk_with_its_size_and_time_in_row_order(store):
+    store.rows.put_outcomes("J1", 1, [{"row": r, **OUTCOME} for r in (8, 9)], at=8)
+    store.rows.put_outcomes("J1", 0, [{"row": r, **OUTCOME} for r in (4, 2, 3)], at=7)
+    store.rows.put_outcomes("J2", 0, [{"row": 1, **OUTCOME}], at=9)  # another job's
+    store.rows.put_rows("J1", [{"row": 20, **OUTCOME}])  # a row item is no chunk item
+    items = list(store.rows.iter_chunk_items("J1"))
+    assert [(i["chunk"], i["n"], i["at"]) for i in items] == [(0, 3, 7), (1, 2, 8)]
+    assert [r["row"] for r in decode_outcomes(items[1]["outcomes"])] == [8, 9]
+    assert list(store.rows.iter_chunk_items("J404")) == []
+
+
 def test_iter_outcomes_merges_chunks_and_rows_in_row_order_and_a_chunk_wins_over_a_row(store):
     store.rows.put_outcomes("J1", 0, [{"row": r, **OUTCOME, "phonon_uuid": "u3" if r == 3 else ""} for r in (2, 3, 4)],
                        at=1)
@@ -531,6 +542,18 @@ def test_put_results_writes_items_without_empty_values(store):
     assert n == 2
     assert store.results.get_result("u1") == {"phonon-uuid": "u1", "job": "J1", "row": 1}
     assert store.results.get_result("u404") is None
+
+
+def test_find_results_finds_every_call_with_one_client_identifier_or_request_id(store):
+    store.results.put_results([{"phonon-uuid": "u1", "job": "J1", "row": 1, "client-identifier": "C-7",
+                                "request-id": "r1"},
+                               {"phonon-uuid": "u2", "job": "J2", "row": 4, "client-identifier": "C-7",
+                                "request-id": "r2"},
+                               {"phonon-uuid": "u3", "job": "J1", "row": 2, "client-identifier": "C-8",
+                                "request-id": "r1"}])
+    assert sorted(i["phonon-uuid"] for i in store.results.find_results("client-identifier", "C-7")) == ["u1", "u2"]
+    assert sorted(i["phonon-uuid"] for i in store.results.find_results("request-id", "r1")) == ["u1", "u3"]
+    assert list(store.results.find_results("client-identifier", "C-9")) == []
 
 
 def test_upsert_result_binds_once_to_a_row(store):

@@ -346,6 +346,9 @@ class MemoryRows(_Fake):
     def iter_outcomes(self, job: str) -> Iterator[dict]:
         return merge_outcomes(self._live(job, "OUT#"), self.iter_rows(job))
 
+    def iter_chunk_items(self, job: str) -> Iterator[dict]:
+        return self._live(job, "OUT#")
+
     def any_without_outcome(self, job: str, rows: Iterable[int]) -> bool:
         def row_status(row: int) -> Any:
             return (self.t.get(job_pk(job), row_sk(row)) or {}).get("status")
@@ -519,6 +522,12 @@ class MemoryResults(_Fake):
         with self.t.lock:
             item = self.t.results.get(uuid)
             return copy.deepcopy(item) if item is not None else None
+
+    def find_results(self, attr: str, value: str) -> Iterator[dict]:
+        with self.t.lock:
+            items = [copy.deepcopy(i) for i in self.t.results.values()
+                     if str(i.get(attr, "")) == value and self.retention.live(i)]
+        return iter(items)
 
 
 class MemoryStore(Store):

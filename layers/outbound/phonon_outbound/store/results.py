@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
 from .common import Retention, conditional_failed, dec, plain
@@ -17,6 +18,12 @@ class ResultsRepository(Protocol):
     def upsert_result(self, uuid: str, attrs: dict) -> bool: ...
 
     def get_result(self, uuid: str) -> dict | None: ...
+
+    def find_results(self, attr: str, value: str) -> Iterator[dict]:
+        """Results items whose attribute `attr` equals `value` (an operator's lookup of one call
+        by client-identifier or request-id: a filtered Scan that reads the whole table, so it is
+        for `phonon-outbound status`, never for the request path)."""
+        ...
 
 
 def present(attrs: dict) -> dict:
@@ -87,3 +94,12 @@ class DynamoResults:
     def get_result(self, uuid: str) -> dict | None:
         item = self.table.get_item(Key={"phonon-uuid": uuid}).get("Item")
         return plain(item) if item else None
+
+    def find_results(self, attr: str, value: str) -> Iterator[dict]:
+        kwargs: dict[str, Any] = {"FilterExpression": Attr(attr).eq(value)}
+        while True:
+            page = self.table.scan(**kwargs)
+            yield from (plain(i) for i in page.get("Items", []) if self.retention.live(i))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -42,6 +42,12 @@ class RowsRepository(Protocol):
 
     def iter_outcomes(self, job: str) -> Iterator[dict]: ...
 
+    def iter_chunk_items(self, job: str) -> Iterator[dict]:
+        """Every settled chunk's outcome item as stored (`chunk`, `n` rows, settled `at`, the
+        encoded `outcomes`), in row order: a job's progress over time (`phonon-outbound
+        status`). A chunk too big for one item has row items instead and is not among them."""
+        ...
+
     def set_row_uuid(self, job: str, row: int, phonon_uuid: str) -> tuple[dict, bool]: ...
 
     def clear_row_uuid(self, job: str, row: int, phonon_uuid: str) -> None: ...
@@ -250,6 +256,9 @@ class DynamoRows:
         """Every row's outcome, in row order (`merge_outcomes`), bounded memory: both kinds of
         item are read a page at a time."""
         return merge_outcomes(self._query(job, "OUT#"), self.iter_rows(job))
+
+    def iter_chunk_items(self, job: str) -> Iterator[dict]:
+        return self._query(job, "OUT#")
 
     def any_without_outcome(self, job: str, rows: Iterable[int]) -> bool:
         """Whether any of these rows of a job (dedupe claim owners) has no outcome recorded yet:
