@@ -173,6 +173,27 @@ def test_two_outcomes_within_a_minute_queue_one_write_at_the_debounce_boundary(s
     assert queued(aws)[0]["visible"] + queued(aws)[0]["delayed"] == 2
 
 
+def test_a_report_request_sqs_refused_gives_the_booking_back_and_the_next_outcome_books_again(store, aws, clock):
+    settled_job(store)
+    finisher, requests, _ = services(store, aws, clock, queued=True)
+    finisher.settled(JOB)  # the first write, at T0
+    hook = WebhookService(store, reports=requests)
+    real_send = requests.send
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("SQS went away")
+
+    requests.send = refused  # type: ignore[method-assign]
+    clock.t = T0 + 70
+    assert hook.handle(push(1))["matched"] is True  # the push is taken: its outcome is stored
+    assert next(r for r in store.rows.iter_rows(JOB) if r["row"] == 1)["outcome"] == "ANSWERED"
+    assert store.jobs.get_job(JOB).get("report_next_at", 0) == 0  # no write booked that never comes
+    requests.send = real_send  # type: ignore[method-assign]
+    hook.handle(push(2))
+    assert store.jobs.get_job(JOB)["report_next_at"] == int(T0) + 70
+    assert queued(aws)[0]["visible"] + queued(aws)[0]["delayed"] == 1
+
+
 def test_an_outcome_before_the_first_write_books_nothing(store, aws, clock):
     settled_job(store)
     _, requests, _ = services(store, aws, clock, queued=True)

@@ -94,7 +94,17 @@ class ReportRequests:
         if not self.store.jobs.claim_report_slot(job, m.report_next_at, at):
             return False  # another caller booked it meanwhile
         if self.queue_url:
-            self.send(job, "outcome", at - now)
+            try:
+                self.send(job, "outcome", at - now)
+            except Exception:
+                # The outcome is stored; only the request is lost. Give the booking back (unless
+                # someone moved it since), or every later outcome would see a write booked that
+                # never comes, until the sweep's final write. The caller (the webhook, the
+                # reconciler) goes on: failing it would not ask again (a replayed push adds nothing).
+                logger.exception("report request not sent: the booking is given back", extra={"job": job})
+                count("ReportRequestsFailed", 1)
+                self.store.jobs.claim_report_slot(job, at, m.report_next_at)
+                return False
         elif at <= now:
             self._finisher().finalize(job, force=True)
         return True
