@@ -318,6 +318,28 @@ class OutcomesArriveDuringUpload:
         return getattr(self.s3, name)
 
 
+@pytest.mark.parametrize(("pull_api_url", "after_s", "wait_s", "expected"), [
+    ("", 7200, 3600, 3600),  # no reconciler: the configured wait
+    ("https://pull.example/v2", 7200, 3600, 7800),  # it asks after 2 h: the final write waits for two runs
+    ("https://pull.example/v2", 600, 3600, 3600),  # it asks long before the wait is over
+])
+def test_the_final_write_waits_until_the_reconciler_had_two_runs_at_the_last_calls(
+        aws_env, monkeypatch, pull_api_url, after_s, wait_s, expected):
+    from phonon_outbound import settings, wiring
+
+    for name, value in {"PULL_API_URL": pull_api_url, "RECONCILE_AFTER_S": str(after_s),
+                        "REPORT_FINAL_WAIT_S": str(wait_s), "STATE_TABLE": "state", "RESULTS_TABLE": "results",
+                        "BUCKET_NAME": BUCKET}.items():
+        monkeypatch.setenv(name, value)
+    wiring.reset()
+    try:
+        assert settings.current().final_write_after_s == expected
+        assert wiring.report_service().final_wait_s == expected  # the sweep's "overdue"
+        assert wiring.finisher().final_wait_s == expected  # the write's own "final"
+    finally:
+        wiring.reset()
+
+
 def test_two_writes_of_one_job_never_overlap_so_an_older_read_never_lands_after_a_final_one(store, aws, clock):
     settled_job(store)
     s3, sqs, url = aws

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 DEFAULT_BATCH_SIZE = 500
+RECONCILE_PERIOD_S = 300  # the reconciler's schedule in template.yaml: rate(5 minutes)
 
 
 def fit_batch_size(records_per_minute: int, batch_size: int | None = None) -> int:
@@ -103,6 +104,17 @@ class Settings(BaseModel):
     reconcile_after_s: float = Field(900.0, ge=0)  # an accepted call without an outcome this old is pulled
     reconcile_batch: int = Field(200, ge=1, le=200)  # phonon-uuids / request-ids per pull request
     pause_poll_s: float = Field(30.0, ge=1)  # a paused job's chunk comes back this often
+
+    @property
+    def final_write_after_s(self) -> float:
+        """How long after a job's first report write its final write is due at the latest: the
+        configured wait, but with the reconciler on never before it has had two runs at the
+        last chunk's calls (`reconcile_after_s` + two schedule periods). The reconciler only
+        asks for jobs whose report is not final yet, so with a longer `reconcile_after_s` than
+        the wait it would otherwise never ask for anything."""
+        if not self.pull_api_url:
+            return self.report_final_wait_s
+        return max(self.report_final_wait_s, self.reconcile_after_s + 2 * RECONCILE_PERIOD_S)
 
     @field_validator("default_flow_id", "api_url", "bucket_name", mode="before")
     @classmethod

@@ -89,11 +89,11 @@ def finisher() -> JobFinisher:
 
     s = settings()
     return _once("finisher", lambda: JobFinisher(store(), client("s3"), s.bucket_name, events_out(),
-                                                 final_wait_s=s.report_final_wait_s))
+                                                 final_wait_s=s.final_write_after_s))
 
 
 def reports() -> ReportRequests:
-    """Report requests (CONTRACT 5): to the report queue, or in-line without one (reporting.py)."""
+    """Report requests: to the report queue, or in-line without one (reporting.py)."""
     from .reporting import ReportRequests
 
     s = settings()
@@ -104,7 +104,7 @@ def reports() -> ReportRequests:
 def report_service() -> ReportService:
     from .reporting import ReportService
 
-    return _once("report_service", lambda: ReportService(store(), finisher(), reports(), settings().report_final_wait_s))
+    return _once("report_service", lambda: ReportService(store(), finisher(), reports(), settings().final_write_after_s))
 
 
 def ingest_service() -> IngestService:
