@@ -113,6 +113,22 @@ def test_sms_and_email_only_pushes_are_delivered_or_not_and_an_empty_push_is_com
     assert outcome_of({"emailDetails": [{"status": "bounced"}]})["outcome"] == "NOT_DELIVERED"
     assert outcome_of({"smsDetails": [{"deliveryStatus": "UNDELIVERED"}]})["delivery"] == "UNDELIVERED"
     assert outcome_of({})["outcome"] == "COMPLETED"
+    # the SMPP delivery receipt's spellings
+    assert outcome_of({"smsDetails": [{"deliveryStatus": "DELIVRD"}]})["outcome"] == "DELIVERED"
+    assert outcome_of({"smsDetails": [{"deliveryStatus": "UNDELIV"}]})["outcome"] == "NOT_DELIVERED"
+    assert outcome_of({"smsDetails": [{"deliveryStatus": "EXPIRED"}]})["outcome"] == "NOT_DELIVERED"
+
+
+def test_a_flow_that_sends_an_sms_and_an_email_reports_both_and_is_delivered_when_either_arrived():
+    both = row_outcome(parse_push(json.dumps({"phonon-uuid": "u1", "smsDetails": [{"deliveryStatus": "UNDELIVERED"}],
+                                              "emailDetails": [{"status": "opened"}]})), None, "webhook", 5)
+    assert both["outcome"] == "DELIVERED"
+    assert both["delivery"] == "sms: UNDELIVERED; email: opened"
+    neither = row_outcome(parse_push(json.dumps({"phonon-uuid": "u1", "smsDetails": [{"deliveryStatus": "sent"},
+                                                                                     {"deliveryStatus": "FAILED"}],
+                                                 "emailDetails": [{"status": "bounced"}]})), None, "webhook", 5)
+    assert neither["outcome"] == "NOT_DELIVERED"  # the SMS's last status counts, not its first
+    assert neither["delivery"] == "sms: FAILED; email: bounced"
 
 
 def test_the_dtmf_of_the_chosen_attempt_is_recorded():

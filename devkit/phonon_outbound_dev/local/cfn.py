@@ -74,6 +74,9 @@ class LocalStack:
         if "Fn::GetAtt" in value:
             res, attr = value["Fn::GetAtt"]
             return self.physical.get(res, {}).get(attr, "")
+        if "Fn::FindInMap" in value:
+            mapping, first, second = (self.resolve(v) for v in value["Fn::FindInMap"])
+            return self.template.get("Mappings", {})[mapping][str(first)][str(second)]
         if "Fn::Sub" in value:
             text = value["Fn::Sub"]
             extra = {}

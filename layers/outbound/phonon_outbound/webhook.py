@@ -434,7 +434,8 @@ def outcome_of(push: FlowEndPush | dict) -> dict:
 NO_ANSWER_CAUSES = frozenset({"NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL", "ALLOTTED_TIMEOUT",
                               "RECOVERY_ON_TIMER_EXPIRE", "PROGRESS_TIMEOUT", "CALL_REJECTED", "19", "18", "21"})
 BUSY_CAUSES = frozenset({"USER_BUSY", "NORMAL_CIRCUIT_CONGESTION", "17", "34"})
-DELIVERED_WORDS = ("delivered", "sent", "success", "read", "opened")
+# "delivrd" is the SMPP delivery receipt's spelling (UNDELIV, EXPIRED, REJECTD are not delivered)
+DELIVERED_WORDS = ("delivered", "delivrd", "sent", "success", "read", "opened")
 
 
 def _delivered(status: str) -> bool:
@@ -463,15 +464,20 @@ def _talk_seconds(attempt: CallAttempt) -> int | None:
 def row_outcome(push: FlowEndPush, body: str | bytes | None, source: str, now: int) -> dict[str, Any]:
     """The row's outcome fields (store.rows OUTCOME_ATTRS) from a push: ANSWERED / NO_ANSWER /
     BUSY / FAILED from the chosen attempt (the last connected one, else the last: its connect
-    and hangup cause); DELIVERED / NOT_DELIVERED for a push with SMS or e-mail details only;
+    and hangup cause); DELIVERED (any channel delivered) / NOT_DELIVERED for a push with SMS or
+    e-mail details only, `delivery` the status ("sms: …; email: …" when it has both);
     COMPLETED when the push says nothing more. `duration` in whole seconds (Phonon sends
     milliseconds; see `_talk_seconds`), DTMF digits of the chosen attempt (events_out reads them from the body)."""
     from .events_out import _chosen_attempt, _dtmf  # the one DTMF reader (and the attempt it reads)
 
     out: dict[str, Any] = {"outcome_at": now, "outcome_src": source}
     attempts = push.call_details or []
-    deliveries = [d.delivery_status or d.status for d in (*(push.sms_details or ()), *(push.email_details or ()))]
-    deliveries = [d for d in deliveries if d]
+    # Each channel's last status: a flow that sends an SMS and an e-mail reports both.
+    deliveries: dict[str, str] = {}
+    for channel, details in (("sms", push.sms_details), ("email", push.email_details)):
+        statuses = [str(d.delivery_status or d.status) for d in details or () if d.delivery_status or d.status]
+        if statuses:
+            deliveries[channel] = statuses[-1]
     if attempts:
         index = _chosen_attempt(push)
         chosen = attempts[index]
@@ -495,12 +501,14 @@ def row_outcome(push: FlowEndPush, body: str | bytes | None, source: str, now: i
         dtmf = _dtmf(body, index)
         if dtmf:
             out["dtmf"] = dtmf
-    elif deliveries:
-        out["outcome"] = "DELIVERED" if _delivered(deliveries[-1]) else "NOT_DELIVERED"
+    elif deliveries:  # delivered when any channel reached the person
+        out["outcome"] = "DELIVERED" if any(map(_delivered, deliveries.values())) else "NOT_DELIVERED"
     else:
         out["outcome"] = "COMPLETED"
-    if deliveries:
-        out["delivery"] = deliveries[-1]
+    if len(deliveries) == 1:
+        out["delivery"] = next(iter(deliveries.values()))
+    elif deliveries:
+        out["delivery"] = "; ".join(f"{channel}: {status}" for channel, status in deliveries.items())
     return out
 
 
