@@ -56,6 +56,19 @@ def describe(answer: dict[str, Any]) -> str:
                                       "chunks have settled)" if answer["action"] == "cancel" else ""))
 
 
+def report_requests(target: Any) -> Any:
+    """The stack's own report requests (reporting.ReportRequests), as its functions make them:
+    with a report queue (the stack's ReportQueueUrl output; the local run's queue, which its
+    report worker drains) a cancel's report is a message to the report function, which writes
+    it with the stack's rights and publishes the completion event; the operator needs no S3 or
+    KMS rights. Without one (a stack deployed before the report function) it is written here."""
+    from phonon_outbound.reporting import ReportRequests
+
+    s = target.settings
+    return ReportRequests(target.store, target.finisher, target.sqs if s.report_queue_url else None,
+                          s.report_queue_url, s.report_debounce_s)
+
+
 def cmd_control(args: argparse.Namespace) -> int:
     """Errors are answered here (one line, exit 2) rather than raised: under `python -m` the
     CLI's own module is `__main__`, whose UsageError is not the one imported here."""
@@ -76,11 +89,13 @@ def cmd_control(args: argparse.Namespace) -> int:
     try:
         if args.version and not args.key:
             raise UsageError("--version goes with --key")
+        # The control event's checks (trimmed; a flow id is 8 letters or digits), before any
+        # stack is asked: a ControlError is a usage error, exit 2.
+        what = ControlTarget.of({"job": args.job, "key": args.key, "version": args.version,
+                                 "flow": getattr(args, "flow", None)})
         target = connect(args.stack, args.region, args.profile, args.state_dir)
-        service = ControlService(target.store, target.bucket, finisher_settled(target.store, target.finisher()))
-        answer = service.apply(args.command, ControlTarget(job=args.job or "", key=args.key or "",
-                                                    version=args.version or "", flow=getattr(args, "flow", "") or ""),
-                               args.reason or "")
+        service = ControlService(target.store, target.bucket, finisher_settled(target.store, report_requests(target)))
+        answer = service.apply(args.command, what, args.reason or "")
     except (UsageError, StackError, NotRunning, UnknownTarget, ControlError) as err:
         _err(safe(str(err)))
         return EXIT_USAGE
@@ -94,4 +109,4 @@ def cmd_control(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["ACTION_HELP", "add_parsers", "cmd_control", "describe"]
+__all__ = ["ACTION_HELP", "add_parsers", "cmd_control", "describe", "report_requests"]

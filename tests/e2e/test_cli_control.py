@@ -92,6 +92,32 @@ def test_pause_resume_a_live_local_run_from_another_terminal(tmp_path):
     one_line_exit_2(gone, "no local run is running")
 
 
+def test_cancel_of_a_live_local_run_ends_its_job_through_the_runs_report_worker(tmp_path):
+    # Given a local run of 300 rows at 600 calls a minute, part-sent
+    with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
+        child, state = start_run(tmp_path, sim, 300)
+        try:
+            wait_for(lambda: sim.stats()["calls_accepted"] >= 30, 120, child)
+            # When the operator cancels the file from another terminal
+            cancelled = cli("cancel", "--key", "slow.csv", "--reason", "wrong list", "--state-dir", str(state))
+            assert cancelled.returncode == 0, cancelled.stderr
+            assert "cancelled" in cancelled.stdout
+            stdout, stderr = child.communicate(timeout=180)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        stats = sim.stats()
+    # Then the run ends by itself (its report worker wrote the cancelled job's report, as it
+    # writes every report of the run), with every row: what was sent ACCEPTED, the rest
+    # CANCELLED with the reason; nobody called twice
+    assert child.returncode == 1, stderr[-3000:]  # rows cancelled: exit 1, as for any row not sent
+    report = read_report(json.loads(stdout)["files"][0]["report"])
+    accepted = {r["client-identifier"] for r in report if r["status"] == "ACCEPTED"}
+    assert len(report) == 300 and accepted == set(stats["calls_by_client_identifier"]) and len(accepted) < 300
+    assert {r["reason"] for r in report if r["status"] == "CANCELLED"} == {"wrong list"}
+    assert stats["called_twice"] == []
+
+
 def test_ctrl_c_still_stops_a_paused_local_run(tmp_path):
     # Given a local run paused from another terminal
     with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
@@ -127,6 +153,12 @@ def test_usage_errors_are_exit_2():
                  ["resume", "--job", "j", "--version", "v1"]):
         proc = cli(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_a_flow_id_no_flow_can_have_is_a_usage_error_not_a_pause():
+    # (before any stack or local run is asked: the answer is the rule, whatever is running)
+    for args in (["pause", "--flow", "Flow123"], ["resume", "--flow", "x" * 128], ["pause", "--flow", "Flow 1234"]):
+        one_line_exit_2(cli(*args), "is not a Phonon flow id (8 letters or digits)")
 
 
 # ------------------------------------------------------------------ a deployed stack
@@ -180,3 +212,45 @@ def test_pause_resume_cancel_against_a_stack(tmp_path, moto_server):  # noqa: F8
     one_line_exit_2(run("cancel", "--job", "nosuch"), "no such job: nosuch")
     one_line_exit_2(run("pause", "--key", "b.csv"), "no job for key b.csv")
     one_line_exit_2(run("pause", "--key", "a.csv", "--version", "v9"), "no job for key a.csv version v9")
+
+
+def test_cancel_against_a_stack_asks_its_report_function_and_writes_no_report_itself(tmp_path, moto_server):  # noqa: F811
+    # Given a stack with a report queue (its ReportQueueUrl output) and a job whose chunks have
+    # all settled, so that a cancel owes its report at once
+    kw = {"region_name": "eu-west-1", "endpoint_url": moto_server, "aws_access_key_id": "testing",
+          "aws_secret_access_key": "testing"}
+    s3 = boto3.client("s3", **kw)
+    s3.create_bucket(Bucket="cancel-contacts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    table = boto3.resource("dynamodb", **kw).create_table(
+        TableName="cancel-state", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}])
+    table.put_item(Item={"pk": "JOB#j2", "sk": "META", "key": "incoming/b.csv", "version": "v1",
+                         "bucket": "cancel-contacts", "completed": False, "ingest_done": True, "chunks_total": 2,
+                         "chunks_settled": 2, "updated_at": 1,
+                         "report_csv_key": "reports/incoming/b.csv.20261130T100000.000Z.results.csv",
+                         "report_summary_key": "reports/incoming/b.csv.20261130T100000.000Z.summary.json"})
+    template = {"Resources": {"Reports": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "cancel-reports"}}},
+                "Outputs": {"ContactsBucketName": {"Value": "cancel-contacts"},
+                            "StateTableName": {"Value": "cancel-state"}, "ResultsTableName": {"Value": "cancel-results"},
+                            "ReportQueueUrl": {"Value": {"Ref": "Reports"}}}}
+    boto3.client("cloudformation", **kw).create_stack(StackName="phonon-cancel", TemplateBody=json.dumps(template))
+    sqs = boto3.client("sqs", **kw)
+    queue = sqs.get_queue_url(QueueName="cancel-reports")["QueueUrl"]
+
+    # When the operator cancels it (the job id as pasted, with spaces around it)
+    proc = subprocess.run([*CLI, "cancel", "--job", " j2 ", "--reason", "wrong list", "--json", "--stack",
+                           "phonon-cancel", "--region", "eu-west-1"], cwd=ROOT,
+                          env=clean_env(tmp_path, **CREDS, AWS_ENDPOINT_URL=moto_server), capture_output=True,
+                          text=True, timeout=120)
+
+    # Then the job is cancelled, and its report is asked of the stack's report function (one
+    # request on its queue); the CLI wrote no report and did not finish the job itself
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"action": "cancel", "job": "j2", "state": "cancelled", "already": False}
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+    assert [json.loads(m["Body"]) for m in messages] == [{"job": "j2", "kind": "settled"}]
+    assert s3.list_objects_v2(Bucket="cancel-contacts").get("KeyCount", 0) == 0
+    item = table.get_item(Key={"pk": "JOB#j2", "sk": "META"}, ConsistentRead=True)["Item"]
+    assert item["cancelled_reason"] == "wrong list" and item["completed"] is False

@@ -337,3 +337,81 @@ def test_control_items_on_both_stores(any_store):
     jobs.create_job("j2", {})
     jobs.update_job("j2", completed=True)
     assert jobs.pause_job("j2", "late") is False
+
+
+# ------------------------------------------------------------------ targets no job or flow can be
+@pytest.mark.parametrize("flow", ["Flow123", "Flow12345", "x" * 128, "Flow-123", "98765432101"])
+def test_a_control_event_naming_no_possible_flow_is_refused_and_pauses_nothing(make_harness, flow):
+    make_harness()
+    out = ingest_event(control_event({"action": "pause", "flow": flow}))["files"]
+    assert [f["status"] for f in out] == ["refused"]
+    assert "is not a Phonon flow id (8 letters or digits)" in out[0]["reason"]
+    assert "98765432101" not in out[0]["reason"]  # a value not shaped like a flow id is never echoed
+    assert wiring.store().jobs.flow_paused(flow) == ""
+    # a flow id is taken trimmed, as every name is
+    assert ingest_event(control_event({"action": "pause", "flow": f" {DEMO_FLOW_ID} "}))["files"][0]["control"] == {
+        "action": "pause", "flow": DEMO_FLOW_ID, "state": "paused", "already": False}
+
+
+def test_a_key_over_s3s_1024_bytes_is_refused_before_any_read(make_harness):
+    # 1,000 CJK characters: under 1,024 characters, ~3,000 bytes (S3 takes 1,024; DynamoDB a
+    # 2,048-byte partition key: it would refuse the read with a ValidationException)
+    make_harness()
+    for detail in ({"action": "cancel", "key": "名" * 1000}, {"action": "pause", "key": "a.csv", "version": "版" * 400}):
+        out = ingest_event(control_event(detail))["files"]
+        assert out[0]["status"] == "refused" and "1024 bytes" in out[0]["reason"]
+    # a key of 1,024 bytes is a key: looked up, not refused
+    assert ingest_event(control_event({"action": "cancel", "key": "k" * 1024}))["files"][0]["status"] == "not found"
+    # text no key can hold (a lone surrogate, which JSON can carry) is refused, not raised
+    assert ingest_event(control_event({"action": "pause", "key": "a\ud800.csv"}))["files"][0]["status"] == "refused"
+
+
+def _client_error(code: str):
+    from botocore.exceptions import ClientError
+
+    def fail(*args, **kwargs):
+        raise ClientError({"Error": {"Code": code, "Message": "refused: incoming/secret-919812345678.csv"}},
+                          "GetItem")
+    return fail
+
+
+def test_aws_refusing_a_control_request_as_given_is_answered_other_aws_errors_raise_for_a_retry(
+        make_harness, monkeypatch):
+    h = make_harness()
+    a = h.upload("a.csv", csv_rows(3, prefix="A"))
+    h.ingest(a)
+    jobs = wiring.store().jobs
+    monkeypatch.setattr(jobs, "get_job", _client_error("ValidationException"))
+    out = ingest_event(control_event({"action": "pause", "job": a.job_id}))["files"]
+    assert out == [{"event": "Outbound Control", "status": "refused",
+                    "reason": "AWS refused the request as given (ValidationException)"}]
+    # the same for a cancel/ marker, which the S3 event's other work goes on after
+    put = h.s3.put_object(Bucket=h.bucket, Key="cancel/a.csv", Body=b"")
+    marker = h.s3_event(a)
+    marker["Records"][0]["s3"]["object"].update(key="cancel/a.csv", versionId=put.get("VersionId"))
+    assert ingest_event(marker)["files"][0]["status"] == "refused"
+    # throttling (or a 5xx) may pass: the invocation fails and EventBridge tries again
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setattr(jobs, "get_job", _client_error("ProvisionedThroughputExceededException"))
+    with pytest.raises(ClientError):
+        ingest_event(control_event({"action": "pause", "job": a.job_id}))
+
+
+def test_of_two_uploads_within_one_second_a_key_names_the_later_one(make_harness):
+    # Given two uploads of one key whose events carry the same whole-second time (EventBridge's
+    # `time`), the second's job id sorting before the first's (the index's own order)
+    from dataclasses import replace
+
+    h = make_harness()
+    first = h.upload("a.csv", csv_rows(3, prefix="A"))
+    second = h.upload("a.csv", csv_rows(4, prefix="B"))
+    while second.job_id > first.job_id:  # uploads not ingested are no jobs: they do not count
+        second = h.upload("a.csv", csv_rows(4, prefix="B"))
+    for obj in (first, second):
+        h.ingest(replace(obj, event_time="2026-11-30T10:00:05Z"))
+    assert h.job(first)["uploaded_at"] == h.job(second)["uploaded_at"]
+    # Then the key's newest job is the second upload's, whoever asks
+    assert control().apply("pause", ControlTarget(key="a.csv"))["job"] == second.job_id
+    assert [i["job"] for i in wiring.store().jobs.jobs_for_key(h.bucket, "incoming/a.csv")] == [
+        first.job_id, second.job_id]

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from phonon_outbound.jobs import report_keys
 from phonon_outbound.status import Status
 from phonon_outbound.store import MAX_TEXT_CHARS, ChunkState, RowUuidConflict, decode_outcomes
 
@@ -373,6 +374,24 @@ def test_jobs_for_key_lists_live_index_items_oldest_upload_first(store):
     store.jobs.index_job("b", "in/a.csv", "J0", {"version": "v0", "uploaded_at": "2025-01-01T00:00:00Z"})
     assert [i["job"] for i in store.jobs.jobs_for_key("b", "in/a.csv")] == ["J2", "J1"]
     assert store.jobs.jobs_for_key("b", "in/none.csv") == []
+
+
+def test_jobs_for_key_breaks_an_upload_time_tie_by_the_report_name_each_job_claimed(store):
+    # Given three uploads of one key with one whole-second upload time (EventBridge's `time`),
+    # created as ingest creates them: each claims the next free report stamp of the key. Their
+    # job ids sort the other way round from their creation (the Query's order).
+    at = "2026-11-30T10:00:05.000+00:00"
+    for job in ("JC", "JB", "JA"):
+        stamp = next(f"20261130T100005.{ms:03d}Z" for ms in range(10)
+                     if store.jobs.claim_report_name("b", "in/a.csv", f"20261130T100005.{ms:03d}Z", job))
+        store.jobs.create_job(job, {"key": "in/a.csv", "uploaded_at": at,
+                                    "report_csv_key": report_keys("in/a.csv", stamp)[0]})
+        store.jobs.index_job("b", "in/a.csv", job, {"version": f"v-{job}", "uploaded_at": at})
+    # and an upload a second earlier, by a job created before report names had stamps
+    store.jobs.create_job("JZ", {"key": "in/a.csv"})
+    store.jobs.index_job("b", "in/a.csv", "JZ", {"version": "v-JZ", "uploaded_at": "2026-11-30T10:00:04.000+00:00"})
+    # Then the order is the uploads', the last created last: the key's newest job is JA
+    assert [i["job"] for i in store.jobs.jobs_for_key("b", "in/a.csv")] == ["JZ", "JC", "JB", "JA"]
 
 
 def test_claim_report_name_first_job_wins_and_its_holder_may_claim_again(store):

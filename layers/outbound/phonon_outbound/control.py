@@ -20,7 +20,9 @@ What each action writes, and who obeys it:
 
 The answer says what happened: {"action", "job" | "flow", "state", "already"} — `already` true
 when nothing changed (paused twice, resumed a running job, cancelled a cancelled or finished
-job). An unknown job, key or version is `UnknownTarget`; a malformed request `ControlError`.
+job). An unknown job, key or version is `UnknownTarget`; a malformed request `ControlError`
+(`ControlTarget.of` checks every target: one of job, key or flow; a flow id is 8 letters or
+digits; a key or version at most 1,024 UTF-8 bytes, S3's limit).
 Reasons are an operator's free text: they go into the job item and the report (CANCELLED rows),
 never into a log line.
 """
@@ -29,16 +31,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from .flows import FLOW_ID_RE, not_a_flow_id
 from .observability import count, logger
 from .records import MAX_JOB_ID_CHARS, Job
 from .store import Store
 
 ACTIONS = ("pause", "resume", "cancel")
 MAX_REASON_CHARS = 300
-MAX_KEY_CHARS = 1024  # S3's longest object key
+MAX_KEY_BYTES = 1024  # S3's longest object key, in UTF-8 bytes (not characters)
+# AWS error codes that mean "this request, as given, can never succeed" (DynamoDB, S3, SQS):
+# retrying them only walks the event into the DLQ. Throttling and 5xx are not among them.
+REFUSED_CODES = frozenset({"ValidationException", "ValidationError", "InvalidParameterValue", "InvalidArgument",
+                           "KeyTooLongError"})
 INCOMING = "incoming/"
 _LONG_DIGITS = re.compile(r"\d{7,}")
 
@@ -71,11 +78,19 @@ class ControlTarget:
 
         target = ControlTarget(text("job"), text("key"), text("version"), text("flow"))
         # An over-long name cannot be a key of ours (DynamoDB would refuse it with an error the
-        # caller cannot read): refused here, with the rule, never the value.
-        for name, limit in (("job", MAX_JOB_ID_CHARS), ("key", MAX_KEY_CHARS), ("version", MAX_KEY_CHARS),
-                            ("flow", MAX_JOB_ID_CHARS)):
-            if len(getattr(target, name)) > limit:
-                raise ControlError(f"'{name}' is longer than {limit} characters")
+        # caller cannot read): refused here, with the rule, never the value. Keys and versions
+        # are bounded in UTF-8 bytes, as S3 bounds keys: 1,000 CJK characters are ~3,000 bytes.
+        for name in ("job", "key", "version", "flow"):
+            try:
+                size = len(getattr(target, name).encode("utf-8"))
+            except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800"): no key can hold it
+                raise ControlError(f"'{name}' is not valid text") from None
+            if name in ("key", "version") and size > MAX_KEY_BYTES:
+                raise ControlError(f"'{name}' is longer than {MAX_KEY_BYTES} bytes (UTF-8)")
+        if len(target.job) > MAX_JOB_ID_CHARS:
+            raise ControlError(f"'job' is longer than {MAX_JOB_ID_CHARS} characters")
+        if target.flow and FLOW_ID_RE.fullmatch(target.flow) is None:
+            raise ControlError(not_a_flow_id(target.flow))  # the rule, and the value only when it is one
         named = [n for n in ("job", "key", "flow") if getattr(target, n)]
         if len(named) != 1:
             raise ControlError("name exactly one of job, key (with an optional version) or flow")
@@ -100,15 +115,25 @@ def clean_reason(text: Any, default: str) -> str:
     return text or default
 
 
-def finisher_settled(store: Store, finisher: Any) -> Callable[[str], None]:
-    """The report request of today's code path (the one a deleted input file takes,
-    IngestService.cancel_key): write the report when every chunk of the job has settled.
-    TODO(issue 12, report): replace by `wiring.reports().settled` once the report function
-    lands (docs/contract.md's report requests); it takes the same job id."""
+def refused_by_aws(err: Exception) -> str:
+    """The AWS error code when `err` says the request as given can never succeed (a botocore
+    ClientError whose code is in REFUSED_CODES, e.g. DynamoDB's ValidationException), else "".
+    Only the code is ever shown: an AWS message may quote the value it refused."""
+    response = getattr(err, "response", None)
+    code = str(((response or {}).get("Error") or {}).get("Code") or "") if isinstance(response, dict) else ""
+    return code if code in REFUSED_CODES else ""
+
+
+def finisher_settled(store: Store, reports: Any) -> Callable[[str], None]:
+    """The report request of a cancel: when every chunk of the job is queued (ingest done), ask
+    `reports.settled(job, meta)` — `reporting.ReportRequests` (`wiring.reports()` in the
+    functions, the CLI's against a stack or the local run: a message on the report queue, the
+    report function writes; in-line without a queue) or a `JobFinisher` (writes in-line).
+    Before ingest is done, the last chunk's settling asks for it."""
     def settled(job: str) -> None:
         meta = Job.from_item(store.jobs.get_job(job))
         if meta.ingest_done:  # every chunk queued: settling them finishes the job
-            finisher.settled(job, meta)  # JobFinisher in-line, or reporting.ReportRequests (the report queue)
+            reports.settled(job, meta)
     return settled
 
 
@@ -122,7 +147,8 @@ class ControlService:
         action = str(action or "").strip().lower()
         if action not in ACTIONS:
             raise ControlError(f"unknown action {action!r}: pause, resume or cancel")
-        target = target if isinstance(target, ControlTarget) else ControlTarget.of(target)
+        # Every target passes ControlTarget.of's checks, however it was built.
+        target = ControlTarget.of(target if isinstance(target, dict) else asdict(target))
         if target.flow:
             return self._flow(action, target.flow, reason)
         job, meta = self.resolve(target)
@@ -203,5 +229,5 @@ class ControlService:
         return {"action": action, "flow": flow, "state": "paused" if paused else "running", "already": not done}
 
 
-__all__ = ["ACTIONS", "ControlError", "ControlService", "ControlTarget", "UnknownTarget", "clean_reason",
-           "finisher_settled"]
+__all__ = ["ACTIONS", "REFUSED_CODES", "ControlError", "ControlService", "ControlTarget", "UnknownTarget",
+           "clean_reason", "finisher_settled", "refused_by_aws"]

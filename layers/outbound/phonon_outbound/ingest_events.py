@@ -173,7 +173,8 @@ def handle(event: dict, service: IngestService, remaining_s: Callable[[], float]
 def control_requests(event: dict, service: IngestService) -> list[dict[str, Any]]:
     """Carry out an `Outbound Control` event or the `cancel/` markers an S3 event names: one
     result each ({"control": the answer} or {"status": "refused" | "not found", "reason"}).
-    A bad request is answered, never raised: the event is not retried for it."""
+    A bad request is answered, never raised: the event is not retried for it (also when AWS
+    itself refuses it as given, `control.refused_by_aws`); an AWS error that may pass is raised."""
     if not isinstance(event, dict):
         return []
     requests: list[tuple[dict[str, Any], str, dict[str, Any], str, str]] = []  # (entry, action, target, reason, bucket)
@@ -189,7 +190,9 @@ def control_requests(event: dict, service: IngestService) -> list[dict[str, Any]
                          f"cancelled by a file under {CANCEL_PREFIX}: {marker.key}", marker.bucket))
     if not requests:
         return []
-    from .control import ControlError, ControlService, UnknownTarget, finisher_settled
+    from botocore.exceptions import ClientError
+
+    from .control import ControlError, ControlService, UnknownTarget, finisher_settled, refused_by_aws
 
     settled = finisher_settled(service.store, service.finisher)
     out: list[dict[str, Any]] = []
@@ -203,6 +206,16 @@ def control_requests(event: dict, service: IngestService) -> list[dict[str, Any]
         except ControlError as err:
             logger.warning("control request refused", extra={"action": action[:20], "problem": str(err), **entry})
             out.append({**entry, "status": "refused", "reason": str(err)})
+        except ClientError as err:
+            # AWS refused the request as given (a ValidationException: a name no key can have
+            # that the checks above let through). Retrying cannot change that: it would only
+            # fail the invocation 10 times into the DLQ, so it is answered. Any other error
+            # (throttling, a 5xx, access denied) may pass: it is raised, and EventBridge retries.
+            code = refused_by_aws(err)
+            if not code:
+                raise
+            logger.warning("control request refused by AWS", extra={"action": action[:20], "code": code, **entry})
+            out.append({**entry, "status": "refused", "reason": f"AWS refused the request as given ({code})"})
     return out
 
 

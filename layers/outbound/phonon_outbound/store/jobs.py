@@ -6,7 +6,8 @@ A flow's pause lives in its own item, `FLOWCTL#<flow>` / `-` (attribute `paused_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -33,6 +34,30 @@ from .common import (
     plain,
     set_update,
 )
+
+
+def upload_order(items: list[dict], report_name: Callable[[str], str]) -> list[dict]:
+    """A key's index items (job, version, uploaded_at), oldest upload first: the last is the
+    key's newest job (what `--key`, a `cancel/` marker and a control event's `key` name).
+
+    `uploaded_at` alone can tie: on AWS it comes from EventBridge's `time`, whole seconds, so
+    two uploads within one second share it, and the order would be the Query's (`JOB#<id>`,
+    a hash: arbitrary). A tie is broken by the job's report name (`report_csv_key`,
+    `reports/<key>.<stamp>.results.csv`; `report_name(job)` reads it from the job item, only
+    for tied items): ingest's `_create_job` claims the stamp under a condition, unique per key,
+    the upload time first and the next free millisecond when it is taken, so of two uploads
+    with one `uploaded_at` the one whose job was created later has the later stamp, and its
+    name sorts later (one key, one prefix, a fixed-width stamp). Not `created_at` (whole
+    seconds of the ingest's clock: ties again) nor the S3 version id (opaque: S3 gives it no
+    order). The event's `sequencer` would order uploads exactly, but no item keeps it; within
+    one second the stamp follows the order in which the uploads were ingested. Last, the job
+    id, so the order is the same on every read."""
+    seen = Counter(str(i.get("uploaded_at") or "") for i in items)
+
+    def order(item: dict) -> tuple[str, str, str]:
+        at, job = str(item.get("uploaded_at") or ""), str(item.get("job") or "")
+        return at, (report_name(job) if seen[at] > 1 and job else ""), job
+    return sorted(items, key=order)
 
 
 class JobsRepository(Protocol):
@@ -83,7 +108,10 @@ class JobsRepository(Protocol):
 
     def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None: ...
 
-    def jobs_for_key(self, bucket: str, key: str) -> list[dict]: ...
+    def jobs_for_key(self, bucket: str, key: str) -> list[dict]:
+        """The index items of the key's jobs (job, version, uploaded_at), oldest upload first,
+        a tie broken as `upload_order` says (the last item is the key's newest job)."""
+        ...
 
     def claim_report_name(self, bucket: str, key: str, stamp: str, job: str) -> bool: ...
 
@@ -268,11 +296,17 @@ class DynamoJobs:
                                   "expires_at": self.retention.expiry()})
 
     def jobs_for_key(self, bucket: str, key: str) -> list[dict]:
-        """The index items of the key's jobs (job, version, uploaded_at), oldest upload first."""
+        """The index items of the key's jobs (job, version, uploaded_at), oldest upload first
+        (`upload_order`: a tie costs one read of each tied job's report name)."""
         pages = paged_query(self.table, ConsistentRead=True,
                             KeyConditionExpression=Key("pk").eq(key_pk(bucket, key)) & Key("sk").begins_with("JOB#"))
         items = [plain(i) for i in pages if self.retention.live(i)]
-        return sorted(items, key=lambda i: str(i.get("uploaded_at", "")))
+        return upload_order(items, self._report_name)
+
+    def _report_name(self, job: str) -> str:
+        item = self.table.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True,
+                                   ProjectionExpression="report_csv_key").get("Item") or {}
+        return str(item.get("report_csv_key") or "")
 
     def claim_report_name(self, bucket: str, key: str, stamp: str, job: str) -> bool:
         """Take a report time stamp for this key (True also when `job` holds it already)."""

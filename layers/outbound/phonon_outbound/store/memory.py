@@ -54,6 +54,7 @@ from .common import (
 )
 from .dedupe import LocalLocks, decide, new_claim
 from .facade import Store
+from .jobs import upload_order
 from .ledger import ChunkState, compacted, refused_claim
 from .limits import check_key
 from .results import binding_allows, present
@@ -212,7 +213,8 @@ class MemoryJobs(_Fake):
     def jobs_for_key(self, bucket: str, key: str) -> list[dict]:
         with self.t.lock:
             items = [i for i in self.t.query(key_pk(bucket, key), "JOB#") if self.retention.live(i)]
-        return sorted(items, key=lambda i: str(i.get("uploaded_at", "")))
+            return upload_order(items, lambda job: str((self.t.state.get((job_pk(job), "META")) or {})
+                                                       .get("report_csv_key") or ""))
 
     def claim_report_name(self, bucket: str, key: str, stamp: str, job: str) -> bool:
         with self.t.lock:
