@@ -22,7 +22,10 @@ Everything here reads; nothing writes. The picture of a job comes from three pla
 The lookup of one call: by phonon-uuid a GetItem on the results table; by client-identifier
 or request-id a filtered Scan of the results table (reads the whole table: an operator's
 command, not a hot path; docs/operating.md says what it costs), and with a job also that
-job's own rows (which finds rows that were never accepted too).
+job's own rows (which finds rows that were never accepted too). What a found call's row became
+(status, outcome, duration in seconds, DTMF, …) is read from the row's own record
+(`store.rows.get_outcome`, two reads per call), as the report reads it: the results item holds
+the push as it came.
 """
 
 from __future__ import annotations
@@ -285,6 +288,11 @@ def summary_lines(s: dict[str, Any], safe: Any = str) -> list[str]:
 # ---------------------------------------------------------------------- lookup of one call
 RESULT_ATTR = {"uuid": "phonon-uuid", "cid": "client-identifier", "request_id": "request-id"}
 ROW_ATTR = {"uuid": "phonon_uuid", "cid": "cid", "request_id": "request_id"}
+# What a lookup shows of a call's fate, taken from the row's own record (store.rows.get_outcome:
+# the chunk's outcome and what the webhook recorded on the row, the report's own fields; `duration`
+# in whole seconds). The results item holds the push as it came (`status` COMPLETED, `duration`
+# in the push's own unit): it is used only for what no row record has (an unmatched push).
+ROW_FIELDS = ("status", "outcome", "duration", "attempts", "hangup_cause", "dtmf", "ended_at", "delivery")
 
 
 def _call(source: str, item: dict) -> dict[str, Any]:
@@ -298,14 +306,31 @@ def _call(source: str, item: dict) -> dict[str, Any]:
     return {"source": source, "job": get("job"), "row": get("row"), "file": get("file"),
             "client_identifier": get("client-identifier", "cid"), "status": get("status"),
             "phonon_uuid": get("phonon-uuid", "phonon_uuid"), "request_id": get("request-id", "request_id"),
-            "outcome": get("outcome"), "duration": get("duration"), "hangup_cause": get("hangup_cause"),
-            "dtmf": get("dtmf"), "ended_at": get("ended_at"), "reason": get("reason")}
+            "outcome": get("outcome"), "duration": get("duration"), "attempts": get("attempts"),
+            "hangup_cause": get("hangup_cause"), "dtmf": get("dtmf"), "ended_at": get("ended_at"),
+            "delivery": get("delivery"), "reason": get("reason")}
+
+
+def _result_call(store: Any, item: dict) -> dict[str, Any]:
+    """A results item as a call: its ids and file, and the call's fate from the row's record
+    when the item names a job and row that has one (ROW_FIELDS); an unmatched push's item as it
+    is, without its `duration` (the push's own unit, not seconds) and with its `call_end` as
+    `ended_at`."""
+    job, row = str(item.get("job") or ""), str(item.get("row") or "")
+    record = store.rows.get_outcome(job, int(row)) if job and row.isdigit() else None
+    if record is None:
+        return _call("results", {**{k: v for k, v in item.items() if k != "duration"},
+                                 "ended_at": item.get("call_end")})
+    ids = {k: record.get(k) for k in ("cid", "request_id", "phonon_uuid", "reason")}
+    return _call("results", {**ids, **{k: v for k, v in item.items() if k not in ROW_FIELDS},
+                             **{k: record.get(k) for k in ROW_FIELDS}})
 
 
 def lookup(store: Any, by: str, value: str, job: str | None = None) -> list[dict[str, Any]]:
     """The calls whose phonon-uuid / client-identifier / request-id (`by`: uuid | cid |
-    request_id) is `value`: from the results table, and with `job` from that job's rows too
-    (a row the results table lacks: never accepted, or its uuid not known yet)."""
+    request_id) is `value`: from the results table (each with its row's record, `_result_call`),
+    and with `job` from that job's rows too (a row the results table lacks: never accepted, or its
+    uuid not known yet)."""
     found: list[dict[str, Any]] = []
     if by == "uuid":
         item = store.results.get_result(value)
@@ -315,7 +340,7 @@ def lookup(store: Any, by: str, value: str, job: str | None = None) -> list[dict
     for item in items:
         if job and str(item.get("job", "")) != job:
             continue
-        found.append(_call("results", item))
+        found.append(_result_call(store, item))
         if len(found) >= MAX_MATCHES:
             return found
     if job:
