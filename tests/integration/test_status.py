@@ -249,6 +249,51 @@ def test_cli_html_of_one_job(status_cli, capsys, tmp_path):
     assert cli.main(["status", "--html", str(page)]) == 2  # one job's report: --job or --key
 
 
+def test_cli_html_that_cannot_be_written_or_a_lookup_with_html_is_a_usage_error(status_cli, capsys, tmp_path):
+    job = _job(status_cli)
+    _settle(status_cli, job, 0, range(1, 4), NOW)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    # a folder, and a place under a file, are said up front: one line, exit 2, no "internal error"
+    for page, said in ((tmp_path, "is a folder"), (blocker / "page.html", "cannot be written")):
+        assert cli.main(["status", "--job", job, "--html", str(page)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "--html" in err and "internal error" not in err and len(err.strip().splitlines()) == 1
+    # a call's lookup has no page to write: refused, not silently ignored
+    page = tmp_path / "job.html"
+    assert cli.main(["status", "--job", job, "--uuid", "uuid-1", "--html", str(page)]) == 2
+    assert "--html" in capsys.readouterr().err and not page.exists()
+    # a page the check created but nothing was written to (no such job) is not left behind empty
+    assert cli.main(["status", "--job", "nope", "--html", str(page)]) == 2
+    assert not page.exists()
+    assert cli.main(["status", "--job", job, "--html", str(page)]) == 0 and page.stat().st_size > 0
+
+
+def test_the_last_runs_reports_are_searched_as_the_report_wrote_them(tmp_path):
+    from phonon_outbound.reports import ReportWriter, outcome_cells
+
+    # a results CSV written by the report's own writer: a client-identifier that starts like a
+    # formula is written with an apostrophe before it, and read back without
+    path = tmp_path / "a.results.csv"
+    answered = {"outcome": "ANSWERED", "duration": 31, "attempts": 2, "dtmf": "9", "ended_at": "2026-11-30T10:00:50Z",
+                "outcome_at": 1}
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = ReportWriter(fh)
+        w.write(1, "=cmd|' /C calc'!A0", "ACCEPTED", "u-1", "r-1", "", outcome_cells("ACCEPTED", answered))
+        w.write(2, "x;+1", "ACCEPTED", "u-2", "r-1", "", outcome_cells("ACCEPTED", {}))
+        w.write(3, "C-3", "FAILED", "", "r-1", "503 from Phonon")
+    entries = [{"job": "J1", "file": "a.csv", "results_csv": str(path)},
+               {"job": "J2", "file": "gone.csv", "results_csv": str(tmp_path / "gone.csv")}]
+    [one], unreadable = st.report_lookup(entries, "cid", "=cmd|' /C calc'!A0")
+    assert unreadable and "gone.csv" in unreadable[0]
+    assert (one["job"], one["row"], one["client_identifier"], one["source"]) == ("J1", 1, "=cmd|' /C calc'!A0", "report")
+    assert (one["outcome"], one["duration"], one["attempts"], one["dtmf"]) == ("ANSWERED", 31, 2, "9")
+    [two], _ = st.report_lookup(entries, "uuid", "u-2")
+    assert two["client_identifier"] == "x;+1" and two["outcome"] == "" and two["status"] == "ACCEPTED"  # PENDING
+    assert [c["row"] for c in st.report_lookup(entries, "request_id", "r-1")[0]] == [1, 2, 3]
+    assert st.report_lookup(entries, "cid", "C-4")[0] == []
+
+
 def test_a_stacks_limit_is_its_recordsperminute_parameter(stack):
     import boto3
 
