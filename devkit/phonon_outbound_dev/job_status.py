@@ -22,19 +22,28 @@ Everything here reads; nothing writes. The picture of a job comes from three pla
 The lookup of one call: by phonon-uuid a GetItem on the results table; by client-identifier
 or request-id a filtered Scan of the results table (reads the whole table: an operator's
 command, not a hot path; docs/operating.md says what it costs), and with a job also that
-job's own rows (which finds rows that were never accepted too).
+job's own rows (which finds rows that were never accepted too). What a found call's row became
+(status, outcome, duration in seconds, DTMF, …) is read from the row's own record
+(`store.rows.get_outcome`, two reads per call), as the report reads it: the results item holds
+the push as it came.
+
+Without --stack and with no run live, the last finished local run's snapshot
+(`<state dir>/last-run.json`, written by the runner; stack.py) is read instead: its jobs'
+pictures as they ended, and lookups in the results CSVs the run wrote (`report_lookup`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from phonon_outbound.records import Job, JobStatus
-from phonon_outbound.reports import GROUP_METRICS, outcome_group
+from phonon_outbound.reports import GROUP_METRICS, PENDING, neutralize, outcome_group
 from phonon_outbound.store import decode_outcomes, job_pk
 from phonon_outbound.watchdog import active_jobs  # every job not completed: the watchdog's ActiveJobs
 
@@ -167,6 +176,14 @@ class JobPicture:
         d["timeline"] = [{"start": m, "calls": n} for m, n in self.timeline]
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobPicture:
+        """The picture `to_dict` gave (the last local run's snapshot keeps them); unknown keys ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        values["timeline"] = [(int(t["start"]), int(t["calls"])) for t in d.get("timeline") or []]
+        return cls(**values)
+
 
 def picture(store: Any, job_id: str, limit: int, now: float | None = None, outcomes: bool | None = None) -> JobPicture | None:
     """The job's picture, or None when there is no such job. `outcomes`: read the outcome mix
@@ -285,6 +302,11 @@ def summary_lines(s: dict[str, Any], safe: Any = str) -> list[str]:
 # ---------------------------------------------------------------------- lookup of one call
 RESULT_ATTR = {"uuid": "phonon-uuid", "cid": "client-identifier", "request_id": "request-id"}
 ROW_ATTR = {"uuid": "phonon_uuid", "cid": "cid", "request_id": "request_id"}
+# What a lookup shows of a call's fate, taken from the row's own record (store.rows.get_outcome:
+# the chunk's outcome and what the webhook recorded on the row, the report's own fields; `duration`
+# in whole seconds). The results item holds the push as it came (`status` COMPLETED, `duration`
+# in the push's own unit): it is used only for what no row record has (an unmatched push).
+ROW_FIELDS = ("status", "outcome", "duration", "attempts", "hangup_cause", "dtmf", "ended_at", "delivery")
 
 
 def _call(source: str, item: dict) -> dict[str, Any]:
@@ -298,14 +320,31 @@ def _call(source: str, item: dict) -> dict[str, Any]:
     return {"source": source, "job": get("job"), "row": get("row"), "file": get("file"),
             "client_identifier": get("client-identifier", "cid"), "status": get("status"),
             "phonon_uuid": get("phonon-uuid", "phonon_uuid"), "request_id": get("request-id", "request_id"),
-            "outcome": get("outcome"), "duration": get("duration"), "hangup_cause": get("hangup_cause"),
-            "dtmf": get("dtmf"), "ended_at": get("ended_at"), "reason": get("reason")}
+            "outcome": get("outcome"), "duration": get("duration"), "attempts": get("attempts"),
+            "hangup_cause": get("hangup_cause"), "dtmf": get("dtmf"), "ended_at": get("ended_at"),
+            "delivery": get("delivery"), "reason": get("reason")}
+
+
+def _result_call(store: Any, item: dict) -> dict[str, Any]:
+    """A results item as a call: its ids and file, and the call's fate from the row's record
+    when the item names a job and row that has one (ROW_FIELDS); an unmatched push's item as it
+    is, without its `duration` (the push's own unit, not seconds) and with its `call_end` as
+    `ended_at`."""
+    job, row = str(item.get("job") or ""), str(item.get("row") or "")
+    record = store.rows.get_outcome(job, int(row)) if job and row.isdigit() else None
+    if record is None:
+        return _call("results", {**{k: v for k, v in item.items() if k != "duration"},
+                                 "ended_at": item.get("call_end")})
+    ids = {k: record.get(k) for k in ("cid", "request_id", "phonon_uuid", "reason")}
+    return _call("results", {**ids, **{k: v for k, v in item.items() if k not in ROW_FIELDS},
+                             **{k: record.get(k) for k in ROW_FIELDS}})
 
 
 def lookup(store: Any, by: str, value: str, job: str | None = None) -> list[dict[str, Any]]:
     """The calls whose phonon-uuid / client-identifier / request-id (`by`: uuid | cid |
-    request_id) is `value`: from the results table, and with `job` from that job's rows too
-    (a row the results table lacks: never accepted, or its uuid not known yet)."""
+    request_id) is `value`: from the results table (each with its row's record, `_result_call`),
+    and with `job` from that job's rows too (a row the results table lacks: never accepted, or its
+    uuid not known yet)."""
     found: list[dict[str, Any]] = []
     if by == "uuid":
         item = store.results.get_result(value)
@@ -315,7 +354,7 @@ def lookup(store: Any, by: str, value: str, job: str | None = None) -> list[dict
     for item in items:
         if job and str(item.get("job", "")) != job:
             continue
-        found.append(_call("results", item))
+        found.append(_result_call(store, item))
         if len(found) >= MAX_MATCHES:
             return found
     if job:
@@ -326,6 +365,145 @@ def lookup(store: Any, by: str, value: str, job: str | None = None) -> list[dict
                 if len(found) >= MAX_MATCHES:
                     break
     return found
+
+
+# ---------------------------------------------------------------------- the last local run
+def _report_text(cell: str) -> str:
+    """A results CSV cell as the value it was written from: the report puts an apostrophe before
+    a formula character at the start or after a `;` (reports.neutralize); taken off where putting
+    it back gives the cell again (a value that itself began with `'=` reads as without it)."""
+    lead = cell[1:] if cell.startswith("'") else cell
+    for candidate in (lead.replace(";'", ";"), lead, cell.replace(";'", ";")):
+        if candidate != cell and neutralize(candidate) == cell:
+            return candidate
+    return cell
+
+
+def _number(text: str) -> Any:
+    return int(text) if text.isdigit() else text
+
+
+def report_call(entry: dict[str, Any], line: dict[str, str]) -> dict[str, Any]:
+    """One line of a results CSV (reports.HEADER) as a call in `lookup`'s shape (`duration_s`
+    as `duration`; PENDING, no outcome yet, as an empty outcome, as `lookup` shows it)."""
+    cells = {k: _report_text(v or "") for k, v in line.items() if k}
+    outcome = cells.get("outcome", "")
+    return _call("report", {
+        "job": entry.get("job"), "file": entry.get("file"), "row": _number(cells.get("row", "")),
+        **{k: cells.get(k) for k in ("client-identifier", "status", "phonon-uuid", "request-id", "reason",
+                                      "hangup_cause", "dtmf", "ended_at", "delivery")},
+        "outcome": "" if outcome == PENDING else outcome, "duration": _number(cells.get("duration_s", "")),
+        "attempts": _number(cells.get("attempts", ""))})
+
+
+def report_lookup(entries: list[dict[str, Any]], by: str, value: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The calls whose phonon-uuid / client-identifier / request-id is `value` in the results
+    CSVs of these snapshot entries (read a line at a time), at most MAX_MATCHES; and the reports
+    that could not be read."""
+    import csv
+
+    column, wanted = RESULT_ATTR[by], neutralize(value)
+    found: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    for entry in entries:
+        path = str(entry.get("results_csv") or "")
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                for line in csv.DictReader(fh):
+                    if line.get(column) == wanted:
+                        found.append(report_call(entry, line))
+                        if len(found) >= MAX_MATCHES:
+                            return found, unreadable
+        except (OSError, csv.Error, UnicodeDecodeError) as err:
+            unreadable.append(f"{path} ({getattr(err, 'strerror', None) or err})")
+    return found, unreadable
+
+
+def _snapshot_jobs(snap: dict[str, Any], job: str | None, key: str | None) -> list[dict[str, Any]]:
+    """The snapshot's entries: every one, the job's, or the newest upload of the key (with or without `incoming/`)."""
+    entries = [e for e in snap.get("jobs") or [] if isinstance(e, dict)]
+    if job:
+        return [e for e in entries if e.get("job") == job]
+    if key:
+        keys = {key, f"incoming/{key}"} if not key.startswith("incoming/") else {key}
+        return [e for e in entries if e.get("key") in keys][-1:]
+    return entries
+
+
+def last_run_status(args: Any, not_running: str, by: str, value: str) -> int:
+    """`status` without --stack once no run is live: the last finished run's snapshot
+    (`<state dir>/last-run.json`, stack.py): its jobs' final pictures, or the calls found in the
+    results CSVs it wrote."""
+    import json
+    import sys
+
+    from .cli import EXIT_OK, EXIT_USAGE, safe
+    from .stack import read_last_run
+
+    try:
+        snap = read_last_run(args.state_dir)
+    except ValueError as err:
+        return _usage(f"{not_running}; {err}")
+    if snap is None:
+        return _usage(f"{not_running}, and no finished run is kept in {safe(args.state_dir)} (a run keeps its jobs' final "
+                      f"picture there for status, unless it ran with --no-state)")
+    if args.version:
+        return _usage("--version: the last local run keeps no S3 versions; give --key alone")
+    ended = str(snap.get("ended_at") or "an unknown time")
+    said = f"from the last local run, which ended at {safe(ended)} (no run is running now)"
+    entries = _snapshot_jobs(snap, args.job, args.key)
+    if (args.job or args.key) and not entries:
+        return _usage(f"no job {safe(args.job or args.key)} in the last local run (ended at {safe(ended)})")
+    last_run = {"ended_at": ended, "state_dir": str(args.state_dir)}
+    if by:
+        calls, unreadable = report_lookup(entries, by, value)
+        for text in unreadable:
+            print(f"phonon-outbound: warning: the report {safe(text)} cannot be read: not searched", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"calls": calls, "last_run": last_run}, default=str))
+        else:
+            print("\n".join([said, "", *(call_lines(calls, safe) if calls else ["no such call"])]))
+        return EXIT_OK if calls else EXIT_USAGE
+    if args.job or args.key:
+        entry = entries[0]
+        if not entry.get("picture"):
+            return _usage(f"{safe(entry.get('file') or entry.get('job'))} made no job in the last local run"
+                          + (f": {safe(entry['error'])}" if entry.get("error") else ""))
+        pic = JobPicture.from_dict(entry["picture"])
+        if args.html:
+            from .html import write_report
+
+            try:
+                write_report(args.html, [pic], title=f"phonon-outbound job {pic.job} (last local run, ended {ended})")
+            except OSError as err:
+                return _usage(f"--html {safe(args.html)} could not be written ({safe(err.strerror or err)})")
+        if args.json:
+            print(json.dumps({**pic.to_dict(), "report": entry.get("results_csv"), "summary": entry.get("summary_json"),
+                              "last_run": last_run}, default=str))
+        else:
+            print("\n".join([said, "", *picture_lines(pic, safe), f"report: {safe(entry.get('results_csv'))}"]
+                            + ([f"html: {safe(args.html)}"] if args.html else [])))
+        return EXIT_OK
+    if args.json:
+        print(json.dumps({"last_run": {**last_run, "run": snap.get("run")}, "limit": snap.get("limit"),
+                          "jobs": [{**(e.get("picture") or {"job": e.get("job"), "file": e.get("file"),
+                                                             "error": e.get("error", "")}),
+                                    "report": e.get("results_csv"), "summary": e.get("summary_json")}
+                                   for e in entries]}, default=str))
+        return EXIT_OK
+    lines = [said + "; its jobs as they ended:"]
+    if isinstance(snap.get("run"), dict):
+        with contextlib.suppress(KeyError, TypeError):  # a snapshot of another version: the jobs still say it
+            lines.extend(summary_lines(snap["run"], safe))
+    for e in entries:
+        lines.append("")
+        if e.get("picture"):
+            lines.extend(picture_lines(JobPicture.from_dict(e["picture"]), safe))
+        else:
+            lines.append(f"file: {safe(e.get('file'))}: no job" + (f" ({safe(e['error'])})" if e.get("error") else ""))
+        lines.append(f"report: {safe(e.get('results_csv'))}")
+    print("\n".join(lines))
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------- text
@@ -410,7 +588,9 @@ def add_parser(sub: Any) -> None:
                     "outcomes arrived, calls per minute now (the calls of the chunks settled in the last minute) "
                     "against the limit, the ETA at that rate and the state. Without --job: every active job. "
                     "--uuid / --client-id / --request-id find one call (the last two read the whole results "
-                    "table: docs/operating.md). With --stack a deployed stack; without, the local run in progress. "
+                    "table: docs/operating.md). With --stack a deployed stack; without, the local run in progress, or "
+                    "once none is, the last finished run as it left its state directory (its jobs' final pictures; "
+                    "lookups search its results CSVs; nothing is kept by a run with --no-state). "
                     "Exit status: 0 found, 2 usage error or nothing found.")
     which = st.add_mutually_exclusive_group()
     which.add_argument("--job", metavar="ID", help="one job, by id")
@@ -422,13 +602,15 @@ def add_parser(sub: Any) -> None:
     call.add_argument("--request-id", metavar="R", help="find the calls of this request-id")
     st.add_argument("--outcomes", action="store_true",
                     help=f"read every row's outcome for the outcome mix also for jobs over {OUTCOME_ROWS_MAX:,} rows")
-    st.add_argument("--html", type=Path, metavar="FILE", help="with --job or --key: write a one-page HTML report")
+    st.add_argument("--html", type=Path, metavar="FILE",
+                    help="with --job or --key (not with a lookup): write the job's one-page HTML report")
     st.add_argument("--json", action="store_true", help="one JSON object on stdout")
     st.add_argument("--stack", metavar="NAME", help="a deployed stack (default: the local run in progress)")
     st.add_argument("--region", metavar="REGION", help="AWS region of the stack")
     st.add_argument("--profile", metavar="NAME", help="AWS named profile to use")
     st.add_argument("--state-dir", type=Path, default=STATE_DIR, metavar="DIR",
-                    help="without --stack: the local run's state directory (default ./.phonon-outbound)")
+                    help="without --stack: the local run's state directory, where a live run is found and a "
+                         "finished run's snapshot is kept (default ./.phonon-outbound)")
 
 
 def connect_target(args: Any) -> Any:
@@ -469,26 +651,58 @@ def _queues(target: Any) -> dict[str, int]:
     return out
 
 
+def _usage(text: str) -> int:
+    """One line on stderr, exit 2. Said here rather than raised: under `python -m
+    phonon_outbound_dev.cli` the module that catches UsageError is `__main__`, not the `.cli`
+    this module imports."""
+    import sys
+
+    from .cli import EXIT_USAGE
+
+    print(f"phonon-outbound: {text}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def cmd_status(args: Any) -> int:
+    """`status`; with --html, a page file the checks created but nothing was written to is removed."""
+    created = bool(args.html) and not Path(args.html).exists()
+    try:
+        return _status(args)
+    finally:
+        try:
+            if created and Path(args.html).is_file() and Path(args.html).stat().st_size == 0:
+                Path(args.html).unlink()
+        except OSError:
+            pass
+
+
+def _status(args: Any) -> int:
     import json
     import sys
 
-    from .cli import EXIT_OK, EXIT_USAGE, safe
+    from .cli import EXIT_OK, EXIT_USAGE, UsageError, safe, usable_file
+    from .stack import NotRunning
 
-    def usage(text: str) -> int:
-        # Said here rather than raised: under `python -m phonon_outbound_dev.cli` the module
-        # that catches UsageError is `__main__`, not the `.cli` this module imports.
-        print(f"phonon-outbound: {text}", file=sys.stderr)
-        return EXIT_USAGE
-
+    usage = _usage
+    by, value = next(((b, v) for b, v in (("uuid", args.uuid), ("cid", args.client_id),
+                                          ("request_id", args.request_id)) if v), ("", ""))
     if args.version and not args.key:
         return usage("--version needs --key")
     if args.html and not (args.job or args.key):
         return usage("--html needs --job or --key (one job's report)")
+    if args.html and by:
+        return usage("--html writes one job's page: not with --uuid, --client-id or --request-id")
     if args.stack is None and (args.region or args.profile):
         return usage("--region and --profile need --stack")
+    if args.html:
+        try:  # as `run --html`: a folder or a place that cannot be written is said before anything is read
+            usable_file(args.html, "--html")
+        except UsageError as err:
+            return usage(str(err))
     try:
         target = connect_target(args)
+    except NotRunning as err:  # no run is live: the last finished one, if its snapshot was kept
+        return last_run_status(args, safe(str(err)), by, value)
     except Exception as err:  # noqa: BLE001 - no stack, no local run, no credentials: one line, exit 2
         return usage(safe(str(err) or type(err).__name__))
     store = target.store
@@ -500,8 +714,6 @@ def cmd_status(args: Any) -> int:
             print(f"phonon-outbound: no job for key {safe(args.key)}" + (f" version {safe(args.version)}"
                   if args.version else ""), file=sys.stderr)
             return EXIT_USAGE
-    by, value = next(((b, v) for b, v in (("uuid", args.uuid), ("cid", args.client_id),
-                                          ("request_id", args.request_id)) if v), ("", ""))
     if by:
         calls = lookup(store, by, value, job_id)
         if args.json:
@@ -517,7 +729,10 @@ def cmd_status(args: Any) -> int:
         if args.html:
             from .html import write_report
 
-            write_report(args.html, [pic], title=f"phonon-outbound job {job_id}")
+            try:
+                write_report(args.html, [pic], title=f"phonon-outbound job {job_id}")
+            except OSError as err:
+                return usage(f"--html {safe(args.html)} could not be written ({safe(err.strerror or err)})")
         if args.json:
             print(json.dumps(pic.to_dict(), default=str))
         else:

@@ -8,6 +8,11 @@ status).
   `<state dir>/live.json`, which the runner writes when it starts (the embedded AWS's endpoint,
   the tables, the bucket, the queues, its process id) and removes when it ends. No such file, or
   one whose process is gone (a run killed hard), is "no local run is running".
+- `<state dir>/last-run.json`: what a finished local run left for `phonon-outbound status`
+  (the runner writes it at the end of a run that keeps its state, i.e. without --no-state): when
+  it ended, each job's final picture (job_status.JobPicture.to_dict) and the local paths of the
+  results CSV and summary JSON the run wrote to its --out folder. A few KB: no row data (the
+  CSVs are the rows), no phone numbers. Read only when no run is live (`read_last_run`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 LIVE_FILE = "live.json"
+LAST_RUN_FILE = "last-run.json"
 BUCKET_OUTPUT, STATE_OUTPUT, RESULTS_OUTPUT = "ContactsBucketName", "StateTableName", "ResultsTableName"
 QUEUE_SETTINGS = {"ChunkQueue": "chunk_queue_url", "ReportQueue": "report_queue_url",
                   "ExpressQueue": "express_queue_url"}
@@ -92,14 +98,18 @@ def live_path(state_dir: Path) -> Path:
     return Path(state_dir) / LIVE_FILE
 
 
-def write_live(state_dir: Path, doc: dict[str, Any]) -> Path:
-    """The runner, at start: where its embedded AWS is (written whole, then renamed)."""
-    path = live_path(state_dir)
+def _write_whole(path: Path, doc: dict[str, Any]) -> Path:
+    """`doc` as JSON at `path`, written whole, then renamed (a reader never sees half of it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{LIVE_FILE}.{os.getpid()}")
-    tmp.write_text(json.dumps({**doc, "pid": os.getpid()}, indent=1))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1))
     tmp.replace(path)
     return path
+
+
+def write_live(state_dir: Path, doc: dict[str, Any]) -> Path:
+    """The runner, at start: where its embedded AWS is."""
+    return _write_whole(live_path(state_dir), {**doc, "pid": os.getpid()})
 
 
 def remove_live(state_dir: Path) -> None:
@@ -138,6 +148,35 @@ def read_live(state_dir: Path) -> dict[str, Any]:
     return doc
 
 
+def last_run_path(state_dir: Path) -> Path:
+    return Path(state_dir) / LAST_RUN_FILE
+
+
+def write_last_run(state_dir: Path, doc: dict[str, Any]) -> Path:
+    """The runner, at the end of a run that keeps its state: the run's snapshot for `status`."""
+    return _write_whole(last_run_path(state_dir), doc)
+
+
+def remove_last_run(state_dir: Path) -> None:
+    """The runner, at the end of a --no-state run: an earlier run's snapshot must not pass for
+    this run's (status then says no finished run was kept)."""
+    last_run_path(state_dir).unlink(missing_ok=True)
+
+
+def read_last_run(state_dir: Path) -> dict[str, Any] | None:
+    """The last finished run's snapshot, None when there is none; ValueError when it cannot be read."""
+    path = last_run_path(state_dir)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} cannot be read ({err})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
+        raise ValueError(f"{path} is not a run's snapshot")
+    return doc
+
+
 def _local(state_dir: Path) -> Target:
     import boto3
 
@@ -155,5 +194,5 @@ def _local(state_dir: Path) -> Target:
                   f"the local run (pid {doc['pid']})")
 
 
-__all__ = ["LIVE_FILE", "NotRunning", "Target", "connect", "live_path", "read_live", "remove_live",
-           "write_live"]
+__all__ = ["LAST_RUN_FILE", "LIVE_FILE", "NotRunning", "Target", "connect", "last_run_path", "live_path",
+           "read_last_run", "read_live", "remove_last_run", "remove_live", "write_last_run", "write_live"]

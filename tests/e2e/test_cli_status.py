@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,58 @@ def test_status_of_a_live_local_run_from_another_terminal(tmp_path):
             if child.poll() is None:
                 child.kill()
                 child.communicate()
-    # Once the run has ended there is nothing to look at: one line, exit 2
-    gone = cli("status", "--state-dir", str(state))
-    assert gone.returncode == 2 and "no local run is running" in gone.stderr
+    # Once the run has ended, status shows what the run kept: the job as it ended
+    ended = cli("status", "--key", "slow.csv", "--state-dir", str(state), "--json")
+    assert ended.returncode == 0, ended.stderr
+    assert json.loads(ended.stdout)["state"] == "completed" and json.loads(ended.stdout)["last_run"]["ended_at"]
+
+
+def test_status_after_a_local_run_reads_what_the_run_kept(tmp_path):
+    # Given a local run of a small file that has ended
+    data = write_csv(tmp_path / "leads.csv", 12, prefix="K")
+    phones = [line.split(",")[1] for line in data.read_text().splitlines()[1:]]
+    state = tmp_path / "state"
+    proc = run_cli("run", "--json", "--out", str(tmp_path / "out"), "--flow-id", "DemoFlw1", "--state-dir", str(state),
+                   str(data))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    [job] = [j["job"] for j in result["picture"]["jobs"]]
+    report = {r["client-identifier"]: r for r in read_report(result["files"][0]["report"])}
+    row = report["K-00003"]
+
+    def status(*args: str):
+        done = run_cli("status", "--state-dir", str(state), *args)
+        assert not any(p in done.stdout + done.stderr for p in phones)  # never a phone number
+        return done
+
+    # When a call is looked up by its client-identifier (no run is live)
+    found = status("--client-id", "K-00003", "--json")
+    assert found.returncode == 0, found.stderr
+    doc = json.loads(found.stdout)
+    [call] = doc["calls"]
+    # Then it is that row of the run's report, in the shape a live lookup has
+    assert (call["job"], call["row"], call["client_identifier"]) == (job, int(row["row"]), "K-00003")
+    assert (call["status"], call["phonon_uuid"], call["request_id"]) == (row["status"], row["phonon-uuid"],
+                                                                         row["request-id"])
+    assert call["outcome"] == row["outcome"] and call["outcome"] not in ("", "PENDING")
+    assert call["duration"] == int(row["duration_s"]) and call["dtmf"] == row["dtmf"]
+    assert call["ended_at"] == row["ended_at"] and doc["last_run"]["ended_at"]
+    text = status("--client-id", "K-00003")
+    assert text.returncode == 0 and "last local run, which ended at" in text.stdout
+    assert row["phonon-uuid"] in text.stdout and ["outcome:", row["outcome"]] in [line.split() for line in text.stdout.splitlines()]
+    assert status("--client-id", "K-99999").returncode == 2
+    # and the plain status shows the job as it ended, with its report
+    plain = status("--json")
+    assert plain.returncode == 0, plain.stderr
+    [pic] = json.loads(plain.stdout)["jobs"]
+    assert pic["job"] == job and pic["state"] == "completed" and pic["counts"]["accepted"] == result["files"][0]["accepted"]
+    assert pic["report"] == str(Path(result["files"][0]["report"]).resolve())
+    text = status()
+    assert text.returncode == 0 and "last local run, which ended at" in text.stdout and job in text.stdout
+    assert not any(p in (state / "last-run.json").read_text() for p in phones)
+    # A run with --no-state keeps nothing: the earlier run's snapshot no longer passes for the last run
+    again = run_cli("run", "--out", str(tmp_path / "out2"), "--flow-id", "DemoFlw1", "--state-dir", str(state),
+                    "--no-state", str(data))
+    assert again.returncode == 0, again.stderr[-3000:]
+    gone = status()
+    assert gone.returncode == 2 and "no local run is running" in gone.stderr and "--no-state" in gone.stderr

@@ -126,6 +126,59 @@ def test_lookup_by_uuid_client_id_and_request_id(any_store):
     assert st.lookup(any_store, "uuid", "no-such") == []
 
 
+def _push(job: str, row: int, uuid: str) -> str:
+    """A flow-end push as Phonon sends it (the shape of tests/unit/test_reporting.py's): one
+    attempt answered at 10:00:05 and ended at 10:00:50 (45 s of talk; `duration` in ms), DTMF 1, 2."""
+    return json.dumps({"phonon-uuid": uuid, "keys": [{"name": "$flow.key.OutboundRef", "value": f"{job}.{row}"}],
+                       "callDetails": [{"startTime": "2026-11-30T10:00:00+05:30",
+                                        "connectTime": "2026-11-30T10:00:05+05:30",
+                                        "endTime": "2026-11-30T10:00:50+05:30", "duration": "45000",
+                                        "hangupCause": "NORMAL_CLEARING", "dtmfPressesd": ["1", "2"]}]})
+
+
+def test_lookup_shows_the_outcome_the_webhook_recorded_on_the_row(any_store):
+    from phonon_outbound.webhook import WebhookService
+
+    # Given a settled chunk whose row 2 was accepted, and that call's flow-end push taken by
+    # the real webhook handler (it writes the results item and the row's outcome)
+    job = _job(any_store)
+    _settle(any_store, job, 0, range(1, 4), NOW - 10)
+    assert WebhookService(any_store).handle(_push(job, 2, "uuid-2"))["matched"] is True
+    # When the call is looked up by each of its ids, with and without its job
+    found = [st.lookup(any_store, "uuid", "uuid-2"), st.lookup(any_store, "cid", "C-2"),
+             st.lookup(any_store, "request_id", "req-0"), st.lookup(any_store, "uuid", "uuid-2", job),
+             st.lookup(any_store, "cid", "C-2", job)]
+    # (the request of chunk 0 carried rows 1-3: with the job, its other rows are found in the job's rows)
+    by_request = st.lookup(any_store, "request_id", "req-0", job)
+    assert sorted(c["row"] for c in by_request) == [1, 2, 3]
+    found.append([c for c in by_request if c["row"] == 2])
+    # Then each finds that one call, once, with the outcome the report has: answered, 45 s (not
+    # the push's 45000 ms), the digits pressed, when it ended; the row's status, not the push's
+    for calls in found:
+        [call] = calls
+        assert (call["job"], call["row"], call["client_identifier"], call["phonon_uuid"], call["request_id"]) == (
+            job, 2, "C-2", "uuid-2", "req-0")
+        assert call["status"] == "ACCEPTED" and call["outcome"] == "ANSWERED"
+        assert call["duration"] == 45 and call["dtmf"] == "12" and call["attempts"] == 1
+        assert call["ended_at"] == "2026-11-30T10:00:50+05:30" and call["hangup_cause"] == "NORMAL_CLEARING"
+        assert "numbers" not in call
+    # a row without an outcome yet is shown as accepted with none
+    [waiting] = st.lookup(any_store, "cid", "C-3", job)
+    assert waiting["status"] == "ACCEPTED" and waiting["outcome"] == "" and waiting["duration"] == ""
+
+
+def test_lookup_of_an_unmatched_push_shows_what_the_results_table_has(any_store):
+    from phonon_outbound.webhook import WebhookService
+
+    # a push whose ref names no job: only the results item knows of it (its duration is the
+    # push's own, of unknown unit: not shown as seconds)
+    assert WebhookService(any_store).handle(_push("nojob", 1, "uuid-x"))["matched"] is False
+    [call] = st.lookup(any_store, "uuid", "uuid-x")
+    assert call["source"] == "results" and call["status"] == "COMPLETED" and call["row"] == ""
+    assert call["hangup_cause"] == "NORMAL_CLEARING" and call["attempts"] == 1 and call["duration"] == ""
+    assert call["ended_at"] == "2026-11-30T10:00:50+05:30"
+
+
 # ---------------------------------------------------------------------- the command
 def _target(store):
     """A stand-in for devkit stack.py's `connect(...)` result (CONTRACT 7): the store, the
@@ -194,6 +247,51 @@ def test_cli_html_of_one_job(status_cli, capsys, tmp_path):
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;.csv" in text
     assert 'data-calls="10"' in text
     assert cli.main(["status", "--html", str(page)]) == 2  # one job's report: --job or --key
+
+
+def test_cli_html_that_cannot_be_written_or_a_lookup_with_html_is_a_usage_error(status_cli, capsys, tmp_path):
+    job = _job(status_cli)
+    _settle(status_cli, job, 0, range(1, 4), NOW)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    # a folder, and a place under a file, are said up front: one line, exit 2, no "internal error"
+    for page, said in ((tmp_path, "is a folder"), (blocker / "page.html", "cannot be written")):
+        assert cli.main(["status", "--job", job, "--html", str(page)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "--html" in err and "internal error" not in err and len(err.strip().splitlines()) == 1
+    # a call's lookup has no page to write: refused, not silently ignored
+    page = tmp_path / "job.html"
+    assert cli.main(["status", "--job", job, "--uuid", "uuid-1", "--html", str(page)]) == 2
+    assert "--html" in capsys.readouterr().err and not page.exists()
+    # a page the check created but nothing was written to (no such job) is not left behind empty
+    assert cli.main(["status", "--job", "nope", "--html", str(page)]) == 2
+    assert not page.exists()
+    assert cli.main(["status", "--job", job, "--html", str(page)]) == 0 and page.stat().st_size > 0
+
+
+def test_the_last_runs_reports_are_searched_as_the_report_wrote_them(tmp_path):
+    from phonon_outbound.reports import ReportWriter, outcome_cells
+
+    # a results CSV written by the report's own writer: a client-identifier that starts like a
+    # formula is written with an apostrophe before it, and read back without
+    path = tmp_path / "a.results.csv"
+    answered = {"outcome": "ANSWERED", "duration": 31, "attempts": 2, "dtmf": "9", "ended_at": "2026-11-30T10:00:50Z",
+                "outcome_at": 1}
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = ReportWriter(fh)
+        w.write(1, "=cmd|' /C calc'!A0", "ACCEPTED", "u-1", "r-1", "", outcome_cells("ACCEPTED", answered))
+        w.write(2, "x;+1", "ACCEPTED", "u-2", "r-1", "", outcome_cells("ACCEPTED", {}))
+        w.write(3, "C-3", "FAILED", "", "r-1", "503 from Phonon")
+    entries = [{"job": "J1", "file": "a.csv", "results_csv": str(path)},
+               {"job": "J2", "file": "gone.csv", "results_csv": str(tmp_path / "gone.csv")}]
+    [one], unreadable = st.report_lookup(entries, "cid", "=cmd|' /C calc'!A0")
+    assert unreadable and "gone.csv" in unreadable[0]
+    assert (one["job"], one["row"], one["client_identifier"], one["source"]) == ("J1", 1, "=cmd|' /C calc'!A0", "report")
+    assert (one["outcome"], one["duration"], one["attempts"], one["dtmf"]) == ("ANSWERED", 31, 2, "9")
+    [two], _ = st.report_lookup(entries, "uuid", "u-2")
+    assert two["client_identifier"] == "x;+1" and two["outcome"] == "" and two["status"] == "ACCEPTED"  # PENDING
+    assert [c["row"] for c in st.report_lookup(entries, "request_id", "r-1")[0]] == [1, 2, 3]
+    assert st.report_lookup(entries, "cid", "C-4")[0] == []
 
 
 def test_a_stacks_limit_is_its_recordsperminute_parameter(stack):

@@ -498,6 +498,41 @@ def test_an_oversized_chunk_falls_back_to_row_items_keeping_a_patched_uuid(store
     assert all(r["status"] == Status.FAILED.value and r["at"] == 5 for r in out)
 
 
+def test_get_outcome_is_one_rows_entry_of_iter_outcomes(store):
+    # chunk 0 settled rows 2-4; the webhook recorded row 3's outcome on its row item; row 7 was
+    # rejected (a row item of its own); row 9 has only a webhook's patch (its chunk not settled yet)
+    store.rows.put_outcomes("J1", 0, [{"row": r, **OUTCOME, "phonon_uuid": f"u{r}"} for r in (2, 3, 4)], at=1)
+    store.rows.record_outcome("J1", 3, "u3", {"outcome": "ANSWERED", "duration": 45, "dtmf": "12", "attempts": 1,
+                                               "ended_at": "2026-11-30T10:00:50+05:30", "outcome_at": 5,
+                                               "outcome_src": "webhook"})
+    store.rows.put_rows("J1", [{"row": 7, "status": Status.REJECTED.value, "reason": "bad phone"}])
+    store.rows.record_outcome("J1", 9, "u9", {"outcome": "NO_ANSWER", "duration": 0, "outcome_at": 6})
+    three = store.rows.get_outcome("J1", 3)
+    assert three["status"] == Status.ACCEPTED.value and three["cid"] == "C" and three["phonon_uuid"] == "u3"
+    assert (three["outcome"], three["duration"], three["dtmf"], three["attempts"], three["ended_at"]) == (
+        "ANSWERED", 45, "12", 1, "2026-11-30T10:00:50+05:30")
+    # the same record the whole job's read gives, for every row either kind of item holds
+    whole = {r["row"]: r for r in store.rows.iter_outcomes("J1")}
+    for row in (2, 3, 4, 7, 9):
+        one = store.rows.get_outcome("J1", row)
+        assert one is not None and one["row"] == row
+        assert {k: one.get(k) for k in whole[row]} == whole[row]
+    assert "outcome" not in store.rows.get_outcome("J1", 2)  # no outcome arrived for row 2
+    assert store.rows.get_outcome("J1", 9)["outcome"] == "NO_ANSWER" and "status" not in store.rows.get_outcome("J1", 9)
+    for nothing in (1, 5, 8):
+        assert store.rows.get_outcome("J1", nothing) is None
+    assert store.rows.get_outcome("J2", 3) is None
+
+
+def test_get_outcome_ignores_expired_items(store):
+    store.rows.put_rows("J1", [{"row": 1, "status": Status.REJECTED.value}])
+    expired_writes(store)
+    store.rows.put_rows("J1", [{"row": 2, "status": Status.REJECTED.value}])
+    store.rows.put_outcomes("J1", 0, [{"row": 5, **OUTCOME}], at=1)
+    assert store.rows.get_outcome("J1", 1)["status"] == Status.REJECTED.value
+    assert store.rows.get_outcome("J1", 2) is None and store.rows.get_outcome("J1", 5) is None
+
+
 def test_set_row_uuid_sets_once_a_same_uuid_is_a_no_op_and_another_conflicts(store):
     store.rows.put_rows("J1", [{"row": 5, "status": Status.ACCEPTED.value, "cid": "C5"}])
     item, newly = store.rows.set_row_uuid("J1", 5, "u5")

@@ -1064,6 +1064,7 @@ class LocalPipeline:
         except Exception:  # the reports matter more
             log.exception("the local suppression list could not be saved")
         log.info("local state saved in %.1f s", time.monotonic() - t0)
+        self._keep_last_run(files, result)
         if self.state_saved is not None:
             result["state_claims"] = self.state_saved
         if self.state_error:
@@ -1409,6 +1410,35 @@ class LocalPipeline:
         except Exception:  # noqa: BLE001
             log.exception("the run's summary could not be made")
         return result
+
+    def _keep_last_run(self, files: list[FileRun], result: dict) -> None:
+        """`<state dir>/last-run.json` for `phonon-outbound status` once this run has ended
+        (stack.py): when it ended, the run's summary, each job's final picture and where its
+        report files are. Nothing per row, no phone numbers. With --no-state nothing is kept,
+        and an earlier run's snapshot is removed so it never passes for this run's."""
+        from ..stack import remove_last_run, write_last_run
+
+        try:
+            if self.o.state_dir is None:
+                if self.o.live_dir is not None:
+                    remove_last_run(self.o.live_dir)
+                return
+            pictures = {p.job: p for p in self.pictures}
+            out = Path(self.o.out_dir)
+            jobs = []
+            for f, entry in zip(files, result["files"], strict=True):
+                job = f.obj.job_id if f.obj is not None else ""
+                pic = pictures.get(job) if job else None
+                jobs.append({"job": job, "file": str(f.path), "key": f.key,
+                             "results_csv": str(Path(entry["report"]).resolve()),
+                             "summary_json": str((out / f"{f.local_name}.summary.json").resolve()),
+                             "picture": pic.to_dict() if pic is not None else None,
+                             **({"error": entry["error"]} if entry.get("error") else {})})
+            write_last_run(self.o.state_dir, {
+                "ended_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "limit": self.o.rate,
+                "run": result.get("picture"), "jobs": jobs})
+        except Exception:  # noqa: BLE001 - the reports matter more
+            log.exception("the run's snapshot for `status` could not be written")
 
     def _run_picture(self, files: list[FileRun], entries: list[dict], dlq: int, webhooks: int) -> dict:
         """Each job's picture (devkit job_status.py; the outcome mix from its downloaded report) for

@@ -58,7 +58,15 @@ from .jobs import upload_order
 from .ledger import ChunkState, compacted, refused_claim
 from .limits import check_key
 from .results import binding_allows, present
-from .rows import FIRST_ONLY, OUTCOME_ATTRS, first_without_outcome, merge_outcomes, outcome_fields, row_item
+from .rows import (
+    FIRST_ONLY,
+    OUTCOME_ATTRS,
+    first_without_outcome,
+    merge_outcomes,
+    one_outcome,
+    outcome_fields,
+    row_item,
+)
 
 Key = tuple[str, str]
 
@@ -335,6 +343,12 @@ class MemoryRows(_Fake):
         if not below or int(below[-1].get("last_row", -1)) < row or not self.retention.live(below[-1]):
             return None
         return below[-1]
+
+    def get_outcome(self, job: str, row: int) -> dict | None:
+        with self.t.lock:
+            item = self.t.get(job_pk(job), row_sk(row))
+        row_item = item if item is not None and self.retention.live(item) else None
+        return one_outcome(row, self.find_outcome(job, row), row_item)
 
     def _live(self, job: str, prefix: str) -> Iterator[dict]:
         now = self.retention.now()

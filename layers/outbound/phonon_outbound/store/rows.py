@@ -38,6 +38,12 @@ class RowsRepository(Protocol):
 
     def find_outcome(self, job: str, row: int) -> dict | None: ...
 
+    def get_outcome(self, job: str, row: int) -> dict | None:
+        """One row's outcome record, as `iter_outcomes` gives it (`merge_outcomes`: its chunk's
+        outcome with what the webhook recorded on the row's own item), or None when neither
+        item exists. Two reads: the chunk's outcome item and the row item."""
+        ...
+
     def iter_rows(self, job: str) -> Iterator[dict]: ...
 
     def iter_outcomes(self, job: str) -> Iterator[dict]: ...
@@ -116,6 +122,13 @@ def merge_outcomes(chunk_items: Iterable[dict], row_items: Iterable[dict]) -> It
         current = dict(item)
     if current is not None:
         yield current
+
+
+def one_outcome(row: int, chunk_item: dict | None, row_item: dict | None) -> dict | None:
+    """`get_outcome` from the two items read: the row's entry of `merge_outcomes` over them (the
+    same rules as a whole job's, so a lookup and the report never disagree)."""
+    merged = merge_outcomes([chunk_item] if chunk_item is not None else [], [row_item] if row_item is not None else [])
+    return next((r for r in merged if int(r["row"]) == row), None)
 
 
 def first_without_outcome(rows: Iterable[int], find_outcome: Any, row_status: Any) -> bool:
@@ -240,6 +253,11 @@ class DynamoRows:
         if not items or int(items[0].get("last_row", -1)) < row or not self.retention.live(items[0]):
             return None
         return plain(items[0])
+
+    def get_outcome(self, job: str, row: int) -> dict | None:
+        item = self.table.get_item(Key={"pk": job_pk(job), "sk": row_sk(row)}, ConsistentRead=True).get("Item")
+        row_item = plain(item) if item is not None and self.retention.live(item) else None
+        return one_outcome(row, self.find_outcome(job, row), row_item)
 
     def _query(self, job: str, prefix: str) -> Iterator[dict]:
         now = self.retention.now()
