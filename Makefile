@@ -76,8 +76,15 @@ sam-check: $(SAM_VENV)/.installed
 	SAM_CLI_TELEMETRY=0 PATH="$(dir $(BOOTSTRAP_PY)):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml \
 		--build-dir build/sam --cache-dir build/sam-cache --region us-east-1
 
+# pytest-xdist: one worker per core (TEST_WORKERS=0 runs in one process). The e2e tests spend
+# much of their time waiting on child processes and real-clock windows, so two workers on two
+# cores halve the run (measured: 1,038 s in one process, 553 s with two). worksteal: a worker
+# that runs out takes tests from the other's queue, so the long e2e tests do not end up last in
+# one queue. Every test keeps its state in its own tmp_path, so workers share nothing.
+# pytest's exit 5 ("no tests ran") passes through and fails the target.
+TEST_WORKERS ?= auto
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: setup
 	$(PY) -m tests.bench.run_all
