@@ -470,13 +470,8 @@ def last_run_status(args: Any, not_running: str, by: str, value: str) -> int:
             return _usage(f"{safe(entry.get('file') or entry.get('job'))} made no job in the last local run"
                           + (f": {safe(entry['error'])}" if entry.get("error") else ""))
         pic = JobPicture.from_dict(entry["picture"])
-        if args.html:
-            from .html import write_report
-
-            try:
-                write_report(args.html, [pic], title=f"phonon-outbound job {pic.job} (last local run, ended {ended})")
-            except OSError as err:
-                return _usage(f"--html {safe(args.html)} could not be written ({safe(err.strerror or err)})")
+        if args.html and (problem := _write_page(args.html, pic, f"{pic.job} (last local run, ended {ended})")):
+            return _usage(problem)
         if args.json:
             print(json.dumps({**pic.to_dict(), "report": entry.get("results_csv"), "summary": entry.get("summary_json"),
                               "last_run": last_run}, default=str))
@@ -651,6 +646,18 @@ def _queues(target: Any) -> dict[str, int]:
     return out
 
 
+def _write_page(path: Any, pic: JobPicture, title: str) -> str:
+    """`--html`: one job's page at `path`; "" when written, else what went wrong (a usage error)."""
+    from .cli import safe
+    from .html import write_report
+
+    try:
+        write_report(path, [pic], title=f"phonon-outbound job {title}")
+    except OSError as err:
+        return f"--html {safe(path)} could not be written ({safe(err.strerror or err)})"
+    return ""
+
+
 def _usage(text: str) -> int:
     """One line on stderr, exit 2. Said here rather than raised: under `python -m
     phonon_outbound_dev.cli` the module that catches UsageError is `__main__`, not the `.cli`
@@ -726,13 +733,8 @@ def _status(args: Any) -> int:
         if pic is None:
             print(f"phonon-outbound: no job {safe(job_id)}", file=sys.stderr)
             return EXIT_USAGE
-        if args.html:
-            from .html import write_report
-
-            try:
-                write_report(args.html, [pic], title=f"phonon-outbound job {job_id}")
-            except OSError as err:
-                return usage(f"--html {safe(args.html)} could not be written ({safe(err.strerror or err)})")
+        if args.html and (problem := _write_page(args.html, pic, job_id)):
+            return usage(problem)
         if args.json:
             print(json.dumps(pic.to_dict(), default=str))
         else:
