@@ -115,6 +115,7 @@ def job_section(p: JobPicture) -> str:
     c = p.counts
     facts = [("state", p.state + (f": {p.reason}" if p.reason else "")), ("flow", p.flow or "-"),
              ("rows in the file", "?" if p.rows is None else f"{p.rows:,}"), ("rows read", f"{p.rows_read:,}"),
+             ("rows queued", f"{p.rows_queued:,}"),
              ("chunks", f"{p.chunks_settled:,} settled of {p.chunks_queued:,} queued"),
              ("calls sent", f"{p.sent:,} in {p.requests:,} requests"),
              ("outcomes arrived", f"{p.outcomes:,} of {c.get('accepted', 0):,} accepted"),

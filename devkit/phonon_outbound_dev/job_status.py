@@ -163,6 +163,7 @@ class JobPicture:
     limit: int  # the records-per-minute limit
     eta_s: int | None
     reason: str = ""  # why paused / cancelled / rejected / failed
+    rows_queued: int = 0  # valid rows ingest put on the queue (in chunks_queued chunks)
     created_at: int | None = None
     updated_at: int = 0
     timeline: list[tuple[int, int]] = field(default_factory=list)  # (bin start, calls in it)
@@ -214,6 +215,7 @@ def picture(store: Any, job_id: str, limit: int, now: float | None = None, outco
         reason = f"flow {job.flow} paused"
     pic = JobPicture(
         job=job_id, file=job.key, flow=job.flow, state=state, rows=rows, rows_read=job.checkpoint_row,
+        rows_queued=job.rows_queued,
         chunks_queued=job.next_chunk, chunks_total=job.chunks_total, chunks_settled=job.chunks_settled,
         counts=counts, sent=sent, requests=job.api_requests, outcomes=job.outcomes,
         calls_per_minute=rate_now(chunks, now), limit=limit, eta_s=eta, reason=reason,
@@ -533,7 +535,7 @@ def picture_lines(p: JobPicture, safe: Any = str) -> list[str]:
         ("file", safe(p.file) or "-"),
         ("flow", safe(p.flow) or "-"),
         ("state", p.state + (f": {safe(p.reason)}" if p.reason else "")),
-        ("rows", f"{_n(p.rows)} in the file, {p.rows_read:,} read by ingest"),
+        ("rows", f"{_n(p.rows)} in the file, {p.rows_read:,} read by ingest, {p.rows_queued:,} queued"),
         ("chunks", f"{p.chunks_queued:,} queued" + (f" of {p.chunks_total:,}" if p.chunks_total is not None else "")
          + f", {p.chunks_settled:,} settled"),
         ("sent", f"{p.sent:,} calls in {p.requests:,} requests"),

@@ -28,7 +28,8 @@ def _settle(store, job: str, chunk: int, rows: range, at: int, status: str = "AC
 
 def _job(store, job: str = "job-1", key: str = "incoming/leads.csv", **attrs) -> str:
     store.jobs.create_job(job, {"bucket": "b", "key": key, "flow": "DemoFlw1", "row_count": 1000,
-                                "status": "DISPATCHING", "checkpoint_row": 600, "next_chunk": 6, **attrs})
+                                "status": "DISPATCHING", "checkpoint_row": 600, "rows_queued": 580, "next_chunk": 6,
+                                **attrs})
     store.jobs.index_job("b", key, job, {"version": "v1", "uploaded_at": "2026-11-30T10:00:00Z"})
     return job
 
@@ -45,6 +46,7 @@ def test_picture_counts_rate_and_eta(any_store):
     assert p is not None
     assert p.counts["accepted"] == 300 and p.counts["failed"] == 100 and p.counts["duplicate"] == 100
     assert p.sent == 400 and p.chunks_settled == 5 and p.rows_read == 600 and p.rows == 1000
+    assert p.rows_queued == 580 and "580 queued" in "\n".join(st.picture_lines(p))
     # calls per minute now: accepted + failed of the chunks settled in the last 60 s (not the duplicates)
     assert p.calls_per_minute == 200
     # ETA: 500 rows left at the rows settled in the last minute (300/min) = 100 s

@@ -186,8 +186,9 @@ def test_invalid_rows_are_rejected_with_their_reasons_in_the_report_once_the_job
     # Given a file with a valid row, a row whose phone is no number and a row without a phone
     obj = w.ingest_file("mixed.csv", contacts("A-1,9800000001,Ann", "B-2,98765,Bob", "C-3,,Cy", "D-4,9800000004,Dee"))
     [body] = w.take()
-    # Then only the valid rows are queued
+    # Then only the valid rows are queued, and the job counts them (`status`'s rows queued)
     assert ChunkMessage.model_validate_json(body).rows == [1, 4]
+    assert w.job(obj)["rows_queued"] == 2
     # When the chunk is sent and accepted
     assert isinstance(w.handle(body), Done)
     # Then the report has every row in order: the invalid ones REJECTED with a reason naming
@@ -262,6 +263,8 @@ def test_a_run_paused_near_the_time_limit_resumes_where_it_stopped_and_queues_ev
     first = w.ingest.ingest(obj, lambda: left[0])
     # Then it pauses behind what it queued, and the continuation (a fresh invocation) goes on
     assert first.status == "paused"
+    queued_first = w.job(obj)["rows_queued"]
+    assert 0 < queued_first < 2001 and queued_first % 100 == 0  # whole chunks, counted with the checkpoint
     w.ingest.throttle, left[0] = None, 900.0
     assert w.ingest.ingest(obj, lambda: left[0]).status == "done"
     # and every row is in exactly one chunk, every chunk number once
@@ -269,6 +272,7 @@ def test_a_run_paused_near_the_time_limit_resumes_where_it_stopped_and_queues_ev
     assert [m["chunk"] for m in msgs] == list(range(21))
     assert sorted(r for m in msgs for r in m["rows"]) == list(range(1, 2002))
     assert w.job(obj)["chunks_total"] == 21
+    assert w.job(obj)["rows_queued"] == 2001  # the resumed run went on from the first run's count
 
 
 def test_a_new_version_of_the_same_key_is_a_job_of_its_own(make_world):

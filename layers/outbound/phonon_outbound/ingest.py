@@ -406,6 +406,7 @@ class IngestService:
         s = self.settings
         checkpoint = meta.checkpoint_row
         next_chunk = meta.next_chunk
+        rows_queued = meta.rows_queued  # counted with the checkpoint: a resumed ingest goes on from it
         chunker = Chunker(batch_size=s.batch_size, security_id_len=SECURITY_ID_LEN, flow_id=flow)
         cancelled: list[str] = []  # the job's cancelled_reason, seen on a checkpoint write
         pending: list[tuple[int, Chunk, str]] = []  # (chunk no, chunk, message body)
@@ -422,7 +423,7 @@ class IngestService:
                 next_chunk += 1
 
         def send_pending(all_: bool) -> None:
-            nonlocal checkpoint
+            nonlocal checkpoint, rows_queued
             while pending and (all_ or len(pending) >= MAX_BATCH_ENTRIES):
                 batch: list[tuple[int, Chunk, str]] = []
                 size = 0
@@ -435,7 +436,8 @@ class IngestService:
                 self._send_batch(batch, job, meta.lane)
                 flush_rejected()
                 checkpoint = batch[-1][1].rows[-1]
-                now = Job.from_item(self.store.jobs.update_job(job, checkpoint_row=checkpoint,
+                rows_queued += sum(len(chunk.rows) for _, chunk, _ in batch)
+                now = Job.from_item(self.store.jobs.update_job(job, checkpoint_row=checkpoint, rows_queued=rows_queued,
                                                           next_chunk=batch[-1][0] + 1))
                 if now.cancelled_reason:
                     cancelled.append(now.cancelled_reason)

@@ -119,6 +119,7 @@ class Job:
     flow_source: str = ""
     row_count: int = 0  # rows the validation pre-pass counted
     checkpoint_row: int = 0
+    rows_queued: int = 0  # valid rows put on the chunk queue so far (written with the checkpoint)
     next_chunk: int = 0
     prepass_pauses: int = 0
     ingest_done: bool = False
@@ -187,6 +188,7 @@ class Job:
             report_csv_key=_str(item.get("report_csv_key")), report_summary_key=_str(item.get("report_summary_key")),
             status=_str(item.get("status")), flow=_str(item.get("flow")), flow_source=_str(item.get("flow_source")),
             row_count=_int(item.get("row_count")), checkpoint_row=_int(item.get("checkpoint_row")),
+            rows_queued=_int(item.get("rows_queued")),
             next_chunk=_int(item.get("next_chunk")), prepass_pauses=_int(item.get("prepass_pauses")),
             ingest_done=bool(item.get("ingest_done")), total_rows=_int(item.get("total_rows")),
             chunks_total=None if total is None else _int(total), chunks_settled=_int(item.get("chunks_settled")),
