@@ -10,7 +10,9 @@ is lost, so every accepted row waits for the reconciler."""
 from __future__ import annotations
 
 import io
+import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -261,7 +263,11 @@ def test_the_answers_records_are_read_leniently():
     assert records_of({"api-response-code": 200}) == [] and records_of(None) == []
 
 
-@pytest.mark.parametrize("event", [None, [], "x", {"jobs": "abc"}, {"jobs": [1, 2]}, {"jobs": ["j"] * 101}, {}])
+SCHEDULE = json.loads((Path(__file__).resolve().parents[2] / "events" / "schedule-event.json").read_text())
+
+
+@pytest.mark.parametrize("event", [None, [], "x", {"jobs": "abc"}, {"jobs": [1, 2]}, {"jobs": ["j"] * 101}, {},
+                                   SCHEDULE])
 def test_the_handler_takes_any_event_without_crashing(aws_env, monkeypatch, event):
     import importlib.util
 

@@ -7,6 +7,8 @@ trigger. The flow-end pushes go through the real `WebhookService`."""
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 
 import boto3
@@ -416,3 +418,73 @@ def test_a_push_for_a_conflicting_uuid_records_no_outcome(store, aws, clock):
         hook.handle(json.dumps(other))
     assert store.jobs.get_job(JOB)["outcomes"] == 1
     assert next(r for r in store.rows.iter_rows(JOB) if r["row"] == 1)["outcome"] == "ANSWERED"
+
+
+# ------------------------------------------------------------------------------- the handler, on its samples
+def _report_handler():
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("report_handler", ROOT / "functions" / "report" / "report_handler.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_report_function_takes_its_sam_samples_and_writes_the_job_a_request_names(stack, monkeypatch):
+    """events/sqs-report-request.json (a request on the report queue) and events/schedule-event.json
+    (its 5-minute schedule), as `sam local invoke ReportFunction -e …` would give them."""
+    from phonon_outbound import wiring
+    from phonon_outbound.store import Store
+    from phonon_outbound_dev.local.runner import FakeContext
+    from tests.conftest import ROOT
+
+    env = stack.function_environment()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    wiring.reset()
+    try:
+        handler = _report_handler().handler
+        sample = json.loads((ROOT / "events" / "sqs-report-request.json").read_text())
+        # a request for a job nobody knows: answered, not failed (no redelivery towards the DLQ)
+        assert handler(sample, FakeContext("report", 60)) == {"batchItemFailures": []}
+        # the same request for a settled job writes its report
+        job = json.loads(sample["Records"][0]["body"])["job"]
+        s3 = boto3.client("s3", region_name="us-east-1")
+        store = Store(env["STATE_TABLE"], env["RESULTS_TABLE"], boto3.resource("dynamodb", region_name="us-east-1"))
+        store.jobs.create_job(job, {"key": "incoming/a.csv", "bucket": env["BUCKET_NAME"], "flow": "Flow0001",
+                                    "total_rows": 1, "ingest_done": True, "chunks_total": 1,
+                                    "report_csv_key": "reports/a.csv.results.csv",
+                                    "report_summary_key": "reports/a.csv.summary.json", "status": "DISPATCHING"})
+        store.ledger.claim_chunk(job, 0, 120)
+        store.rows.put_outcomes(job, 0, [{"row": 1, "status": Status.ACCEPTED.value, "cid": "C1", "request_id": "r",
+                                          "phonon_uuid": "", "reason": "", "numbers": []}], at=int(T0))
+        store.ledger.settle_chunk(job, 0, "DONE")
+        store.ledger.count_settled(job, 0, accepted=1)
+        assert handler(sample, FakeContext("report", 60)) == {"batchItemFailures": []}
+        body = s3.get_object(Bucket=env["BUCKET_NAME"], Key="reports/a.csv.results.csv")["Body"].read().decode()
+        [row] = list(csv.DictReader(io.StringIO(body)))
+        assert (row["row"], row["client-identifier"], row["status"], row["outcome"]) == ("1", "C1", "ACCEPTED", "PENDING")
+        # the schedule: the sweep, which asks nothing for a job whose outcomes are still pending
+        schedule = json.loads((ROOT / "events" / "schedule-event.json").read_text())
+        assert handler(schedule, FakeContext("report", 60)) == {"requested": []}
+    finally:
+        wiring.reset()
+
+
+def test_every_report_request_sent_is_one_the_schema_allows(store, aws, clock):
+    from jsonschema import Draft202012Validator
+
+    from tests.conftest import ROOT
+
+    validator = Draft202012Validator(json.loads((ROOT / "schemas" / "report-request.json").read_text()))
+    _, sqs, url = aws
+    requests = ReportRequests(store, lambda: None, sqs, url)
+    for kind in ("settled", "outcome", "final"):
+        requests.send(JOB, kind)
+    bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]]
+    assert sorted(b["kind"] for b in bodies) == ["final", "outcome", "settled"]
+    for body in bodies:
+        validator.validate(body)

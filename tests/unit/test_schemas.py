@@ -59,6 +59,7 @@ SAMPLES: dict[str, list[Check]] = {
     "s3-eventbridge.json": [("s3-eventbridge-event.json", whole)],
     "sqs-chunk-batch.json": [("chunk-message.json", sqs_bodies)],
     "sqs-intake-message.json": [("intake-sqs-message.json", sqs_bodies)],  # the intake queue (events in)
+    "sqs-report-request.json": [("report-request.json", sqs_bodies)],  # the report queue (the report function)
 }
 # An EventBridge envelope is claimed by its detail-type (samples of the ways in need no entry).
 BY_DETAIL_TYPE = {"Outbound Calls Requested": "outbound-calls-requested.json",
@@ -66,7 +67,9 @@ BY_DETAIL_TYPE = {"Outbound Calls Requested": "outbound-calls-requested.json",
                   "Outbound Call Completed": "outbound-call-completed.json",
                   "Outbound Control": "outbound-control.json",
                   "Object Created": "s3-eventbridge-event.json", "Object Deleted": "s3-eventbridge-event.json"}
-NOT_MESSAGES = {"local-env.json": "`sam local invoke --env-vars` settings, not an event"}
+NOT_MESSAGES = {"local-env.json": "`sam local invoke --env-vars` settings, not an event",
+                "schedule-event.json": "EventBridge's own Scheduled Event (report sweep, reconciler, watchdog): "
+                                       "the functions read nothing in it"}
 
 
 def checks_for(path: Path) -> list[Check]:
