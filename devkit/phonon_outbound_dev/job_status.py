@@ -13,7 +13,8 @@ Everything here reads; nothing writes. The picture of a job comes from three pla
   apart: it answers at once (no wait in the command), it is the same number for every reader
   and it gives the history the HTML chart draws. Its grain is one chunk (≤ one second's
   worth of the limit), fine on a 60 s window. Cost: the Query reads every OUT# item of the
-  job (~10-25 KB each, 500 rows): a 100,000-row job is ~200 items, ~0.25 MB of reads;
+  job (one per 500 rows, ~3 KB in the 202 answer shape, ~26 KB in the 200 shape): a 100,000-row job
+  is ~200 items, ~0.6 to ~5 MB of reads;
 - the outcome mix (the rows' `outcome` fields, written by the webhook) from
   `store.rows.iter_outcomes`, which reads every row item: only for jobs up to
   `OUTCOME_ROWS_MAX` rows unless asked for (`--outcomes`), since a million-row job's read

@@ -415,3 +415,41 @@ def test_of_two_uploads_within_one_second_a_key_names_the_later_one(make_harness
     assert control().apply("pause", ControlTarget(key="a.csv"))["job"] == second.job_id
     assert [i["job"] for i in wiring.store().jobs.jobs_for_key(h.bucket, "incoming/a.csv")] == [
         first.job_id, second.job_id]
+
+
+@pytest.mark.parametrize("detail", [{"action": "cancel", "key": "incoming/a.csv", "reason": "wrong list"},
+                                    {"action": "pause", "key": "incoming/a.csv", "reason": "hold on"}])
+def test_a_control_event_whose_invocations_all_failed_is_carried_out_from_the_failure_queue(make_harness, detail):
+    """Lambda retries a failed asynchronous invocation twice, then puts the event on the
+    ingest failure queue (its on-failure destination). A pause or cancel there is carried out
+    once more, not dropped: a lost cancel keeps calling people."""
+    from .test_ingest_events import destination_record
+
+    h = make_harness(batch_size=10)
+    a = h.upload("a.csv", csv_rows(20, prefix="A"))
+    h.ingest(a)
+    out = ingest_event(destination_record(h, control_event(detail), error_type="ThrottlingException"))
+    assert out["files"] == [{"event": "Outbound Control", "status": "controlled", "control": {
+        "action": detail["action"], "job": a.job_id, "key": "incoming/a.csv", "version": a.version_id,
+        "state": {"cancel": "cancelled", "pause": "paused"}[detail["action"]], "already": False}}]
+    reason_attr = {"cancel": "cancelled_reason", "pause": "paused_reason"}[detail["action"]]
+    assert detail["reason"] in h.job(a)[reason_attr]
+
+
+def test_a_failed_control_event_that_fails_again_from_the_failure_queue_is_raised_for_sqs_to_retry(
+        make_harness, monkeypatch):
+    from phonon_outbound.control import ControlService
+
+    from .test_ingest_events import destination_record
+
+    h = make_harness(batch_size=10)
+    a = h.upload("a.csv", csv_rows(20, prefix="A"))
+    h.ingest(a)
+
+    def still_failing(self, *args, **kwargs):
+        raise ConnectionError("DynamoDB unreachable")
+
+    monkeypatch.setattr(ControlService, "apply", still_failing)
+    with pytest.raises(ConnectionError):  # the record fails: SQS retries it, then its DLQ (alarmed)
+        ingest_event(destination_record(h, control_event({"action": "cancel", "job": a.job_id})))
+    assert not h.job(a).get("cancelled_reason")

@@ -135,6 +135,17 @@ def failure_records(event: dict) -> list[tuple[dict, str]] | None:
     return out
 
 
+def _steering(event: dict, service: IngestService) -> list[dict[str, Any]]:
+    """What an event asks besides ingesting files: suppress/ files and Suppression Requested
+    (docs/suppression.md), Outbound Control and cancel/ files (docs/operating.md), deleted
+    input files (their jobs cancelled)."""
+    results = [*suppress_intake.handle_event(event), *control_requests(event, service)]
+    for obj, why, version in classify(event)[1]:
+        jobs = service.cancel_key(obj, why, version)
+        results.append({"key": obj.key, "status": "cancelled", "jobs": jobs})
+    return results
+
+
 def continuation_event(obj: ObjectRef, job: Job) -> dict[str, str]:
     """The event that resumes a paused ingest of `obj` (its job fixed the key's spelling and
     the upload time the report is named after)."""
@@ -154,14 +165,15 @@ def handle(event: dict, service: IngestService, remaining_s: Callable[[], float]
             for obj in objects_in(payload):
                 result = service.fail(obj, reason)
                 results.append({"key": obj.key, "job": result.job, "status": result.status, "reason": reason})
+            # A steering request whose invocation failed three times (a pause, a cancel, a cancel/
+            # marker, a deleted file, a suppression entry) is carried out once more here rather
+            # than dropped: each is idempotent, and a lost cancel keeps calling people. If it
+            # fails again this record fails: SQS tries it three times, then the failure queue's
+            # DLQ (IngestFailureDeadLetterAlarm).
+            results.extend(_steering(payload, service))
         return {"files": results}
-    results.extend(suppress_intake.handle_event(event))  # suppress/ files, Suppression Requested (docs/suppression.md)
-    results.extend(control_requests(event, service))  # Outbound Control, cancel/ files (docs/operating.md)
-    created, deleted = classify(event)
-    for obj, why, version in deleted:
-        jobs = service.cancel_key(obj, why, version)
-        results.append({"key": obj.key, "status": "cancelled", "jobs": jobs})
-    for obj in created:
+    results.extend(_steering(event, service))
+    for obj in classify(event)[0]:
         result = service.ingest(obj, remaining_s)
         if result.status == "paused":
             resume(continuation_event(obj, Job.from_item(service.store.jobs.get_job(result.job))))
@@ -209,8 +221,9 @@ def control_requests(event: dict, service: IngestService) -> list[dict[str, Any]
         except ClientError as err:
             # AWS refused the request as given (a ValidationException: a name no key can have
             # that the checks above let through). Retrying cannot change that: it would only
-            # fail the invocation 10 times into the DLQ, so it is answered. Any other error
-            # (throttling, a 5xx, access denied) may pass: it is raised, and EventBridge retries.
+            # fail the invocation again and again (Lambda's two retries, then the failure
+            # queue's), so it is answered. Any other error (throttling, a 5xx, access denied)
+            # may pass: it is raised, and the invocation is tried again (`handle`).
             code = refused_by_aws(err)
             if not code:
                 raise

@@ -145,7 +145,7 @@ def paged_query(table: Any, **kwargs: Any) -> Iterator[dict]:
 # ---------------------------------------------------------------- encoding
 # A chunk's row outcomes travel as gzip(JSON {"f": fields, "r": [[values], ...]}) in one item.
 OUTCOME_FIELDS = ("row", "status", "cid", "request_id", "phonon_uuid", "reason", "numbers")
-# DynamoDB's item limit is 400 KB; a 500-call chunk's blob is ~10-25 KB. A bigger one (huge
+# DynamoDB's item limit is 400 KB; a 500-call chunk's blob is ~3 KB (202 answer shape) to ~26 KB (200 shape). A bigger one (huge
 # batch sizes, long reasons) falls back to one item per row.
 MAX_OUTCOME_BLOB = 300_000
 
