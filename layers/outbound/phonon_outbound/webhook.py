@@ -568,15 +568,26 @@ class WebhookService:
     def handle_request(self, body: Any, is_base64: bool = False) -> dict:
         return self.handle(decode_body(body, is_base64))
 
-    def handle(self, body: str | bytes, source: str = "webhook") -> dict:
+    def handle(self, body: str | bytes, source: str = "webhook", expected_ref: str | None = None) -> dict:
         """One push (or a pulled record shaped as one, `source="pull"`): the results item, the
         row's phonon-uuid and outcome (`store.rows.record_outcome`), and once per row the job's
-        `outcomes` counter, an Outcome* metric and a request to rewrite the report."""
+        `outcomes` counter, an Outcome* metric and a request to rewrite the report.
+
+        `expected_ref`: the `<job>.<row>` the caller asked about this uuid for (the reconciler,
+        which pulls by a row's phonon-uuid). Used only when the record carries no correlation
+        ref of its own (the pull API's record format is not published; without `keys` the row
+        could not be found). A record whose own ref is another row's is refused (409): it is
+        not bound to the row that was asked about."""
         push = parse_push(body)
         uuid = push.phonon_uuid
         now = int(time.time())
         attrs: dict[str, Any] = {**outcome_of(push), "status": "COMPLETED", "webhook_at": now}
         ref = self.correlation_ref(push)
+        if expected_ref is not None:
+            if ref is None:
+                ref = expected_ref
+            elif ref != expected_ref:
+                raise self._conflict("the record's correlation ref is not the row it was asked for")
         if ref:
             attrs["ref"] = ref  # kept even when unmatched, for reconciliation
         job, row, meta = self._match(ref)
