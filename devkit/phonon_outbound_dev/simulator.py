@@ -63,7 +63,8 @@ yet. What the simulator serves, and the project assumes (docs/operating.md):
   "Success", "data": [record, …]}``; none → HTTP 200 ``{"api-response-code": 213,
   "api-response-message": "No Data Available"}``;
 - ``set_pull_faults(["http429", "http500", None, …])`` answers the next pulls with those
-  faults (one each, in order).
+  faults (one each, in order); ``pull_without_keys = True`` leaves ``keys`` out of the records
+  (the record format is not published: a record may not echo the flow variables).
 
 Pulls do not count in ``requests`` or the accepted calls (those are the create endpoint's);
 each is logged without its security-id in :meth:`PhononSimulator.pull_log` and counted in
@@ -581,6 +582,8 @@ class PhononSimulator:
         self._conns: set[socket.socket] = set()
         self._pusher = _WebhookPusher(self, webhook_threads, webhook_queue_size, webhook_retries)
         self._pull_faults: deque[str | None] = deque()
+        # the pull API's records without `keys` (its record format is not published: a testing aid)
+        self.pull_without_keys = False
         self._reset_state()
         self.set_faults(faults)
 
@@ -1190,6 +1193,8 @@ class PhononSimulator:
             payload = self._webhook_payload(rec)
             if fetch == "LAST":
                 payload["callDetails"] = payload["callDetails"][-1:]
+            if self.pull_without_keys:
+                payload.pop("keys", None)
             records.append(payload)
         return _Reply(200, {"api-response-code": 200, "api-response-message": "Success", "data": records})
 

@@ -1,6 +1,7 @@
 """PhononClient with a fake requests.Session (the only place where requests is mocked)."""
 
 import http.client
+import io
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -227,3 +228,44 @@ def test_default_session_keep_alive_no_retries_and_close():
     with PhononClient(URL, session=(fake := FakeSession(None))) as c:
         assert c.session is fake
     assert fake.closed is False  # a session the caller passed in is the caller's to close
+
+
+# ------------------------------------------------------------------ the pull client's answer cap
+def _streamed(status: int, content: bytes, headers: dict | None = None) -> requests.Response:
+    r = requests.Response()
+    r.status_code = status
+    r.raw = io.BytesIO(content)  # read as it streams: _content is not set
+    r.headers = CaseInsensitiveDict(headers or {"Content-Type": "application/json"})
+    r.url = URL
+    return r
+
+
+def _records(n: int) -> bytes:
+    return json.dumps({"api-response-code": 200, "api-response-message": "Success",
+                       "data": [{"phonon-uuid": f"u{i}", "keys": [{"name": "x", "value": "y" * 100}]}
+                                for i in range(n)]}).encode()
+
+
+def test_a_capped_client_streams_and_refuses_an_answer_over_its_cap_without_its_body():
+    big = _records(200)
+    client, session = _client(_streamed(200, big), max_answer_bytes=len(big) - 1)
+    answer = client.post(BODY)
+    assert session.calls[0][1]["stream"] is True
+    assert (answer.http_status, answer.code, answer.payload) == (200, None, None)
+    assert answer.error == f"answer larger than {len(big) - 1} bytes: not read"
+    assert answer.body_excerpt is None and "u1" not in repr(answer)
+    # refused as soon as the declared length says so, too
+    client, _ = _client(_streamed(200, big, {"Content-Length": str(len(big))}), max_answer_bytes=1000)
+    assert client.post(BODY).error == "answer larger than 1000 bytes: not read"
+    # an answer within the cap is read as before
+    client, _ = _client(_streamed(200, big), max_answer_bytes=len(big))
+    answer = client.post(BODY)
+    assert answer.code == 200 and len(answer.payload["data"]) == 200
+
+
+def test_the_create_client_has_no_cap_and_reads_whole():
+    big = _records(2000)
+    client, session = _client(_response(200, big))
+    answer = client.post(BODY)
+    assert client.max_answer_bytes is None and session.calls[0][1]["stream"] is False
+    assert answer.code == 200 and len(answer.payload["data"]) == 2000

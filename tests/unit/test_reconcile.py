@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from phonon_outbound.api.client import PhononClient
+from phonon_outbound.api.client import PULL_MAX_ANSWER_BYTES, PhononClient
 from phonon_outbound.observability import logger
 from phonon_outbound.reconcile import Reconciler, records_of
 from phonon_outbound.status import Status
-from phonon_outbound.webhook import WebhookService
+from phonon_outbound.webhook import WebhookError, WebhookService
 from phonon_outbound_dev.local.runner import FakeContext
 from phonon_outbound_dev.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
 
@@ -42,8 +42,14 @@ class Pulling:
         self.w: World = make_world(pull_api_url=sim.pull_url, reconcile_after_s=AFTER, **settings)
         w = self.w
         self.webhook = WebhookService(w.store, w.settings.correlation_key)
-        self.reconciler = Reconciler(w.settings, w.store, lambda: PhononClient(sim.pull_url, 1.0, 5.0), w.secrets,
-                                     self.webhook, sleep=w.clock.sleep, clock=w.clock)
+        self.reconciler = self.reconciler_with(PULL_MAX_ANSWER_BYTES)
+
+    def reconciler_with(self, max_answer_bytes: int) -> Reconciler:
+        """A reconciler whose pull client reads answers of at most `max_answer_bytes` (as wired)."""
+        w, sim = self.w, self.sim
+        return Reconciler(w.settings, w.store, lambda: PhononClient(sim.pull_url, 1.0, 5.0,
+                                                                    max_answer_bytes=max_answer_bytes),
+                          w.secrets, self.webhook, sleep=w.clock.sleep, clock=w.clock)
 
     def send_file(self, n: int) -> str:
         obj = self.w.ingest_file(f"f{n}.csv", contacts(*good_rows(n)))
@@ -296,3 +302,89 @@ def test_the_handler_takes_any_event_without_crashing(aws_env, monkeypatch, even
         assert passed == [None, ["j1", "j2"]]  # a good one: the validated list
     finally:
         wiring.reset()
+
+
+# ------------------------------------------------------------------ records without keys, over-counted jobs, huge answers
+def test_a_record_pulled_by_uuid_without_keys_is_stored_on_the_row_asked_for(make_world, sim):
+    # Given rows accepted with their uuids (the 200 shape), and a pull API whose records do not
+    # echo the flow variables (its record format is not published)
+    p = Pulling(make_world, sim, "200")
+    sim.pull_without_keys = True
+    job = p.send_file(3)
+    summary = p.run(job)
+    # Then each record is stored on the row its uuid was asked for (not refused as unmatched, 409)
+    assert (summary["pulled"], summary["errors"]) == (3, 0)
+    uuids = p.uuid_of()
+    assert [(r["phonon_uuid"], r["outcome_src"]) for r in p.rows(job)] == [
+        (uuids[c], "pull") for c in ("C-0000", "C-0001", "C-0002")]
+    for row, cid in enumerate(("C-0000", "C-0001", "C-0002"), start=1):
+        result = p.w.store.results.get_result(uuids[cid])
+        assert result is not None and (result["job"], result["row"], result.get("unmatched")) == (job, row, None)
+    assert p.run(job)["requests"] == 0  # nothing pending any more
+
+
+def test_a_record_pulled_by_request_id_without_keys_is_not_guessed(make_world, sim):
+    # a request-id stands for many calls: a record without its ref cannot be told apart
+    p = Pulling(make_world, sim, "202")
+    sim.pull_without_keys = True
+    job = p.send_file(2)
+    summary = p.run(job)
+    assert (summary["pulled"], summary["errors"]) == (0, 2)
+    assert [(r.get("phonon_uuid"), r.get("outcome_at")) for r in p.rows(job)] == [(None, None)] * 2
+
+
+def test_a_record_whose_own_ref_is_another_rows_is_not_bound_to_the_row_asked_for(make_world, sim):
+    p = Pulling(make_world, sim, "200")
+    job = p.send_file(2)
+    uuid = p.uuid_of()["C-0000"]  # row 1's
+    record = json.dumps({"phonon-uuid": uuid, "keys": [{"name": "$flow.key.OutboundRef", "value": f"{job}.2"}],
+                         "callDetails": [{"duration": "1000", "connectTime": "2024-01-01T00:00:00"}]})
+    before = p.w.store.results.get_result(uuid)  # dispatch's binding of the uuid to row 1
+    with pytest.raises(WebhookError) as err:
+        p.webhook.handle(record, source="pull", expected_ref=f"{job}.1")
+    assert err.value.status == 409
+    assert [r.get("outcome_at") for r in p.rows(job)] == [None, None]
+    assert p.w.store.results.get_result(uuid) == before  # nothing written
+
+
+def test_a_job_whose_outcomes_counter_over_counts_is_still_reconciled(make_world, sim):
+    # Given a job whose `outcomes` counter says every accepted row has its outcome (it can
+    # over-count: a push before its chunk settled is counted, the row may then settle FAILED)
+    p = Pulling(make_world, sim, "200")
+    job = p.send_file(2)
+    p.w.store.jobs.add_to_job(job, outcomes=2)
+    from phonon_outbound.records import Job
+
+    assert Job.from_item(p.w.store.jobs.get_job(job)).all_outcomes_in
+    # When the reconciler runs, the rows still without an outcome are asked for and filled
+    summary = p.run(job)
+    assert (summary["asked"], summary["pulled"]) == (2, 2)
+    assert all(r["outcome_src"] == "pull" for r in p.rows(job))
+
+
+def test_a_pull_answer_over_the_cap_is_not_read_and_counted_as_an_error(make_world, sim):
+    p = Pulling(make_world, sim, "200")
+    job = p.send_file(3)
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(str({**record.__dict__}))
+
+    std = logging.getLogger(logger.name)
+    keep = Keep()
+    std.addHandler(keep)
+    try:  # the simulator's real answer (three records), read by a client capped below its size
+        summary = p.reconciler_with(500).run(now=p.w.clock() + AFTER + 1, jobs=[job])
+    finally:
+        std.removeHandler(keep)
+    assert [q["code"] for q in sim.pull_log()] == [200]
+    assert (summary["requests"], summary["errors"], summary["pulled"]) == (1, 1, 0)
+    assert [r.get("outcome_at") for r in p.rows(job)] == [None] * 3
+    logged = [s for s in seen if "answer was not usable" in s]
+    assert logged and "larger than 500 bytes" in logged[0]
+    # the body is not logged: no uuid, no number, no security-id
+    assert all(u not in s for s in seen for u in p.uuid_of().values())
+    assert all(DEMO_SECURITY_ID not in s and "9800000" not in s for s in seen)
+    # the same answer under the wired cap is read
+    assert p.run(job)["pulled"] == 3

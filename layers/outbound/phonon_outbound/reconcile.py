@@ -21,7 +21,9 @@ What it asks, per run:
   per request.
 
 Answers: `200` with records → each record whose uuid or correlation ref we asked for is
-handled (records for rows that have their outcome already are skipped); `213 No Data
+handled (records for rows that have their outcome already are skipped; a record asked for by
+uuid that carries no `keys` is matched to the row asked about, see `_take`); an answer larger
+than the client's cap (api.client.PULL_MAX_ANSWER_BYTES) is not read on (counted as an error); `213 No Data
 Available` → "not yet", the rows stay pending for the next run; HTTP 429 / 5xx / no answer →
 back off (Retry-After, else doubling) and try again while the invocation has time, else the
 next run; an account- or flow-level refusal (401/403, "Invalid Security ID", 211, 212, 301,
@@ -188,7 +190,13 @@ class Reconciler:
         than `reconcile_after_s` before `now`. Stops (asking nothing more for the job) when
         the invocation runs out of time while reading the rows: the next run reads them again."""
         meta = Job.from_item(item)
-        if not meta.flow or meta.all_outcomes_in:  # the same test as the report sweep's
+        # Not skipped on the job's `outcomes` counter (Job.all_outcomes_in): it can over-count (a
+        # push that came before its chunk settled is counted as ACCEPTED; the row may then settle
+        # FAILED), and a job skipped on it would keep rows without an outcome for good. The rows
+        # are read instead. The cost stays bounded: only jobs awaiting outcomes (report written,
+        # not final) are read, one paged query of their outcome items each, cut short by the
+        # invocation's time (checked per row) and served least recently reconciled first.
+        if not meta.flow:
             return
         cutoff = now - self.settings.reconcile_after_s
         by_request: dict[str, Ask] = {}
@@ -269,11 +277,21 @@ class Reconciler:
             elif what == "retry":
                 self._stopped.add(flow)  # Phonon is busy or down: the next run asks again
                 logger.warning("reconciler: the pull API did not answer; the next run asks again", extra=extra)
+            elif answer.code is None:  # no documented answer (not JSON, too large, …): the reason, never the body
+                logger.warning("reconciler: the pull API's answer was not usable", extra=extra)
             else:
                 logger.warning("reconciler: the pull API refused a request", extra=extra)
 
     def _take(self, records: list[dict], asks: list[Ask]) -> None:
-        """Hand each record we asked for to the webhook's path (as a push with source "pull")."""
+        """Hand each record we asked for to the webhook's path (as a push with source "pull").
+
+        A record asked for by its phonon-uuid is handed over with the row's ref
+        (`expected_ref`): the pull API's record format is not published, and a record without
+        `keys` could not be matched to its row otherwise (the webhook refuses one whose own ref
+        names another row). A request-id stands for many calls, so a record pulled by one gets
+        no expected ref: one without a ref of its own cannot be told apart from its request's
+        other calls, and is counted as an error, not guessed."""
+        by_uuid = {a.id: next(iter(a.refs)) for a in asks if a.kind == UUIDS and len(a.refs) == 1}
         uuids = {a.id for a in asks if a.kind == UUIDS}
         refs = set().union(*(a.refs for a in asks if a.kind == REQUEST_IDS))
         pulled = 0
@@ -281,10 +299,13 @@ class Reconciler:
             raw = json.dumps(record, ensure_ascii=False)
             try:
                 push = parse_push(raw)
-                if push.phonon_uuid not in uuids and self.webhook.correlation_ref(push) not in refs:
+                own_ref = self.webhook.correlation_ref(push)
+                if push.phonon_uuid not in uuids and (own_ref is None or own_ref not in refs):
+                    if own_ref is None and refs:
+                        raise WebhookError(400, "a record pulled by request-id has no correlation ref")
                     self._stats["known"] += 1  # a call of the request whose outcome we have already
                     continue
-                self.webhook.handle(raw, source="pull")
+                self.webhook.handle(raw, source="pull", expected_ref=by_uuid.get(push.phonon_uuid))
             except WebhookError as err:
                 self._stats["errors"] += 1
                 count("ReconcileErrors", 1)

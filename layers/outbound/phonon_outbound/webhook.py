@@ -93,6 +93,7 @@ MAX_KEY_NAME = 1024
 MAX_KEY_VALUE = 256 * 1024
 MAX_URL = 2048
 MAX_DURATION = 10**9  # as Phonon sends it (its samples: milliseconds) — 11.5 days in ms
+MAX_TALK_S = MAX_DURATION // 1000  # the longest talk time believed from an attempt's times (the same 11.5 days)
 UUID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # `<job>.<row>`; anything else is kept out
 UUID_ALIASES = ("phonon-uuid", "phononUuid", "phononUUID", "uuid")
@@ -238,11 +239,14 @@ class FlowEndPush(_Model):
         validation_alias=AliasChoices(*UUID_ALIASES))
     call_details: Annotated[list[CallAttempt] | None, Field(max_length=MAX_ATTEMPTS)] = Field(
         None, alias="callDetails")
-    keys: Annotated[list[FlowVariable] | None, BeforeValidator(_keys_as_list), Field(max_length=MAX_KEYS)] = None
+    # The bound sits on the list inside the Optional: on the Optional itself pydantic would apply
+    # it to a JSON null too (a TypeError, a valid push refused); null means "none", as for callDetails.
+    keys: Annotated[Annotated[list[FlowVariable], Field(max_length=MAX_KEYS)] | None,
+                    BeforeValidator(_keys_as_list)] = None
     sms_details: Annotated[list[Delivery] | None, Field(max_length=MAX_DETAILS)] = Field(None, alias="smsDetails")
     email_details: Annotated[list[Delivery] | None, Field(max_length=MAX_DETAILS)] = Field(None, alias="emailDetails")
-    recording_urls: Annotated[list[Url] | None, BeforeValidator(_one_or_many), Field(max_length=MAX_RECORDINGS)] = (
-        Field(None, alias="recordingUrls"))
+    recording_urls: Annotated[Annotated[list[Url], Field(max_length=MAX_RECORDINGS)] | None,
+                              BeforeValidator(_one_or_many)] = Field(None, alias="recordingUrls")
 
 
 _FIELD_NAMES = frozenset(
@@ -447,13 +451,17 @@ def _talk_seconds(attempt: CallAttempt) -> int | None:
     """The attempt's talk time in whole seconds: from its connect and end times when both read
     as times (Phonon's samples disagree on `duration`'s unit: the simulator and docs/webhook.md's
     sample say milliseconds, events/phonon-flow-end-push.json seconds; the times do not
-    disagree), else `duration` read as milliseconds; 0 for an attempt never connected."""
+    disagree), else `duration` read as milliseconds; 0 for an attempt never connected. Times
+    further apart than `MAX_TALK_S` (the `duration` field's own bound, `MAX_DURATION` ms) are not
+    believed (0001-01-01 to 9999-12-31 would be 315,537,897,599 s): `duration` is read instead."""
     if attempt.connect_time and attempt.end_time:
         try:
             start = datetime.fromisoformat(attempt.connect_time)
             end = datetime.fromisoformat(attempt.end_time)
             if (start.tzinfo is None) == (end.tzinfo is None):
-                return max(0, round((end - start).total_seconds()))
+                seconds = max(0, round((end - start).total_seconds()))
+                if seconds <= MAX_TALK_S:
+                    return seconds
         except ValueError:
             pass
     if attempt.duration is None:
@@ -560,15 +568,26 @@ class WebhookService:
     def handle_request(self, body: Any, is_base64: bool = False) -> dict:
         return self.handle(decode_body(body, is_base64))
 
-    def handle(self, body: str | bytes, source: str = "webhook") -> dict:
+    def handle(self, body: str | bytes, source: str = "webhook", expected_ref: str | None = None) -> dict:
         """One push (or a pulled record shaped as one, `source="pull"`): the results item, the
         row's phonon-uuid and outcome (`store.rows.record_outcome`), and once per row the job's
-        `outcomes` counter, an Outcome* metric and a request to rewrite the report."""
+        `outcomes` counter, an Outcome* metric and a request to rewrite the report.
+
+        `expected_ref`: the `<job>.<row>` the caller asked about this uuid for (the reconciler,
+        which pulls by a row's phonon-uuid). Used only when the record carries no correlation
+        ref of its own (the pull API's record format is not published; without `keys` the row
+        could not be found). A record whose own ref is another row's is refused (409): it is
+        not bound to the row that was asked about."""
         push = parse_push(body)
         uuid = push.phonon_uuid
         now = int(time.time())
         attrs: dict[str, Any] = {**outcome_of(push), "status": "COMPLETED", "webhook_at": now}
         ref = self.correlation_ref(push)
+        if expected_ref is not None:
+            if ref is None:
+                ref = expected_ref
+            elif ref != expected_ref:
+                raise self._conflict("the record's correlation ref is not the row it was asked for")
         if ref:
             attrs["ref"] = ref  # kept even when unmatched, for reconciliation
         job, row, meta = self._match(ref)

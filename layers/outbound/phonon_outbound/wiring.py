@@ -136,12 +136,13 @@ def webhook_service() -> WebhookService:
 def reconciler() -> Reconciler:
     """The missed-webhook reconciler (reconcile.py): the pull API through the dispatcher's HTTP
     client and timeouts, security-ids from the flows' secrets, records through the webhook's path."""
-    from .api.client import PhononClient
+    from .api.client import PULL_MAX_ANSWER_BYTES, PhononClient
     from .reconcile import Reconciler
 
     s = settings()
     return _once("reconciler", lambda: Reconciler(
-        s, store(), lambda: PhononClient(s.pull_api_url, s.api_connect_timeout_s, s.api_read_timeout_s), secrets(),
+        s, store(), lambda: PhononClient(s.pull_api_url, s.api_connect_timeout_s, s.api_read_timeout_s,
+                                         max_answer_bytes=PULL_MAX_ANSWER_BYTES), secrets(),
         webhook_service()))
 
 

@@ -5,6 +5,15 @@ resends the same bytes), keep-alive through a ``requests.Session``. ``post`` nev
 HTTP or network problems: it returns an :class:`ApiAnswer` that says what came back, or what
 went wrong and whether the request may nevertheless have reached Phonon.
 
+A client made with ``max_answer_bytes`` (the pull API's: ``PULL_MAX_ANSWER_BYTES``) streams
+the answer and stops reading beyond that many bytes: the pull API's answer holds one record per
+call asked for, its format is not published, and a huge one must not run the reconciler (512 MB)
+out of memory. Such an answer is an :class:`ApiAnswer` with its HTTP status, no ``code`` and an
+``error`` saying so (nothing of the body). The Create API's client reads answers whole, as
+before: its answer is Phonon's verdict on calls it may already have placed, a request carries
+at most a chunk's calls (its answer stays far below any such cap), and refusing to read it
+would turn a placed call into an unknown one.
+
 The request body carries the flow's security-id: it is never logged, and nothing taken from it
 ends up in an :class:`ApiAnswer`.
 """
@@ -28,13 +37,19 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnection
 
 from .body import redact
 
-__all__ = ["ApiAnswer", "PhononClient", "USER_AGENT"]
+__all__ = ["ApiAnswer", "PULL_MAX_ANSWER_BYTES", "PhononClient", "USER_AGENT"]
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "phonon-outbound/0.1"
 _EXCERPT_CHARS = 300
 _MAX_RETRY_AFTER_S = 3600.0
+PULL_MAX_ANSWER_BYTES = 8 * 1024 * 1024  # a pull answer of 200 records is well under 1 MB
+_READ_CHUNK = 64 * 1024
+
+
+class _TooLarge(Exception):
+    """The answer is longer than the client's ``max_answer_bytes``."""
 
 
 @dataclass
@@ -224,8 +239,10 @@ class PhononClient:
         connect_timeout: float = 3.05,
         read_timeout: float = 30.0,
         session: requests.Session | None = None,
+        max_answer_bytes: int | None = None,
     ) -> None:
         self.url = _validate_url(url)
+        self.max_answer_bytes = max_answer_bytes  # None: read whole (the Create API; see the module's doc)
         self.connect_timeout = float(connect_timeout)
         self.read_timeout = float(read_timeout)
         self._own_session = session is None
@@ -244,8 +261,17 @@ class PhononClient:
                 headers={"Content-Type": "application/json"},
                 timeout=(self.connect_timeout, self.read_timeout),
                 allow_redirects=False,
+                stream=self.max_answer_bytes is not None,
             )
-            content = resp.content  # read fully inside the try: a broken stream raises here
+            # read inside the try: a broken stream raises here
+            content = resp.content if self.max_answer_bytes is None else self._read_capped(resp, self.max_answer_bytes)
+        except _TooLarge:
+            elapsed = time.monotonic() - started
+            logger.debug("Phonon POST answered HTTP %s with more than %d bytes: not read on",
+                         resp.status_code, self.max_answer_bytes)
+            return ApiAnswer(resp.status_code, None, None, None, None,
+                             f"answer larger than {self.max_answer_bytes} bytes: not read", elapsed, True,
+                             _retry_after(resp.headers))
         except requests.exceptions.ConnectTimeout:
             return self._failure(started, f"connect timeout after {_fmt_s(self.connect_timeout)}", False)
         except requests.exceptions.ReadTimeout:
@@ -264,6 +290,26 @@ class PhononClient:
             f": {answer.error}" if answer.error else "",
         )
         return answer
+
+    @staticmethod
+    def _read_capped(resp: requests.Response, limit: int) -> bytes:
+        """The streamed body, at most `limit` bytes (_TooLarge beyond; the connection is closed)."""
+        try:
+            declared = int(resp.headers.get("Content-Length") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            resp.close()
+            raise _TooLarge
+        parts: list[bytes] = []
+        size = 0
+        for part in resp.iter_content(_READ_CHUNK):
+            size += len(part)
+            if size > limit:
+                resp.close()
+                raise _TooLarge
+            parts.append(part)
+        return b"".join(parts)
 
     def _failure(self, started: float, error: str, maybe_delivered: bool) -> ApiAnswer:
         elapsed = time.monotonic() - started
