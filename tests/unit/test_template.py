@@ -202,7 +202,7 @@ def test_the_report_function_reads_its_queue_on_a_schedule_too_and_the_requester
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["ReportDeadLetterQueue", "Arn"]}
     # the schedule that fires the final writes when no outcome comes any more (reporting.py)
     assert props["Events"]["FinalWrites"]["Type"] == "Schedule"
-    for fn in ("IngestFunction", "DispatchFunction", "WebhookFunction", "ReportFunction"):
+    for fn in ("IngestFunction", "DispatchFunction", "WebhookFunction", "ReportFunction", "WatchdogFunction"):
         env = template["Resources"][fn]["Properties"]["Environment"]["Variables"]
         assert env["REPORT_QUEUE_URL"] == {"Ref": "ReportQueue"}, fn
     assert "ReportQueueUrl" in template["Outputs"]

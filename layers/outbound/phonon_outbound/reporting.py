@@ -23,8 +23,8 @@ A job's report is written when its last chunk settles and again as flow-end outc
   last one when no outcome comes any more: the report function's own schedule (every 5
   minutes, `ReportService.sweep`) asks for a write of every awaiting job whose outcomes are all
   in (the job's `outcomes` counter against its accepted rows) or whose wait is over. The
-  schedule lives on the report function, not the watchdog, so one function owns reports and
-  the watchdog stays a read-only alarm source.
+  schedule lives on the report function, not the watchdog, so one function owns reports: the
+  watchdog only alarms, and asks (`settled`) for the report of a job whose writer died.
 
 With no report queue (`report_queue_url == ""`: unit tests, the fakes) the requests write in-line
 with `JobFinisher`; an outcome then writes at once when its booked slot is now, and otherwise
