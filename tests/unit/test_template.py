@@ -255,6 +255,10 @@ def test_the_report_function_reads_its_queue_on_a_schedule_too_and_the_requester
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["ReportDeadLetterQueue", "Arn"]}
     # the schedule that fires the final writes when no outcome comes any more (reporting.py)
     assert props["Events"]["FinalWrites"]["Type"] == "Schedule"
+    # the sweep books its request one period ahead (reporting.SWEEP_BOOKING_S): the same period
+    from phonon_outbound.reporting import SWEEP_PERIOD_S
+
+    assert props["Events"]["FinalWrites"]["Properties"]["Schedule"] == f"rate({SWEEP_PERIOD_S // 60} minutes)"
     for fn in ("IngestFunction", "DispatchFunction", "WebhookFunction", "ReportFunction", "WatchdogFunction"):
         env = template["Resources"][fn]["Properties"]["Environment"]["Variables"]
         assert env["REPORT_QUEUE_URL"] == {"Ref": "ReportQueue"}, fn

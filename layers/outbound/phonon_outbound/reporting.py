@@ -22,7 +22,12 @@ A job's report is written when its last chunk settles and again as flow-end outc
   row has its outcome, or `report_final_wait_s` after the first write. Something must fire that
   last one when no outcome comes any more: the report function's own schedule (every 5
   minutes, `ReportService.sweep`) asks for a write of every awaiting job whose outcomes are all
-  in (the job's `outcomes` counter against its accepted rows) or whose wait is over. The
+  in (the job's `outcomes` counter against its accepted rows) or whose wait is over. It books
+  that write like an outcome does (`claim_report_slot`, `SWEEP_BOOKING_S` ahead) and skips a
+  job with a booking in the future, so a report function with a backlog is not asked again
+  every run; the write gives a booking still in the future back (`report_next_at` = its start)
+  before it reads the rows, so an outcome arriving after it books the next write. A "final"
+  request for a job whose report is final already is answered without a rewrite. The
   schedule lives on the report function, not the watchdog, so one function owns reports: the
   watchdog only alarms, and asks (`settled`) for the report of a job whose writer died.
 
@@ -45,6 +50,10 @@ from .store import Store
 
 MAX_DELAY_S = 900  # SQS's longest DelaySeconds; a longer wait is asked for again when it ends
 BUSY_RETRY_S = 30  # a write that found another writer at work asks again this soon at the latest
+SWEEP_PERIOD_S = 300  # the report function's schedule (template.yaml, FinalWrites)
+# The sweep books the write it asks for this far ahead: the next run (one period later, give or
+# take the schedule's jitter) still sees it booked and does not ask again.
+SWEEP_BOOKING_S = SWEEP_PERIOD_S + 60
 
 
 class ReportBusy(Exception):
@@ -131,6 +140,8 @@ class ReportService:
             logger.warning("report request dropped: not a report request")
             return "dropped"
         try:
+            if kind == "final" and Job.from_item(self.store.jobs.get_job(job)).report_final:
+                return "already final"  # an earlier request wrote it (a backlog); a later outcome asks its own
             return self.write(job, final=kind == "final")
         except ReportBusy:
             # A live writer releases the lease when it is done (seconds); a dead one's lease runs
@@ -156,13 +167,21 @@ class ReportService:
             if not again.completed and again.finalizing > self.clock():
                 raise ReportBusy(job)
             return "not written"
+        now = int(self.clock())
+        if meta.report_next_at > now:
+            # A write booked for later (the sweep's): this one is it. Give the booking back first,
+            # at this write's start, so an outcome arriving after the rows are read books the
+            # next write instead of taking it for this one (ReportRequests.outcome).
+            self.store.jobs.claim_report_slot(job, meta.report_next_at, now)
         if not self.finisher.finalize(job, force=True, final=final):
             raise ReportBusy(job)  # another write of this job is under way: asked again after it
         return "rewritten"
 
     def sweep(self) -> list[str]:
         """The schedule: every awaiting job whose outcomes are all in, or whose final wait is
-        over, gets a (final) write requested. Returns their ids."""
+        over, gets a (final) write requested, booked (`claim_report_slot`) `SWEEP_BOOKING_S`
+        ahead; a job with a write booked in the future is left to it (that write is final: it
+        sees no outcome pending, or the wait over). Returns the ids asked for."""
         asked = []
         now = self.clock()
         for job in self.store.jobs.awaiting_outcomes():
@@ -173,14 +192,24 @@ class ReportService:
             overdue = now - meta.report_written_at >= self.final_wait_s
             if not meta.all_outcomes_in and not overdue:  # the reconciler's test too
                 continue
-            try:
-                if self.requests.queue_url:
-                    self.requests.send(job, "final" if overdue else "outcome")
-                else:
+            if not self.requests.queue_url:  # in-line: written now, nothing is left waiting
+                try:
                     self.write(job, final=overdue)
+                    asked.append(job)
+                except Exception:  # one job must not stop the others; the next run asks again
+                    logger.exception("could not write a job's final report", extra={"job": job})
+                continue
+            if meta.report_next_at > now:  # a write is booked (an outcome's, or this sweep's last run)
+                continue
+            at = int(now) + SWEEP_BOOKING_S
+            if not self.store.jobs.claim_report_slot(job, meta.report_next_at, at):
+                continue  # someone booked it meanwhile
+            try:
+                self.requests.send(job, "final")  # the final write either way: no outcome pending, or the wait over
                 asked.append(job)
             except Exception:  # one job must not stop the others; the next run asks again
                 logger.exception("could not request a job's final report", extra={"job": job})
+                self.store.jobs.claim_report_slot(job, at, meta.report_next_at)  # unless moved since
         return asked
 
 
