@@ -480,6 +480,45 @@ def test_a_report_request_for_an_unknown_or_unsettled_job_writes_nothing(store, 
     assert service.write(JOB) == "not settled"
 
 
+@pytest.mark.parametrize("body", [
+    json.dumps({"job": "J" * 129, "kind": "settled"}),  # over DynamoDB's key limit: every receive would fail
+    json.dumps({"job": {"a": 1}, "kind": "settled"}),  # not looked up as "{'a': 1}"
+    json.dumps({"job": 7, "kind": "settled"}),
+    json.dumps({"job": "", "kind": "settled"}),
+    json.dumps({"job": JOB, "kind": "rewrite-everything"}),
+    json.dumps({"job": JOB}),
+    json.dumps([JOB]),
+    "not json",
+])
+def test_a_request_the_schema_refuses_is_dropped_unread_and_its_value_not_logged(store, aws, clock, body,
+                                                                                monkeypatch):
+    from jsonschema import Draft202012Validator
+
+    from phonon_outbound import reporting
+    from tests.conftest import ROOT
+
+    logged: list[str] = []
+    monkeypatch.setattr(reporting.logger, "warning", lambda msg, *a, **kw: logged.append(json.dumps([msg, kw])))
+    settled_job(store)
+    _, _, service = services(store, aws, clock, queued=True)
+    looked_up: list[str] = []
+    real_get = store.jobs.get_job
+    store.jobs.get_job = lambda job: looked_up.append(job) or real_get(job)  # type: ignore[method-assign]
+    assert service.handle(body) == "dropped"
+    assert looked_up == [] and not store.jobs.get_job(JOB).get("completed")
+    assert len(logged) == 1 and "report request dropped" in logged[0]
+    assert "JJJJ" not in logged[0] and "rewrite-everything" not in logged[0] and "\"a\"" not in logged[0]
+    # the same line the schema draws (schemas/report-request.json)
+    validator = Draft202012Validator(json.loads((ROOT / "schemas" / "report-request.json").read_text()))
+    if body != "not json":
+        assert not validator.is_valid(json.loads(body))
+
+
+def test_a_request_of_the_longest_job_id_is_taken(store, aws, clock):
+    _, _, service = services(store, aws, clock, queued=True)
+    assert service.handle(json.dumps({"job": "J" * 128, "kind": "settled"})) == "unknown"
+
+
 def test_a_push_for_a_conflicting_uuid_records_no_outcome(store, aws, clock):
     settled_job(store)
     _, requests, _ = services(store, aws, clock)

@@ -45,10 +45,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .observability import count, logger
-from .records import Job
+from .records import MAX_JOB_ID_CHARS, Job
 from .store import Store
 
 MAX_DELAY_S = 900  # SQS's longest DelaySeconds; a longer wait is asked for again when it ends
+KINDS = ("settled", "outcome", "final")  # a request's `kind` (schemas/report-request.json)
 BUSY_RETRY_S = 30  # a write that found another writer at work asks again this soon at the latest
 SWEEP_PERIOD_S = 300  # the report function's schedule (template.yaml, FinalWrites)
 # The sweep books the write it asks for this far ahead: the next run (one period later, give or
@@ -132,13 +133,15 @@ class ReportService:
 
     def handle(self, body: str) -> str:
         """One queue message `{"job": id, "kind": "settled" | "outcome" | "final"}`. Returns what
-        was done; raises nothing for a message that names no job (it is dropped, logged)."""
-        try:
-            doc = json.loads(body)
-            job, kind = str(doc["job"]), str(doc.get("kind", "settled"))
-        except (ValueError, KeyError, TypeError):
-            logger.warning("report request dropped: not a report request")
+        was done; raises nothing for a message that is not such a request (it is dropped and
+        logged, without its content: a retry could not mend it, and a job id over DynamoDB's key
+        limit would fail every receive until the DLQ)."""
+        problem = _request_problem(body)
+        if problem:
+            logger.warning("report request dropped: not a report request", extra={"problem": problem})
             return "dropped"
+        doc = json.loads(body)
+        job, kind = doc["job"], doc["kind"]
         try:
             if kind == "final" and Job.from_item(self.store.jobs.get_job(job)).report_final:
                 return "already final"  # an earlier request wrote it (a backlog); a later outcome asks its own
@@ -213,4 +216,21 @@ class ReportService:
         return asked
 
 
-__all__ = ["ReportBusy", "ReportRequests", "ReportService"]
+def _request_problem(body: str) -> str:
+    """What makes `body` no report request ("" when it is one): the schema's rules
+    (schemas/report-request.json), said without quoting the values."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    job = doc.get("job")
+    if not isinstance(job, str) or not 0 < len(job) <= MAX_JOB_ID_CHARS:
+        return f"'job' is not a string of 1 to {MAX_JOB_ID_CHARS} characters"
+    if doc.get("kind") not in KINDS:
+        return f"'kind' is not one of {', '.join(KINDS)}"
+    return ""
+
+
+__all__ = ["KINDS", "ReportBusy", "ReportRequests", "ReportService"]
