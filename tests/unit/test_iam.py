@@ -82,12 +82,10 @@ ALLOWED: dict[str, set[str]] = {
         "events:PutEvents",  # "Outbound Call Completed" for a pulled outcome
         "sqs:SendMessage",  # a report rewrite requested once outcomes arrive (reporting.py)
     },
-    "WatchdogFunction": LOGS | XRAY | TASK_ANSWERS | {
-        "dynamodb:Query",  # the active-jobs index; a job's outcomes
-        "dynamodb:GetItem", "dynamodb:UpdateItem",  # an orphaned job's item and its report claim
-        "dynamodb:PutItem", "dynamodb:DeleteItem",  # its awaiting-outcomes mark (jobs.JobFinisher, note_awaiting)
-        "s3:PutObject", "s3:AbortMultipartUpload",  # that job's report
-        "events:PutEvents",  # its completion event
+    "WatchdogFunction": LOGS | XRAY | {
+        "dynamodb:Query",  # the active-jobs index
+        "dynamodb:GetItem",  # a stale job's item, its and its flow's pause
+        "sqs:SendMessage",  # the report of a job whose writer died, asked of the report function (reporting.py)
     },
 }
 
@@ -239,15 +237,18 @@ def test_the_key_decrypts_only_through_secrets_manager(cfn, function):
             "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}}
 
 
-def test_the_watchdog_reads_the_active_jobs_index_and_writes_only_reports(cfn):
+def test_the_watchdog_reads_the_active_jobs_index_and_asks_for_reports_but_writes_none(cfn):
     grants = _grants(cfn, "WatchdogFunction")
-    assert sorted(grants["dynamodb:Query"]) == sorted(['{"Fn::Sub": "${StateTable.Arn}/index/active-jobs"}',
-                                                       '{"Fn::GetAtt": ["StateTable", "Arn"]}'])
-    assert grants["dynamodb:UpdateItem"] == ['{"Fn::GetAtt": ["StateTable", "Arn"]}']
-    # the report it writes in-line marks (or unmarks) the job as awaiting outcomes: without
-    # these the write failed after the job was marked completed, and its event was lost
-    assert grants["dynamodb:PutItem"] == grants["dynamodb:DeleteItem"] == ['{"Fn::GetAtt": ["StateTable", "Arn"]}']
-    assert grants["s3:PutObject"] == ['{"Fn::Sub": "${ContactsBucket.Arn}/reports/*"}']
+    assert grants["dynamodb:Query"] == ['{"Fn::Sub": "${StateTable.Arn}/index/active-jobs"}']
+    assert grants["dynamodb:GetItem"] == ['{"Fn::GetAtt": ["StateTable", "Arn"]}']
+    # a report is the report function's to write (minutes for a large file; this function has
+    # 60 s): the watchdog only sends it a request, on its queue
+    assert grants["sqs:SendMessage"] == ['{"Fn::GetAtt": ["ReportQueue", "Arn"]}']
+    assert not [a for a in grants if a.startswith(("s3:", "events:", "states:", "kms:"))
+                or a in ("dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem")]
+    # ReportQueue is encrypted with SQS-managed keys: sending to it needs no KMS grant
+    queue = cfn["Resources"]["ReportQueue"]["Properties"]
+    assert queue.get("SqsManagedSseEnabled") is True and "KmsMasterKeyId" not in queue
 
 
 def test_each_function_writes_only_its_own_log_group(cfn):

@@ -277,6 +277,78 @@ def test_the_final_write_comes_after_the_wait_even_with_outcomes_missing(store, 
     assert [r["outcome"] for r in report(aws[0])] == ["PENDING", "PENDING", ""]
 
 
+def _receive_all(aws) -> list[dict]:
+    _, sqs, url = aws
+    return sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+
+
+def test_the_sweep_books_its_request_so_a_backlogged_report_function_is_not_asked_again_every_run(store, aws, clock):
+    settled_job(store, accepted=2)
+    finisher, requests, service = services(store, aws, clock, queued=True, final_wait_s=3600)
+    finisher.settled(JOB)  # the first write, at T0
+    # the wait is over: the sweep asks for the final write; the next run sees it booked
+    clock.t = T0 + 3600
+    assert service.sweep() == [JOB]
+    clock.t = T0 + 3900
+    assert service.sweep() == []
+    # the report function still has not got to it (a backlog): an hour of runs asks at most
+    # once every other run, never every run
+    asked = 0
+    for run in range(2, 14):
+        clock.t = T0 + 3600 + run * 300
+        asked += len(service.sweep())
+    assert asked <= 6
+    # and once it gets to them, the first request writes the final report, the rest nothing
+    messages = _receive_all(aws)
+    assert {json.loads(m["Body"])["kind"] for m in messages} == {"final"}
+    answers = [service.handle(m["Body"]) for m in messages]
+    assert answers == ["rewritten"] + ["already final"] * (len(messages) - 1)
+    assert store.jobs.get_job(JOB)["report_final"] is True
+
+
+def test_an_outcome_while_the_sweeps_write_waits_is_in_it_and_one_after_it_books_the_next(store, aws, clock):
+    settled_job(store, accepted=2)
+    finisher, requests, service = services(store, aws, clock, queued=True, final_wait_s=3600)
+    finisher.settled(JOB)
+    hook = WebhookService(store, reports=requests)
+    clock.t = T0 + 3600
+    assert service.sweep() == [JOB]
+    [request] = _receive_all(aws)
+    # an outcome before the report function got to the request: the booked write will read it
+    clock.t = T0 + 3700
+    assert requests.outcome(JOB) is False
+    hook.handle(push(1))
+    assert service.handle(request["Body"]) == "rewritten"
+    assert [r["outcome"] for r in report(aws[0])] == ["ANSWERED", "PENDING", ""]
+    assert store.jobs.get_job(JOB)["report_final"] is True
+    # an outcome after that write books the next one (the sweep's booking was given back)
+    clock.t = T0 + 3710
+    hook.handle(push(2))
+    assert store.jobs.get_job(JOB)["report_next_at"] == int(T0) + 3700 + 60  # the debounce after that write
+    assert queued(aws) == [{"visible": 0, "delayed": 1}]
+    clock.t = T0 + 3760
+    assert service.handle(json.dumps({"job": JOB, "kind": "outcome"})) == "rewritten"  # that request, delivered
+    assert [r["outcome"] for r in report(aws[0])] == ["ANSWERED", "ANSWERED", ""]
+
+
+def test_a_sweep_request_sqs_refused_gives_its_booking_back_and_the_next_run_asks_again(store, aws, clock):
+    settled_job(store, accepted=2)
+    finisher, requests, service = services(store, aws, clock, queued=True, final_wait_s=3600)
+    finisher.settled(JOB)
+    real_send = requests.send
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("SQS went away")
+
+    requests.send = refused  # type: ignore[method-assign]
+    clock.t = T0 + 3600
+    assert service.sweep() == []
+    assert store.jobs.get_job(JOB).get("report_next_at", 0) == 0
+    requests.send = real_send  # type: ignore[method-assign]
+    clock.t = T0 + 3900
+    assert service.sweep() == [JOB]
+
+
 # ------------------------------------------------------------------------------- a writer dying half-way
 class FailsOnce:
     """An S3 client whose first report upload fails (S3 refused it, the writer crashed)."""
@@ -406,6 +478,45 @@ def test_a_report_request_for_an_unknown_or_unsettled_job_writes_nothing(store, 
     assert service.write("nope") == "unknown"
     store.jobs.create_job(JOB, {"key": "in/a.csv", "ingest_done": False})
     assert service.write(JOB) == "not settled"
+
+
+@pytest.mark.parametrize("body", [
+    json.dumps({"job": "J" * 129, "kind": "settled"}),  # over DynamoDB's key limit: every receive would fail
+    json.dumps({"job": {"a": 1}, "kind": "settled"}),  # not looked up as "{'a': 1}"
+    json.dumps({"job": 7, "kind": "settled"}),
+    json.dumps({"job": "", "kind": "settled"}),
+    json.dumps({"job": JOB, "kind": "rewrite-everything"}),
+    json.dumps({"job": JOB}),
+    json.dumps([JOB]),
+    "not json",
+])
+def test_a_request_the_schema_refuses_is_dropped_unread_and_its_value_not_logged(store, aws, clock, body,
+                                                                                monkeypatch):
+    from jsonschema import Draft202012Validator
+
+    from phonon_outbound import reporting
+    from tests.conftest import ROOT
+
+    logged: list[str] = []
+    monkeypatch.setattr(reporting.logger, "warning", lambda msg, *a, **kw: logged.append(json.dumps([msg, kw])))
+    settled_job(store)
+    _, _, service = services(store, aws, clock, queued=True)
+    looked_up: list[str] = []
+    real_get = store.jobs.get_job
+    store.jobs.get_job = lambda job: looked_up.append(job) or real_get(job)  # type: ignore[method-assign]
+    assert service.handle(body) == "dropped"
+    assert looked_up == [] and not store.jobs.get_job(JOB).get("completed")
+    assert len(logged) == 1 and "report request dropped" in logged[0]
+    assert "JJJJ" not in logged[0] and "rewrite-everything" not in logged[0] and "\"a\"" not in logged[0]
+    # the same line the schema draws (schemas/report-request.json)
+    validator = Draft202012Validator(json.loads((ROOT / "schemas" / "report-request.json").read_text()))
+    if body != "not json":
+        assert not validator.is_valid(json.loads(body))
+
+
+def test_a_request_of_the_longest_job_id_is_taken(store, aws, clock):
+    _, _, service = services(store, aws, clock, queued=True)
+    assert service.handle(json.dumps({"job": "J" * 128, "kind": "settled"})) == "unknown"
 
 
 def test_a_push_for_a_conflicting_uuid_records_no_outcome(store, aws, clock):

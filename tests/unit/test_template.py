@@ -158,19 +158,72 @@ def test_deleted_contact_files_reach_ingest(template):
     assert deleted[0]["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]}}
 
 
-def test_eventbridge_may_write_to_its_dlq_only_from_this_stacks_rules(template):
-    policy = template["Resources"]["EventDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    sources = policy[0]["Condition"]["ArnEquals"]["aws:SourceArn"]
-    # the intake rule may be on a custom bus (its ARN then names the bus): matched with ArnLike
-    sources = [*sources, *(st["Condition"]["ArnLike"]["aws:SourceArn"] for st in policy[1:])]
-    names = set()
+STACK = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
+         "AWS::StackName": "outbound"}
+
+
+def _sub(value: object, params: dict[str, str]) -> str:
+    """A string, a `Ref` to a parameter or a pseudo parameter, or a `Fn::Sub` of those."""
+    if isinstance(value, str):
+        return value
+    assert isinstance(value, dict), value
+    if "Ref" in value:
+        return params[value["Ref"]]
+    return re.sub(r"\$\{([^}]+)\}", lambda m: params[m.group(1)], value["Fn::Sub"])
+
+
+def _arn_like(pattern: str, arn: str) -> bool:
+    """IAM's ArnLike: `*` any run of characters, `?` one, the rest literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, arn) is not None
+
+
+def _dlq_admits(template: dict, params: dict[str, str], source_arn: str) -> bool:
+    """Whether EventDeadLetterQueuePolicy lets events.amazonaws.com send from `source_arn`."""
+    for st in template["Resources"]["EventDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]:
+        if st["Effect"] != "Allow" or st["Principal"] != {"Service": "events.amazonaws.com"}:
+            continue
+        assert set(st["Condition"]) <= {"ArnEquals", "ArnLike"}, st["Condition"]
+        for operator, cond in st["Condition"].items():
+            values = cond["aws:SourceArn"]
+            patterns = [_sub(v, params) for v in (values if isinstance(values, list) else [values])]
+            match = (lambda p, a: p == a) if operator == "ArnEquals" else _arn_like
+            if any(match(p, source_arn) for p in patterns):
+                return True
+    return False
+
+
+def _rules_with_event_dlq(template: dict) -> list[dict]:
+    rules = []
     for res in template["Resources"].values():
         for event in (res.get("Properties", {}).get("Events") or {}).values():
             p = event["Properties"]
-            if "DeadLetterConfig" in p:
-                names.add((p.get("RuleName") or p.get("Name"))["Fn::Sub"])
+            if p.get("DeadLetterConfig", {}).get("Arn") == {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]}:
+                assert event["Type"] in ("EventBridgeRule", "Schedule"), event["Type"]
+                rules.append(p)
+    return rules
+
+
+@pytest.mark.parametrize("bus", ["default", "campaigns"])
+def test_every_rule_with_the_event_dlq_may_write_to_it_on_the_default_bus_or_a_custom_one(template, bus):
+    """A rule's ARN is rule/<name> on the default bus, rule/<bus>/<name> on a custom one
+    (IntakeEventBusName): the queue policy must admit each rule that names the queue as its
+    dead-letter queue, or EventBridge drops the undelivered event."""
+    params = {**STACK, **{k: str(v.get("Default", "")) for k, v in template["Parameters"].items()},
+              "IntakeEventBusName": bus}
+    rules = _rules_with_event_dlq(template)
     # object-created, object-deleted, watchdog, intake, suppression-requested, outbound-control, reconcile
-    assert {s["Fn::Sub"].rsplit("rule/", 1)[1].lstrip("*") for s in sources} == names and len(names) == 7
+    assert len(rules) == 7
+    prefix = "arn:aws:events:eu-west-1:123456789012:rule/"
+    for p in rules:
+        name = _sub(p.get("RuleName") or p.get("Name"), params)
+        on = _sub(p.get("EventBusName", "default"), params)
+        arn = prefix + (name if on == "default" else f"{on}/{name}")
+        assert _dlq_admits(template, params, arn), arn
+    # and only this stack's rules: not another stack's of a similar name, on any bus
+    for foreign in ("xoutbound-outbound-control", "other-outbound-control", f"{bus}/xoutbound-calls-requested",
+                    "outbound-something-else", f"{bus}/outbound-object-created-2"):
+        assert not _dlq_admits(template, params, prefix + foreign), foreign
 
 
 # ---------------------------------------------------------------- stale jobs (#12)
@@ -202,7 +255,11 @@ def test_the_report_function_reads_its_queue_on_a_schedule_too_and_the_requester
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["ReportDeadLetterQueue", "Arn"]}
     # the schedule that fires the final writes when no outcome comes any more (reporting.py)
     assert props["Events"]["FinalWrites"]["Type"] == "Schedule"
-    for fn in ("IngestFunction", "DispatchFunction", "WebhookFunction", "ReportFunction"):
+    # the sweep books its request one period ahead (reporting.SWEEP_BOOKING_S): the same period
+    from phonon_outbound.reporting import SWEEP_PERIOD_S
+
+    assert props["Events"]["FinalWrites"]["Properties"]["Schedule"] == f"rate({SWEEP_PERIOD_S // 60} minutes)"
+    for fn in ("IngestFunction", "DispatchFunction", "WebhookFunction", "ReportFunction", "WatchdogFunction"):
         env = template["Resources"][fn]["Properties"]["Environment"]["Variables"]
         assert env["REPORT_QUEUE_URL"] == {"Ref": "ReportQueue"}, fn
     assert "ReportQueueUrl" in template["Outputs"]

@@ -66,7 +66,9 @@ class Ctx:
 @pytest.fixture
 def jobs(stack, monkeypatch):
     table = _state_table_with_index(stack)
-    env = {**stack.function_environment(), "STATE_TABLE": table, "STALE_JOB_MINUTES": "60"}
+    own = stack.template["Resources"]["WatchdogFunction"]["Properties"]["Environment"]["Variables"]
+    env = {**stack.function_environment(), **{k: str(stack.resolve(v)) for k, v in own.items()},
+           "STATE_TABLE": table, "STALE_JOB_MINUTES": "60"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
@@ -95,7 +97,7 @@ def test_jobs_not_updated_for_the_threshold_are_the_stale_ones_oldest_first(jobs
 
 def test_the_handler_emits_the_stalejobs_metric_and_logs_job_ids_not_file_names(jobs, capsys):
     result = _handler()({}, Ctx())
-    assert result == {"stale_jobs": 2, "jobs": ["stuck-2h", "stuck-61m"], "reports_written": []}
+    assert result == {"stale_jobs": 2, "jobs": ["stuck-2h", "stuck-61m"], "reports_requested": []}
     captured = capsys.readouterr()
     blobs = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{") and "_aws" in line]
     metric = [b for b in blobs if "StaleJobs" in b]
@@ -124,7 +126,7 @@ def test_a_paused_job_or_a_job_of_a_paused_flow_is_not_stale(jobs):
 def test_with_nothing_stale_the_metric_is_zero(jobs, capsys, monkeypatch):
     monkeypatch.setenv("STALE_JOB_MINUTES", "600")
     wiring.reset()
-    assert _handler()({}, Ctx()) == {"stale_jobs": 0, "jobs": [], "reports_written": []}
+    assert _handler()({}, Ctx()) == {"stale_jobs": 0, "jobs": [], "reports_requested": []}
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "StaleJobs" in line]
     assert blobs and _value(blobs[0]["StaleJobs"]) == 0
 
@@ -142,22 +144,47 @@ def _settled_but_unreported(store, job: str, finalizing_until: int | None) -> No
     store.rows.put_rows(job, [{"row": 1, "status": "ACCEPTED", "cid": "C-1", "request_id": "r-1"}])
 
 
-def test_a_stale_job_that_only_lacks_its_report_gets_it_once_the_writers_lease_ran_out(jobs, stack):
+def _report_requests(stack) -> list[dict]:
+    """The messages on the report queue (received, so each is seen once)."""
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = stack.physical["ReportQueue"]["Ref"]
+    return sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+
+
+def test_a_stale_job_that_only_lacks_its_report_is_asked_of_the_report_function_not_written(jobs, stack):
+    """A report can take minutes (a million rows); the watchdog may run 60 s and, killed, would
+    leave the lease taken. It only sends the report function a request (the report queue)."""
+    from phonon_outbound_dev.local.runner import FakeContext, sqs_event
+
     # Given a job whose report writer died 2 h ago, and one whose writer still holds its lease
     _settled_but_unreported(jobs, "orphan", finalizing_until=int(time.time()) - 3600)
     _settled_but_unreported(jobs, "writing", finalizing_until=int(time.time()) + 600)
     # When the watchdog runs
     result = _handler()({}, Ctx())
-    # Then the orphan's report is written and it is no longer stale; the other waits for its writer
-    assert result["reports_written"] == ["orphan"]
+    # Then the orphan's report is requested, once, and nothing is written by the watchdog itself
+    assert result["reports_requested"] == ["orphan"]
     assert "orphan" not in result["jobs"] and "writing" in result["jobs"]
+    requests = _report_requests(stack)
+    assert [json.loads(m["Body"]) for m in requests] == [{"job": "orphan", "kind": "settled"}]
     s3 = boto3.client("s3", region_name="us-east-1")
-    body = s3.get_object(Bucket=stack.function_environment()["BUCKET_NAME"],
-                         Key="reports/incoming/orphan.csv.20261130T000000.000Z.results.csv")["Body"].read().decode()
+    bucket = stack.function_environment()["BUCKET_NAME"]
+    key = "reports/incoming/orphan.csv.20261130T000000.000Z.results.csv"
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="reports/").get("KeyCount", 0) == 0
+    assert not jobs.jobs.get_job("orphan").get("completed") and jobs.jobs.get_job("orphan").get("finalizing", 0) < time.time()
+    # And the report function, given the request, writes it
+    report = importlib.util.spec_from_file_location("report_handler_for_watchdog",
+                                                    ROOT / "functions" / "report" / "report_handler.py")
+    module = importlib.util.module_from_spec(report)
+    report.loader.exec_module(module)
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{stack.physical['ReportQueue']['QueueName']}"
+    answer = module.handler(sqs_event(requests, arn), FakeContext("report", 900))
+    assert answer == {"batchItemFailures": []}
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     assert "C-1" in body and "ACCEPTED" in body
     assert jobs.jobs.get_job("orphan").get("completed") is True
-    # And a second run writes nothing again (a completed job is never claimed again)
-    assert _handler()({}, Ctx())["reports_written"] == []
+    # And a second watchdog run asks nothing again (a completed job is not stale)
+    assert _handler()({}, Ctx())["reports_requested"] == []
+    assert _report_requests(stack) == []
 
 
 def test_the_report_claim_is_a_lease_and_a_completed_job_is_never_claimed_again(jobs):
@@ -182,4 +209,4 @@ def test_the_watchdog_runs_on_the_in_memory_store():
                                  **({"active_shard": "A"} if active else {})})
     found = watchdog.stale_jobs(store, 60 * 60, now)
     assert [(j["job"], j["idle_s"]) for j in found] == [("stuck-2h", 7200), ("stuck-61m", 3660)]
-    assert watchdog.check(store, 90, now) == {"stale_jobs": 1, "jobs": ["stuck-2h"], "reports_written": []}
+    assert watchdog.check(store, 90, now) == {"stale_jobs": 1, "jobs": ["stuck-2h"], "reports_requested": []}

@@ -28,7 +28,7 @@ from .flows import FlowSecrets, UnknownFlow, resolve_flow
 from .intake import request_origin
 from .jobs import ReportTrigger, report_keys, upload_stamp
 from .observability import count, logger
-from .records import ChunkMessage, Job, JobStatus, row_ref
+from .records import ChunkMessage, Job, JobStatus, chunk_message_group, row_ref
 from .settings import Settings
 from .status import Status
 from .store import Store
@@ -514,7 +514,8 @@ class IngestService:
         queue_url = queue_for(lane, self.settings)
         if self.throttle and queue_url == self.settings.chunk_queue_url:  # the express lane holds small jobs only
             self.throttle()
-        entries = [{"Id": str(no), "MessageBody": body, "MessageGroupId": job} for no, _, body in batch]
+        entries = [{"Id": str(no), "MessageBody": body, "MessageGroupId": chunk_message_group(job)}
+                   for no, _, body in batch]
         for attempt in range(6):
             resp = self.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
             failed = {f["Id"] for f in resp.get("Failed", [])}

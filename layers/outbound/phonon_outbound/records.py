@@ -47,6 +47,12 @@ def row_ref(job: str, row: int) -> str:
     return f"{job}.{row}"
 
 
+def chunk_message_group(job: str) -> str:
+    """The MessageGroupId of a job's chunk messages, on both lanes (ingest's sends, dispatch's
+    hand-backs): the job id, so SQS serves the jobs sharing a queue fairly (chunking.py, lanes)."""
+    return job
+
+
 def parse_row_ref(text: Any) -> tuple[str, int] | None:
     """(job, row) from `<job>.<row>`; None when it is not one: not a string, no dot, an empty
     job, or a row that is not 1 to 12 ASCII digits (rows are numbered from 1)."""
@@ -366,4 +372,4 @@ class ChunkRef:
 
 
 __all__ = ["MAX_JOB_ID_CHARS", "ChunkMessage", "ChunkRef", "Job", "JobStatus", "PoisonMessage",
-           "ResultItem", "decode_calls", "encode_calls", "parse_row_ref", "row_ref"]
+           "ResultItem", "chunk_message_group", "decode_calls", "encode_calls", "parse_row_ref", "row_ref"]

@@ -22,9 +22,14 @@ A job's report is written when its last chunk settles and again as flow-end outc
   row has its outcome, or `report_final_wait_s` after the first write. Something must fire that
   last one when no outcome comes any more: the report function's own schedule (every 5
   minutes, `ReportService.sweep`) asks for a write of every awaiting job whose outcomes are all
-  in (the job's `outcomes` counter against its accepted rows) or whose wait is over. The
-  schedule lives on the report function, not the watchdog, so one function owns reports and
-  the watchdog stays a read-only alarm source.
+  in (the job's `outcomes` counter against its accepted rows) or whose wait is over. It books
+  that write like an outcome does (`claim_report_slot`, `SWEEP_BOOKING_S` ahead) and skips a
+  job with a booking in the future, so a report function with a backlog is not asked again
+  every run; the write gives a booking still in the future back (`report_next_at` = its start)
+  before it reads the rows, so an outcome arriving after it books the next write. A "final"
+  request for a job whose report is final already is answered without a rewrite. The
+  schedule lives on the report function, not the watchdog, so one function owns reports: the
+  watchdog only alarms, and asks (`settled`) for the report of a job whose writer died.
 
 With no report queue (`report_queue_url == ""`: unit tests, the fakes) the requests write in-line
 with `JobFinisher`; an outcome then writes at once when its booked slot is now, and otherwise
@@ -40,11 +45,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .observability import count, logger
-from .records import Job
+from .records import MAX_JOB_ID_CHARS, Job
 from .store import Store
 
 MAX_DELAY_S = 900  # SQS's longest DelaySeconds; a longer wait is asked for again when it ends
+KINDS = ("settled", "outcome", "final")  # a request's `kind` (schemas/report-request.json)
 BUSY_RETRY_S = 30  # a write that found another writer at work asks again this soon at the latest
+SWEEP_PERIOD_S = 300  # the report function's schedule (template.yaml, FinalWrites)
+# The sweep books the write it asks for this far ahead: the next run (one period later, give or
+# take the schedule's jitter) still sees it booked and does not ask again.
+SWEEP_BOOKING_S = SWEEP_PERIOD_S + 60
 
 
 class ReportBusy(Exception):
@@ -123,14 +133,18 @@ class ReportService:
 
     def handle(self, body: str) -> str:
         """One queue message `{"job": id, "kind": "settled" | "outcome" | "final"}`. Returns what
-        was done; raises nothing for a message that names no job (it is dropped, logged)."""
-        try:
-            doc = json.loads(body)
-            job, kind = str(doc["job"]), str(doc.get("kind", "settled"))
-        except (ValueError, KeyError, TypeError):
-            logger.warning("report request dropped: not a report request")
+        was done; raises nothing for a message that is not such a request (it is dropped and
+        logged, without its content: a retry could not mend it, and a job id over DynamoDB's key
+        limit would fail every receive until the DLQ)."""
+        problem = _request_problem(body)
+        if problem:
+            logger.warning("report request dropped: not a report request", extra={"problem": problem})
             return "dropped"
+        doc = json.loads(body)
+        job, kind = doc["job"], doc["kind"]
         try:
+            if kind == "final" and Job.from_item(self.store.jobs.get_job(job)).report_final:
+                return "already final"  # an earlier request wrote it (a backlog); a later outcome asks its own
             return self.write(job, final=kind == "final")
         except ReportBusy:
             # A live writer releases the lease when it is done (seconds); a dead one's lease runs
@@ -156,13 +170,21 @@ class ReportService:
             if not again.completed and again.finalizing > self.clock():
                 raise ReportBusy(job)
             return "not written"
+        now = int(self.clock())
+        if meta.report_next_at > now:
+            # A write booked for later (the sweep's): this one is it. Give the booking back first,
+            # at this write's start, so an outcome arriving after the rows are read books the
+            # next write instead of taking it for this one (ReportRequests.outcome).
+            self.store.jobs.claim_report_slot(job, meta.report_next_at, now)
         if not self.finisher.finalize(job, force=True, final=final):
             raise ReportBusy(job)  # another write of this job is under way: asked again after it
         return "rewritten"
 
     def sweep(self) -> list[str]:
         """The schedule: every awaiting job whose outcomes are all in, or whose final wait is
-        over, gets a (final) write requested. Returns their ids."""
+        over, gets a (final) write requested, booked (`claim_report_slot`) `SWEEP_BOOKING_S`
+        ahead; a job with a write booked in the future is left to it (that write is final: it
+        sees no outcome pending, or the wait over). Returns the ids asked for."""
         asked = []
         now = self.clock()
         for job in self.store.jobs.awaiting_outcomes():
@@ -173,15 +195,42 @@ class ReportService:
             overdue = now - meta.report_written_at >= self.final_wait_s
             if not meta.all_outcomes_in and not overdue:  # the reconciler's test too
                 continue
-            try:
-                if self.requests.queue_url:
-                    self.requests.send(job, "final" if overdue else "outcome")
-                else:
+            if not self.requests.queue_url:  # in-line: written now, nothing is left waiting
+                try:
                     self.write(job, final=overdue)
+                    asked.append(job)
+                except Exception:  # one job must not stop the others; the next run asks again
+                    logger.exception("could not write a job's final report", extra={"job": job})
+                continue
+            if meta.report_next_at > now:  # a write is booked (an outcome's, or this sweep's last run)
+                continue
+            at = int(now) + SWEEP_BOOKING_S
+            if not self.store.jobs.claim_report_slot(job, meta.report_next_at, at):
+                continue  # someone booked it meanwhile
+            try:
+                self.requests.send(job, "final")  # the final write either way: no outcome pending, or the wait over
                 asked.append(job)
             except Exception:  # one job must not stop the others; the next run asks again
                 logger.exception("could not request a job's final report", extra={"job": job})
+                self.store.jobs.claim_report_slot(job, at, meta.report_next_at)  # unless moved since
         return asked
 
 
-__all__ = ["ReportBusy", "ReportRequests", "ReportService"]
+def _request_problem(body: str) -> str:
+    """What makes `body` no report request ("" when it is one): the schema's rules
+    (schemas/report-request.json), said without quoting the values."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    job = doc.get("job")
+    if not isinstance(job, str) or not 0 < len(job) <= MAX_JOB_ID_CHARS:
+        return f"'job' is not a string of 1 to {MAX_JOB_ID_CHARS} characters"
+    if doc.get("kind") not in KINDS:
+        return f"'kind' is not one of {', '.join(KINDS)}"
+    return ""
+
+
+__all__ = ["KINDS", "ReportBusy", "ReportRequests", "ReportService"]

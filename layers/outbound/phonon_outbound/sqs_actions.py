@@ -5,7 +5,7 @@ that runs a batch's records in a thread pool.
 | decision | SQS call | the record in `batchItemFailures` |
 |---|---|---|
 | `Done` | — (Lambda's event source deletes the message) | no |
-| `HandBack(s)` | `SendMessage` of the same body (and MessageGroupId) to the record's own queue with `DelaySeconds` = ⌈s⌉ capped at 900 | no (so it is deleted) |
+| `HandBack(s)` | `SendMessage` of the same body and MessageGroupId (the record's, else the body's job: `records.chunk_message_group`) to the record's own queue with `DelaySeconds` = ⌈s⌉ capped at 900 | no (so it is deleted) |
 | `RetryAfter(s)` | `ChangeMessageVisibility` to ⌈s⌉ (none when s is None: the queue's own timeout) | yes |
 | `Poison` | `ChangeMessageVisibility` to 0: visible at once, to the DLQ after maxReceiveCount | yes |
 """
@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from .observability import logger
 from .outcomes import Decision, Done, Fate, HandBack, Poison, RetryAfter
+from .records import ChunkRef, chunk_message_group
 
 MAX_DELAY_S = 900  # SQS's longest DelaySeconds
 MAX_VISIBILITY_S = 43_200  # SQS's longest visibility timeout
@@ -47,6 +48,17 @@ class ConcurrentBatchProcessor(BatchProcessor):
 
 def receive_count(record: SQSRecord) -> int:
     return int(record.attributes.approximate_receive_count or 1)
+
+
+def message_group(record: SQSRecord) -> str | None:
+    """The MessageGroupId a chunk message handed back is sent with: the record's own, else
+    (an event source or a test that passed none) the one ingest gives its job's chunks, from
+    the job the body names; None when neither says."""
+    group = record.attributes.message_group_id
+    if group:
+        return group
+    ref = ChunkRef.parse(record.body or "")
+    return chunk_message_group(ref.job) if ref else None
 
 
 def queue_name(arn_or_url: str) -> str:
@@ -77,7 +89,7 @@ class SqsActions:
         if isinstance(decision, Done):
             return decision.outcome.fate.value
         if isinstance(decision, HandBack):  # a fresh copy waits; this one is deleted (no receive spent)
-            group = record.attributes.message_group_id  # the job, on its fair-queue group again
+            group = message_group(record)  # the job, on its fair-queue group again
             self.sqs.send_message(QueueUrl=self.queue_of(record), MessageBody=record.body,
                                   DelaySeconds=max(0, min(MAX_DELAY_S, math.ceil(decision.seconds))),
                                   **({"MessageGroupId": group} if group else {}))

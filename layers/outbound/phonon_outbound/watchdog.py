@@ -9,8 +9,13 @@ completes and `updated_at` (epoch seconds) on every write, indexed by the state 
 last write is older than the threshold, however many jobs there are.
 
 A stale job whose every chunk has settled only lacks its report: its writer died (the report
-claim is a lease, `store.jobs.claim_finalize`) and nothing else would come back to it. The watchdog
-writes that report itself once the lease has run out, so no file is left without one.
+claim is a lease, `store.jobs.claim_finalize`) and nothing else would come back to it. Once the
+lease has run out the watchdog asks the report function for it (`reporting.ReportRequests.
+settled`: a "settled" request on the report queue) and writes nothing itself: a report of a
+million rows takes minutes, longer than this 60 s function may run, and a watchdog killed
+half-way would leave the lease taken and the report unwritten again. A job whose report was
+requested is not counted stale on that run; if the report function cannot write it, its own
+dead-letter queue's alarm says so.
 
 It emits the metric `StaleJobs` (namespace PhononOutbound, the count, 0 included so the alarm
 always has data) and `ActiveJobs` (every job not completed, for the dashboard) and logs the stale jobs' ids and ages — ids only: a job's file name may
@@ -52,21 +57,26 @@ def active_count(store: Store, now: float | None = None) -> int:
     return len(active_jobs(store, now))
 
 
-def recover_reports(store: Store, finisher: Any, jobs: list[dict[str, Any]]) -> list[str]:
-    """Write the report of every stale job that is only missing it (ingest done, every chunk
-    settled, not completed); the report claim's lease decides who writes. Returns their ids."""
-    written = []
+def recover_reports(store: Store, reports: Any, jobs: list[dict[str, Any]], now: float | None = None) -> list[str]:
+    """Ask the report function (`reports`: `reporting.ReportRequests`) for the report of every
+    stale job that only lacks it (ingest done, every chunk settled, not completed) and whose
+    finalize lease is free (a writer holding it is at work, or its lease has not run out yet).
+    Returns the ids of the jobs whose report was requested."""
+    now = time.time() if now is None else now
+    requested = []
     for j in jobs:
         item = store.jobs.get_job(j["job"])
         meta = Job.from_item(item)
-        if not item or meta.completed or not meta.ingest_done:
+        if not item or meta.completed or not meta.ingest_done or not meta.all_chunks_settled:
+            continue
+        if meta.finalizing > now:
             continue
         try:
-            if finisher.settled(j["job"], meta):
-                written.append(j["job"])
-        except Exception:  # one job's failure must not stop the others; the next run retries
-            logger.exception("could not write a stale job's report", extra={"job": j["job"]})
-    return written
+            reports.settled(j["job"], meta)
+            requested.append(j["job"])
+        except Exception:  # one job's failure must not stop the others; the next run asks again
+            logger.exception("could not request a stale job's report", extra={"job": j["job"]})
+    return requested
 
 
 def _paused(store: Store, job: str) -> bool:
@@ -75,15 +85,15 @@ def _paused(store: Store, job: str) -> bool:
     return bool(store.jobs.control(job, meta.flow)[1])
 
 
-def check(store: Store, stale_minutes: float, now: float | None = None, finisher: Any = None) -> dict[str, Any]:
-    """Find the stale jobs, write the reports only they lack (with a finisher), emit
-    `StaleJobs` for the rest, log their ids; returns {"stale_jobs": n, "jobs": [ids],
-    "reports_written": [ids]}."""
+def check(store: Store, stale_minutes: float, now: float | None = None, reports: Any = None) -> dict[str, Any]:
+    """Find the stale jobs, ask the report function (with `reports`) for the reports only they
+    lack, emit `StaleJobs` for the rest, log their ids; returns {"stale_jobs": n, "jobs": [ids],
+    "reports_requested": [ids]}."""
     jobs = stale_jobs(store, stale_minutes * 60, now)
-    recovered = recover_reports(store, finisher, jobs) if finisher is not None else []
-    if recovered:
-        logger.warning("reports written for stale jobs", extra={"jobs": recovered})
-        jobs = [j for j in jobs if j["job"] not in set(recovered)]
+    requested = recover_reports(store, reports, jobs, now) if reports is not None else []
+    if requested:
+        logger.warning("reports requested for stale jobs", extra={"jobs": requested[:MAX_LOGGED_JOBS]})
+        jobs = [j for j in jobs if j["job"] not in set(requested)]
     # A job an operator paused (or whose flow is paused) is still by choice: no alarm for it
     # (docs/operating.md, "Pause, resume, cancel"); it is stale again once resumed and idle.
     paused = [j["job"] for j in jobs if _paused(store, j["job"])]
@@ -98,7 +108,7 @@ def check(store: Store, stale_minutes: float, now: float | None = None, finisher
             "jobs": [{"job": j["job"], "idle_s": j["idle_s"]} for j in jobs[:MAX_LOGGED_JOBS]]})
     else:
         logger.info("no stale jobs", extra={"stale_after_minutes": stale_minutes})
-    return {"stale_jobs": len(jobs), "jobs": [j["job"] for j in jobs], "reports_written": recovered}
+    return {"stale_jobs": len(jobs), "jobs": [j["job"] for j in jobs], "reports_requested": requested}
 
 
 __all__ = ["ACTIVE_INDEX", "active_count", "active_jobs", "check", "recover_reports", "stale_jobs"]
