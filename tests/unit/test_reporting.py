@@ -599,3 +599,21 @@ def test_every_report_request_sent_is_one_the_schema_allows(store, aws, clock):
     assert sorted(b["kind"] for b in bodies) == ["final", "outcome", "settled"]
     for body in bodies:
         validator.validate(body)
+
+
+def test_a_counter_that_ran_ahead_of_the_rows_does_not_make_the_sweeps_write_final(store, aws, clock):
+    """The job's `outcomes` counter can run ahead of its rows (a push counted before its chunk
+    settled, the row then FAILED): the sweep asks for a write, but only the rows decide whether
+    it is final, so the row still without an outcome keeps the job awaiting (and reconciled)."""
+    settled_job(store, accepted=2)
+    finisher, requests, service = services(store, aws, clock, queued=True, final_wait_s=3600)
+    finisher.settled(JOB)  # the first write, at T0
+    WebhookService(store, reports=requests).handle(push(1))
+    store.jobs.add_to_job(JOB, outcomes=1)  # counted for a row that then settled otherwise
+    clock.t = T0 + 600
+    assert service.sweep() == [JOB]  # the counter says all in: a write is asked for
+    [message] = [m for m in _receive_all(aws) if json.loads(m["Body"])["kind"] != "settled"]
+    assert json.loads(message["Body"])["kind"] == "outcome"  # not "final": the wait is not over
+    assert service.handle(message["Body"]) == "rewritten"
+    assert summary(aws[0])["outcomes"] == {"arrived": 1, "pending": 1, "final": False}
+    assert JOB in list(store.jobs.awaiting_outcomes())

@@ -183,8 +183,7 @@ class ReportService:
     def sweep(self) -> list[str]:
         """The schedule: every awaiting job whose outcomes are all in, or whose final wait is
         over, gets a (final) write requested, booked (`claim_report_slot`) `SWEEP_BOOKING_S`
-        ahead; a job with a write booked in the future is left to it (that write is final: it
-        sees no outcome pending, or the wait over). Returns the ids asked for."""
+        ahead; a job with a write booked in the future is left to it. Returns the ids asked for."""
         asked = []
         now = self.clock()
         for job in self.store.jobs.awaiting_outcomes():
@@ -208,7 +207,11 @@ class ReportService:
             if not self.store.jobs.claim_report_slot(job, meta.report_next_at, at):
                 continue  # someone booked it meanwhile
             try:
-                self.requests.send(job, "final")  # the final write either way: no outcome pending, or the wait over
+                # "final" only when the wait is over. With every outcome in by the job's counter,
+                # the write decides from the rows (the counter can run ahead of them: a push
+                # that came before its chunk settled), so a row still without its outcome keeps
+                # the job awaiting, and reconciled, until then.
+                self.requests.send(job, "final" if overdue else "outcome")
                 asked.append(job)
             except Exception:  # one job must not stop the others; the next run asks again
                 logger.exception("could not request a job's final report", extra={"job": job})
