@@ -53,6 +53,21 @@ def start_run(tmp_path: Path, sim: PhononSimulator, rows: int) -> tuple[subproce
     return child, state
 
 
+def quiet_requests(sim: PhononSimulator, quiet_s: float = 2.0, cap_s: float = 30.0) -> int:
+    """The simulator's request count once it has not changed for `quiet_s` (the requests in
+    flight when a pause was written are answered), waiting `cap_s` at most."""
+    deadline = time.monotonic() + cap_s
+    last, since = sim.stats()["requests"], time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = sim.stats()["requests"]
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise AssertionError(f"requests still arriving after {cap_s:g} s ({last})")
+
+
 def test_pause_resume_a_live_local_run_from_another_terminal(tmp_path):
     # Given a local run of 300 rows at 600 calls a minute (30 s of sending), in its own process
     with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
@@ -66,8 +81,7 @@ def test_pause_resume_a_live_local_run_from_another_terminal(tmp_path):
             answer = json.loads(paused.stdout)
             assert answer["state"] == "paused" and answer["already"] is False and answer["key"] == "incoming/slow.csv"
             # Then, once the requests in flight are answered, the simulator hears nothing more
-            time.sleep(2)
-            held = sim.stats()["requests"]
+            held = quiet_requests(sim)
             time.sleep(5)
             assert sim.stats()["requests"] == held and child.poll() is None
             assert sim.stats()["calls_accepted"] < 300
@@ -125,7 +139,7 @@ def test_ctrl_c_still_stops_a_paused_local_run(tmp_path):
         try:
             wait_for(lambda: sim.stats()["calls_accepted"] >= 20, 120, child)
             assert cli("pause", "--key", "slow.csv", "--state-dir", str(state)).returncode == 0
-            time.sleep(2)
+            quiet_requests(sim)  # it is paused: nothing more goes out
             # When the person presses Ctrl-C while it waits
             os.killpg(child.pid, signal.SIGINT)
             stdout, stderr = child.communicate(timeout=120)
@@ -135,6 +149,7 @@ def test_ctrl_c_still_stops_a_paused_local_run(tmp_path):
         stats = sim.stats()
     # Then it stops as any run does: exit 130, every row in the report, the unsent ones CANCELLED
     assert child.returncode == 130, stderr[-3000:]
+    assert "paused: incoming/slow.csv" in stderr  # it was paused when Ctrl-C came
     report = read_report(json.loads(stdout)["files"][0]["report"])
     accepted = {r["client-identifier"] for r in report if r["status"] == "ACCEPTED"}
     assert len(report) == 200 and accepted == set(stats["calls_by_client_identifier"])

@@ -297,7 +297,7 @@ def test_the_sweep_books_its_request_so_a_backlogged_report_function_is_not_aske
     for run in range(2, 14):
         clock.t = T0 + 3600 + run * 300
         asked += len(service.sweep())
-    assert asked <= 6
+    assert 1 <= asked <= 6  # asked again while unserved (a lost request is not lost for good), not every run
     # and once it gets to them, the first request writes the final report, the rest nothing
     messages = _receive_all(aws)
     assert {json.loads(m["Body"])["kind"] for m in messages} == {"final"}
@@ -447,15 +447,20 @@ def test_two_writes_of_one_job_never_overlap_so_an_older_read_never_lands_after_
             hook.handle(push(row))
         inner.append(service.handle(json.dumps({"job": JOB, "kind": "final"})))
 
+    sent: list[tuple[str, str]] = []
+    real_send = requests.send
+
+    def recording_send(job: str, kind: str, delay_s: float = 0) -> None:
+        sent.append((job, kind))
+        real_send(job, kind, delay_s)
+
+    requests.send = recording_send  # type: ignore[method-assign]
     slow.during, slow.armed = second_writer, True
     clock.t = T0 + 120
     assert service.write(JOB) == "rewritten"  # read the rows before the outcomes came
     assert inner == ["busy"]  # the second writer did not overlap the first one
     assert summary(s3)["outcomes"] == {"arrived": 0, "pending": 3, "final": False}  # the older read, for now
-    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                   AttributeNames=["All"]).get("Messages", [])
-    asked = [m for m in messages if json.loads(m["Body"])["kind"] == "final"]
-    assert len(asked) <= 1  # moto delivers delayed messages at once; the request exists either way
+    assert (JOB, "final") in sent  # the busy request was asked again, not dropped
     assert service.handle(json.dumps({"job": JOB, "kind": "final"})) == "rewritten"  # the retry, now free
     assert summary(s3)["outcomes"] == {"arrived": 3, "pending": 0, "final": True}
     assert store.jobs.get_job(JOB)["report_final"] is True
