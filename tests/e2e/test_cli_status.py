@@ -94,7 +94,7 @@ def test_status_of_a_live_local_run_from_another_terminal(tmp_path):
             assert found.returncode == 0, found.stderr
             [call] = json.loads(found.stdout)["calls"]
             assert call["row"] == 1 and call["status"] == "ACCEPTED" and call["request_id"]
-            # a paused job says so (helper C's pause), with its reason
+            # a paused job says so, with its reason
             assert cli("pause", "--key", "slow.csv", "--reason", "check the script", "--state-dir", str(state)
                        ).returncode == 0
             text = cli("status", "--key", "slow.csv", "--state-dir", str(state))

@@ -183,7 +183,7 @@ def test_lookup_of_an_unmatched_push_shows_what_the_results_table_has(any_store)
 
 # ---------------------------------------------------------------------- the command
 def _target(store):
-    """A stand-in for devkit stack.py's `connect(...)` result (CONTRACT 7): the store, the
+    """A stand-in for devkit stack.py's `connect(...)` result: the store, the
     bucket and the settings; no queues."""
     return SimpleNamespace(store=store, bucket="b", settings=Settings(records_per_minute=600), sqs=None, queues={},
                            s3=None)

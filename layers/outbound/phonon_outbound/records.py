@@ -174,8 +174,9 @@ class Job:
     @property
     def all_outcomes_in(self) -> bool:
         """Every ACCEPTED row has its outcome: the `outcomes` counter (the webhook counts the
-        first outcome of an ACCEPTED row only) reaches the accepted rows. The report sweep and
-        the reconciler's shortcut both use this, so they agree on when a job is done."""
+        first outcome of an ACCEPTED row only) reaches the accepted rows. The report sweep asks
+        for a write then; the write itself, and the reconciler, go by the rows (the counter can
+        run ahead of them: a push counted before its chunk settled)."""
         return self.outcomes >= int(self.counts.get("accepted", self.accepted))
 
     @classmethod

@@ -192,7 +192,7 @@ class ReportService:
                 self.store.jobs.note_awaiting(job, False)
                 continue
             overdue = now - meta.report_written_at >= self.final_wait_s
-            if not meta.all_outcomes_in and not overdue:  # the reconciler's test too
+            if not meta.all_outcomes_in and not overdue:
                 continue
             if not self.requests.queue_url:  # in-line: written now, nothing is left waiting
                 try:

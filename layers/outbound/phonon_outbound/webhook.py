@@ -407,13 +407,14 @@ def outcome_of(push: FlowEndPush | dict) -> dict:
     """The call's outcome in our own attribute names (the last connected attempt, else the last)."""
     if isinstance(push, dict):
         push = parse(event={"phonon-uuid": "x", **push}, model=FlowEndPush)
+    from .events_out import _chosen_attempt  # the one rule for which attempt speaks for the call
+
     out: dict[str, Any] = {}
     attempts = push.call_details or []
     if attempts:
         out["attempts"] = len(attempts)
-        connected = [a for a in attempts if a.connect_time or a.duration]
-        out["connected"] = bool(connected)
-        last = connected[-1] if connected else attempts[-1]
+        last = attempts[_chosen_attempt(push)]
+        out["connected"] = bool(last.connect_time or last.duration)
         if last.duration is not None:
             out["duration"] = last.duration
         if last.hangup_cause:
@@ -622,7 +623,7 @@ class WebhookService:
             raise self._conflict("the phonon-uuid is already recorded for another row")
         if newly_set:  # once per row: a replay (or the pull after the push) adds nothing
             # `outcomes` counts ACCEPTED rows only: it is held against the job's accepted rows
-            # (Job.all_outcomes_in: the report sweep and the reconciler), so the outcome of a
+            # (Job.all_outcomes_in: the report sweep's trigger), so the outcome of a
             # FAILED row Phonon ran anyway must not make up for an ACCEPTED row still without
             # one. A row whose chunk has not settled yet (no `info`) is counted as before.
             accepted_row = not info or info.get("status") == Status.ACCEPTED

@@ -67,7 +67,7 @@ class RowsRepository(Protocol):
     def any_without_outcome(self, job: str, rows: Iterable[int]) -> bool: ...
 
 
-# A row's flow-end outcome on its ROW# item (docs/contract.md, "Outcomes"; CONTRACT interface 1).
+# A row's flow-end outcome on its ROW# item (docs/contract.md, "Outcomes").
 OUTCOME_ATTRS = ("outcome", "duration", "attempts", "hangup_cause", "dtmf", "ended_at", "delivery", "outcome_at",
                  "outcome_src")
 # Kept from the first record of an outcome (a pull after the push does not say it came first).
