@@ -3,7 +3,11 @@ in-process `mock_aws`), so tests and the template cannot drift apart."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -69,3 +73,20 @@ def peer_store(any_store):
     if isinstance(any_store, MemoryStore):
         return MemoryStore(tables=any_store.tables)
     return Store(any_store.state.name, any_store.results.table.name, boto3.resource("dynamodb", region_name="us-east-1"))
+
+
+@contextmanager
+def service_log() -> Iterator[io.StringIO]:
+    """What the service's logger (observability.logger) writes meanwhile, through its own
+    registered (masking) formatter: for tests that check what a log line holds or never holds."""
+    from phonon_outbound.observability import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    std = logging.getLogger(logger.name)
+    std.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        std.removeHandler(handler)

@@ -9,7 +9,6 @@ is lost, so every accepted row waits for the reconciler."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
@@ -23,6 +22,7 @@ from phonon_outbound.status import Status
 from phonon_outbound.webhook import WebhookError, WebhookService
 from phonon_outbound_dev.local.runner import FakeContext
 from phonon_outbound_dev.simulator import DEMO_FLOW_ID, DEMO_SECURITY_ID, PhononSimulator
+from tests.conftest import service_log
 
 from . import test_ingest_on_fakes as _world
 from .test_ingest_on_fakes import World, contacts, good_rows
@@ -155,15 +155,8 @@ def test_a_flow_the_pull_api_refuses_is_not_asked_again_in_the_run(make_world, s
     p = Pulling(make_world, sim, "200")
     job = p.send_file(450)  # three pulls' worth
     sim.add_flow(DEMO_FLOW_ID, "Z" * 64)  # the security-id we hold is no longer the flow's
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    std = logging.getLogger(logger.name)
-    std.addHandler(handler)
-    try:
+    with service_log() as stream:
         summary = p.run(job)
-    finally:
-        std.removeHandler(handler)
     assert [(q["http"], q["code"]) for q in sim.pull_log()] == [(202, 202)]
     assert (summary["errors"], summary["pulled"]) == (1, 0)
     # said as an error, naming the flow and Phonon's answer, never the security-id or a number

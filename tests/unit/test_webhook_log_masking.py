@@ -11,6 +11,7 @@ import pytest
 
 from phonon_outbound.observability import MASK, PiiMaskingFormatter, logger, mask_text, register_secret
 from phonon_outbound.webhook import Credentials
+from tests.conftest import service_log
 
 
 @pytest.mark.parametrize("number", [
@@ -86,15 +87,8 @@ def test_the_webhook_credentials_are_registered_when_read(capsys):
 
 
 def test_the_service_logger_masks_what_it_writes():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    std = logging.getLogger(logger.name)
-    std.addHandler(handler)
-    try:
+    with service_log() as stream:
         logger.warning("number 919812345670 in a message", extra={"numbers": ["+919812345671"]})
-    finally:
-        std.removeHandler(handler)
     assert "9812345670" not in stream.getvalue() and "9812345671" not in stream.getvalue()
     assert isinstance(logger.registered_formatter, PiiMaskingFormatter)
 
