@@ -29,13 +29,12 @@ never into a log line.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .flows import FLOW_ID_RE, not_a_flow_id
-from .observability import count, logger
+from .observability import count, logger, mask_digit_runs
 from .records import MAX_JOB_ID_CHARS, Job
 from .store import Store
 
@@ -47,7 +46,6 @@ MAX_KEY_BYTES = 1024  # S3's longest object key, in UTF-8 bytes (not characters)
 REFUSED_CODES = frozenset({"ValidationException", "ValidationError", "InvalidParameterValue", "InvalidArgument",
                            "KeyTooLongError"})
 INCOMING = "incoming/"
-_LONG_DIGITS = re.compile(r"\d{7,}")
 
 
 class ControlError(ValueError):
@@ -109,9 +107,7 @@ class ControlTarget:
 def clean_reason(text: Any, default: str) -> str:
     """An operator's reason fit for the job item and the report: one line, bounded, any run of
     7+ digits (a phone number) masked to its last 3 digits."""
-    text = " ".join(str(text or "").split())
-    text = _LONG_DIGITS.sub(lambda m: "•" * (len(m.group()) - 3) + m.group()[-3:], text)
-    text = text[:MAX_REASON_CHARS]
+    text = mask_digit_runs(" ".join(str(text or "").split()))[:MAX_REASON_CHARS]
     return text or default
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -53,7 +52,7 @@ from .api.client import PhononClient
 from .flows import FlowSecrets, UnknownFlow
 from .jobs import ReportTrigger
 from .limiter import CircuitBreaker, RateLimiter
-from .observability import count, logger
+from .observability import count, logger, mask_digit_runs
 from .outcomes import ChunkOutcome, Decision, Done, Fate, HandBack, Poison, RetryAfter, RowOutcome
 from .records import ChunkMessage, ChunkRef, Job, PoisonMessage, parse_row_ref, row_ref
 from .settings import Settings
@@ -105,14 +104,12 @@ def backoff_s(attempt: int, base: float, cap: float) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-_LONG_DIGITS = re.compile(r"\d{7,}")
 
 
 def safe_reason(text: str) -> str:
     """An error's text fit for a report reason: one line, bounded, and any run of 7+ digits (a
-    phone number could hide in a library's message) masked to its last 3 digits. A regex, not
-    a masking library: the text is ours or a library's message, not a structured record."""
-    text = _LONG_DIGITS.sub(lambda m: "•" * (len(m.group()) - 3) + m.group()[-3:], redact(" ".join(str(text).split())))
+    phone number could hide in a library's message) masked to its last 3 digits."""
+    text = mask_digit_runs(redact(" ".join(str(text).split())))
     return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "…"
 
 

@@ -68,6 +68,17 @@ def register_secret(value: str | None) -> None:
             _secrets = tuple(sorted({*_secrets, value}, key=len, reverse=True))
 
 
+_DIGIT_RUN = re.compile(r"\d{7,}")
+
+
+def mask_digit_runs(text: str) -> str:
+    """Every run of 7+ digits (a phone number could hide in it) masked to its last 3 digits:
+    for short texts written into a job item or a report (a reason, a source), where a log's
+    full masking (`mask_text`) is not needed. A regex, not a masking library: the text is ours
+    or a library's message, not a structured record."""
+    return _DIGIT_RUN.sub(lambda m: "•" * (len(m.group()) - 3) + m.group()[-3:], text)
+
+
 def mask_text(text: str) -> str:
     """`text` with registered secrets, inline credentials and phone-like numbers masked."""
     if not text:

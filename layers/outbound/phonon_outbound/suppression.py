@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .observability import count, logger, register_secret
+from .observability import count, logger, mask_digit_runs, register_secret
 from .records import row_ref
 from .status import Status
 from .store.common import (
@@ -200,9 +200,7 @@ def entries_of(item: dict) -> list[Entry]:
 def clean_source(text: str) -> str:
     """A source fit for a reason: one line, bounded, long digit runs masked (a file name could
     carry a number)."""
-    text = " ".join(str(text).split())
-    text = re.sub(r"\d{7,}", lambda m: "•" * (len(m.group()) - 3) + m.group()[-3:], text)
-    return text[:_SOURCE_MAX]
+    return mask_digit_runs(" ".join(str(text).split()))[:_SOURCE_MAX]
 
 
 # ---------------------------------------------------------------------------------- storage
