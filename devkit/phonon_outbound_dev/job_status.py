@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from phonon_outbound.control import job_of_key
 from phonon_outbound.records import Job, JobStatus
 from phonon_outbound.reports import GROUP_METRICS, PENDING, neutralize, outcome_group
 from phonon_outbound.store import decode_outcomes, job_pk
@@ -229,18 +230,6 @@ def picture(store: Any, job_id: str, limit: int, now: float | None = None, outco
     else:
         pic.mix_skipped = f"{rows:,} rows: give --outcomes to read every row's outcome"
     return pic
-
-
-def resolve_job(store: Any, bucket: str, key: str, version: str = "") -> str | None:
-    """The job of an S3 key: that version's, else the newest upload's. The key may be given
-    with or without `incoming/`."""
-    for k in (key, f"incoming/{key}") if not key.startswith("incoming/") else (key,):
-        items = store.jobs.jobs_for_key(bucket, k)
-        if version:
-            items = [i for i in items if str(i.get("version", "")) == version]
-        if items:
-            return str(items[-1].get("job", "")) or None
-    return None
 
 
 # ---------------------------------------------------------------------- a local run's summary
@@ -719,7 +708,7 @@ def _status(args: Any) -> int:
     limit = rate_limit(target, args.stack)
     job_id = args.job
     if args.key:
-        job_id = resolve_job(store, target.bucket, args.key, args.version or "")
+        job_id = job_of_key(store, target.bucket, args.key, args.version or "")
         if not job_id:
             print(f"phonon-outbound: no job for key {safe(args.key)}" + (f" version {safe(args.version)}"
                   if args.version else ""), file=sys.stderr)
@@ -764,4 +753,4 @@ def _status(args: Any) -> int:
 
 
 __all__ = ["JobPicture", "active_jobs", "add_parser", "cmd_status", "lookup", "outcome_mix", "per_minute", "picture", "rate_now",
-           "resolve_job", "settled_chunks"]
+           "settled_chunks"]

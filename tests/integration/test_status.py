@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from phonon_outbound.control import job_of_key
 from phonon_outbound.settings import Settings
 from phonon_outbound_dev import cli
 from phonon_outbound_dev import job_status as st
@@ -102,10 +103,10 @@ def test_active_jobs_and_key_resolution(any_store):
     _job(any_store, "job-b", "incoming/b.csv")
     any_store.jobs.update_job("job-b", completed=True, status="COMPLETED")
     assert st.active_jobs(any_store) == [a]
-    assert st.resolve_job(any_store, "b", "a.csv") == a
-    assert st.resolve_job(any_store, "b", "incoming/a.csv", "v1") == a
-    assert st.resolve_job(any_store, "b", "incoming/a.csv", "v2") is None
-    assert st.resolve_job(any_store, "b", "nothing.csv") is None
+    assert job_of_key(any_store, "b", "a.csv") == a
+    assert job_of_key(any_store, "b", "incoming/a.csv", "v1") == a
+    assert job_of_key(any_store, "b", "incoming/a.csv", "v2") is None
+    assert job_of_key(any_store, "b", "nothing.csv") is None
 
 
 def test_lookup_by_uuid_client_id_and_request_id(any_store):

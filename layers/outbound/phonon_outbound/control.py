@@ -111,6 +111,20 @@ def clean_reason(text: Any, default: str) -> str:
     return text or default
 
 
+def job_of_key(store: Store, bucket: str, key: str, version: str = "") -> str | None:
+    """The key's newest job (by upload time, `store.jobs.jobs_for_key`), or the job of that
+    version of it; None when there is none. A key given without `incoming/` is looked up with it
+    too (`a.csv` = `incoming/a.csv`). Control and `phonon-outbound status` name jobs this way."""
+    keys = [key] + ([INCOMING + key] if not key.startswith(INCOMING) else [])
+    for k in keys:
+        items = store.jobs.jobs_for_key(bucket, k)
+        if version:
+            items = [i for i in items if str(i.get("version") or "") == version]
+        if items:
+            return str(items[-1].get("job", "")) or None
+    return None
+
+
 def refused_by_aws(err: Exception) -> str:
     """The AWS error code when `err` says the request as given can never succeed (a botocore
     ClientError whose code is in REFUSED_CODES, e.g. DynamoDB's ValidationException), else "".
@@ -168,17 +182,11 @@ class ControlService:
         return job, Job.from_item(item)
 
     def _job_of_key(self, key: str, version: str) -> str:
-        """The key's newest job (by upload time), or the job of that version of it. A key given
-        without `incoming/` is looked up with it too (`a.csv` = `incoming/a.csv`)."""
-        keys = [key] + ([INCOMING + key] if not key.startswith(INCOMING) else [])
-        for k in keys:
-            items = self.store.jobs.jobs_for_key(self.bucket, k)
-            if version:
-                items = [i for i in items if str(i.get("version") or "") == version]
-            if items:
-                return str(items[-1].get("job", ""))
-        what = f"key {key}" + (f" version {version}" if version else "")
-        raise UnknownTarget(f"no job for {what} (in bucket {self.bucket})")
+        job = job_of_key(self.store, self.bucket, key, version)
+        if job is None:
+            what = f"key {key}" + (f" version {version}" if version else "")
+            raise UnknownTarget(f"no job for {what} (in bucket {self.bucket})")
+        return job
 
     # ------------------------------------------------------------------ job actions
     @staticmethod
@@ -226,4 +234,4 @@ class ControlService:
 
 
 __all__ = ["ACTIONS", "REFUSED_CODES", "ControlError", "ControlService", "ControlTarget", "UnknownTarget",
-           "clean_reason", "finisher_settled", "refused_by_aws"]
+           "clean_reason", "finisher_settled", "job_of_key", "refused_by_aws"]
