@@ -140,8 +140,11 @@ def job_state(job: Job, paused: str = "") -> str:
 
 
 def _paused_flow(store: Any, job: Job) -> str:
-    """The pause of the job or its flow, as dispatch obeys it (`store.jobs.control`)."""
-    return store.jobs.control(job.id, job.flow)[1] if job.flow else ""
+    """The pause of the job's flow ("" when there is none), read only when the job's own item
+    (already read) says neither paused nor cancelled: what else `store.jobs.control` would add."""
+    if not job.flow or job.paused_reason or job.cancelled_reason:
+        return ""
+    return store.jobs.flow_paused(job.flow)
 
 
 @dataclass
@@ -188,15 +191,17 @@ class JobPicture:
         return cls(**values)
 
 
-def picture(store: Any, job_id: str, limit: int, now: float | None = None, outcomes: bool | None = None) -> JobPicture | None:
+def picture(store: Any, job_id: str, limit: int, now: float | None = None, outcomes: bool | None = None,
+            chunks: list[dict] | None = None) -> JobPicture | None:
     """The job's picture, or None when there is no such job. `outcomes`: read the outcome mix
-    (None: only for jobs up to OUTCOME_ROWS_MAX rows)."""
+    (None: only for jobs up to OUTCOME_ROWS_MAX rows). `chunks`: its `settled_chunks`, when the
+    caller has read them already."""
     now = time.time() if now is None else now
     item = store.jobs.get_job(job_id)
     if not item:
         return None
     job = Job.from_item({**item, "pk": job_pk(job_id)})
-    chunks = settled_chunks(store, job_id)
+    chunks = settled_chunks(store, job_id) if chunks is None else chunks
     counts = {k: int(getattr(job, k, 0)) for k in ("accepted", "failed", "duplicate", "cancelled")}
     for k, v in (job.counts or {}).items():  # the final counts, once written, include rejected and suppressed
         if k != "rows":
@@ -651,14 +656,12 @@ def _write_page(path: Any, pic: JobPicture, title: str) -> str:
 
 
 def _usage(text: str) -> int:
-    """One line on stderr, exit 2. Said here rather than raised: under `python -m
+    """One line on stderr (`cli._err`), exit 2. Said here rather than raised: under `python -m
     phonon_outbound_dev.cli` the module that catches UsageError is `__main__`, not the `.cli`
     this module imports."""
-    import sys
+    from .cli import EXIT_USAGE, _err
 
-    from .cli import EXIT_USAGE
-
-    print(f"phonon-outbound: {text}", file=sys.stderr)
+    _err(text)
     return EXIT_USAGE
 
 
@@ -677,7 +680,6 @@ def cmd_status(args: Any) -> int:
 
 def _status(args: Any) -> int:
     import json
-    import sys
 
     from .cli import EXIT_OK, EXIT_USAGE, UsageError, safe, usable_file
     from .stack import NotRunning
@@ -710,9 +712,7 @@ def _status(args: Any) -> int:
     if args.key:
         job_id = job_of_key(store, target.bucket, args.key, args.version or "")
         if not job_id:
-            print(f"phonon-outbound: no job for key {safe(args.key)}" + (f" version {safe(args.version)}"
-                  if args.version else ""), file=sys.stderr)
-            return EXIT_USAGE
+            return usage(f"no job for key {safe(args.key)}" + (f" version {safe(args.version)}" if args.version else ""))
     if by:
         calls = lookup(store, by, value, job_id)
         if args.json:
@@ -723,8 +723,7 @@ def _status(args: Any) -> int:
     if job_id:
         pic = picture(store, job_id, limit, outcomes=True if args.outcomes else None)
         if pic is None:
-            print(f"phonon-outbound: no job {safe(job_id)}", file=sys.stderr)
-            return EXIT_USAGE
+            return usage(f"no job {safe(job_id)}")
         if args.html and (problem := _write_page(args.html, pic, job_id)):
             return usage(problem)
         if args.json:

@@ -1449,10 +1449,11 @@ class LocalPipeline:
         self.pictures, chunks = [], []
         for f, entry in zip(files, entries, strict=True):
             job = f.obj.job_id if f.obj is not None else ""
-            pic = picture(store, job, self.o.rate, outcomes=False) if job else None
+            settled = settled_chunks(store, job) if job else []
+            pic = picture(store, job, self.o.rate, outcomes=False, chunks=settled) if job else None
             if pic is None:
                 continue
             pic.file, pic.mix, pic.mix_skipped = str(f.path), mix_from_report(entry["report"]), ""
             self.pictures.append(pic)
-            chunks.extend(settled_chunks(store, job))
+            chunks.extend(settled)
         return run_summary(self.pictures, sorted(chunks, key=lambda c: c["at"]), self.o.rate, dlq, webhooks)
