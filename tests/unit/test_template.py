@@ -259,8 +259,10 @@ def test_the_report_function_reads_its_queue_on_a_schedule_too_and_the_requester
     from phonon_outbound.reporting import SWEEP_PERIOD_S
 
     assert props["Events"]["FinalWrites"]["Properties"]["Schedule"] == f"rate({SWEEP_PERIOD_S // 60} minutes)"
+    globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
     for fn in ("IngestFunction", "DispatchFunction", "WebhookFunction", "ReportFunction", "WatchdogFunction"):
-        env = template["Resources"][fn]["Properties"]["Environment"]["Variables"]
+        own = template["Resources"][fn]["Properties"].get("Environment", {}).get("Variables", {})
+        env = {**globals_env, **own}  # SAM merges Globals into each function's environment
         assert env["REPORT_QUEUE_URL"] == {"Ref": "ReportQueue"}, fn
     assert "ReportQueueUrl" in template["Outputs"]
 

@@ -466,10 +466,7 @@ class LocalPipeline:
         self.bucket = env["BUCKET_NAME"]
         self.queue_url = env["CHUNK_QUEUE_URL"]
         self.express_url = env.get("EXPRESS_QUEUE_URL", "")  # the express lane (small jobs; chunking.lane_for)
-        # The report function's queue (its URL is in the functions' own environment, not the
-        # template's Globals): report requests go there and the report worker writes them.
-        self.report_queue_url = self.stack.physical["ReportQueue"]["Ref"]
-        env["REPORT_QUEUE_URL"] = self.report_queue_url
+        self.report_queue_url = env["REPORT_QUEUE_URL"]  # report requests; the report worker writes them
         self.dlq_url = self.stack.physical["ChunkDeadLetterQueue"]["Ref"]
         self.state_table = env["STATE_TABLE"]
         if self.o.state_dir is not None:
