@@ -232,7 +232,9 @@ def make_harness(stack, monkeypatch):
                     "DISPATCH_PARALLELISM": "1",
                     # one lane unless a test asks for the express lane (its chunks are then on
                     # EXPRESS_QUEUE_URL, which `receive` and `drain` do not read)
-                    "EXPRESS_MAX_ROWS": "0"})
+                    "EXPRESS_MAX_ROWS": "0",
+                    # reports written in-line: the harness has no report worker draining ReportQueue
+                    "REPORT_QUEUE_URL": ""})
         env.update({k.upper(): str(v) for k, v in settings.items()})
         for k, v in env.items():
             monkeypatch.setenv(k, v)

@@ -35,13 +35,16 @@ from .store.common import ACTIVE_INDEX
 MAX_LOGGED_JOBS = 100
 
 
-def stale_jobs(store: Store, stale_s: float, now: float | None = None) -> list[dict[str, Any]]:
+def stale_jobs(store: Store, stale_s: float, now: float | None = None,
+               active: list[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
     """Active jobs whose `updated_at` is more than `stale_s` seconds ago, oldest first
     (`store.jobs.stale_jobs`, the `active-jobs` index): [{"job": id, "updated_at": epoch s,
-    "idle_s": seconds}]."""
+    "idle_s": seconds}]. `active`: every active job's (id, updated_at), when the caller has
+    read them already (`check`: the same Query gives `ActiveJobs`)."""
     now = time.time() if now is None else now
-    return [{"job": job, "updated_at": updated, "idle_s": int(now - updated)}
-            for job, updated in store.jobs.stale_jobs(int(now - stale_s))]
+    cutoff = int(now - stale_s)
+    pairs = store.jobs.stale_jobs(cutoff) if active is None else (p for p in active if p[1] < cutoff)
+    return [{"job": job, "updated_at": updated, "idle_s": int(now - updated)} for job, updated in pairs]
 
 
 def active_jobs(store: Store, now: float | None = None) -> list[str]:
@@ -51,57 +54,50 @@ def active_jobs(store: Store, now: float | None = None) -> list[str]:
     return [job for job, _ in store.jobs.stale_jobs(int(now) + 1)]
 
 
-def active_count(store: Store, now: float | None = None) -> int:
-    """Jobs not completed (`active_jobs`): the metric `ActiveJobs`, emitted on every run (0
-    included) for the dashboard."""
-    return len(active_jobs(store, now))
-
-
-def recover_reports(store: Store, reports: Any, jobs: list[dict[str, Any]], now: float | None = None) -> list[str]:
+def recover_reports(reports: Any, metas: dict[str, Job], now: float) -> list[str]:
     """Ask the report function (`reports`: `reporting.ReportRequests`) for the report of every
-    stale job that only lacks it (ingest done, every chunk settled, not completed) and whose
-    finalize lease is free (a writer holding it is at work, or its lease has not run out yet).
-    Returns the ids of the jobs whose report was requested."""
-    now = time.time() if now is None else now
+    stale job (`metas`: their items, read once by `check`) that only lacks it (every chunk
+    settled, ingest done with them, not completed) and whose finalize lease is free (a writer
+    holding it is at work, or its lease has not run out yet). Returns the ids of the jobs whose
+    report was requested."""
     requested = []
-    for j in jobs:
-        item = store.jobs.get_job(j["job"])
-        meta = Job.from_item(item)
-        if not item or meta.completed or not meta.ingest_done or not meta.all_chunks_settled:
-            continue
-        if meta.finalizing > now:
+    for job, meta in metas.items():
+        if meta.completed or not meta.all_chunks_settled or meta.finalizing > now:
             continue
         try:
-            reports.settled(j["job"], meta)
-            requested.append(j["job"])
+            reports.settled(job, meta)
+            requested.append(job)
         except Exception:  # one job's failure must not stop the others; the next run asks again
-            logger.exception("could not request a stale job's report", extra={"job": j["job"]})
+            logger.exception("could not request a stale job's report", extra={"job": job})
     return requested
 
 
-def _paused(store: Store, job: str) -> bool:
-    """Whether the job or its flow is paused (`store.jobs.control`)."""
-    meta = Job.from_item(store.jobs.get_job(job))
-    return bool(store.jobs.control(job, meta.flow)[1])
+def _paused(store: Store, meta: Job) -> bool:
+    """Whether the job or its flow is paused, as `store.jobs.control` says, from the job's item
+    already read (a cancelled job's flow pause does not hold it)."""
+    return bool(meta.paused_reason) or (not meta.cancelled_reason and bool(store.jobs.flow_paused(meta.flow)))
 
 
 def check(store: Store, stale_minutes: float, now: float | None = None, reports: Any = None) -> dict[str, Any]:
     """Find the stale jobs, ask the report function (with `reports`) for the reports only they
     lack, emit `StaleJobs` for the rest, log their ids; returns {"stale_jobs": n, "jobs": [ids],
     "reports_requested": [ids]}."""
-    jobs = stale_jobs(store, stale_minutes * 60, now)
-    requested = recover_reports(store, reports, jobs, now) if reports is not None else []
+    now = time.time() if now is None else now
+    active = list(store.jobs.stale_jobs(int(now) + 1))  # every job not completed: one Query of the index
+    jobs = stale_jobs(store, stale_minutes * 60, now, active)
+    metas = {j["job"]: Job.from_item(store.jobs.get_job(j["job"])) for j in jobs}  # each stale job's item, once
+    requested = recover_reports(reports, metas, now) if reports is not None else []
     if requested:
         logger.warning("reports requested for stale jobs", extra={"jobs": requested[:MAX_LOGGED_JOBS]})
         jobs = [j for j in jobs if j["job"] not in set(requested)]
     # A job an operator paused (or whose flow is paused) is still by choice: no alarm for it
     # (docs/operating.md, "Pause, resume, cancel"); it is stale again once resumed and idle.
-    paused = [j["job"] for j in jobs if _paused(store, j["job"])]
+    paused = [j["job"] for j in jobs if _paused(store, metas[j["job"]])]
     if paused:
         logger.info("paused jobs are not counted as stale", extra={"jobs": paused[:MAX_LOGGED_JOBS]})
         jobs = [j for j in jobs if j["job"] not in set(paused)]
     count("StaleJobs", len(jobs))
-    count("ActiveJobs", active_count(store, now))
+    count("ActiveJobs", len(active))
     if jobs:
         logger.warning("jobs have not moved", extra={
             "stale_jobs": len(jobs), "stale_after_minutes": stale_minutes,
@@ -111,4 +107,4 @@ def check(store: Store, stale_minutes: float, now: float | None = None, reports:
     return {"stale_jobs": len(jobs), "jobs": [j["job"] for j in jobs], "reports_requested": requested}
 
 
-__all__ = ["ACTIVE_INDEX", "active_count", "active_jobs", "check", "recover_reports", "stale_jobs"]
+__all__ = ["ACTIVE_INDEX", "active_jobs", "check", "recover_reports", "stale_jobs"]
