@@ -106,7 +106,8 @@ class Pipeline:
                     "RETRY_MAX_S": "0", "CHUNK_LEASE_S": "2", "INGEST_TIME_MARGIN_S": "0",
                     "DISPATCH_MAX_WAIT_S": "5", "API_READ_TIMEOUT_S": "5", "DISPATCH_PARALLELISM": "1",
                     "POWERTOOLS_LOG_LEVEL": "DEBUG", "BATCH_SIZE": "4",
-                    "EXPRESS_MAX_ROWS": "0"})  # one lane: the harness drains the chunk queue
+                    "EXPRESS_MAX_ROWS": "0",  # one lane: the harness drains the chunk queue
+                    "REPORT_QUEUE_URL": ""})  # reports in-line: the harness has no report worker
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         sm = boto3.client("secretsmanager", region_name="us-east-1")
