@@ -61,6 +61,22 @@ def test_given_chunk_outcomes_and_row_items_then_every_row_is_read_once_in_row_o
     assert "phonon_uuid" not in rows[4]
 
 
+def test_given_a_bare_row_key_mid_update_then_readers_take_it_for_nothing_yet(make_harness):
+    """moto's UpdateItem puts a new item's bare key before applying its SET, so a report read
+    while a webhook records a row's outcome can meet an item with only pk and sk."""
+    from phonon_outbound.store.common import job_pk, row_sk
+
+    make_harness()
+    store = wiring.store()
+    store.rows.put_outcomes("J5", 0, [outcome(1), outcome(2), outcome(3)], at=1)
+    for row in (2, 9):
+        store.rows.table.put_item(Item={"pk": job_pk("J5"), "sk": row_sk(row)})
+    assert [(r["row"], r["status"]) for r in store.rows.iter_outcomes("J5")] == [
+        (1, "ACCEPTED"), (2, "ACCEPTED"), (3, "ACCEPTED")]
+    assert store.rows.get_outcome("J5", 2)["cid"] == "C2"
+    assert store.rows.get_outcome("J5", 9) is None
+
+
 def test_given_a_chunk_outcome_item_then_a_row_finds_its_chunk_and_other_rows_do_not(make_harness):
     make_harness()
     store = wiring.store()

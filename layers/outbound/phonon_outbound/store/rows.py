@@ -106,6 +106,11 @@ def merge_outcomes(chunk_items: Iterable[dict], row_items: Iterable[dict]) -> It
 
     def from_rows() -> Iterator[tuple[int, int, dict]]:
         for item in row_items:
+            if "row" not in item:
+                # A key-only item: moto's UpdateItem puts the bare key first and applies the SET
+                # after, so a concurrent Query can see it (DynamoDB never shows one). It says
+                # nothing yet; the update that creates it brings the row with it.
+                continue
             yield int(item["row"]), 1, item
 
     current: dict | None = None
