@@ -24,20 +24,24 @@ TASK_ANSWERS = {"states:SendTaskSuccess", "states:SendTaskFailure"}
 NO_RESOURCE_LEVEL = TASK_ANSWERS  # a task token names the task; IAM cannot scope it
 
 ALLOWED: dict[str, set[str]] = {
-    "IngestFunction": LOGS | XRAY | TASK_ANSWERS | {
-        "s3:GetObject", "s3:GetObjectVersion",  # the contact file (a version, when the event names one)
+    # Ingest writes no results report, publishes no completion event and answers no task token:
+    # every report of its jobs (done, rejected, failed, cancelled, a cancel/ file, a control
+    # event) is a request on ReportQueue (reporting.ReportRequests.settled, REPORT_QUEUE_URL
+    # from Globals); the report function writes it. Hence no TASK_ANSWERS, no events:PutEvents.
+    "IngestFunction": LOGS | XRAY | {
+        "s3:GetObject", "s3:GetObjectVersion",  # the contact file (a version, when the event names one); HeadObject
         "s3:ListBucket",  # a deleted file reads as 404, not 403
-        "s3:PutObject", "s3:AbortMultipartUpload",  # reports of rejected files
-        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
-        "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",  # jobs, object claims, rows, key index
-        "sqs:SendMessage",  # chunks; and the on-failure destination
+        "s3:PutObject",  # a suppress/ file's small report, under reports/suppress/ only (suppress_intake.py)
+        # the state table: jobs, object claims, report-name claims, the key index, pause / resume /
+        # cancel (GetItem, PutItem, UpdateItem, Query); rejected and suppressed rows (BatchWriteItem)
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:BatchWriteItem",
+        "sqs:SendMessage",  # chunks; report requests; and the on-failure destination
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",  # failure queue event source
         "secretsmanager:DescribeSecret",  # the flow exists (never its security-id)
-        "events:PutEvents",  # completion events
         "lambda:InvokeFunction",  # continue a long file in a fresh invocation (itself)
         # the suppression list: check rows (BatchGetItem), fill it from suppress/ files and events
         # (GetItem, UpdateItem); its salt (GetSecretValue, decrypted through Secrets Manager only)
-        "secretsmanager:GetSecretValue", "kms:Decrypt",
+        "dynamodb:BatchGetItem", "secretsmanager:GetSecretValue", "kms:Decrypt",
     },
     "IntakeFunction": LOGS | XRAY | {
         "s3:PutObject",  # a request's contact file, under incoming/requests/ only
@@ -47,15 +51,15 @@ ALLOWED: dict[str, set[str]] = {
         "events:PutEvents",  # a rejected request's completion event
         "states:SendTaskFailure",  # a rejected request's task token
     },
-    "DispatchFunction": LOGS | XRAY | TASK_ANSWERS | {
+    # Dispatch, like ingest, only asks for a settled job's report (ReportQueue): no S3 at all,
+    # no events:PutEvents, no TASK_ANSWERS.
+    "DispatchFunction": LOGS | XRAY | {
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
-        "sqs:SendMessage",  # requeue with a delay
+        "sqs:SendMessage",  # requeue with a delay; report requests
         "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query",
         "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",  # chunk ledger, dedupe claims, limiter, outcomes
-        "s3:PutObject", "s3:AbortMultipartUpload",  # reports
         "secretsmanager:GetSecretValue",  # flow security-ids
         "kms:Decrypt",  # flow secrets encrypted with the stack's key, through Secrets Manager only
-        "events:PutEvents",
     },
     "WebhookFunction": LOGS | XRAY | {
         "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query",
@@ -206,14 +210,44 @@ def test_intake_writes_only_request_files_and_decrypts_only_through_sqs(cfn):
             assert st["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}}}
 
 
-@pytest.mark.parametrize("function", ["IngestFunction", "DispatchFunction"])
-def test_object_access_is_limited_to_its_key_prefix(cfn, function):
-    grants = _grants(cfn, function)
-    for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
-        assert grants[action] and all(r.endswith('/reports/*"}') for r in grants[action]), grants[action]
+def test_ingest_reads_contact_and_suppression_files_and_writes_only_suppression_file_reports(cfn):
+    grants = _grants(cfn, "IngestFunction")
     for action in ("s3:GetObject", "s3:GetObjectVersion"):  # contact files, and suppression files
-        assert all(r.endswith(('/incoming/*"}', '/suppress/*"}')) for r in grants.get(action, [])), grants.get(action)
-    assert function == "IngestFunction" or "s3:GetObject" not in grants
+        assert sorted(grants[action]) == ['{"Fn::Sub": "${ContactsBucket.Arn}/incoming/*"}',
+                                          '{"Fn::Sub": "${ContactsBucket.Arn}/suppress/*"}'], grants[action]
+    # suppress_intake.import_object's one PutObject (reports/<suppress/ key>.<time>.suppress.json);
+    # a contact file's results report is the report function's (no multipart upload here)
+    assert grants["s3:PutObject"] == ['{"Fn::Sub": "${ContactsBucket.Arn}/reports/suppress/*"}']
+    assert "s3:AbortMultipartUpload" not in grants
+
+
+@pytest.mark.parametrize("function", ["IngestFunction", "DispatchFunction"])
+def test_ingest_and_dispatch_only_ask_for_reports(cfn, function):
+    """REPORT_QUEUE_URL is set for every function (Globals), so `wiring.reports()` sends a
+    request to ReportQueue and the report function writes the report, publishes `Outbound Job
+    Completed` and answers the task token: neither function may do any of those itself."""
+    grants = _grants(cfn, function)
+    assert grants["sqs:SendMessage"] and any("ReportQueue" in r for r in grants["sqs:SendMessage"])
+    assert not [a for a in grants if a.startswith(("events:", "states:"))], function
+    assert not [r for a, res in grants.items() if a.startswith("s3:Put") for r in res if "/reports/*" in r]
+    assert function == "IngestFunction" or not [a for a in grants if a.startswith("s3:")]
+    # the premise: the deployed function has the report queue (SAM merges it in from Globals)
+    env = cfn["Resources"][function]["Properties"]["Environment"]["Variables"]
+    assert env["REPORT_QUEUE_URL"] == {"Ref": "ReportQueue"}
+
+
+def test_ingest_batch_reads_only_the_suppression_list(cfn):
+    grants = _grants(cfn, "IngestFunction")
+    assert grants["dynamodb:BatchGetItem"] == ['{"Fn::GetAtt": ["SuppressionTable", "Arn"]}']
+
+
+def test_only_the_report_function_writes_results_reports_and_answers_job_completion(cfn):
+    for function in ALLOWED:
+        grants = _grants(cfn, function)
+        writes_reports = any("/reports/*" in r for r in grants.get("s3:PutObject", []))
+        assert writes_reports == (function == "ReportFunction"), function
+        answers = "states:SendTaskSuccess" in grants
+        assert answers == (function == "ReportFunction"), function
 
 
 def test_no_resource_wildcard_but_for_actions_without_resource_level_permissions(cfn):
