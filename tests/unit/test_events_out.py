@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from phonon_outbound import events_out as eo
+from phonon_outbound.dtmf import keys_pressed
 from phonon_outbound.records import Job, JobStatus
 from phonon_outbound.status import Status
 from phonon_outbound.webhook import outcome_of, parse_push
@@ -179,8 +180,9 @@ def test_an_unanswered_call_without_dtmf_and_a_wrapped_body():
 def test_dtmf_is_bounded_and_only_keys_of_a_keypad():
     push = {"phonon-uuid": "u-1", "callDetails": [{"duration": "9", "DTMF_Pressesd": ["1\n2", "<b>", "3" * 100]}]}
     body = json.dumps(push)
-    assert eo._dtmf(body, 0) == ("12" + "3" * 100)[:eo.MAX_DTMF_CHARS]
-    assert eo._dtmf(body, 5) is None and eo._dtmf("{not json dtmf", 0) is None and eo._dtmf(None, 0) is None
+    assert keys_pressed(body, 0, eo.MAX_DTMF_CHARS) == ("12" + "3" * 100)[:eo.MAX_DTMF_CHARS]
+    assert keys_pressed(body, 5, 64) is None and keys_pressed("{not json dtmf", 0, 64) is None
+    assert keys_pressed(None, 0, 64) is None
 
 
 def test_call_events_off_publish_nothing():

@@ -34,6 +34,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .dtmf import keys_pressed
 from .observability import count, logger
 from .records import Job, JobStatus, Origin
 from .status import Status
@@ -113,32 +114,6 @@ def request_rejected_detail(origin: str, request_id: str, reference: str, reason
 
 
 # ------------------------------------------------------------------------------ calls
-def _dtmf(body: str | bytes | None, attempt: int) -> str | None:
-    """The keys pressed in one attempt (`callDetails[attempt].dtmfPressesd`, Phonon's spelling;
-    any case and `-`/`_`), as one string of 0-9 * # A-D, or None. The push model does not keep
-    it, so it is read from the body, and only when the body names it at all."""
-    if body is None:
-        return None
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    if "dtmf" not in text.lower():
-        return None
-    try:
-        doc = json.loads(text)
-        if isinstance(doc, dict) and "body" in doc and isinstance(doc["body"], (str, dict)):
-            doc = json.loads(doc["body"]) if isinstance(doc["body"], str) else doc["body"]
-    except (ValueError, RecursionError):
-        return None
-    squash = lambda name: str(name).replace("-", "").replace("_", "").lower()  # noqa: E731
-    attempts = next((v for k, v in doc.items() if squash(k) == "calldetails"), None) if isinstance(doc, dict) else None
-    if not isinstance(attempts, list) or not 0 <= attempt < len(attempts) or not isinstance(attempts[attempt], dict):
-        return None
-    pressed = next((v for k, v in attempts[attempt].items() if squash(k).startswith("dtmf")), None)
-    keys = "".join(str(p) for p in (pressed if isinstance(pressed, list) else [pressed])
-                   if isinstance(p, (str, int)) and not isinstance(p, bool))
-    keys = "".join(ch for ch in keys if ch in "0123456789*#ABCD")[:MAX_DTMF_CHARS]
-    return keys or None
-
-
 def _chosen_attempt(push: Any) -> int:
     """The attempt `webhook.outcome_of` reads: the last connected one, else the last."""
     attempts = list(getattr(push, "call_details", None) or [])
@@ -281,7 +256,7 @@ class EventsOut:
             return
         try:
             detail = call_completed({**attrs, "phonon-uuid": push.phonon_uuid}, meta,
-                                    dtmf=_dtmf(body, _chosen_attempt(push)))
+                                    dtmf=keys_pressed(body, _chosen_attempt(push), MAX_DTMF_CHARS))
         except Exception:  # noqa: BLE001 - an event must never fail the push: it is stored already
             self._lost(CALL_COMPLETED, str(attrs.get("job", "")), "BuildFailed", 1)
             return

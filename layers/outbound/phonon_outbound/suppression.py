@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .dtmf import keys_by_attempt
 from .observability import count, logger, mask_digit_runs, register_secret
 from .records import row_ref
 from .status import Status
@@ -630,50 +631,12 @@ def before_send(settings: Any, job: str, flow: str, rows: list[int], calls: list
 _TRUE = frozenset({"1", "true", "yes", "y", "stop", "optout", "opt-out", "opted-out"})
 
 
-def _squash(name: Any) -> str:
-    return str(name).replace("-", "").replace("_", "").lower()
-
-
-def pressed_digits(doc: Any) -> set[str]:
-    """Every DTMF digit of a flow-end push (`callDetails[].dtmfPressesd[]`, one level of
-    `{"body": …}` wrapping, names in any case and `-`/`_`). Phonon does not document the list's
-    items: strings ("9", "1#9"), numbers, or objects with a digit-like field are all read."""
-    if isinstance(doc, dict) and "body" in doc and not any(_squash(k) in ("phononuuid", "uuid") for k in doc):
-        inner = doc["body"]
-        try:
-            doc = json.loads(inner) if isinstance(inner, str) else inner
-        except ValueError:
-            return set()
-    if not isinstance(doc, dict):
-        return set()
-    attempts = next((v for k, v in doc.items() if _squash(k) == "calldetails"), None)
-    digits: set[str] = set()
-    for attempt in attempts if isinstance(attempts, list) else []:
-        if not isinstance(attempt, dict):
-            continue
-        for k, v in attempt.items():
-            if not _squash(k).startswith("dtmf"):
-                continue
-            for press in (v if isinstance(v, list) else [v])[:1000]:
-                if isinstance(press, dict):
-                    press = next((x for n, x in press.items() if _squash(n) in ("digit", "dtmf", "value", "key",
-                                                                                "input", "digits")), "")
-                if isinstance(press, (str, int)) and not isinstance(press, bool):
-                    digits.update(ch for ch in str(press)[:64] if ch.isdigit() or ch in "*#")
-    return digits
-
-
 def opted_out(settings: Any, body: Any, keys: Iterable[Any]) -> str | None:
     """Why a flow-end push says "stop calling me" (the configured DTMF digit, or the configured
     flow variable set true), or None."""
     digit = str(getattr(settings, "opt_out_dtmf", "") or "").strip()
-    if digit:
-        try:
-            doc = json.loads(body) if isinstance(body, (str, bytes)) else body
-        except ValueError:
-            doc = None
-        if digit in pressed_digits(doc):
-            return f"pressed {digit}"
+    if digit and any(digit in keys for keys in keys_by_attempt(body)):  # any attempt (dtmf.py, the one reader)
+        return f"pressed {digit}"
     name = str(getattr(settings, "opt_out_key", "") or "").strip()
     if name:
         for k in keys or []:

@@ -69,6 +69,7 @@ from pydantic import (
 )
 
 from . import suppression
+from .dtmf import keys_pressed
 from .observability import count, logger, register_secret
 from .records import Job, parse_row_ref
 from .reports import OUTCOME_METRICS  # the one outcome table (reports.OUTCOME_GROUPS)
@@ -476,8 +477,8 @@ def row_outcome(push: FlowEndPush, body: str | bytes | None, source: str, now: i
     and hangup cause); DELIVERED (any channel delivered) / NOT_DELIVERED for a push with SMS or
     e-mail details only, `delivery` the status ("sms: …; email: …" when it has both);
     COMPLETED when the push says nothing more. `duration` in whole seconds (Phonon sends
-    milliseconds; see `_talk_seconds`), DTMF digits of the chosen attempt (events_out reads them from the body)."""
-    from .events_out import _chosen_attempt, _dtmf  # the one DTMF reader (and the attempt it reads)
+    milliseconds; see `_talk_seconds`), DTMF keys of the chosen attempt (dtmf.py, the one reader)."""
+    from .events_out import MAX_DTMF_CHARS, _chosen_attempt  # the attempt the event reads too
 
     out: dict[str, Any] = {"outcome_at": now, "outcome_src": source}
     attempts = push.call_details or []
@@ -507,7 +508,7 @@ def row_outcome(push: FlowEndPush, body: str | bytes | None, source: str, now: i
             out["hangup_cause"] = chosen.hangup_cause
         if chosen.end_time:
             out["ended_at"] = chosen.end_time
-        dtmf = _dtmf(body, index)
+        dtmf = keys_pressed(body, index, MAX_DTMF_CHARS)
         if dtmf:
             out["dtmf"] = dtmf
     elif deliveries:  # delivered when any channel reached the person
