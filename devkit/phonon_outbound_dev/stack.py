@@ -53,13 +53,14 @@ class Target:
             else self.session.client(service)
 
     def finisher(self) -> Any:
-        """A JobFinisher writing reports (and the completion event) in this stack."""
+        """A JobFinisher writing reports (and the completion event) in this stack, as the report
+        function would (wiring.finisher): used only when the stack has no report queue."""
         from phonon_outbound.events_out import EventsOut
         from phonon_outbound.jobs import JobFinisher
 
         events = EventsOut(self.client("events"), lambda: self.client("stepfunctions"),
                            self.settings.event_bus_name, self.settings.publish_call_events)
-        return JobFinisher(self.store, self.s3, self.bucket, events)
+        return JobFinisher(self.store, self.s3, self.bucket, events, final_wait_s=self.settings.final_write_after_s)
 
 
 def connect(stack: str | None, region: str | None, profile: str | None, state_dir: Path | None) -> Target:
