@@ -178,3 +178,4 @@ def test_the_final_write_is_the_one_that_sees_every_accepted_call_with_its_outco
     assert service.handle(bodies[0]) == "rewritten"
     assert store.jobs.get_job(JOB)["report_final"] is True and list(store.jobs.awaiting_outcomes()) == []
     assert summary(aws[0])["outcomes"] == {"arrived": 2, "pending": 0, "final": True}
+
