@@ -416,3 +416,111 @@ def test_the_html_of_a_sent_job_has_its_counts_and_outcome_mix(make_harness, tmp
     text, unclosed = _html_text(page)
     assert unclosed == []
     assert "25" in text and "2 of 25 accepted" in text and "answered 1" in text and "waiting 23" in text
+
+
+# ------------------------------------------------------------------ the report function on the real queue
+def _report_handler():
+    """functions/report/report_handler.py (not on pytest's pythonpath), loaded once."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "report_handler" not in sys.modules:
+        path = Path(__file__).resolve().parents[2] / "functions" / "report" / "report_handler.py"
+        spec = importlib.util.spec_from_file_location("report_handler", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["report_handler"] = module
+    return sys.modules["report_handler"]
+
+
+class ReportWorker:
+    """The report queue of the stack, drained through the real ReportFunction handler."""
+
+    def __init__(self, h, url: str):
+        self.h, self.url = h, url
+        self.handled: list[dict] = []
+
+    def depth(self) -> int:
+        attrs = self.h.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
+        return sum(int(attrs[k]) for k in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed",
+                                           "ApproximateNumberOfMessagesNotVisible"))
+
+    def once(self, wait: float = 0) -> int:
+        from .conftest import Ctx
+
+        report_handler = _report_handler()
+        messages = self.h.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
+                                              WaitTimeSeconds=int(wait)).get("Messages", [])
+        if not messages:
+            return 0
+        arn = self.h.stack.physical["ReportQueue"]["Arn"]
+        event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                              "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                              "eventSourceARN": arn, "awsRegion": "us-east-1"} for m in messages]}
+        out = report_handler.handler(event, Ctx("report"))
+        failed = {f["itemIdentifier"] for f in out.get("batchItemFailures", [])}
+        for m in messages:
+            self.handled.append(json.loads(m["Body"]))
+            if m["MessageId"] not in failed:
+                self.h.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+        return len(messages)
+
+    def drain(self, timeout: float = 20) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.depth() and time.monotonic() < deadline:
+            if not self.once(wait=1):
+                time.sleep(0.2)
+        assert self.depth() == 0, "report queue did not drain"
+
+
+def test_many_outcomes_within_the_debounce_queue_one_write_and_the_last_makes_it_final(make_harness, stack):
+    report_handler = _report_handler()
+    url = stack.physical["ReportQueue"]["Ref"]
+    h = make_harness(report_queue_url=url, report_debounce_s=4)
+    worker = ReportWorker(h, url)
+    obj = h.upload("deb.csv", csv_rows(15))
+    h.ingest(obj)
+    h.drain()
+    worker.drain()  # the first write (asked by dispatch when the job settled)
+    assert h.job(obj)["completed"] is True and h.summary(obj)["outcomes"]["pending"] == 15
+    handled_before = len(worker.handled)
+    for row in range(1, 16):
+        push_body(h, {"phonon-uuid": f"deb-{row}", "keys": keys(obj.job_id, row), "callDetails": [ANSWERED]})
+    assert worker.depth() == 1  # one write booked for all 15 outcomes
+    worker.drain()
+    assert len(worker.handled) - handled_before == 1
+    summ = h.summary(obj)
+    assert summ["outcomes"] == {"arrived": 15, "pending": 0, "final": True}
+    assert {r["outcome"] for r in h.report(obj)} == {"ANSWERED"}
+    assert h.job(obj)["report_final"] is True
+    # the schedule then asks for nothing, and a replayed push books nothing
+    from .conftest import Ctx
+
+    assert report_handler.handler({"source": "aws.events", "detail-type": "Scheduled Event"},
+                                  Ctx("report"))["requested"] == []
+    push_body(h, {"phonon-uuid": "deb-3", "keys": keys(obj.job_id, 3), "callDetails": [ANSWERED]})
+    assert worker.depth() == 0
+
+
+def test_a_report_writer_killed_holding_the_lease_is_retried_by_the_next_request(make_harness, stack):
+    from phonon_outbound import wiring
+
+    url = stack.physical["ReportQueue"]["Ref"]
+    h = make_harness(report_queue_url=url)
+    worker = ReportWorker(h, url)
+    obj = h.upload("dead.csv", csv_rows(5))
+    h.ingest(obj)
+    # a writer took the finalize lease and was killed (a time-out: none of our code ran after)
+    assert wiring.store().jobs.claim_finalize(obj.job_id, lease_s=3) is True
+    h.drain()
+    import time
+
+    deadline = time.monotonic() + 30
+    while not h.job(obj).get("completed") and time.monotonic() < deadline:
+        if not worker.once(wait=1):
+            time.sleep(0.2)
+    assert h.job(obj).get("completed") is True  # written once the dead writer's lease ran out
+    assert [r["status"] for r in h.report(obj)] == ["ACCEPTED"] * 5
