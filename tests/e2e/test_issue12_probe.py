@@ -91,3 +91,4 @@ def test_unknown_odd_targets_are_one_line_and_exit_2(odd_stack):
     one_line_exit_2(run("pause", "--key", "deep/er/unknown 名.csv"), "no job for key")
     one_line_exit_2(run("cancel", "--flow", "Flow1234"), "--job")
     one_line_exit_2(run("pause", "--key", "x" * 1100), "1024")
+    one_line_exit_2(run("pause", "--job", ""), "exactly one")
