@@ -524,3 +524,83 @@ def test_a_report_writer_killed_holding_the_lease_is_retried_by_the_next_request
             time.sleep(0.2)
     assert h.job(obj).get("completed") is True  # written once the dead writer's lease ran out
     assert [r["status"] for r in h.report(obj)] == ["ACCEPTED"] * 5
+
+
+# ------------------------------------------------------------------ fair share (the express lane, on moto)
+def _lane(h, name: str):
+    url = h.stack.physical[name]["Ref"]
+    arn = h.stack.physical[name]["Arn"]
+
+    def receive(n: int = 10) -> list[dict]:
+        return h.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=n, AttributeNames=["All"]).get("Messages", [])
+
+    def dispatch(messages: list[dict]) -> None:
+        import dispatch_handler
+
+        from .conftest import Ctx
+
+        event = h.sqs_event(messages)
+        for r in event["Records"]:
+            r["eventSourceARN"] = arn
+        out = dispatch_handler.handler(event, Ctx("dispatch", 60))
+        failed = {f["itemIdentifier"] for f in out.get("batchItemFailures", [])}
+        for m in messages:
+            if m["MessageId"] not in failed:
+                h.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+    def depth() -> int:
+        attrs = h.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        return sum(int(attrs[k]) for k in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed",
+                                           "ApproximateNumberOfMessagesNotVisible"))
+
+    return receive, dispatch, depth
+
+
+def test_a_small_file_dropped_behind_a_big_one_is_sent_from_its_own_lane_before_the_big_ones_backlog(make_harness):
+    h = make_harness(batch_size=10, express_max_rows=50)
+    big = h.upload("big.csv", csv_rows(300, prefix="B"))
+    h.ingest(big)
+    small = h.upload("small.csv", csv_rows(20, prefix="S"))
+    h.ingest(small)
+    assert h.job(small).get("lane") == "express" and h.job(big).get("lane") != "express"
+    receive_x, dispatch_x, depth_x = _lane(h, "ExpressQueue")
+    _, _, depth_bulk = _lane(h, "ChunkQueue")
+    assert depth_x() == 2 and depth_bulk() == 30
+    # the express lane's dispatcher takes the small file's chunks while all 30 of the big one wait
+    while depth_x():
+        messages = receive_x()
+        if messages:
+            dispatch_x(messages)
+    sent = [c["client-identifier"][0] for c in h.sim.accepted_calls()]
+    assert sent == ["S"] * 20 and depth_bulk() == 30
+    assert h.job(small)["completed"] is True and {r["status"] for r in h.report(small)} == {"ACCEPTED"}
+    h.drain()
+    assert {r["status"] for r in h.report(big)} == {"ACCEPTED"} and len(h.sim.accepted_calls()) == 320
+
+
+def test_a_paused_then_cancelled_small_job_settles_on_its_own_lane(make_harness):
+    h = make_harness(batch_size=10, express_max_rows=50, pause_poll_s=1)
+    small = h.upload("small.csv", csv_rows(20, prefix="S"))
+    h.ingest(small)
+    receive_x, dispatch_x, depth_x = _lane(h, "ExpressQueue")
+    _, _, depth_bulk = _lane(h, "ChunkQueue")
+    control().apply("pause", ControlTarget(key="small.csv"))
+    import time
+
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        messages = receive_x()
+        if messages:
+            dispatch_x(messages)
+        time.sleep(0.1)
+    assert h.sim.stats()["requests"] == 0 and depth_x() == 2 and depth_bulk() == 0  # handed back to its lane
+    control().apply("cancel", ControlTarget(key="small.csv"), "wrong file")
+    deadline = time.monotonic() + 20
+    while depth_x() and time.monotonic() < deadline:
+        messages = receive_x()
+        if messages:
+            dispatch_x(messages)
+        else:
+            time.sleep(0.2)
+    assert h.job(small)["completed"] is True and statuses(h.report(small)) == {"CANCELLED": 20}
+    assert h.sim.stats()["requests"] == 0
