@@ -216,3 +216,15 @@ def test_status_says_waiting_for_outcomes_while_an_accepted_row_is_pending_thoug
     pic = st.picture(store, JOB, limit=30_000, now=T0 + 100)
     assert pic.mix["groups"]["waiting"] == 1
     assert pic.state == "waiting for outcomes"
+
+
+def test_outcome_cells_a_spreadsheet_would_run_get_an_apostrophe(store, aws, clock):  # noqa: F811
+    settled_job(store, accepted=1)
+    finisher, requests, _ = services(store, aws, clock)
+    hook = WebhookService(store, reports=requests)
+    hook.handle(json.dumps({"phonon-uuid": "uuid-1", "keys": ref(1), "callDetails": [
+        {"hangupCause": "=HYPERLINK(\"x\")", "endTime": "+1+2"}], "smsDetails": [{"deliveryStatus": "@SUM(1)"}]}))
+    finisher.settled(JOB)
+    row = report(aws[0])[0]
+    assert (row["hangup_cause"], row["ended_at"], row["delivery"]) == ("'=HYPERLINK(\"x\")", "'+1+2", "'@SUM(1)")
+    assert row["outcome"] == "FAILED"
