@@ -92,3 +92,43 @@ def test_unknown_odd_targets_are_one_line_and_exit_2(odd_stack):
     one_line_exit_2(run("cancel", "--flow", "Flow1234"), "--job")
     one_line_exit_2(run("pause", "--key", "x" * 1100), "1024")
     one_line_exit_2(run("pause", "--job", ""), "exactly one")
+
+
+# ------------------------------------------------------------------ the live local run, a file with an odd name
+def test_a_live_local_run_of_an_oddly_named_file_is_seen_and_cancelled_by_its_name(tmp_path):
+    import os
+
+    from phonon_outbound_dev.simulator import PhononSimulator
+    from tests.e2e.test_cli import read_report, write_csv
+    from tests.e2e.test_cli_control import FLOW, SID, cli, wait_for
+
+    name = "my leads+1 é.csv"
+    with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
+        data = write_csv(tmp_path / name, 200)
+        state = tmp_path / "state"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")]),
+               "PHONON_SECURITY_ID": SID}
+        env.pop("AWS_ENDPOINT_URL", None)
+        child = subprocess.Popen([*CLI, "run", "--json", "--rate", "600", "--api-url", sim.url, "--flow-id", FLOW,
+                                  "--out", str(tmp_path / "out"), "--state-dir", str(state), str(data)],
+                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+        try:
+            wait_for(lambda: sim.stats()["calls_accepted"] >= 20, 120, child)
+            seen = cli("status", "--key", name, "--state-dir", str(state), "--json")
+            assert seen.returncode == 0, seen.stderr
+            pic = json.loads(seen.stdout)
+            assert pic["file"] == f"incoming/{name}" and pic["state"] == "sending"
+            cancelled = cli("cancel", "--key", name, "--reason", "wrong list", "--state-dir", str(state), "--json")
+            assert cancelled.returncode == 0, cancelled.stderr
+            answer = json.loads(cancelled.stdout)
+            assert answer["key"] == f"incoming/{name}" and answer["job"] == pic["job"]
+            stdout, stderr = child.communicate(timeout=180)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        stats = sim.stats()
+    assert child.returncode == 1, stderr[-3000:]
+    report = read_report(json.loads(stdout)["files"][0]["report"])
+    assert len(report) == 200 and {r["status"] for r in report} == {"ACCEPTED", "CANCELLED"}
+    assert stats["called_twice"] == []
