@@ -253,6 +253,7 @@ def push_body(h, body: dict) -> dict:
     import base64
 
     import boto3
+
     import webhook_handler
 
     from .conftest import Ctx

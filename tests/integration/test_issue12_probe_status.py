@@ -11,7 +11,6 @@ from phonon_outbound_dev import cli
 
 from .test_status import NOW, _job, _settle, status_cli  # noqa: F401
 
-
 EMPTY = pytest.mark.xfail(strict=True, reason="job_status._status takes an empty --uuid / --request-id / --job as "
                                               "not given (chosen by truthiness): it lists every active job, exit 0, "
                                               "where contract.md says nothing found is exit 2 (pause/resume/cancel "

@@ -103,7 +103,7 @@ def agreement(rows: list[dict], summ: dict) -> None:
     assert summ["outcomes"]["arrived"] == sum(r["outcome"] not in ("", "PENDING") for r in accepted)
 
 
-def test_the_report_has_the_outcome_columns_in_order_and_the_summary_agrees_after_odd_pushes(store, aws, clock):
+def test_the_report_has_the_outcome_columns_in_order_and_the_summary_agrees_after_odd_pushes(store, aws, clock):  # noqa: F811 (the fixtures)
     settled_job(store, accepted=4)
     finisher, requests, service = services(store, aws, clock)
     finisher.settled(JOB)
@@ -133,7 +133,7 @@ def test_the_report_has_the_outcome_columns_in_order_and_the_summary_agrees_afte
                                        "(FAILED) row into the report, while docs/contract.md says other statuses "
                                        "leave the outcome columns empty; the row then disagrees with the "
                                        "summary's outcomes.arrived, which counts ACCEPTED rows only")
-def test_a_push_for_a_failed_row_leaves_its_outcome_columns_empty(store, aws, clock):
+def test_a_push_for_a_failed_row_leaves_its_outcome_columns_empty(store, aws, clock):  # noqa: F811 (the fixtures)
     settled_job(store, accepted=2)  # row 3 FAILED
     finisher, requests, _ = services(store, aws, clock)
     hook = WebhookService(store, reports=requests)
@@ -145,7 +145,7 @@ def test_a_push_for_a_failed_row_leaves_its_outcome_columns_empty(store, aws, cl
                                           "dtmf", "ended_at", "delivery"))
 
 
-def test_a_push_after_the_final_write_still_rewrites_the_report(store, aws, clock):
+def test_a_push_after_the_final_write_still_rewrites_the_report(store, aws, clock):  # noqa: F811 (the fixtures)
     settled_job(store, accepted=2)
     finisher, requests, service = services(store, aws, clock, final_wait_s=3600)
     finisher.settled(JOB)
@@ -161,7 +161,7 @@ def test_a_push_after_the_final_write_still_rewrites_the_report(store, aws, cloc
     assert summary(aws[0])["outcomes"]["final"] is True
 
 
-def test_the_final_write_is_the_one_that_sees_every_accepted_call_with_its_outcome_queued(store, aws, clock):
+def test_the_final_write_is_the_one_that_sees_every_accepted_call_with_its_outcome_queued(store, aws, clock):  # noqa: F811 (the fixtures)
     settled_job(store, accepted=2)
     finisher, requests, service = services(store, aws, clock, queued=True)
     finisher.settled(JOB)
