@@ -636,3 +636,55 @@ def test_a_cancel_reason_naming_an_unbroken_phone_number_is_masked_in_the_report
     h.drain()
     assert all("9876543" not in r["reason"] for r in h.report(a))
     assert "9876543" not in h.summary(a)["cancelled_reason"]
+
+
+# ------------------------------------------------------------------ the reconciler on DynamoDB (moto)
+def _handler(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    mod = f"{name}_handler"
+    if mod not in sys.modules:
+        path = Path(__file__).resolve().parents[2] / "functions" / name / f"{mod}.py"
+        spec = importlib.util.spec_from_file_location(mod, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[mod] = module
+    return sys.modules[mod]
+
+
+@pytest.mark.parametrize("shape", ["202", "200"])
+def test_the_reconciler_fills_in_lost_pushes_on_dynamodb_in_requests_of_at_most_200(make_harness, monkeypatch,
+                                                                                      shape):
+    from phonon_outbound import wiring
+
+    from .conftest import Ctx
+
+    h = make_harness(shape=shape, batch_size=50)
+    monkeypatch.setenv("PULL_API_URL", h.sim.pull_url)
+    monkeypatch.setenv("RECONCILE_AFTER_S", "0")
+    wiring.reset()
+    obj = h.upload("lost.csv", csv_rows(250))
+    h.ingest(obj)
+    h.drain()
+    # one push came (row 7), the rest were lost
+    uuid7 = next(c["phonon-uuid"] for c in h.sim.accepted_calls() if c["client-identifier"] == "C-000006")
+    push_body(h, {"phonon-uuid": uuid7, "keys": keys(obj.job_id, 7), "callDetails": [{"hangupCause": "USER_BUSY"}]})
+    assert h.summary(obj)["outcomes"]["pending"] >= 249
+    import time
+
+    time.sleep(1.1)  # older than reconcile_after_s (0) by whole seconds
+    out = _handler("reconcile").handler({"jobs": [obj.job_id]}, Ctx("reconcile", 300))
+    log = h.sim.pull_log()
+    assert log and all(q["request-ids"] + q["phonon-uuids"] <= 200 for q in log)
+    assert all(q["records"] <= 200 for q in log) if shape == "202" else True
+    assert out["pulled"] == 249 and out["errors"] == 0, out
+    wiring.finisher().finalize(obj.job_id, force=True)
+    report = h.report(obj)
+    assert [r["outcome"] for r in report].count("PENDING") == 0
+    assert report[6]["outcome"] == "BUSY"
+    assert h.summary(obj)["outcomes"] == {"arrived": 250, "pending": 0, "final": True}
+    assert h.job(obj)["outcomes"] == 250
+    again = _handler("reconcile").handler({"jobs": [obj.job_id]}, Ctx("reconcile", 300))
+    assert again["requests"] == 0
