@@ -389,6 +389,7 @@ def test_status_and_its_html_for_a_job_with_no_rows_or_a_rejected_file(make_harn
     else:
         assert pic.state in ("completed", "rejected")
     assert pic.eta_s == 0 and pic.sent == 0 and sum(pic.counts.values()) == 0
+    assert summ["outcomes"] == {"arrived": 0, "pending": 0, "final": True} and item.get("report_final") is True
     assert "\n".join(st.picture_lines(pic))
     err = st._write_page(tmp_path / "job.html", pic, obj.job_id)
     assert err == ""
