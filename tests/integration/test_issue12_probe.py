@@ -710,3 +710,41 @@ def test_a_job_resumed_while_its_flow_is_paused_is_not_said_running(make_harness
     pic = st.picture(wiring.store(), a.job_id, limit=30_000)
     assert pic.state == "paused"
     assert answer["state"] == pic.state
+
+
+def test_a_cancel_between_two_ingest_invocations_ends_every_row_cancelled_and_writes_the_report(make_harness):
+    import ingest_handler
+
+    from phonon_outbound import wiring
+
+    from .conftest import Ctx
+
+    h = make_harness(batch_size=100, ingest_time_margin_s=5)
+    obj = h.upload("mid.csv", csv_rows(5000))
+    store = wiring.store()
+
+    class StreamingRunsOut(Ctx):
+        """Plenty of time for the validation pre-pass; none left once rows are being queued."""
+
+        def get_remaining_time_in_millis(self) -> int:
+            item = store.jobs.get_job(obj.job_id) or {}
+            return 0 if item.get("rows_queued") else 900_000
+
+    pending: list[dict] = []
+    wiring.set_continuation(pending.append)
+    first = ingest_handler.handler(h.s3_event(obj), StreamingRunsOut("ingest"))
+    assert first["files"][0]["status"] == "paused", first
+    assert pending and 0 < int(h.job(obj)["next_chunk"]) < 50
+    # the operator's brake while ingest is between two invocations
+    put = h.s3.put_object(Bucket=h.bucket, Key="cancel/mid.csv", Body=b"")
+    out = ingest_event(notification(h.bucket, "cancel/mid.csv", put.get("VersionId")))
+    assert out["files"][0]["control"]["state"] == "cancelled"
+    while pending:
+        ingest_handler.handler(pending.pop(0), Ctx("ingest"))
+    h.drain()
+    assert h.job(obj).get("completed") is True
+    report = h.report(obj)
+    assert len(report) == 5000 and statuses(report) == {"CANCELLED": 5000}
+    assert h.sim.stats()["requests"] == 0
+    summ = h.summary(obj)
+    assert summ["cancelled"] == 5000 and summ["cancelled_reason"].startswith("cancelled by a file under cancel/")
