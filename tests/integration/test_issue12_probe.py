@@ -748,3 +748,29 @@ def test_a_cancel_between_two_ingest_invocations_ends_every_row_cancelled_and_wr
     assert h.sim.stats()["requests"] == 0
     summ = h.summary(obj)
     assert summ["cancelled"] == 5000 and summ["cancelled_reason"].startswith("cancelled by a file under cancel/")
+
+
+def test_213_no_data_leaves_the_rows_pending_on_dynamodb_and_the_next_run_asks_again(make_harness, monkeypatch):
+    import time
+
+    from phonon_outbound import wiring
+
+    from .conftest import Ctx
+
+    h = make_harness(batch_size=10)
+    monkeypatch.setenv("PULL_API_URL", h.sim.pull_url)
+    monkeypatch.setenv("RECONCILE_AFTER_S", "0")
+    wiring.reset()
+    h.sim.webhook_delay_s = 3600.0  # the calls are still running: the pull API has nothing yet
+    obj = h.upload("later.csv", csv_rows(25))
+    h.ingest(obj)
+    h.drain()
+    time.sleep(1.1)
+    out = _handler("reconcile").handler({"jobs": [obj.job_id]}, Ctx("reconcile", 300))
+    assert out["no_data"] >= 1 and out["pulled"] == 0 and out["errors"] == 0, out
+    assert {q["code"] for q in h.sim.pull_log()} == {213}
+    wiring.finisher().finalize(obj.job_id, force=True)
+    assert h.summary(obj)["outcomes"] == {"arrived": 0, "pending": 25, "final": False}
+    # not yet is not never: the next run asks again (the simulator's calls end an hour after acceptance)
+    out = _handler("reconcile").handler({"jobs": [obj.job_id]}, Ctx("reconcile", 300))
+    assert out["requests"] >= 1 and out["no_data"] >= 1 and out["pulled"] == 0, out
