@@ -415,6 +415,10 @@ def test_the_html_of_a_sent_job_has_its_counts_and_outcome_mix(make_harness, tmp
     assert st._write_page(tmp_path / "j.html", pic, obj.job_id) == ""
     page = (tmp_path / "j.html").read_text(encoding="utf-8")
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;&amp;.csv" in page
+    import re
+
+    assert "<svg" in page and not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # nothing to fetch
+    assert 'data-calls="' in page
     text, unclosed = _html_text(page)
     assert unclosed == []
     assert "25" in text and "2 of 25 accepted" in text and "answered 1" in text and "waiting 23" in text
