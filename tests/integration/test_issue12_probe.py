@@ -718,7 +718,6 @@ def test_a_job_resumed_while_its_flow_is_paused_is_not_said_running(make_harness
 
 def test_a_cancel_between_two_ingest_invocations_ends_every_row_cancelled_and_writes_the_report(make_harness):
     import ingest_handler
-
     from phonon_outbound import wiring
 
     from .conftest import Ctx
