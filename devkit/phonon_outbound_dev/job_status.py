@@ -106,7 +106,10 @@ def outcome_mix(rows: Iterable[dict]) -> dict[str, Any]:
     groups: Counter[str] = Counter()
     values: Counter[str] = Counter()
     for r in rows:
-        if str(r.get("status", "")).upper() != "ACCEPTED" and not r.get("phonon_uuid"):
+        status = str(r.get("status") or "").upper()
+        # as the report counts them: ACCEPTED rows, and rows only a webhook's phonon-uuid speaks
+        # for (no status: the report writes them ACCEPTED); a FAILED row a push came for is not one
+        if status != "ACCEPTED" and (status or not r.get("phonon_uuid")):
             continue
         value = str(r.get("outcome") or "").upper()
         if not r.get("outcome_at") or not value or value == "PENDING":
@@ -232,6 +235,10 @@ def picture(store: Any, job_id: str, limit: int, now: float | None = None, outco
     read_mix = outcomes if outcomes is not None else (rows or 0) <= OUTCOME_ROWS_MAX
     if read_mix:
         pic.mix = outcome_mix(store.rows.iter_outcomes(job_id))
+        if state == "completed" and pic.mix["groups"]["waiting"]:
+            # the rows say what the `outcomes` counter cannot: it also counts a push that came
+            # before its chunk settled for a row that then settled FAILED (job_state)
+            pic.state = "waiting for outcomes"
     else:
         pic.mix_skipped = f"{rows:,} rows: give --outcomes to read every row's outcome"
     return pic

@@ -85,9 +85,6 @@ def test_sms_and_email_only_pushes(details, expected, delivery):
     assert (out["outcome"], out["delivery"]) == (expected, delivery) and "attempts" not in out
 
 
-@pytest.mark.xfail(strict=True, reason="webhook._delivered reads a negated delivery status as delivered: "
-                                       "'NOT-DELIVERED', 'Message not delivered' and 'SENT_FAILED' contain "
-                                       "'delivered'/'sent' and do not start with 'not '/'un'/'fail' -> DELIVERED")
 @pytest.mark.parametrize("status", ["NOT-DELIVERED", "Message not delivered", "SENT_FAILED"])
 def test_a_negated_delivery_status_is_not_delivered(status):
     assert outcome({"phonon-uuid": "u1", "smsDetails": [{"deliveryStatus": status}]})["outcome"] == "NOT_DELIVERED"
@@ -129,10 +126,6 @@ def test_the_report_has_the_outcome_columns_in_order_and_the_summary_agrees_afte
     assert summary(aws[0])["outcomes"]["final"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="reports.outcome_cells writes the outcome of a push for a non-ACCEPTED "
-                                       "(FAILED) row into the report, while docs/contract.md says other statuses "
-                                       "leave the outcome columns empty; the row then disagrees with the "
-                                       "summary's outcomes.arrived, which counts ACCEPTED rows only")
 def test_a_push_for_a_failed_row_leaves_its_outcome_columns_empty(store, aws, clock):  # noqa: F811 (the fixtures)
     settled_job(store, accepted=2)  # row 3 FAILED
     finisher, requests, _ = services(store, aws, clock)
@@ -143,6 +136,7 @@ def test_a_push_for_a_failed_row_leaves_its_outcome_columns_empty(store, aws, cl
     assert rows[2]["status"] == "FAILED"
     assert all(rows[2][c] == "" for c in ("outcome", "answered", "duration_s", "attempts", "hangup_cause",
                                           "dtmf", "ended_at", "delivery"))
+    assert rows[2]["reason"].endswith("Phonon placed this call anyway: its flow-end webhook says ANSWERED")
 
 
 def test_a_push_after_the_final_write_still_rewrites_the_report(store, aws, clock):  # noqa: F811 (the fixtures)
@@ -182,11 +176,6 @@ def test_the_final_write_is_the_one_that_sees_every_accepted_call_with_its_outco
 
 
 # ------------------------------------------------------------------ status while outcomes are missing
-@pytest.mark.xfail(strict=True, reason="job_status.job_state says 'completed' from the job's `outcomes` counter "
-                                       "(accepted > outcomes), which counts a push that came before its chunk "
-                                       "settled even when that row then settled FAILED; an ACCEPTED row is still "
-                                       "PENDING and the report is not final, which operating.md calls "
-                                       "'waiting for outcomes'")
 def test_status_says_waiting_for_outcomes_while_an_accepted_row_is_pending_though_the_counter_ran_ahead(
         store, aws, clock):  # noqa: F811
     from phonon_outbound.status import Status

@@ -46,7 +46,7 @@ from phonon_outbound.flows import FLOW_ID_RE
 from phonon_outbound.ingest import ObjectRef
 from phonon_outbound.jobs import WEBHOOK_ONLY_REASON, job_report_keys, upload_stamp
 from phonon_outbound.records import parse_row_ref
-from phonon_outbound.reports import ReportWriter, outcome_cells, summary_dict
+from phonon_outbound.reports import ReportWriter, outcome_cells, placed_anyway, summary_dict
 from phonon_outbound.status import STATUSES, Status
 from phonon_outbound.store.common import BREAKER
 from phonon_outbound.suppression import _dynamo
@@ -1258,7 +1258,7 @@ class LocalPipeline:
                                 row_reason = nxt.get("reason", "") if nxt.get("status") else (
                                     WEBHOOK_ONLY_REASON if nxt.get("phonon_uuid") else reason)
                                 row = (nxt.get("cid") or item.client_id, st, nxt.get("phonon_uuid", ""),
-                                       nxt.get("request_id", ""), row_reason)
+                                       nxt.get("request_id", ""), placed_anyway(st, nxt, row_reason))
                                 cells = outcome_cells(st, nxt)
                             elif isinstance(item, RejectedRow):
                                 row = (item.client_id, Status.REJECTED, "", "", item.reason)

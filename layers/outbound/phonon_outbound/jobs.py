@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from . import events_out
 from .observability import count, logger
 from .records import Job, JobStatus
-from .reports import PENDING, STATUSES, ReportWriter, outcome_cells, summary_dict
+from .reports import PENDING, STATUSES, ReportWriter, outcome_cells, placed_anyway, summary_dict
 from .status import Status
 from .store import Store
 
@@ -144,7 +144,7 @@ class JobFinisher:
                 cells = outcome_cells(status, item)
                 pending += cells == (PENDING,)
                 writer.write(row, item.get("cid", ""), status, item.get("phonon_uuid", ""),
-                             item.get("request_id", ""), item.get("reason", ""), cells)
+                             item.get("request_id", ""), placed_anyway(status, item, item.get("reason", "")), cells)
                 expected = row + 1
             if not meta.rejected:
                 fill_to(total + 1)

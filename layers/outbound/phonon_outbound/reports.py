@@ -107,9 +107,12 @@ class ReportWriter:
 
 def outcome_cells(status: str, item: Mapping[str, Any]) -> tuple[str, ...]:
     """The outcome columns of a row: its stored outcome (store.rows OUTCOME_ATTRS) when known,
-    ``PENDING`` for an ACCEPTED row still without one, nothing for other statuses."""
+    ``PENDING`` for an ACCEPTED row still without one, nothing for other statuses (even when a
+    push came for one: `placed_anyway` says so in its reason instead)."""
+    if status != "ACCEPTED":
+        return ()
     if not item.get("outcome_at") or not item.get("outcome"):
-        return (PENDING,) if status == "ACCEPTED" else ()
+        return (PENDING,)
     outcome = str(item["outcome"])
     answered = OUTCOME_GROUPS.get(outcome, ("other", ""))[1]
 
@@ -119,6 +122,17 @@ def outcome_cells(status: str, item: Mapping[str, Any]) -> tuple[str, ...]:
 
     return (outcome, answered, text("duration"), text("attempts"), text("hangup_cause"), text("dtmf"),
             text("ended_at"), text("delivery"))
+
+
+def placed_anyway(status: str, item: Mapping[str, Any], reason: str) -> str:
+    """A row's reason, plus a note when Phonon's flow-end push came for a row that did not end
+    ACCEPTED (e.g. FAILED after time-outs, where Phonon had placed the call): the outcome
+    columns stay empty for such a row (docs/contract.md), and the person reading the report
+    still learns that the call was made."""
+    if status == "ACCEPTED" or not item.get("outcome_at") or not item.get("outcome"):
+        return reason
+    note = f"Phonon placed this call anyway: its flow-end webhook says {item['outcome']}"
+    return f"{reason}; {note}" if reason else note
 
 
 def summary_dict(*, file: str, flow: str | None, counts: Mapping[str, int] | None = None,

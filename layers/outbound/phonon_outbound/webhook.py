@@ -440,13 +440,21 @@ def outcome_of(push: FlowEndPush | dict) -> dict:
 NO_ANSWER_CAUSES = frozenset({"NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL", "ALLOTTED_TIMEOUT",
                               "RECOVERY_ON_TIMER_EXPIRE", "PROGRESS_TIMEOUT", "CALL_REJECTED", "19", "18", "21"})
 BUSY_CAUSES = frozenset({"USER_BUSY", "NORMAL_CIRCUIT_CONGESTION", "17", "34"})
-# "delivrd" is the SMPP delivery receipt's spelling (UNDELIV, EXPIRED, REJECTD are not delivered)
-DELIVERED_WORDS = ("delivered", "delivrd", "sent", "success", "read", "opened")
+# A delivery status is read word by word ("DELIVERY_SUCCESS", "Message not delivered",
+# "SENT_FAILED"): delivered when a word says so and no word says otherwise. "delivrd" is the SMPP
+# delivery receipt's spelling; UNDELIV, EXPIRED and REJECTD are its failures.
+DELIVERED_WORDS = frozenset({"delivered", "delivrd", "sent", "success", "successful", "successfully", "read",
+                             "opened"})
+NOT_DELIVERED_WORDS = frozenset({"not", "no", "never", "non", "expired", "rejected", "rejectd", "error", "bounced",
+                                 "bounce", "dropped", "blocked", "invalid", "deleted", "pending", "queued"})
+_WORD = re.compile(r"[a-z]+")
 
 
 def _delivered(status: str) -> bool:
-    text = status.strip().lower().replace("_", " ")
-    return not text.startswith(("not ", "un", "fail")) and any(w in text for w in DELIVERED_WORDS)
+    words = _WORD.findall(status.lower())
+    if any(w in NOT_DELIVERED_WORDS or w.startswith(("un", "fail")) for w in words):
+        return False
+    return any(w in DELIVERED_WORDS for w in words)
 
 
 def _talk_seconds(attempt: CallAttempt) -> int | None:
