@@ -19,6 +19,7 @@ from phonon_outbound.control import (
     UnknownTarget,
     finisher_settled,
 )
+from phonon_outbound.store import Control
 from phonon_outbound_dev.simulator import DEMO_FLOW_ID, FaultPlan
 
 from .conftest import Ctx, csv_rows, statuses
@@ -226,7 +227,7 @@ def test_unknown_targets_and_bad_requests_are_clear_errors(make_harness):
         control().apply("pause", ControlTarget(key="a.csv", version="v0"))
     with pytest.raises(ControlError, match="unknown action"):
         control().apply("stop", ControlTarget(job=a.job_id))
-    with pytest.raises(ControlError, match="a flow can be paused or resumed"):
+    with pytest.raises(ControlError, match="a flow can be paused, resumed or capped"):
         control().apply("cancel", ControlTarget(flow=DEMO_FLOW_ID))
     with pytest.raises(ControlError, match="exactly one"):
         control().apply("pause", {"job": a.job_id, "flow": DEMO_FLOW_ID})
@@ -320,23 +321,51 @@ def test_a_file_under_cancel_cancels_the_newest_job_of_that_key(make_harness, ma
 # ------------------------------------------------------------------ the store, both kinds
 def test_control_items_on_both_stores(any_store):
     jobs = any_store.jobs
-    assert jobs.control("nosuch", "Flow1234") == ("", "")
+    assert jobs.control("nosuch", "Flow1234") == Control()
     assert jobs.pause_job("nosuch", "x") is False
     jobs.create_job("j1", {"key": "incoming/a.csv"})
     assert jobs.pause_job("j1", "hold") is True and jobs.pause_job("j1", "again") is False
-    assert jobs.control("j1", "Flow1234") == ("", "hold")
+    assert jobs.control("j1", "Flow1234") == Control("", "hold")
     assert jobs.resume_job("j1") is True and jobs.resume_job("j1") is False
-    assert jobs.control("j1", "Flow1234") == ("", "")
+    assert jobs.control("j1", "Flow1234") == Control()
     assert jobs.pause_flow("Flow1234", "carrier trouble") is True and jobs.pause_flow("Flow1234", "x") is False
     assert jobs.flow_paused("Flow1234") == "carrier trouble" and jobs.flow_paused("Other123") == ""
-    assert jobs.control("j1", "Flow1234") == ("", "flow Flow1234 paused: carrier trouble")
-    assert jobs.control("j1", "Other123") == ("", "")
+    assert jobs.control("j1", "Flow1234") == Control("", "flow Flow1234 paused: carrier trouble")
+    assert jobs.control("j1", "Other123") == Control()
     assert jobs.resume_flow("Flow1234") is True and jobs.resume_flow("Flow1234") is False
     assert jobs.cancel_job("j1", "stop") is True
-    assert jobs.control("j1", "Flow1234") == ("stop", "")
+    assert jobs.control("j1", "Flow1234") == Control("stop", "")
     jobs.create_job("j2", {})
     jobs.update_job("j2", completed=True)
     assert jobs.pause_job("j2", "late") is False
+
+
+def test_caps_on_both_stores(any_store):
+    jobs = any_store.jobs
+    # Given a job and its flow, neither capped
+    jobs.create_job("j1", {"key": "incoming/a.csv"})
+    assert jobs.control("j1", "Flow1234") == Control() and jobs.flow_cap("Flow1234") is None
+    # When the job is capped (and capped again at the same value)
+    assert jobs.set_job_cap("j1", 100) is True and jobs.set_job_cap("j1", 100) is False
+    # Then control() carries the cap, and the job item holds it
+    assert jobs.control("j1", "Flow1234") == Control(job_cap=100) and jobs.control("j1").cap == 100
+    assert jobs.get_job("j1")["rate_cap"] == 100
+    # When the flow is capped too: both come with the same reads, the smaller one binds
+    assert jobs.set_flow_cap("Flow1234", 60) is True and jobs.set_flow_cap("Flow1234", 60) is False
+    assert jobs.flow_cap("Flow1234") == 60 and jobs.flow_cap("Other123") is None
+    ctl = jobs.control("j1", "Flow1234")
+    assert (ctl.job_cap, ctl.flow_cap, ctl.cap) == (100, 60, 60)
+    assert jobs.set_job_cap("j1", 30) is True and jobs.control("j1", "Flow1234").cap == 30
+    # A flow's pause and its cap live side by side in its control item
+    assert jobs.pause_flow("Flow1234", "hold") is True and jobs.flow_cap("Flow1234") == 60
+    assert jobs.resume_flow("Flow1234") is True and jobs.flow_cap("Flow1234") == 60
+    # When the caps are removed (twice: the second changes nothing)
+    assert jobs.set_job_cap("j1", None) is True and jobs.set_job_cap("j1", None) is False
+    assert jobs.set_flow_cap("Flow1234", None) is True and jobs.set_flow_cap("Flow1234", None) is False
+    assert jobs.control("j1", "Flow1234") == Control() and "rate_cap" not in jobs.get_job("j1")
+    # An unknown job is never created by a cap; a flow without a control item can be capped
+    assert jobs.set_job_cap("nosuch", 10) is False and jobs.get_job("nosuch") is None
+    assert jobs.set_flow_cap("Fresh123", 10) is True and jobs.control("j1", "Fresh123").flow_cap == 10
 
 
 # ------------------------------------------------------------------ targets no job or flow can be
