@@ -481,3 +481,59 @@ def test_a_failed_control_event_that_fails_again_from_the_failure_queue_is_raise
     monkeypatch.setattr(ControlService, "apply", still_failing)
     with pytest.raises(ConnectionError):  # the record fails: SQS retries it, then its DLQ (alarmed)
         ingest_event(destination_record(h, control_event({"action": "cancel", "job": a.job_id})))
+
+
+# ------------------------------------------------------------------ a cap on one job's rate
+def requests_by_file(h) -> dict[str, list[float]]:
+    """The moments (the simulator's clock) of the requests Phonon accepted, per file (its rows'
+    prefix): the simulator's own request log, matched in order to the calls each request held."""
+    calls = h.sim.accepted_calls()
+    out: dict[str, list[float]] = {}
+    at = 0
+    for moment, n in h.sim.stats()["accepted"]:
+        out.setdefault(calls[at]["client-identifier"].split("-")[0], []).append(moment)
+        at += n
+    return out
+
+
+def test_a_job_capped_by_the_control_event_sends_no_faster_than_its_cap_and_slows_no_other_job(make_harness):
+    # Given two files in 10-row chunks, under the global limit of 30,000 calls a minute
+    h = make_harness(batch_size=10)
+    a, b = two_files(h, a_rows=60, b_rows=60)
+    # When the operator caps the first at 120 calls a minute (one 10-call chunk every 5 s) by the event
+    out = ingest_event(control_event({"action": "limit", "key": "incoming/a.csv", "per_minute": 120}))
+    assert out["files"] == [{"event": "Outbound Control", "status": "controlled", "control": {
+        "action": "limit", "job": a.job_id, "key": "incoming/a.csv", "version": a.version_id, "state": "running",
+        "already": False, "rate_cap": 120}}]
+    pump = Pump(h)
+    pump.run_for(16, until=lambda: len(calls_of(h, "A-")) >= 40)
+    # Then the other file went at once, all of it, in far less time than the cap would allow it
+    times = requests_by_file(h)
+    assert h.job(b).get("completed") and statuses(h.report(b)) == {"ACCEPTED": 60}
+    assert times["B"][-1] - times["B"][0] < 12.0  # at 120/min its 6 requests would take 25 s
+    # ... while the capped one was sent a chunk at a time, one per 5 s at the most, as Phonon saw it
+    sent_a = times["A"]
+    assert 3 <= len(sent_a) <= 5, sent_a
+    gaps = [later - earlier for earlier, later in zip(sent_a, sent_a[1:], strict=False)]
+    assert min(gaps) >= 4.0, gaps  # 5 s apart, less the simulator's latency spread
+    assert (len(sent_a) - 1) * 10 / ((sent_a[-1] - sent_a[0]) / 60) <= 120 * 1.05
+    # ... its waiting chunks handed back, never failed: no receive spent, nothing towards the DLQ
+    assert pump.max_receive_count == 1 and h.dlq_depth() == 0 and not h.job(a).get("completed")
+    # When the cap is removed (the event's "none"), the rest goes at the global rate
+    out = ingest_event(control_event({"action": "limit", "job": a.job_id, "per_minute": "none"}))
+    assert out["files"][0]["control"]["rate_cap"] is None
+    pump.run_for(30, until=lambda: bool(h.job(a).get("completed")))
+    assert statuses(h.report(a)) == {"ACCEPTED": 60} and h.sim.stats()["called_twice"] == []
+
+
+def test_a_bad_cap_in_the_control_event_is_answered_and_changes_nothing(make_harness):
+    h = make_harness(batch_size=10)
+    a = h.upload("a.csv", csv_rows(10, prefix="A"))
+    h.ingest(a)
+    for detail, why in (({"action": "limit", "job": a.job_id}, "limit needs a value"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": "fast"}, "a whole number from 1 to 30,000"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": 30_001}, "out of range"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": -3}, "out of range")):
+        [answer] = ingest_event(control_event(detail))["files"]
+        assert answer["status"] == "refused" and why in answer["reason"], answer
+    assert "rate_cap" not in h.job(a)
