@@ -139,3 +139,33 @@ def test_a_new_cap_starts_afresh_instead_of_inheriting_the_old_schedule(make_wor
     # When the operator raises the cap, the held chunk need not wait out the old one
     limit(w, 600, job=obj.job_id)
     assert isinstance(w.handle(second), Done)
+
+
+def test_a_cap_set_while_a_chunk_waits_for_its_global_slot_holds_that_chunk_too(make_world, sim, clock):
+    # Given a global limit of 600 calls a minute (a 10-call chunk a second) and a job's first chunk sent
+    w = make_world(batch_size=10, records_per_minute=600)
+    obj = w.ingest_file("late.csv", contacts(*good_rows(30)))
+    first, second, third = w.take()
+    assert isinstance(w.handle(first), Done)
+    # When the operator caps the job while the second chunk sleeps until its global slot
+    # (it read no cap when it started)
+    capped = []
+
+    def sleep_and_cap(seconds: float) -> None:
+        if not capped:
+            capped.append(limit(w, 60, job=obj.job_id))
+        clock.sleep(seconds)
+
+    w.dispatch.sleep = sleep_and_cap
+    held = w.handle(second)
+    # Then that chunk is not sent on its old slot: handed back whole, saying why
+    assert capped and isinstance(held, HandBack) and held.reason == "held at the job's cap of 60 calls/min"
+    assert sim.stats()["requests"] == 1
+    # and from then on the job goes at its cap: the second now, the third 10 s after it
+    assert isinstance(w.handle(second), Done)
+    again = w.handle(third)
+    assert isinstance(again, HandBack) and 9.0 <= again.seconds <= 10.5
+    # A cap raised meanwhile holds nothing back: the stricter one was taken already
+    clock.t += again.seconds - 2
+    w.dispatch.sleep = lambda s: (limit(w, 600, job=obj.job_id), clock.sleep(s))
+    assert isinstance(w.handle(third), Done) and sim.stats()["requests"] == 3

@@ -112,6 +112,12 @@ def _held(scope: str, target: str, per_minute: int) -> str:
             else f"held at flow {target}'s cap of {per_minute:,} calls/min")
 
 
+def _tighter(now: int | None, taken: int | None) -> int | None:
+    """The cap read now when it is stricter than the one a chunk took its slot from (a cap set
+    or lowered since), else None."""
+    return now if now is not None and (taken is None or now < taken) else None
+
+
 def backoff_s(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with 'equal jitter' (half fixed, half random)."""
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
@@ -492,6 +498,17 @@ class DispatchService:
             # Nothing of this chunk went out: hand it back whole (its rate-limit slot is given
             # up). The chunk's lease is released by the HandBack path (`note_chunk` WAITING).
             return _Step(stop=HandBack(self.s.pause_poll_s, _paused(paused, msg.flow)))
+        if not attempts and not paused:
+            # A cap set (or lowered) while this chunk waited for its slot: the chunk read none
+            # when it started, so it took nothing from the new cap. Handed back whole, like a
+            # pause (its global slot is given up, once per cap change): it comes back when
+            # the new cap's slot is due and takes it as every chunk does.
+            # (A cap raised or removed meanwhile: the stricter one was taken, the chunk goes.)
+            fresh = self._caps(msg, Control(job_cap=_tighter(again.job_cap, ctl.job_cap),
+                                            flow_cap=_tighter(again.flow_cap, ctl.flow_cap)))
+            if fresh:
+                count("ChunksHeldAtCap", 1)
+                return _Step(stop=HandBack(max(limiter.next_slot(len(calls)) for limiter, _ in fresh), fresh[0][1]))
         if paused:
             # Part of this chunk was sent already (a body Phonon refused for one record, being
             # split in halves): the rest of this chunk still goes out, then the pause holds from
