@@ -1,5 +1,5 @@
 """The `phonon-outbound` command: run | check | simulate | redrive | suppress | pause | resume | cancel |
-status.
+limit | status.
 
 Exit status: 0 every row ACCEPTED or DUPLICATE; 1 the run finished but some row is REJECTED,
 FAILED, CANCELLED or SUPPRESSED (or a file was rejected whole); 2 usage or configuration

@@ -191,7 +191,7 @@ class RunOptions:
     phone_columns: tuple[str, ...] = ()  # S3 metadata `phone-columns` on every upload
     id_column: str | None = None  # S3 metadata `id-column` on every upload
     state_dir: Path | None = None  # dedupe claims kept between runs (None: none kept)
-    live_dir: Path | None = None  # where live.json says this run is running (pause | resume | cancel; stack.py)
+    live_dir: Path | None = None  # where live.json says this run is running (pause | resume | cancel | limit; stack.py)
     log_file: Path | None = None  # machine logs (handlers, AWS clients) go here instead of the terminal
     verbose: bool = False  # machine logs also on stderr
     settings: dict[str, Any] = field(default_factory=dict)  # extra Settings overrides (tests)
