@@ -101,6 +101,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     )
 
     from .cli import EXIT_OK, EXIT_USAGE, UsageError, _err, aws_error, safe
+    from .job_status import rate_limit
     from .redrive import StackError
     from .stack import NotRunning, connect
 
@@ -112,12 +113,13 @@ def cmd_control(args: argparse.Namespace) -> int:
         what = ControlTarget.of({"job": args.job, "key": args.key, "version": args.version,
                                  "flow": getattr(args, "flow", None)})
         if args.command == "limit" and not args.none:
-            parse_cap(args.per_minute)  # the rule up to Phonon's limit, before any stack is asked
+            parse_cap(args.per_minute, None)  # a whole number at all, before any stack is asked
         target = connect(args.stack, args.region, args.profile, args.state_dir)
-        # The highest cap is the run's own rate limit (a stack's outputs do not carry it:
-        # Phonon's 30,000 then; a cap above the stack's limit only never binds).
+        # The highest cap is the global limit: a stack's RecordsPerMinute parameter, the local
+        # run's own --rate (status reads it the same way).
+        highest = rate_limit(target, args.stack) if args.command == "limit" else PHONON_LIMIT
         service = ControlService(target.store, target.bucket, finisher_settled(target.store, report_requests(target)),
-                                 max_per_minute=getattr(target.settings, "records_per_minute", None) or PHONON_LIMIT)
+                                 max_per_minute=highest or PHONON_LIMIT)
         if args.command == "limit":
             answer = service.apply("limit", what, per_minute="none" if args.none else args.per_minute)
         else:

@@ -150,11 +150,13 @@ def finisher_settled(store: Store, reports: Any) -> Callable[[str], None]:
     return settled
 
 
-def parse_cap(value: Any, limit: int = PHONON_LIMIT) -> int | None:
+def parse_cap(value: Any, limit: int | None = PHONON_LIMIT) -> int | None:
     """A `limit` request's value: calls per minute, a whole number from 1 to `limit` (the global
-    rate limit), or 0 / "none" to remove the cap (None). Anything else is a ControlError that
-    says what is expected, never the value (the ingest function logs a refusal's reason)."""
-    expected = f"calls per minute, a whole number from 1 to {limit:,} (the rate limit), or 0 / none to remove the cap"
+    rate limit; None: not known yet, no upper bound checked), or 0 / "none" to remove the cap
+    (None). Anything else is a ControlError that says what is expected, never the value (the
+    ingest function logs a refusal's reason)."""
+    highest = f"{limit:,}" if limit is not None else "the global limit"
+    expected = f"calls per minute, a whole number from 1 to {highest} (the rate limit), or 0 / none to remove the cap"
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ControlError(f"limit needs a value: {expected}")
     if isinstance(value, bool):
@@ -172,7 +174,7 @@ def parse_cap(value: Any, limit: int = PHONON_LIMIT) -> int | None:
         raise ControlError(f"the cap must be {expected}")
     if value == 0:
         return None
-    if value < 0 or value > limit:
+    if value < 0 or (limit is not None and value > limit):
         raise ControlError(f"the cap is out of range: {expected}")
     return value
 
