@@ -12,8 +12,10 @@ State table (`pk`/`sk`, see docs/design.md "Storage"):
   KEY#<bucket>/<key>/REPORT#<stamp>  a report name taken by one job of the key (no two share one) (jobs)
   DEDUPE#<hash>/-         a call claimed for the dedupe window (dedupe)
   DEDUPE-LOCK#<flow>/-    the lease that serialises one flow's claim phases (dedupe)
-  LIMIT#<name>/-          the global rate limiter (limits)
+  LIMIT#<name>/-          the global rate limiter (`records`, `requests`) and an operator's caps
+                          (`cap-job#<job>#<N>`, `cap-flow#<flow>#<N>`; expire a day after use) (limits)
   BREAKER#<flow>/-        the per-flow circuit breaker (limits)
+  FLOWCTL#<flow>/-        a flow's pause (`paused_reason`) and rate cap (`rate_cap`) (jobs)
 Results table: one item per call Phonon accepted, keyed by `phonon-uuid` (results).
 
 Retention: every item that holds personal data (job META, ROW#, OUT#, KEY#, object claims)
