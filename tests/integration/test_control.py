@@ -533,7 +533,9 @@ def test_a_bad_cap_in_the_control_event_is_answered_and_changes_nothing(make_har
     for detail, why in (({"action": "limit", "job": a.job_id}, "limit needs a value"),
                         ({"action": "limit", "job": a.job_id, "per_minute": "fast"}, "a whole number from 1 to 30,000"),
                         ({"action": "limit", "job": a.job_id, "per_minute": 30_001}, "out of range"),
-                        ({"action": "limit", "job": a.job_id, "per_minute": -3}, "out of range")):
+                        ({"action": "limit", "job": a.job_id, "per_minute": -3}, "out of range"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": "9" * 10_000}, "out of range"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": [100]}, "a whole number from 1 to 30,000")):
         [answer] = ingest_event(control_event(detail))["files"]
         assert answer["status"] == "refused" and why in answer["reason"], answer
     assert "rate_cap" not in h.job(a)

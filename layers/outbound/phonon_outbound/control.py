@@ -167,6 +167,8 @@ def parse_cap(value: Any, limit: int | None = PHONON_LIMIT) -> int | None:
             return None
         if not (text.isascii() and text.isdigit()):
             raise ControlError(f"the cap must be {expected}")
+        if len(text.lstrip("0")) > 12:  # int() refuses over 4,300 digits with a ValueError; no cap is this long
+            raise ControlError(f"the cap is out of range: {expected}")
         value = int(text)
     elif isinstance(value, float) and value.is_integer():
         value = int(value)
