@@ -1,5 +1,5 @@
 """The `phonon-outbound` command: run | check | simulate | redrive | suppress | pause | resume | cancel |
-status.
+limit | status.
 
 Exit status: 0 every row ACCEPTED or DUPLICATE; 1 the run finished but some row is REJECTED,
 FAILED, CANCELLED or SUPPRESSED (or a file was rejected whole); 2 usage or configuration
@@ -320,7 +320,7 @@ def build_parser() -> Parser:
     rd.add_argument("--limit", type=_positive, metavar="N", help="move at most this many messages (default: all)")
     rd.add_argument("--region", metavar="REGION", help="AWS region of the stack (default: AWS_REGION / AWS_DEFAULT_REGION / profile)")
     rd.add_argument("--profile", metavar="NAME", help="AWS named profile to use (default: AWS_PROFILE or the default chain)")
-    from .steer import add_parsers as add_control_parsers  # pause | resume | cancel
+    from .steer import add_parsers as add_control_parsers  # pause | resume | cancel | limit
 
     add_control_parsers(sub, STATE_DIR)
     from .job_status import add_parser as add_status_parser
@@ -762,7 +762,8 @@ def main(argv: list[str] | None = None) -> int:
     from .steer import cmd_control
 
     handlers = {"run": cmd_run, "check": cmd_check, "redrive": cmd_redrive, "suppress": cmd_suppress,
-                "pause": cmd_control, "resume": cmd_control, "cancel": cmd_control, "status": cmd_status}
+                "pause": cmd_control, "resume": cmd_control, "cancel": cmd_control, "limit": cmd_control,
+                "status": cmd_status}
     try:
         return handlers[args.command](args)
     except UsageError as err:

@@ -179,6 +179,24 @@ class JobPicture:
     achieved_per_minute: int | None = None  # calls per minute while sending (achieved_rate)
     mix: dict[str, Any] | None = None  # outcome_mix, when read
     mix_skipped: str = ""  # why the mix was not read
+    job_cap: int | None = None  # calls per minute an operator capped the job at (`phonon-outbound limit`)
+    flow_cap: int | None = None  # ... its flow at (every job of the flow together); read while it runs
+
+    @property
+    def cap(self) -> int | None:
+        """The cap that binds the job: the smaller of its own and its flow's (None: none)."""
+        caps = [c for c in (self.job_cap, self.flow_cap) if c is not None]
+        return min(caps) if caps else None
+
+    def cap_text(self) -> str:
+        """"60 calls/min (the job's)", "100 calls/min (flow Flow1234's; the job's own is 200)", or ""."""
+        if self.cap is None:
+            return ""
+        if self.flow_cap is not None and self.cap == self.flow_cap and self.flow_cap != self.job_cap:
+            own = f"; the job's own is {self.job_cap:,}" if self.job_cap is not None else ""
+            return f"{self.cap:,} calls/min (flow {self.flow}'s{own})"
+        return f"{self.cap:,} calls/min (the job's" + (
+            f"; flow {self.flow}'s is {self.flow_cap:,}" if self.flow_cap is not None else "") + ")"
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -230,7 +248,9 @@ def picture(store: Any, job_id: str, limit: int, now: float | None = None, outco
         counts=counts, sent=sent, requests=job.api_requests, outcomes=job.outcomes,
         calls_per_minute=rate_now(chunks, now), limit=limit, eta_s=eta, reason=reason,
         created_at=job.created_at, updated_at=job.updated_at, bin_s=bin_seconds(chunks),
-        achieved_per_minute=achieved_rate(chunks))
+        achieved_per_minute=achieved_rate(chunks), job_cap=job.rate_cap,
+        # the flow's cap matters (and is read) only while the job still sends
+        flow_cap=store.jobs.flow_cap(job.flow) if job.flow and not (job.completed or job.cancelled_reason) else None)
     pic.timeline = per_minute(chunks, bin_s=pic.bin_s)
     read_mix = outcomes if outcomes is not None else (rows or 0) <= OUTCOME_ROWS_MAX
     if read_mix:
@@ -547,6 +567,7 @@ def picture_lines(p: JobPicture, safe: Any = str) -> list[str]:
         ("calls/min", f"{p.calls_per_minute:,} now" + (f", {p.achieved_per_minute:,} while sending"
                                                           if p.achieved_per_minute is not None else "")
          + f" (limit {p.limit:,})"),
+        *([("cap", safe(p.cap_text()))] if p.cap is not None else []),
         ("ETA", "done" if p.eta_s == 0 else duration(p.eta_s) if p.eta_s is not None else "unknown (nothing settled in the last minute)"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -558,7 +579,8 @@ def active_lines(pictures: list[JobPicture], safe: Any = str) -> list[str]:
     if not pictures:
         return ["no active jobs"]
     head = ("JOB", "STATE", "SETTLED", "CALLS/MIN", "ETA", "FILE")
-    table = [head] + [(safe(p.job), p.state, f"{sum(p.counts.values()):,}/{_n(p.rows)}", f"{p.calls_per_minute:,}",
+    table = [head] + [(safe(p.job), p.state, f"{sum(p.counts.values()):,}/{_n(p.rows)}",
+                       f"{p.calls_per_minute:,}" + (f" (cap {p.cap:,})" if p.cap is not None else ""),
                        duration(p.eta_s) if p.eta_s is not None else "-", safe(p.file)) for p in pictures]
     widths = [max(len(r[i]) for r in table) for i in range(len(head) - 1)]
     return ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in table]

@@ -1,6 +1,6 @@
 """Connect to a deployed stack or to the local run that is running now: its store, bucket,
-queues and settings, for commands that look at or steer a campaign (pause | resume | cancel,
-status).
+queues and settings, for commands that look at or steer a campaign (pause | resume | cancel |
+limit, status).
 
 - `connect("name", region, profile, None)`: a deployed stack, through its CloudFormation outputs
   (ContactsBucketName, StateTableName, ResultsTableName and every `…QueueUrl`).

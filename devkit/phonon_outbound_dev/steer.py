@@ -1,6 +1,7 @@
-"""`phonon-outbound pause | resume | cancel`: steer one job (by id, or by its file's key and
-optional version) or one flow, in a deployed stack (`--stack`) or in the local run that is
-running now (through `<state dir>/live.json`). docs/operating.md, "Pause, resume, cancel".
+"""`phonon-outbound pause | resume | cancel | limit`: steer one job (by id, or by its file's key
+and optional version) or one flow, in a deployed stack (`--stack`) or in the local run that is
+running now (through `<state dir>/live.json`). docs/operating.md, "Pause, resume, cancel" and
+"Cap a job's or a flow's rate".
 
 Exit status: 0 done (or nothing to do: `already`), 2 usage error, unknown job / key / flow
 target, no such stack, or no local run running.
@@ -18,11 +19,12 @@ ACTION_HELP = {
     "pause": "hold a job's (or a flow's) calls: its chunks wait unsent until resumed",
     "resume": "let a paused job (or flow) send again",
     "cancel": "stop a job for good: nothing more is sent, its unsent rows end CANCELLED and its report is written",
+    "limit": "cap a job's (or a flow's) rate at N calls per minute, within the global limit; --none removes the cap",
 }
 
 
 def add_parsers(sub: Any, state_dir: Path) -> None:
-    """The three commands, on the CLI's sub-parsers."""
+    """The four commands, on the CLI's sub-parsers."""
     for action, text in ACTION_HELP.items():
         p = sub.add_parser(action, help=text, description=text + ". Against a deployed stack with --stack; "
                            "otherwise the local run that is running now. Exit status: 0 done, 2 usage error or "
@@ -34,7 +36,15 @@ def add_parsers(sub: Any, state_dir: Path) -> None:
         if action != "cancel":
             what.add_argument("--flow", metavar="ID", help="every job's calls to this flow")
         p.add_argument("--version", metavar="V", help="with --key: the job of that S3 version of the file")
-        p.add_argument("--reason", metavar="TEXT", help="why (kept on the job; a cancel's reason is in the report)")
+        if action == "limit":
+            value = p.add_mutually_exclusive_group(required=True)
+            value.add_argument("--per-minute", metavar="N", dest="per_minute",
+                               help="the cap: calls per minute, a whole number from 1 to the global limit "
+                                    "(0 removes the cap, as --none does)")
+            value.add_argument("--none", action="store_true", help="remove the cap")
+        else:
+            p.add_argument("--reason", metavar="TEXT",
+                           help="why (kept on the job; a cancel's reason is in the report)")
         p.add_argument("--stack", metavar="NAME", help="a deployed stack (its CloudFormation outputs)")
         p.add_argument("--region", metavar="REGION", help="AWS region of the stack")
         p.add_argument("--profile", metavar="NAME", help="AWS named profile to use")
@@ -50,6 +60,12 @@ def describe(answer: dict[str, Any]) -> str:
     if answer.get("key"):
         what += f" ({answer['key']}" + (f", version {answer['version']}" if answer.get("version") else "") + ")"
     state = answer["state"]
+    if answer["action"] == "limit":
+        cap = answer.get("rate_cap")
+        capped = f"capped at {cap:,} calls/min" if cap else "no cap"
+        if answer.get("already"):
+            return safe(f"{what}: {capped} already ({state}); nothing changed")
+        return safe(f"{what}: {capped} ({state})")
     if answer.get("already"):
         return safe(f"{what}: {state} already; nothing changed")
     return safe(f"{what}: {state}" + (" (its unsent rows end CANCELLED; the report is written once its queued "
@@ -75,14 +91,17 @@ def cmd_control(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from phonon_outbound.control import (
+        PHONON_LIMIT,
         ControlError,
         ControlService,
         ControlTarget,
         UnknownTarget,
         finisher_settled,
+        parse_cap,
     )
 
     from .cli import EXIT_OK, EXIT_USAGE, UsageError, _err, aws_error, safe
+    from .job_status import rate_limit
     from .redrive import StackError
     from .stack import NotRunning, connect
 
@@ -93,9 +112,18 @@ def cmd_control(args: argparse.Namespace) -> int:
         # stack is asked: a ControlError is a usage error, exit 2.
         what = ControlTarget.of({"job": args.job, "key": args.key, "version": args.version,
                                  "flow": getattr(args, "flow", None)})
+        if args.command == "limit" and not args.none:
+            parse_cap(args.per_minute, None)  # a whole number at all, before any stack is asked
         target = connect(args.stack, args.region, args.profile, args.state_dir)
-        service = ControlService(target.store, target.bucket, finisher_settled(target.store, report_requests(target)))
-        answer = service.apply(args.command, what, args.reason or "")
+        # The highest cap is the global limit: a stack's RecordsPerMinute parameter, the local
+        # run's own --rate (status reads it the same way).
+        highest = rate_limit(target, args.stack) if args.command == "limit" else PHONON_LIMIT
+        service = ControlService(target.store, target.bucket, finisher_settled(target.store, report_requests(target)),
+                                 max_per_minute=highest or PHONON_LIMIT)
+        if args.command == "limit":
+            answer = service.apply("limit", what, per_minute="none" if args.none else args.per_minute)
+        else:
+            answer = service.apply(args.command, what, args.reason or "")
     except (UsageError, StackError, NotRunning, UnknownTarget, ControlError) as err:
         _err(safe(str(err)))
         return EXIT_USAGE

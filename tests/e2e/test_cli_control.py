@@ -1,4 +1,4 @@
-"""`phonon-outbound pause | resume | cancel` as an operator meets them: against the local run that is
+"""`phonon-outbound pause | resume | cancel | limit` as an operator meets them: against the local run that is
 running in another terminal (through its live.json), and against a deployed stack (moto in server
 mode, never real AWS). Each command runs as a separate process."""
 
@@ -104,6 +104,38 @@ def test_pause_resume_a_live_local_run_from_another_terminal(tmp_path):
     assert not (state / "live.json").exists()
     gone = cli("pause", "--job", answer["job"], "--state-dir", str(state))
     one_line_exit_2(gone, "no local run is running")
+
+
+def test_a_cap_set_on_a_live_local_run_holds_there_until_removed(tmp_path):
+    # Given a local run of 200 rows at 600 calls a minute (10-call chunks, one a second)
+    with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
+        child, state = start_run(tmp_path, sim, 200)
+        try:
+            wait_for(lambda: sim.stats()["calls_accepted"] >= 20, 120, child)
+            # When the operator caps the file at 60 calls a minute (one chunk every 10 s)
+            capped = cli("limit", "--key", "slow.csv", "--per-minute", "60", "--state-dir", str(state), "--json")
+            assert capped.returncode == 0, capped.stderr
+            answer = json.loads(capped.stdout)
+            assert answer["rate_cap"] == 60 and answer["already"] is False and answer["state"] == "running"
+            # Then, once the requests already granted have gone, the simulator hears one a 10 s at most
+            time.sleep(4)
+            before = sim.stats()["requests"]
+            time.sleep(12)
+            assert sim.stats()["requests"] - before <= 2 and child.poll() is None
+            # When the cap is removed, the run completes at the global rate
+            freed = cli("limit", "--job", answer["job"], "--none", "--state-dir", str(state))
+            assert freed.returncode == 0 and f"job {answer['job']}: no cap (running)" in freed.stdout, freed.stderr
+            stdout, stderr = child.communicate(timeout=180)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        stats = sim.stats()
+    assert child.returncode == 0, stderr[-3000:]
+    assert stats["called_twice"] == [] and len(stats["calls_by_client_identifier"]) == 200
+    report = read_report(json.loads(stdout)["files"][0]["report"])
+    assert {r["status"] for r in report} == {"ACCEPTED"} and len(report) == 200
+    # and the run said so on stderr
+    assert "capped: incoming/slow.csv at 60 calls/min" in stderr and "no cap: sending at the global rate" in stderr
 
 
 def test_cancel_of_a_live_local_run_ends_its_job_through_the_runs_report_worker(tmp_path):
@@ -227,6 +259,54 @@ def test_pause_resume_cancel_against_a_stack(tmp_path, moto_server):  # noqa: F8
     one_line_exit_2(run("cancel", "--job", "nosuch"), "no such job: nosuch")
     one_line_exit_2(run("pause", "--key", "b.csv"), "no job for key b.csv")
     one_line_exit_2(run("pause", "--key", "a.csv", "--version", "v9"), "no job for key a.csv version v9")
+
+
+def test_limit_against_a_stack(tmp_path, moto_server):  # noqa: F811 (the fixture)
+    # Given a stack (its outputs) and its state table with one unfinished job of incoming/a.csv
+    kw = {"region_name": "eu-west-1", "endpoint_url": moto_server, "aws_access_key_id": "testing",
+          "aws_secret_access_key": "testing"}
+    table = boto3.resource("dynamodb", **kw).create_table(
+        TableName="limit-state", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}])
+    table.put_item(Item={"pk": "JOB#j1", "sk": "META", "key": "incoming/a.csv", "version": "v1", "bucket": "contacts",
+                         "flow": FLOW, "completed": False, "ingest_done": False, "updated_at": 1})
+    table.put_item(Item={"pk": "KEY#contacts/incoming/a.csv", "sk": "JOB#j1", "job": "j1", "version": "v1",
+                         "uploaded_at": "2026-11-30T10:00:00Z"})
+    template = {"Resources": {"Chunks": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "limit-chunks"}}},
+                "Outputs": {"ContactsBucketName": {"Value": "contacts"}, "StateTableName": {"Value": "limit-state"},
+                            "ResultsTableName": {"Value": "results"}, "ChunkQueueUrl": {"Value": {"Ref": "Chunks"}}}}
+    boto3.client("cloudformation", **kw).create_stack(StackName="phonon-limit", TemplateBody=json.dumps(template))
+    env = {**CREDS, "AWS_ENDPOINT_URL": moto_server}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*CLI, *args, "--stack", "phonon-limit", "--region", "eu-west-1"], cwd=ROOT,
+                              env=clean_env(tmp_path, **env), capture_output=True, text=True, timeout=120)
+
+    def item(pk: str, sk: str = "META") -> dict:
+        return table.get_item(Key={"pk": pk, "sk": sk}, ConsistentRead=True).get("Item") or {}
+
+    # When the operator caps the job by its file's name
+    proc = run("limit", "--key", "a.csv", "--per-minute", "100", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"action": "limit", "job": "j1", "key": "incoming/a.csv", "version": "v1",
+                                       "state": "running", "already": False, "rate_cap": 100}
+    assert item("JOB#j1")["rate_cap"] == 100
+    again = run("limit", "--job", "j1", "--per-minute", "100")
+    assert again.returncode == 0 and "job j1: capped at 100 calls/min already (running); nothing changed" in again.stdout
+    # a flow's cap is on its control item
+    assert run("limit", "--flow", FLOW, "--per-minute", "50").stdout.strip() == f"flow {FLOW}: capped at 50 calls/min (running)"
+    assert item(f"FLOWCTL#{FLOW}", "-")["rate_cap"] == 50
+    # and status shows them both, the flow's binding
+    status = run("status", "--job", "j1")
+    assert status.returncode == 0, status.stderr
+    assert f"50 calls/min (flow {FLOW}'s; the job's own is 100)" in status.stdout
+    # --none removes a cap; a cap over Phonon's 30,000/min is a usage error
+    assert "job j1: no cap (running)" in run("limit", "--job", "j1", "--none").stdout
+    assert "rate_cap" not in item("JOB#j1")
+    one_line_exit_2(run("limit", "--job", "j1", "--per-minute", "30001"), "out of range")
+    one_line_exit_2(run("limit", "--job", "nosuch", "--per-minute", "10"), "no such job: nosuch")
 
 
 def test_cancel_against_a_stack_asks_its_report_function_and_writes_no_report_itself(tmp_path, moto_server):  # noqa: F811

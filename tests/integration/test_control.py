@@ -19,6 +19,7 @@ from phonon_outbound.control import (
     UnknownTarget,
     finisher_settled,
 )
+from phonon_outbound.store import Control
 from phonon_outbound_dev.simulator import DEMO_FLOW_ID, FaultPlan
 
 from .conftest import Ctx, csv_rows, statuses
@@ -226,7 +227,7 @@ def test_unknown_targets_and_bad_requests_are_clear_errors(make_harness):
         control().apply("pause", ControlTarget(key="a.csv", version="v0"))
     with pytest.raises(ControlError, match="unknown action"):
         control().apply("stop", ControlTarget(job=a.job_id))
-    with pytest.raises(ControlError, match="a flow can be paused or resumed"):
+    with pytest.raises(ControlError, match="a flow can be paused, resumed or capped"):
         control().apply("cancel", ControlTarget(flow=DEMO_FLOW_ID))
     with pytest.raises(ControlError, match="exactly one"):
         control().apply("pause", {"job": a.job_id, "flow": DEMO_FLOW_ID})
@@ -320,23 +321,51 @@ def test_a_file_under_cancel_cancels_the_newest_job_of_that_key(make_harness, ma
 # ------------------------------------------------------------------ the store, both kinds
 def test_control_items_on_both_stores(any_store):
     jobs = any_store.jobs
-    assert jobs.control("nosuch", "Flow1234") == ("", "")
+    assert jobs.control("nosuch", "Flow1234") == Control()
     assert jobs.pause_job("nosuch", "x") is False
     jobs.create_job("j1", {"key": "incoming/a.csv"})
     assert jobs.pause_job("j1", "hold") is True and jobs.pause_job("j1", "again") is False
-    assert jobs.control("j1", "Flow1234") == ("", "hold")
+    assert jobs.control("j1", "Flow1234") == Control("", "hold")
     assert jobs.resume_job("j1") is True and jobs.resume_job("j1") is False
-    assert jobs.control("j1", "Flow1234") == ("", "")
+    assert jobs.control("j1", "Flow1234") == Control()
     assert jobs.pause_flow("Flow1234", "carrier trouble") is True and jobs.pause_flow("Flow1234", "x") is False
     assert jobs.flow_paused("Flow1234") == "carrier trouble" and jobs.flow_paused("Other123") == ""
-    assert jobs.control("j1", "Flow1234") == ("", "flow Flow1234 paused: carrier trouble")
-    assert jobs.control("j1", "Other123") == ("", "")
+    assert jobs.control("j1", "Flow1234") == Control("", "flow Flow1234 paused: carrier trouble")
+    assert jobs.control("j1", "Other123") == Control()
     assert jobs.resume_flow("Flow1234") is True and jobs.resume_flow("Flow1234") is False
     assert jobs.cancel_job("j1", "stop") is True
-    assert jobs.control("j1", "Flow1234") == ("stop", "")
+    assert jobs.control("j1", "Flow1234") == Control("stop", "")
     jobs.create_job("j2", {})
     jobs.update_job("j2", completed=True)
     assert jobs.pause_job("j2", "late") is False
+
+
+def test_caps_on_both_stores(any_store):
+    jobs = any_store.jobs
+    # Given a job and its flow, neither capped
+    jobs.create_job("j1", {"key": "incoming/a.csv"})
+    assert jobs.control("j1", "Flow1234") == Control() and jobs.flow_cap("Flow1234") is None
+    # When the job is capped (and capped again at the same value)
+    assert jobs.set_job_cap("j1", 100) is True and jobs.set_job_cap("j1", 100) is False
+    # Then control() carries the cap, and the job item holds it
+    assert jobs.control("j1", "Flow1234") == Control(job_cap=100) and jobs.control("j1").cap == 100
+    assert jobs.get_job("j1")["rate_cap"] == 100
+    # When the flow is capped too: both come with the same reads, the smaller one binds
+    assert jobs.set_flow_cap("Flow1234", 60) is True and jobs.set_flow_cap("Flow1234", 60) is False
+    assert jobs.flow_cap("Flow1234") == 60 and jobs.flow_cap("Other123") is None
+    ctl = jobs.control("j1", "Flow1234")
+    assert (ctl.job_cap, ctl.flow_cap, ctl.cap) == (100, 60, 60)
+    assert jobs.set_job_cap("j1", 30) is True and jobs.control("j1", "Flow1234").cap == 30
+    # A flow's pause and its cap live side by side in its control item
+    assert jobs.pause_flow("Flow1234", "hold") is True and jobs.flow_cap("Flow1234") == 60
+    assert jobs.resume_flow("Flow1234") is True and jobs.flow_cap("Flow1234") == 60
+    # When the caps are removed (twice: the second changes nothing)
+    assert jobs.set_job_cap("j1", None) is True and jobs.set_job_cap("j1", None) is False
+    assert jobs.set_flow_cap("Flow1234", None) is True and jobs.set_flow_cap("Flow1234", None) is False
+    assert jobs.control("j1", "Flow1234") == Control() and "rate_cap" not in jobs.get_job("j1")
+    # An unknown job is never created by a cap; a flow without a control item can be capped
+    assert jobs.set_job_cap("nosuch", 10) is False and jobs.get_job("nosuch") is None
+    assert jobs.set_flow_cap("Fresh123", 10) is True and jobs.control("j1", "Fresh123").flow_cap == 10
 
 
 # ------------------------------------------------------------------ targets no job or flow can be
@@ -452,3 +481,61 @@ def test_a_failed_control_event_that_fails_again_from_the_failure_queue_is_raise
     monkeypatch.setattr(ControlService, "apply", still_failing)
     with pytest.raises(ConnectionError):  # the record fails: SQS retries it, then its DLQ (alarmed)
         ingest_event(destination_record(h, control_event({"action": "cancel", "job": a.job_id})))
+
+
+# ------------------------------------------------------------------ a cap on one job's rate
+def requests_by_file(h) -> dict[str, list[float]]:
+    """The moments (the simulator's clock) of the requests Phonon accepted, per file (its rows'
+    prefix): the simulator's own request log, matched in order to the calls each request held."""
+    calls = h.sim.accepted_calls()
+    out: dict[str, list[float]] = {}
+    at = 0
+    for moment, n in h.sim.stats()["accepted"]:
+        out.setdefault(calls[at]["client-identifier"].split("-")[0], []).append(moment)
+        at += n
+    return out
+
+
+def test_a_job_capped_by_the_control_event_sends_no_faster_than_its_cap_and_slows_no_other_job(make_harness):
+    # Given two files in 10-row chunks, under the global limit of 30,000 calls a minute
+    h = make_harness(batch_size=10)
+    a, b = two_files(h, a_rows=60, b_rows=60)
+    # When the operator caps the first at 120 calls a minute (one 10-call chunk every 5 s) by the event
+    out = ingest_event(control_event({"action": "limit", "key": "incoming/a.csv", "per_minute": 120}))
+    assert out["files"] == [{"event": "Outbound Control", "status": "controlled", "control": {
+        "action": "limit", "job": a.job_id, "key": "incoming/a.csv", "version": a.version_id, "state": "running",
+        "already": False, "rate_cap": 120}}]
+    pump = Pump(h)
+    pump.run_for(16, until=lambda: len(calls_of(h, "A-")) >= 40)
+    # Then the other file went at once, all of it, in far less time than the cap would allow it
+    times = requests_by_file(h)
+    assert h.job(b).get("completed") and statuses(h.report(b)) == {"ACCEPTED": 60}
+    assert times["B"][-1] - times["B"][0] < 12.0  # at 120/min its 6 requests would take 25 s
+    # ... while the capped one was sent a chunk at a time, one per 5 s at the most, as Phonon saw it
+    sent_a = times["A"]
+    assert 3 <= len(sent_a) <= 5, sent_a
+    gaps = [later - earlier for earlier, later in zip(sent_a, sent_a[1:], strict=False)]
+    assert min(gaps) >= 4.0, gaps  # 5 s apart, less the simulator's latency spread
+    assert (len(sent_a) - 1) * 10 / ((sent_a[-1] - sent_a[0]) / 60) <= 120 * 1.05
+    # ... its waiting chunks handed back, never failed: no receive spent, nothing towards the DLQ
+    assert pump.max_receive_count == 1 and h.dlq_depth() == 0 and not h.job(a).get("completed")
+    # When the cap is removed (the event's "none"), the rest goes at the global rate
+    out = ingest_event(control_event({"action": "limit", "job": a.job_id, "per_minute": "none"}))
+    assert out["files"][0]["control"]["rate_cap"] is None
+    pump.run_for(30, until=lambda: bool(h.job(a).get("completed")))
+    assert statuses(h.report(a)) == {"ACCEPTED": 60} and h.sim.stats()["called_twice"] == []
+
+
+def test_a_bad_cap_in_the_control_event_is_answered_and_changes_nothing(make_harness):
+    h = make_harness(batch_size=10)
+    a = h.upload("a.csv", csv_rows(10, prefix="A"))
+    h.ingest(a)
+    for detail, why in (({"action": "limit", "job": a.job_id}, "limit needs a value"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": "fast"}, "a whole number from 1 to 30,000"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": 30_001}, "out of range"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": -3}, "out of range"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": "9" * 10_000}, "out of range"),
+                        ({"action": "limit", "job": a.job_id, "per_minute": [100]}, "a whole number from 1 to 30,000")):
+        [answer] = ingest_event(control_event(detail))["files"]
+        assert answer["status"] == "refused" and why in answer["reason"], answer
+    assert "rate_cap" not in h.job(a)

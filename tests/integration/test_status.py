@@ -98,6 +98,28 @@ def test_state(any_store, attrs, state):
         assert p.reason
 
 
+def test_a_jobs_and_its_flows_caps_are_shown_while_it_runs(any_store):
+    # Given a job with no cap: nothing about caps is shown
+    job = _job(any_store, ingest_done=True)
+    p = st.picture(any_store, job, limit=30_000, now=NOW)
+    assert p is not None and p.cap is None and not any(line.startswith("cap:") for line in st.picture_lines(p))
+    # When the operator caps the job at 200/min: its line says so, and so does the active list
+    any_store.jobs.set_job_cap(job, 200)
+    p = st.picture(any_store, job, limit=30_000, now=NOW)
+    assert p is not None and (p.job_cap, p.flow_cap, p.cap) == (200, None, 200)
+    assert "cap:         200 calls/min (the job's)" in st.picture_lines(p)
+    assert "(cap 200)" in st.active_lines([p])[1]
+    # When its flow is capped lower: the flow's cap binds, and both are said
+    any_store.jobs.set_flow_cap("DemoFlw1", 100)
+    p = st.picture(any_store, job, limit=30_000, now=NOW)
+    assert p is not None and p.cap == 100 and p.to_dict()["flow_cap"] == 100 and p.to_dict()["job_cap"] == 200
+    assert "cap:         100 calls/min (flow DemoFlw1's; the job's own is 200)" in st.picture_lines(p)
+    # A job cancelled meanwhile no longer reads its flow's cap
+    any_store.jobs.cancel_job(job, "stop")
+    p = st.picture(any_store, job, limit=30_000, now=NOW)
+    assert p is not None and p.flow_cap is None and p.cap == 200
+
+
 def test_active_jobs_and_key_resolution(any_store):
     a = _job(any_store, "job-a", "incoming/a.csv")
     _job(any_store, "job-b", "incoming/b.csv")

@@ -331,17 +331,17 @@ def test_an_expired_job_reads_as_absent(store):
 
 def test_cancel_job_marks_an_open_job_once_and_nothing_else(store):
     store.jobs.create_job("J1", {"key": "k"})
-    assert store.jobs.control("J1")[0] == ""
+    assert store.jobs.control("J1").cancelled == ""
     assert store.jobs.cancel_job("J1", "input deleted " + "x" * 10_000) is True
-    assert store.jobs.control("J1")[0].startswith("input deleted")
-    assert len(store.jobs.control("J1")[0]) == MAX_TEXT_CHARS
+    assert store.jobs.control("J1").cancelled.startswith("input deleted")
+    assert len(store.jobs.control("J1").cancelled) == MAX_TEXT_CHARS
     assert store.jobs.cancel_job("J1", "operator") is False  # already cancelled: the first reason stays
-    assert store.jobs.control("J1")[0].startswith("input deleted")
+    assert store.jobs.control("J1").cancelled.startswith("input deleted")
     assert store.jobs.cancel_job("J404", "x") is False and store.jobs.get_job("J404") is None
-    assert store.jobs.control("J404")[0] == ""
+    assert store.jobs.control("J404").cancelled == ""
     store.jobs.create_job("J2", {"key": "k"})
     store.jobs.update_job("J2", completed=True)
-    assert store.jobs.cancel_job("J2", "late") is False and store.jobs.control("J2")[0] == ""
+    assert store.jobs.cancel_job("J2", "late") is False and store.jobs.control("J2").cancelled == ""
     store.jobs.create_job("J3", {"key": "k", "completed": False})
     assert store.jobs.cancel_job("J3", "x") is True
 

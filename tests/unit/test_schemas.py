@@ -249,3 +249,15 @@ def test_the_control_event_refuses_wrong_shapes():
     for detail in ({"action": "resume", "flow": "Flow1234"}, {"action": "cancel", "job": "j1", "reason": "oops"},
                    {"action": "pause", "key": "incoming/a.csv", "version": "v1"}):
         validator("outbound-control.json").validate(changed(event, "detail", detail))
+
+
+def test_the_control_events_limit_takes_a_cap_and_only_it_does():
+    event = sample("eventbridge-outbound-control.json")
+    for detail in ({"action": "limit", "job": "j1", "per_minute": 100}, {"action": "limit", "flow": "Flow1234",
+                                                                           "per_minute": "none"},
+                   {"action": "limit", "key": "incoming/a.csv", "per_minute": 0}):
+        validator("outbound-control.json").validate(changed(event, "detail", detail))
+    for detail in ({"action": "limit", "job": "j1"}, {"action": "limit", "job": "j1", "per_minute": -1},
+                   {"action": "limit", "job": "j1", "per_minute": "fast"},
+                   {"action": "limit", "job": "j1", "per_minute": 1.5}, {"action": "pause", "job": "j1", "per_minute": 10}):
+        refused("outbound-control.json", changed(event, "detail", detail))

@@ -123,6 +123,29 @@ def test_a_paused_job_or_a_job_of_a_paused_flow_is_not_stale(jobs):
         observability.metrics.clear_metrics()  # check() was called without the handler's flush
 
 
+def test_a_capped_job_is_stale_only_once_a_chunk_at_its_cap_is_overdue(jobs):
+    """A job capped at 5 calls a minute in 500-row chunks sends one chunk every 100 minutes:
+    still by choice for that long past the threshold; its flow's cap counts the same."""
+    jobs.jobs.update_job("stuck-2h", rows_queued=1000, next_chunk=2, flow="FlowC123")
+    jobs.jobs.set_job_cap("stuck-2h", 5)
+    now = time.time()
+    try:
+        # (the cap is a write: the job is idle from now) idle 61 minutes, past the threshold but
+        # within the cap's 100 minutes a chunk: not stale; the uncapped jobs are
+        assert sorted(watchdog.check(jobs, 60, now + 61 * 60)["jobs"]) == ["busy-5m", "stuck-61m"]
+        assert watchdog.cap_allowance_s(jobs, watchdog.Job.from_item(jobs.jobs.get_job("stuck-2h"))) == 6000.0
+        # at 161 minutes it is stale
+        assert "stuck-2h" in watchdog.check(jobs, 60, now + 161 * 60)["jobs"]
+        # the cap moved to the flow (60/min: 500 rows take ~8 minutes): stale after 68 minutes
+        jobs.jobs.set_job_cap("stuck-2h", None)
+        jobs.jobs.set_flow_cap("FlowC123", 60)
+        assert "stuck-2h" not in watchdog.check(jobs, 60, now + 67 * 60)["jobs"]
+        assert "stuck-2h" in watchdog.check(jobs, 60, now + 69 * 60)["jobs"]
+    finally:
+        jobs.jobs.set_flow_cap("FlowC123", None)
+        observability.metrics.clear_metrics()  # check() was called without the handler's flush
+
+
 def test_with_nothing_stale_the_metric_is_zero(jobs, capsys, monkeypatch):
     monkeypatch.setenv("STALE_JOB_MINUTES", "600")
     wiring.reset()

@@ -191,7 +191,7 @@ class RunOptions:
     phone_columns: tuple[str, ...] = ()  # S3 metadata `phone-columns` on every upload
     id_column: str | None = None  # S3 metadata `id-column` on every upload
     state_dir: Path | None = None  # dedupe claims kept between runs (None: none kept)
-    live_dir: Path | None = None  # where live.json says this run is running (pause | resume | cancel; stack.py)
+    live_dir: Path | None = None  # where live.json says this run is running (pause | resume | cancel | limit; stack.py)
     log_file: Path | None = None  # machine logs (handlers, AWS clients) go here instead of the terminal
     verbose: bool = False  # machine logs also on stderr
     settings: dict[str, Any] = field(default_factory=dict)  # extra Settings overrides (tests)
@@ -1139,17 +1139,45 @@ class LocalPipeline:
                 progress.end()
                 self._say(paused or "resumed: sending again")
                 self._paused_said = paused
+            capped, allowance = self._capped(files, metas)
+            if capped != self._capped_said:  # `phonon-outbound limit` set, changed or removed a cap
+                progress.end()
+                self._say(capped or "no cap: sending at the global rate")
+                self._capped_said = capped
             breaker = self._open_breaker(metas)
             if breaker:
                 return f"not sent: Phonon refused the account or flow ({breaker}); run stopped"
             if self._errors and not ingest.is_alive() and time.monotonic() - last_change > 10:
                 return f"not sent: the local pipeline failed ({self._errors[0]})"
-            if time.monotonic() - last_change > self.o.stall_timeout_s:
+            # A capped job is slow by choice: one chunk may take `allowance` seconds at its cap.
+            if time.monotonic() - last_change > self.o.stall_timeout_s + allowance:
                 return f"not sent: no progress for {self.o.stall_timeout_s:.0f} s; run stopped"
             time.sleep(0.2)
 
     _window_said = ""
     _paused_said = ""
+    _capped_said = ""
+
+    def _capped(self, files: list[FileRun], metas: list[dict]) -> tuple[str, float]:
+        """("capped: <file> at N calls/min; …", the seconds one chunk takes at the lowest cap)
+        while a job of the run (or its flow) is capped and not finished; ("", 0) else. The
+        job items are read already; each flow's cap once per look."""
+        from phonon_outbound.store.common import read_cap
+
+        store = wiring.store()
+        held, flows, allowance = [], {}, 0.0
+        for f, m in zip(files, metas, strict=True):
+            if f.obj is None or m.get("completed") or m.get("cancelled_reason"):
+                continue
+            flow = str(m.get("flow") or "")
+            if flow not in flows:
+                flows[flow] = store.jobs.flow_cap(flow) if flow else None
+            caps = [c for c in (read_cap(m.get("rate_cap")), flows[flow]) if c is not None]
+            if caps:
+                cap = min(caps)
+                held.append(f"{f.key} at {cap:,} calls/min")
+                allowance = max(allowance, 60.0 * self.settings.batch_size / cap)
+        return ("capped: " + "; ".join(held)) if held else "", allowance
 
     @staticmethod
     def _paused(files: list[FileRun], metas: list[dict]) -> str:

@@ -1,8 +1,8 @@
-"""Control of a running campaign: pause, resume or cancel one job, or pause / resume one flow
-(docs/operating.md, "Pause, resume, cancel").
+"""Control of a running campaign: pause, resume, cancel or cap one job, or pause / resume / cap
+one flow (docs/operating.md, "Pause, resume, cancel" and "Cap a job's or a flow's rate").
 
 `ControlService.apply(action, target)` is the one entry of the three ways in: the
-`phonon-outbound pause|resume|cancel` command (devkit, against a stack or the local run), the
+`phonon-outbound pause|resume|cancel|limit` command (devkit, against a stack or the local run), the
 EventBridge event `Outbound Control` and a file dropped under `cancel/` (both through the
 ingest function, ingest_events.py). A target names a job by its id, by its file's key (the key's
 newest job; with a version, that upload's job) or a flow by its id.
@@ -20,7 +20,8 @@ What each action writes, and who obeys it:
 
 The answer says what happened: {"action", "job" | "flow", "state", "already"} — `already` true
 when nothing changed (paused twice, resumed a running job, cancelled a cancelled or finished
-job). An unknown job, key or version is `UnknownTarget`; a malformed request `ControlError`
+job, the same cap set twice); a `limit`'s answer adds `rate_cap` (calls per minute, None = no
+cap). An unknown job, key or version is `UnknownTarget`; a malformed request `ControlError`
 (`ControlTarget.of` checks every target: one of job, key or flow; a flow id is 8 letters or
 digits; a key or version at most 1,024 UTF-8 bytes, S3's limit).
 Reasons are an operator's free text: they go into the job item and the report (CANCELLED rows),
@@ -38,7 +39,9 @@ from .observability import count, logger, mask_digit_runs
 from .records import MAX_JOB_ID_CHARS, Job
 from .store import Store
 
-ACTIONS = ("pause", "resume", "cancel")
+ACTIONS = ("pause", "resume", "cancel", "limit")
+PHONON_LIMIT = 30_000  # Phonon's own limit, calls per minute: the highest cap when the stack's limit is not known
+NO_CAP = ("none", "0")
 MAX_REASON_CHARS = 300
 MAX_KEY_BYTES = 1024  # S3's longest object key, in UTF-8 bytes (not characters)
 # AWS error codes that mean "this request, as given, can never succeed" (DynamoDB, S3, SQS):
@@ -147,27 +150,68 @@ def finisher_settled(store: Store, reports: Any) -> Callable[[str], None]:
     return settled
 
 
+def parse_cap(value: Any, limit: int | None = PHONON_LIMIT) -> int | None:
+    """A `limit` request's value: calls per minute, a whole number from 1 to `limit` (the global
+    rate limit; None: not known yet, no upper bound checked), or 0 / "none" to remove the cap
+    (None). Anything else is a ControlError that says what is expected, never the value (the
+    ingest function logs a refusal's reason)."""
+    highest = f"{limit:,}" if limit is not None else "the global limit"
+    expected = f"calls per minute, a whole number from 1 to {highest} (the rate limit), or 0 / none to remove the cap"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ControlError(f"limit needs a value: {expected}")
+    if isinstance(value, bool):
+        raise ControlError(f"the cap must be {expected}")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in NO_CAP:
+            return None
+        if not (text.isascii() and text.isdigit()):
+            raise ControlError(f"the cap must be {expected}")
+        if len(text.lstrip("0")) > 12:  # int() refuses over 4,300 digits with a ValueError; no cap is this long
+            raise ControlError(f"the cap is out of range: {expected}")
+        value = int(text)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise ControlError(f"the cap must be {expected}")
+    if value == 0:
+        return None
+    if value < 0 or (limit is not None and value > limit):
+        raise ControlError(f"the cap is out of range: {expected}")
+    return value
+
+
 class ControlService:
-    def __init__(self, store: Store, bucket: str, settled: Callable[[str], None]):
+    def __init__(self, store: Store, bucket: str, settled: Callable[[str], None], max_per_minute: int = PHONON_LIMIT):
         self.store = store
         self.bucket = bucket
         self.settled = settled  # a report request for a job that may now be settled
+        self.max_per_minute = max_per_minute  # the global rate limit: no cap may exceed it
 
-    def apply(self, action: str, target: ControlTarget | dict[str, Any], reason: str = "") -> dict[str, Any]:
+    def apply(self, action: str, target: ControlTarget | dict[str, Any], reason: str = "",
+              per_minute: Any = None) -> dict[str, Any]:
+        """Carry out `action` on `target`. `per_minute`: a `limit`'s value (`parse_cap`)."""
         action = str(action or "").strip().lower()
         if action not in ACTIONS:
-            raise ControlError(f"unknown action {action!r}: pause, resume or cancel")
+            raise ControlError(f"unknown action {action!r}: pause, resume, cancel or limit")
         # Every target passes ControlTarget.of's checks, however it was built.
         target = ControlTarget.of(target if isinstance(target, dict) else asdict(target))
+        cap = parse_cap(per_minute, self.max_per_minute) if action == "limit" else None
         if target.flow:
+            if action == "limit":
+                return self._flow_limit(target.flow, cap)
             return self._flow(action, target.flow, reason)
         job, meta = self.resolve(target)
         out: dict[str, Any] = {"action": action, "job": job}
         if target.key:
             out.update(key=meta.key or target.key, version=meta.version)
-        out.update(getattr(self, f"_{action}")(job, meta, reason))
+        if action == "limit":
+            out.update(self._limit(job, meta, cap))
+        else:
+            out.update(getattr(self, f"_{action}")(job, meta, reason))
         logger.info("job control", extra={"job": job, "action": action, "state": out["state"],
-                                          "already": out["already"]})
+                                          "already": out["already"],
+                                          **({"rate_cap": out["rate_cap"]} if action == "limit" else {})})
         return out
 
     # ------------------------------------------------------------------ targets
@@ -220,10 +264,26 @@ class ControlService:
         state = self._state(Job.from_item(self.store.jobs.get_job(job)))
         return {"state": state, "already": not done}
 
+    def _limit(self, job: str, meta: Job, cap: int | None) -> dict[str, Any]:
+        if meta.cancelled_reason or meta.completed:  # nothing left to send: the cap stays as it was
+            return {"state": self._state(meta), "already": True, "rate_cap": meta.rate_cap}
+        done = self.store.jobs.set_job_cap(job, cap)
+        if done:
+            count("JobsCapped" if cap is not None else "JobCapsRemoved", 1)
+        now = Job.from_item(self.store.jobs.get_job(job))
+        return {"state": self._state(now), "already": not done, "rate_cap": now.rate_cap}
+
     # ------------------------------------------------------------------ flows
+    def _flow_limit(self, flow: str, cap: int | None) -> dict[str, Any]:
+        done = self.store.jobs.set_flow_cap(flow, cap)
+        paused = bool(self.store.jobs.flow_paused(flow))
+        logger.info("flow control", extra={"flow": flow, "action": "limit", "already": not done, "rate_cap": cap})
+        return {"action": "limit", "flow": flow, "state": "paused" if paused else "running", "already": not done,
+                "rate_cap": self.store.jobs.flow_cap(flow)}
+
     def _flow(self, action: str, flow: str, reason: str) -> dict[str, Any]:
         if action == "cancel":
-            raise ControlError("a flow can be paused or resumed; cancel names one job (job or key)")
+            raise ControlError("a flow can be paused, resumed or capped; cancel names one job (job or key)")
         if action == "pause":
             done = self.store.jobs.pause_flow(flow, clean_reason(reason, "paused by an operator"))
         else:
@@ -233,5 +293,5 @@ class ControlService:
         return {"action": action, "flow": flow, "state": "paused" if paused else "running", "already": not done}
 
 
-__all__ = ["ACTIONS", "REFUSED_CODES", "ControlError", "ControlService", "ControlTarget", "UnknownTarget",
-           "clean_reason", "finisher_settled", "job_of_key", "refused_by_aws"]
+__all__ = ["ACTIONS", "PHONON_LIMIT", "REFUSED_CODES", "ControlError", "ControlService", "ControlTarget",
+           "UnknownTarget", "clean_reason", "finisher_settled", "job_of_key", "parse_cap", "refused_by_aws"]

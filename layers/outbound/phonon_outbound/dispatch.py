@@ -27,6 +27,9 @@ ends with a status"):
   more: its unsent rows end CANCELLED with that reason;
 - a paused job or flow (control.py; read when a chunk starts and right before every request)
   is a `HandBack` after `pause_poll_s`: the chunk waits unsent, spending no receive;
+- a job or flow an operator capped (control.py, `limit`; read with the pause) takes its calls
+  from the cap's own limiter before the global one; a chunk whose capped slot is further away
+  than it may wait is a `HandBack` with that wait (docs/rate-limit.md, "Caps");
 - a body over Phonon's 256 KB ceiling is never sent (Phonon would silently drop it): its rows
   end FAILED with the reason.
 """
@@ -57,7 +60,7 @@ from .outcomes import ChunkOutcome, Decision, Done, Fate, HandBack, Poison, Retr
 from .records import ChunkMessage, ChunkRef, Job, PoisonMessage, parse_row_ref, row_ref
 from .settings import Settings
 from .status import Status
-from .store import ChunkState, Store, decode_outcomes
+from .store import ChunkState, Control, Store, decode_outcomes
 
 LOCK_BUSY_DELAY_S = 5.0
 # How long a chunk waits when one of its calls is claimed by another file's row whose outcome
@@ -80,6 +83,11 @@ MAX_REASON_CHARS = 300
 # job's chunk waits behind at most this much of the campaign, however many dispatchers run,
 # and the campaign loses nothing: its next slots are taken before they come due.
 BULK_HORIZON_S = 3.0
+# A capped job's or flow's chunk (control.py, `limit`) takes its cap's slot only when it is at
+# most this far ahead, and is handed back with the wait otherwise: a dispatcher never sleeps
+# long on a capped job while other jobs' chunks wait for it (a cap holds the job back, nobody
+# else). Its chunks come back about when their slot is due.
+CAP_HORIZON_S = BULK_HORIZON_S
 # Set by the handler for the record being handled: it came from the express lane.
 express_lane: ContextVar[bool] = ContextVar("express_lane", default=False)
 
@@ -96,6 +104,18 @@ def dedupe_hash(flow: str, call: dict, correlation_name: str) -> str:
 def _paused(reason: str, flow: str) -> str:
     """A pause's reason as a hand-back's: "job paused: …" (a flow's says "flow … paused: …")."""
     return reason if reason.startswith(f"flow {flow} paused: ") else f"job paused: {reason}"
+
+
+def _held(scope: str, target: str, per_minute: int) -> str:
+    """A cap's hand-back reason: "held at the job's cap of 100 calls/min"."""
+    return (f"held at the job's cap of {per_minute:,} calls/min" if scope == "job"
+            else f"held at flow {target}'s cap of {per_minute:,} calls/min")
+
+
+def _tighter(now: int | None, taken: int | None) -> int | None:
+    """The cap read now when it is stricter than the one a chunk took its slot from (a cap set
+    or lowered since), else None."""
+    return now if now is not None and (taken is None or now < taken) else None
 
 
 def backoff_s(attempt: int, base: float, cap: float) -> float:
@@ -246,7 +266,8 @@ class DispatchService:
             # (its maxReceiveCount is higher than ours): do not send again, let it go there.
             return RetryAfter(0, f"retries exhausted ({receive_count - 1} attempts)")
 
-        cancelled, paused = self.store.jobs.control(msg.job, msg.flow)  # control.py
+        ctl = self.store.jobs.control(msg.job, msg.flow)  # control.py
+        cancelled, paused = ctl.cancelled, ctl.paused
         if paused and not cancelled:  # wait unsent, nothing taken (a cancel wins: it settles the chunk)
             return HandBack(self.s.pause_poll_s, _paused(paused, msg.flow))
         breaker = CircuitBreaker(self.store, msg.flow, self.s.breaker_open_s, self.clock)
@@ -259,6 +280,14 @@ class DispatchService:
         wait = None if cancelled else windows.chunk_wait(self.s, self.store.jobs, msg.job, msg.flow, calls, self.clock())
         if wait is not None:  # the calling window is closed: hand back unsent (docs/calling-windows.md)
             return HandBack(wait.seconds, wait.reason)
+        if not cancelled:
+            # A capped chunk whose slot is far: handed back before its lease and dedupe claims
+            # are taken (a look: one read per cap, nothing written). `_ready` takes the slot.
+            for limiter, reason in self._caps(msg, ctl):
+                far = limiter.next_slot(len(calls))
+                if far > CAP_HORIZON_S:
+                    count("ChunksHeldAtCap", 1)
+                    return HandBack(far, reason)
 
         claim = self.store.ledger.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
         if claim.state == "done":
@@ -277,7 +306,7 @@ class DispatchService:
         ref = ChunkRef(msg.job, msg.chunk, msg.flow, list(msg.rows), calls)
         if cancelled:
             return Done(self._cancel(ref, out, cancelled))
-        sent = self._dispatch(msg, calls, receive_count, remaining_s, breaker, probe)
+        sent = self._dispatch(msg, calls, receive_count, remaining_s, breaker, probe, ctl)
         for o in sent.rows.values():
             out.add(o)
         out.claims.update(sent.claims)
@@ -313,7 +342,7 @@ class DispatchService:
         return Done(ChunkOutcome(Fate.DUPLICATE_DELIVERY))
 
     def _dispatch(self, msg: ChunkMessage, calls: list[dict], receive_count: int, remaining_s: Callable[[], float],
-                  breaker: CircuitBreaker, probe: bool) -> _Sent:
+                  breaker: CircuitBreaker, probe: bool, ctl: Control) -> _Sent:
         """Dedupe the chunk's calls, then send the rest: what was decided for its rows."""
         sent = _Sent()
         rows = list(msg.rows)
@@ -355,7 +384,7 @@ class DispatchService:
             sent.take(_Step([RowOutcome.of_call(row, call, Status.FAILED, reason=err.reason)
                              for row, call in zip(rows, calls, strict=True)]))
             return sent
-        result = self._send(msg, calls, rows, security_id, receive_count, remaining_s, breaker, probe)
+        result = self._send(msg, calls, rows, security_id, receive_count, remaining_s, breaker, probe, ctl)
         result.rows.update(sent.rows)  # the duplicates (rows never sent)
         result.claims = sent.claims
         return result
@@ -368,7 +397,7 @@ class DispatchService:
         return _Step(stop=RetryAfter(OUT_OF_TIME_DELAY_S, reason))  # part of a split chunk went already: resend it all
 
     def _send(self, msg: ChunkMessage, calls: list[dict], rows: list[int], security_id: str, receive_count: int,
-              remaining_s: Callable[[], float], breaker: CircuitBreaker, probe: bool) -> _Sent:
+              remaining_s: Callable[[], float], breaker: CircuitBreaker, probe: bool, ctl: Control) -> _Sent:
         """Send these calls and return what was decided for their rows. A body Phonon refuses
         for one of its records is split in two and each half sent, depth first (an explicit
         work-list: the first half is decided before the second is sent); every sub-body is
@@ -380,7 +409,7 @@ class DispatchService:
             part_calls, part_rows = work.pop()
             top = part_rows is rows  # the whole chunk, not a half of it
             try:
-                ready = self._ready(msg, part_calls, part_rows, security_id, remaining_s, top, sent.attempts)
+                ready = self._ready(msg, part_calls, part_rows, security_id, remaining_s, top, sent.attempts, ctl)
                 if isinstance(ready, _Step):
                     sent.take(ready)
                     continue
@@ -419,7 +448,7 @@ class DispatchService:
         return sent
 
     def _ready(self, msg: ChunkMessage, calls: list[dict], rows: list[int], security_id: str,
-               remaining_s: Callable[[], float], top: bool, attempts: int) -> bytes | _Step:
+               remaining_s: Callable[[], float], top: bool, attempts: int, ctl: Control) -> bytes | _Step:
         """The request body once it may be sent (its rate-limit slot taken, time enough left),
         or the step that ends these rows unsent or makes them wait."""
         body = build_body(security_id, msg.flow, calls)
@@ -436,6 +465,19 @@ class DispatchService:
         if left < self.request_time_s:
             return self._out_of_time(attempts, left)
         max_wait = max(0.0, min(self.s.dispatch_max_wait_s, left - self.request_time_s - WAKE_SLACK_S))
+        caps = self._caps(msg, ctl)
+        if caps:
+            held = self._reserve_caps(caps, len(calls), max_wait)
+            if isinstance(held, HandBack):  # nothing taken from the global limit
+                count("ChunksHeldAtCap", 1)
+                if top and not attempts:
+                    return _Step(stop=held)
+                return _Step(stop=RetryAfter(held.seconds, held.reason + " while splitting a chunk"))
+            if held:  # slept until the cap's slot: what is left to wait for the global one
+                left = remaining_s()
+                if left < self.request_time_s:
+                    return self._out_of_time(attempts, left)
+                max_wait = max(0.0, min(max_wait - held, left - self.request_time_s - WAKE_SLACK_S))
         granted, wait, napped = self._reserve(len(calls), max_wait)
         if not granted:  # `wait`: when to come back
             if top and not attempts:
@@ -448,13 +490,25 @@ class DispatchService:
                 return self._out_of_time(attempts, left)
         # Right before the request: the job may have been cancelled or paused meanwhile (during
         # the rate-limit wait, or while an earlier part of this chunk was sent).
-        cancelled, paused = self.store.jobs.control(msg.job, msg.flow)
+        again = self.store.jobs.control(msg.job, msg.flow)
+        cancelled, paused = again.cancelled, again.paused
         if cancelled:  # its rows not decided yet end CANCELLED (`_cancel`), nothing more is sent
             return _Step(cancelled=cancelled)
         if paused and not attempts:
             # Nothing of this chunk went out: hand it back whole (its rate-limit slot is given
             # up). The chunk's lease is released by the HandBack path (`note_chunk` WAITING).
             return _Step(stop=HandBack(self.s.pause_poll_s, _paused(paused, msg.flow)))
+        if not attempts and not paused:
+            # A cap set (or lowered) while this chunk waited for its slot: the chunk read none
+            # when it started, so it took nothing from the new cap. Handed back whole, like a
+            # pause (its global slot is given up, once per cap change): it comes back when
+            # the new cap's slot is due and takes it as every chunk does.
+            # (A cap raised or removed meanwhile: the stricter one was taken, the chunk goes.)
+            fresh = self._caps(msg, Control(job_cap=_tighter(again.job_cap, ctl.job_cap),
+                                            flow_cap=_tighter(again.flow_cap, ctl.flow_cap)))
+            if fresh:
+                count("ChunksHeldAtCap", 1)
+                return _Step(stop=HandBack(max(limiter.next_slot(len(calls)) for limiter, _ in fresh), fresh[0][1]))
         if paused:
             # Part of this chunk was sent already (a body Phonon refused for one record, being
             # split in halves): the rest of this chunk still goes out, then the pause holds from
@@ -514,6 +568,36 @@ class DispatchService:
                           for row, call in zip(rows, calls, strict=True)], exhausted=reason)
         return _Step(stop=RetryAfter(backoff_s(receive_count, self.s.retry_base_s, self.s.retry_max_s),
                                      verdict.reason))
+
+    def _caps(self, msg: ChunkMessage, ctl: Control) -> list[tuple[RateLimiter, str]]:
+        """The caps a chunk's calls are taken from, job's first (each with its hand-back reason):
+        none for a job without one (no read, no write). A capped job in a capped flow takes from
+        both: the flow's cap counts every job of the flow."""
+        out: list[tuple[RateLimiter, str]] = []
+        for scope, target, cap in (("job", msg.job, ctl.job_cap), ("flow", msg.flow, ctl.flow_cap)):
+            if cap is not None and target:
+                limiter = RateLimiter.for_cap(self.store, scope, target, cap, self.s.rate_jitter_allowance_s,
+                                              self.clock)
+                out.append((limiter, _held(scope, target, cap)))
+        return out
+
+    def _reserve_caps(self, caps: list[tuple[RateLimiter, str]], n: int, max_wait: float) -> HandBack | float:
+        """Take n calls' slot from each cap in turn, sleeping until it is due (at most
+        CAP_HORIZON_S each): the seconds slept; or a `HandBack` with the wait when a cap's slot
+        is further away (a cap granted before it stays taken: only the capped job is slowed).
+        The global limiter is asked after, from the moment the caps allow: its slot is never
+        held while a cap is waited for."""
+        slept = 0.0
+        for limiter, reason in caps:
+            horizon = max(0.0, min(max_wait - slept, CAP_HORIZON_S))
+            res = limiter.reserve(n, horizon)
+            if not res.granted:
+                to_slot = res.wait_s + horizon / 2  # RateLimiter.reserve: "come back" = wait - max_wait / 2
+                return HandBack(max(to_slot, 0.0), reason)
+            if res.wait_s > 0:
+                self.sleep(res.wait_s)
+                slept += res.wait_s
+        return slept
 
     def _reserve(self, n: int, max_wait: float) -> tuple[bool, float, float]:
         """(granted, seconds, napped): granted → sleep that long, then send; not granted →

@@ -11,8 +11,9 @@
   destination wrote when it gave up on an invocation (`requestContext.condition`,
   `requestPayload`, `responsePayload.errorType`); the job of each object that invocation
   was ingesting ends as a rejection ("ingest failed: <errorType>"), with its report.
-- EventBridge `Outbound Control` (detail: action pause | resume | cancel, and job, key (+
-  version) or flow, optional reason), and an object created under `cancel/` (`cancel/<key>`,
+- EventBridge `Outbound Control` (detail: action pause | resume | cancel | limit (with
+  per_minute), and job, key (+ version) or flow, optional reason), and an object created under
+  `cancel/` (`cancel/<key>`,
   `cancel/a.csv` meaning `incoming/a.csv`): `control.ControlService` (docs/operating.md, "Pause,
   resume, cancel"). The marker file itself is not read, and not deleted (its lifecycle rule
   expires it): a marker uploaded again cancels the key's newest job again, which is harmless.
@@ -189,17 +190,18 @@ def control_requests(event: dict, service: IngestService) -> list[dict[str, Any]
     itself refuses it as given, `control.refused_by_aws`); an AWS error that may pass is raised."""
     if not isinstance(event, dict):
         return []
-    requests: list[tuple[dict[str, Any], str, dict[str, Any], str, str]] = []  # (entry, action, target, reason, bucket)
+    # (entry, action, target, reason, bucket, a limit's calls per minute)
+    requests: list[tuple[dict[str, Any], str, dict[str, Any], str, str, Any]] = []
     if event.get("detail-type") == CONTROL_DETAIL_TYPE and event.get("source") != "aws.s3":
         raw = event.get("detail")
         detail: dict[str, Any] = raw if isinstance(raw, dict) else {}
         reason = str(detail["reason"]) if isinstance(detail.get("reason"), str) else ""
         target: dict[str, Any] = {k: detail[k] for k in ("job", "key", "version", "flow") if k in detail}
         requests.append(({"event": CONTROL_DETAIL_TYPE}, str(detail.get("action", "")), target, reason,
-                         service.settings.bucket_name))
+                         service.settings.bucket_name, detail.get("per_minute")))
     for marker, key in cancel_markers(event):
         requests.append(({"key": marker.key, "cancels": key}, "cancel", {"key": key},
-                         f"cancelled by a file under {CANCEL_PREFIX}: {marker.key}", marker.bucket))
+                         f"cancelled by a file under {CANCEL_PREFIX}: {marker.key}", marker.bucket, None))
     if not requests:
         return []
     from botocore.exceptions import ClientError
@@ -208,9 +210,10 @@ def control_requests(event: dict, service: IngestService) -> list[dict[str, Any]
 
     settled = finisher_settled(service.store, service.finisher)
     out: list[dict[str, Any]] = []
-    for entry, action, target, reason, bucket in requests:
+    for entry, action, target, reason, bucket, per_minute in requests:
         try:
-            answer = ControlService(service.store, bucket, settled).apply(action, target, reason)
+            answer = ControlService(service.store, bucket, settled, service.settings.records_per_minute).apply(
+                action, target, reason, per_minute)
             out.append({**entry, "status": "controlled", "control": answer})
         except UnknownTarget as err:
             logger.warning("control: no such job", extra={"action": action[:20], **entry})

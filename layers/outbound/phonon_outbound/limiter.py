@@ -68,7 +68,8 @@ def _format_log(log: list[tuple[int, int]]) -> str:
 
 class RateLimiter:
     def __init__(self, store: Store, name: str, per_minute: int, burst: float,
-                 jitter_allowance_s: float = 1.0, clock: Callable[[], float] = time.time):
+                 jitter_allowance_s: float = 1.0, clock: Callable[[], float] = time.time,
+                 keep_s: float | None = None):
         self.store = store
         self.items = store.limits
         self.pk = LIMIT + name
@@ -77,6 +78,10 @@ class RateLimiter:
         self.rate = per_minute / 60.0
         self.window_s = WINDOW_S + max(0.0, jitter_allowance_s)
         self.clock = clock
+        # Set: each write gives the item an `expires_at` this long after its last reservation is
+        # due (the state table's TTL removes it then). The global limiter's item stays; a cap's
+        # (one per capped job or flow, `for_cap`) is of no use once its job has gone quiet.
+        self.keep_s = keep_s
 
     @classmethod
     def for_records(cls, store: Store, per_minute: int, batch_size: int, jitter_s: float,
@@ -87,6 +92,19 @@ class RateLimiter:
     def for_requests(cls, store: Store, per_minute: int, jitter_s: float = 1.0,
                      clock: Callable[[], float] = time.time) -> RateLimiter:
         return cls(store, "requests", per_minute, max(1.0, per_minute / 60.0), jitter_s, clock)
+
+    @classmethod
+    def for_cap(cls, store: Store, scope: str, target: str, per_minute: int, jitter_s: float = 1.0,
+                clock: Callable[[], float] = time.time) -> RateLimiter:
+        """An operator's cap on one job (`scope` "job") or one flow ("flow"), in calls per minute
+        (control.py, action `limit`): its own item, `LIMIT#cap-<scope>#<target>#<per_minute>`,
+        so a new cap starts afresh instead of inheriting the old one's schedule (a slot booked
+        minutes ahead at 10/min is not waited for at 1,000/min). Burst: one second's worth, so
+        the calls are spread evenly; a chunk bigger than that is one burst of its own, and the
+        next waits until the cap's pace has paid for it (n / rate), so a cap below one chunk a
+        minute is still kept on average. Kept a day after its last reservation (TTL)."""
+        return cls(store, f"cap-{scope}#{target}#{per_minute}", per_minute, max(1.0, per_minute / 60.0), jitter_s,
+                   clock, keep_s=86_400.0)
 
     def _factor(self, item: dict, now: float) -> float:
         factor = float(item.get("factor", 1.0))
@@ -105,6 +123,23 @@ class RateLimiter:
             t = max(t, (k + 1) * BUCKET_S + self.window_s)
         return t
 
+    def _slot(self, item: dict, now: float, n: float) -> tuple[float, float, list[tuple[int, int]], float, float]:
+        """(start, tat, log, factor, rate): the first moment n units may be sent, as the item
+        stands at `now`, with what the item says."""
+        tat = float(item.get("tat", now))
+        last = float(item.get("last", 0.0))
+        log = _parse_log(str(item.get("log", "")))
+        factor = self._factor(item, now)
+        rate = self.rate * factor
+        tau = max(0.0, self.burst - n) / rate
+        return self._window_slot(log, max(now, tat - tau, last), n), tat, log, factor, rate
+
+    def next_slot(self, n: float) -> float:
+        """Seconds from now until n units could be granted (0: at once), taking nothing: one
+        read, no write (dispatch looks before it takes a chunk's lease)."""
+        now = self.clock()
+        return max(0.0, self._slot(self.items.get(self.pk) or {}, now, float(n))[0] - now)
+
     def reserve(self, n: float, max_wait_s: float) -> Reservation:
         """Reserve n units. Granted: the caller sleeps `wait_s` then sends. Not granted: nothing
         was taken; the caller should come back after `wait_s`."""
@@ -116,13 +151,7 @@ class RateLimiter:
         for _ in range(50):
             now = self.clock()
             item = self.items.get(self.pk) or {}
-            tat = float(item.get("tat", now))
-            last = float(item.get("last", 0.0))
-            log = _parse_log(str(item.get("log", "")))
-            factor = self._factor(item, now)
-            rate = self.rate * factor
-            tau = max(0.0, self.burst - n) / rate
-            start = self._window_slot(log, max(now, tat - tau, last), n)
+            start, tat, log, factor, rate = self._slot(item, now, n)
             wait = start - now
             if wait > max_wait_s:
                 return Reservation(False, wait - max_wait_s / 2 if max_wait_s else wait)
@@ -134,6 +163,8 @@ class RateLimiter:
                 keep.append((bucket, int(math.ceil(n))))
             attrs = {"tat": max(tat, start) + n / rate, "last": start, "log": _format_log(keep),
                      "ver": item.get("ver", 0) + 1, "factor": factor, "factor_at": now}
+            if self.keep_s is not None:
+                attrs["expires_at"] = int(attrs["tat"] + self.window_s + self.keep_s)
             if self.items.put_if_version(self.pk, attrs, item["ver"] if item else None):
                 return Reservation(True, wait)
             time.sleep(random.uniform(0.001, 0.02))

@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .status import Status
+from .store.common import read_cap
 
 MAX_JOB_ID_CHARS = 128
 MAX_ROW_DIGITS = 12
@@ -170,6 +171,7 @@ class Job:
     report_next_at: int = 0
     report_final: bool = False
     lane: str = ""
+    rate_cap: int | None = None  # calls per minute an operator capped the job at (control.py, `limit`)
 
     @property
     def all_outcomes_in(self) -> bool:
@@ -217,6 +219,7 @@ class Job:
             paused_reason=_str(item.get("paused_reason")), outcomes=_int(item.get("outcomes")),
             report_written_at=_int(item.get("report_written_at")), report_next_at=_int(item.get("report_next_at")),
             report_final=bool(item.get("report_final")), lane=_str(item.get("lane")),
+            rate_cap=read_cap(item.get("rate_cap")),
         )
 
     @property

@@ -29,6 +29,7 @@ from typing import Any
 
 from .observability import count, logger
 from .records import Job
+from .settings import DEFAULT_BATCH_SIZE
 from .store import Store
 from .store.common import ACTIVE_INDEX
 
@@ -78,6 +79,18 @@ def _paused(store: Store, meta: Job) -> bool:
     return bool(meta.paused_reason) or (not meta.cancelled_reason and bool(store.jobs.flow_paused(meta.flow)))
 
 
+def cap_allowance_s(store: Store, meta: Job) -> float:
+    """How long one chunk of a capped job may take at its cap (its own or its flow's, the
+    smaller; control.py, `limit`): a job an operator slowed down is still by choice that long
+    between chunks. 0 for a job without a cap (the flow's read only for a job still sending)."""
+    flow_cap = store.jobs.flow_cap(meta.flow) if meta.flow and not meta.cancelled_reason else None
+    caps = [c for c in (meta.rate_cap, flow_cap) if c is not None]
+    if not caps:
+        return 0.0
+    chunk = -(-meta.rows_queued // meta.next_chunk) if meta.next_chunk else DEFAULT_BATCH_SIZE  # its mean chunk
+    return 60.0 * chunk / min(caps)
+
+
 def check(store: Store, stale_minutes: float, now: float | None = None, reports: Any = None) -> dict[str, Any]:
     """Find the stale jobs, ask the report function (with `reports`) for the reports only they
     lack, emit `StaleJobs` for the rest, log their ids; returns {"stale_jobs": n, "jobs": [ids],
@@ -96,6 +109,11 @@ def check(store: Store, stale_minutes: float, now: float | None = None, reports:
     if paused:
         logger.info("paused jobs are not counted as stale", extra={"jobs": paused[:MAX_LOGGED_JOBS]})
         jobs = [j for j in jobs if j["job"] not in set(paused)]
+    # A capped job sends a chunk per chunk / cap minutes: not stale until that long past the threshold.
+    capped = [j["job"] for j in jobs if j["idle_s"] <= stale_minutes * 60 + cap_allowance_s(store, metas[j["job"]])]
+    if capped:
+        logger.info("capped jobs are not counted as stale yet", extra={"jobs": capped[:MAX_LOGGED_JOBS]})
+        jobs = [j for j in jobs if j["job"] not in set(capped)]
     count("StaleJobs", len(jobs))
     count("ActiveJobs", len(active))
     if jobs:
@@ -107,4 +125,4 @@ def check(store: Store, stale_minutes: float, now: float | None = None, reports:
     return {"stale_jobs": len(jobs), "jobs": [j["job"] for j in jobs], "reports_requested": requested}
 
 
-__all__ = ["ACTIVE_INDEX", "active_jobs", "check", "recover_reports", "stale_jobs"]
+__all__ = ["ACTIVE_INDEX", "active_jobs", "cap_allowance_s", "check", "recover_reports", "stale_jobs"]

@@ -21,6 +21,7 @@ from .common import (
     ROW_PAD,
     SETTLED_SET_COMPACT,
     ChunkClaim,
+    Control,
     RowUuidConflict,
     bound_job_attrs,
     bound_notes,
@@ -41,7 +42,7 @@ from .rows import RowsRepository
 
 __all__ = [
     "ACTIVE_SHARD", "CHUNK_PAD", "DEFAULT_RETENTION_S", "FINALIZE_LEASE_S", "MAX_NOTES", "MAX_NOTE_CHARS",
-    "MAX_OUTCOME_BLOB", "MAX_TEXT_CHARS", "OUTCOME_FIELDS", "ROW_PAD", "SETTLED_SET_COMPACT", "ChunkClaim",
+    "MAX_OUTCOME_BLOB", "MAX_TEXT_CHARS", "OUTCOME_FIELDS", "ROW_PAD", "SETTLED_SET_COMPACT", "ChunkClaim", "Control",
     "ChunkState",
     "DedupeRepository", "JobsRepository", "LedgerRepository", "LimitsRepository", "ResultsRepository",
     "RowUuidConflict", "RowsRepository", "Store", "bound_job_attrs", "bound_notes", "chunk_sk", "decode_outcomes",

@@ -12,8 +12,10 @@ State table (`pk`/`sk`, see docs/design.md "Storage"):
   KEY#<bucket>/<key>/REPORT#<stamp>  a report name taken by one job of the key (no two share one) (jobs)
   DEDUPE#<hash>/-         a call claimed for the dedupe window (dedupe)
   DEDUPE-LOCK#<flow>/-    the lease that serialises one flow's claim phases (dedupe)
-  LIMIT#<name>/-          the global rate limiter (limits)
+  LIMIT#<name>/-          the global rate limiter (`records`, `requests`) and an operator's caps
+                          (`cap-job#<job>#<N>`, `cap-flow#<flow>#<N>`; expire a day after use) (limits)
   BREAKER#<flow>/-        the per-flow circuit breaker (limits)
+  FLOWCTL#<flow>/-        a flow's pause (`paused_reason`) and rate cap (`rate_cap`) (jobs)
 Results table: one item per call Phonon accepted, keyed by `phonon-uuid` (results).
 
 Retention: every item that holds personal data (job META, ROW#, OUT#, KEY#, object claims)
@@ -115,8 +117,36 @@ def key_pk(bucket: str, key: str) -> str:
 
 
 def flow_control_pk(flow: str) -> str:
-    """A flow's control item (its pause): `FLOWCTL#<flow>`, sort key `-`."""
+    """A flow's control item (its pause, its rate cap): `FLOWCTL#<flow>`, sort key `-`."""
     return f"FLOWCTL#{flow}"
+
+
+@dataclass(frozen=True)
+class Control:
+    """What dispatch must obey for one job's chunks (`store.jobs.control`): its cancel and pause
+    reasons ("" = none; a flow's pause reads "flow <id> paused: <reason>") and the caps an
+    operator set on the job and on its flow, in calls per minute (None = no cap; control.py,
+    action `limit`). The flow's cap is read only when the job is neither cancelled nor paused."""
+
+    cancelled: str = ""
+    paused: str = ""
+    job_cap: int | None = None
+    flow_cap: int | None = None
+
+    @property
+    def cap(self) -> int | None:
+        """The cap that binds: the smaller of the job's and the flow's (None: neither is set)."""
+        caps = [c for c in (self.job_cap, self.flow_cap) if c is not None]
+        return min(caps) if caps else None
+
+
+def read_cap(value: Any) -> int | None:
+    """A stored `rate_cap` as calls per minute: None when absent or not a positive whole number."""
+    try:
+        cap = int(value)
+    except (TypeError, ValueError):
+        return None
+    return cap if cap >= 1 else None
 
 
 def flow_pause_text(flow: str, reason: str) -> str:

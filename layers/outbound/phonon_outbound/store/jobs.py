@@ -1,8 +1,9 @@
 """The jobs repository: job META items, the KEY# index, report-name claims, S3 object claims,
 the finalize lease, cancellation and control (pause / resume of a job or a flow; control.py).
 
-A flow's pause lives in its own item, `FLOWCTL#<flow>` / `-` (attribute `paused_reason`; no
-`expires_at`: a pause lasts until it is resumed, whatever the retention)."""
+A flow's pause and rate cap live in its own item, `FLOWCTL#<flow>` / `-` (attributes
+`paused_reason`, `rate_cap`; no `expires_at`: they last until removed, whatever the retention).
+A job's rate cap is its META item's `rate_cap` (calls per minute)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .common import (
     FINALIZE_LEASE_S,
     MAX_TEXT_CHARS,
     OBJECT,
+    Control,
     Retention,
     bound_job_attrs,
     clip,
@@ -32,6 +34,7 @@ from .common import (
     key_pk,
     paged_query,
     plain,
+    read_cap,
     set_update,
 )
 
@@ -100,10 +103,25 @@ class JobsRepository(Protocol):
         """The flow's pause reason ("" = not paused)."""
         ...
 
-    def control(self, job: str, flow: str = "") -> tuple[str, str]:
-        """(cancelled_reason, paused_reason) of a job as dispatch must obey them: paused when the
-        job is paused or its flow is (a flow's pause reads "flow <id> paused: <reason>"). Two
-        consistent reads at most (the flow's only when the job is not paused itself)."""
+    def set_job_cap(self, job: str, per_minute: int | None) -> bool:
+        """Set the job's rate cap (calls per minute; None removes it): True when that changed
+        it, False when it was so already or the job is unknown."""
+        ...
+
+    def set_flow_cap(self, flow: str, per_minute: int | None) -> bool:
+        """Set the flow's rate cap (every job of the flow together; None removes it): True when
+        that changed it, False when it was so already."""
+        ...
+
+    def flow_cap(self, flow: str) -> int | None:
+        """The flow's rate cap in calls per minute (None = none)."""
+        ...
+
+    def control(self, job: str, flow: str = "") -> Control:
+        """What dispatch must obey for a job's chunks (`Control`): cancelled, paused when the job
+        is paused or its flow is (a flow's pause reads "flow <id> paused: <reason>"), and the
+        job's and the flow's rate caps. Two consistent reads at most (the flow's only when the
+        job is neither cancelled nor paused itself)."""
         ...
 
     def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None: ...
@@ -281,13 +299,58 @@ class DynamoJobs:
                                    ProjectionExpression="paused_reason").get("Item") or {}
         return str(item.get("paused_reason") or "")
 
-    def control(self, job: str, flow: str = "") -> tuple[str, str]:
+    def set_job_cap(self, job: str, per_minute: int | None) -> bool:
+        if per_minute is None:
+            return conditional(
+                self.table.update_item,
+                Key={"pk": job_pk(job), "sk": "META"},
+                UpdateExpression="REMOVE rate_cap SET updated_at = :u",
+                ConditionExpression="attribute_exists(pk) AND attribute_exists(rate_cap)",
+                ExpressionAttributeValues={":u": int(self.retention.now())},
+            )
+        return conditional(
+            self.table.update_item,
+            Key={"pk": job_pk(job), "sk": "META"},
+            UpdateExpression="SET rate_cap = :c, updated_at = :u",
+            ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(rate_cap) OR rate_cap <> :c)",
+            ExpressionAttributeValues={":c": int(per_minute), ":u": int(self.retention.now())},
+        )
+
+    def set_flow_cap(self, flow: str, per_minute: int | None) -> bool:
+        if per_minute is None:
+            return conditional(
+                self.table.update_item,
+                Key={"pk": flow_control_pk(flow), "sk": "-"},
+                UpdateExpression="REMOVE rate_cap",
+                ConditionExpression="attribute_exists(rate_cap)",
+            )
+        return conditional(
+            self.table.update_item,
+            Key={"pk": flow_control_pk(flow), "sk": "-"},
+            UpdateExpression="SET rate_cap = :c",
+            ConditionExpression="attribute_not_exists(rate_cap) OR rate_cap <> :c",
+            ExpressionAttributeValues={":c": int(per_minute)},
+        )
+
+    def _flow_control(self, flow: str) -> dict:
+        if not flow:
+            return {}
+        return self.table.get_item(Key={"pk": flow_control_pk(flow), "sk": "-"}, ConsistentRead=True,
+                                   ProjectionExpression="paused_reason, rate_cap").get("Item") or {}
+
+    def flow_cap(self, flow: str) -> int | None:
+        return read_cap(self._flow_control(flow).get("rate_cap"))
+
+    def control(self, job: str, flow: str = "") -> Control:
         item = self.table.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True,
-                                   ProjectionExpression="cancelled_reason, paused_reason").get("Item") or {}
+                                   ProjectionExpression="cancelled_reason, paused_reason, rate_cap").get("Item") or {}
         cancelled, paused = str(item.get("cancelled_reason") or ""), str(item.get("paused_reason") or "")
+        job_cap = read_cap(item.get("rate_cap"))
         if cancelled or paused:
-            return cancelled, paused
-        return "", flow_pause_text(flow, self.flow_paused(flow))
+            return Control(cancelled, paused, job_cap)
+        flow_item = self._flow_control(flow)
+        return Control("", flow_pause_text(flow, str(flow_item.get("paused_reason") or "")), job_cap,
+                       read_cap(flow_item.get("rate_cap")))
 
     # ---------------------------------------------------------------- key index
     def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None:

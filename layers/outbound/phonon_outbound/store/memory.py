@@ -38,6 +38,7 @@ from .common import (
     SETTLED_SET_COMPACT,
     ChunkClaim,
     Clock,
+    Control,
     Retention,
     RowUuidConflict,
     bound_job_attrs,
@@ -49,6 +50,7 @@ from .common import (
     job_pk,
     key_pk,
     outcome_sk,
+    read_cap,
     row_sk,
     stored,
 )
@@ -205,13 +207,45 @@ class MemoryJobs(_Fake):
             item = (self.t.state.get((flow_control_pk(flow), "-")) or {}) if flow else {}
             return str(item.get("paused_reason") or "")
 
-    def control(self, job: str, flow: str = "") -> tuple[str, str]:
+    def set_job_cap(self, job: str, per_minute: int | None) -> bool:
+        with self.t.lock:
+            item = self.t.state.get((job_pk(job), "META"))
+            if item is None or item.get("rate_cap") == per_minute:
+                return False
+            if per_minute is None:
+                item.pop("rate_cap", None)
+                item["updated_at"] = int(self.retention.now())
+            else:
+                self.t.update(job_pk(job), "META", {"rate_cap": int(per_minute),
+                                                    "updated_at": int(self.retention.now())})
+            return True
+
+    def set_flow_cap(self, flow: str, per_minute: int | None) -> bool:
+        with self.t.lock:
+            item = self.t.state.get((flow_control_pk(flow), "-")) or {}
+            if item.get("rate_cap") == per_minute:
+                return False
+            if per_minute is None:
+                self.t.state[(flow_control_pk(flow), "-")].pop("rate_cap", None)
+            else:
+                self.t.update(flow_control_pk(flow), "-", {"rate_cap": int(per_minute)})
+            return True
+
+    def flow_cap(self, flow: str) -> int | None:
+        with self.t.lock:
+            item = (self.t.state.get((flow_control_pk(flow), "-")) or {}) if flow else {}
+            return read_cap(item.get("rate_cap"))
+
+    def control(self, job: str, flow: str = "") -> Control:
         with self.t.lock:
             item = self.t.state.get((job_pk(job), "META")) or {}
             cancelled, paused = str(item.get("cancelled_reason") or ""), str(item.get("paused_reason") or "")
-        if cancelled or paused:
-            return cancelled, paused
-        return "", flow_pause_text(flow, self.flow_paused(flow))
+            job_cap = read_cap(item.get("rate_cap"))
+            if cancelled or paused:
+                return Control(cancelled, paused, job_cap)
+            flow_item = (self.t.state.get((flow_control_pk(flow), "-")) or {}) if flow else {}
+            return Control("", flow_pause_text(flow, str(flow_item.get("paused_reason") or "")), job_cap,
+                           read_cap(flow_item.get("rate_cap")))
 
     def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None:
         with self.t.lock:
