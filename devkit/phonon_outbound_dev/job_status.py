@@ -714,6 +714,10 @@ def _status(args: Any) -> int:
     from .stack import NotRunning
 
     usage = _usage
+    for option, given in (("--uuid", args.uuid), ("--client-id", args.client_id), ("--request-id", args.request_id),
+                          ("--job", args.job), ("--key", args.key), ("--version", args.version)):
+        if given is not None and not str(given).strip():  # empty: not "every job" (as pause/cancel refuse it)
+            return usage(f"{option} needs a value")
     by, value = next(((b, v) for b, v in (("uuid", args.uuid), ("cid", args.client_id),
                                           ("request_id", args.request_id)) if v), ("", ""))
     if args.version and not args.key:

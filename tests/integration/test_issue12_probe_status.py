@@ -11,17 +11,12 @@ from phonon_outbound_dev import cli
 
 from .test_status import NOW, _job, _settle, status_cli  # noqa: F401
 
-EMPTY = pytest.mark.xfail(strict=True, reason="job_status._status takes an empty --uuid / --request-id / --job as "
-                                              "not given (chosen by truthiness): it lists every active job, exit 0, "
-                                              "where contract.md says nothing found is exit 2 (pause/resume/cancel "
-                                              "refuse an empty --job with exit 2)")
-
 
 @pytest.mark.parametrize("args", [
-    ["--uuid", "x" * 3000], pytest.param(["--uuid", ""], marks=EMPTY), ["--uuid", " "], ["--client-id", "x" * 3000],
-    pytest.param(["--request-id", ""], marks=EMPTY),
+    ["--uuid", "x" * 3000], ["--uuid", ""], ["--uuid", " "], ["--client-id", "x" * 3000],
+    ["--request-id", ""],
     ["--client-id", "\x00"], ["--uuid", "\ud800"], ["--key", "k" * 2000], ["--job", "J" * 3000],
-    ["--key", "nosuch.csv"], pytest.param(["--job", ""], marks=EMPTY),
+    ["--key", "nosuch.csv"], ["--job", ""],
 ])
 def test_a_lookup_of_something_that_cannot_exist_is_a_one_line_answer_exit_2(status_cli, capsys, args):  # noqa: F811
     job = _job(status_cli)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .flows import FLOW_ID_RE, not_a_flow_id
-from .observability import count, logger, mask_digit_runs
+from .observability import count, logger, mask_numbers
 from .records import MAX_JOB_ID_CHARS, Job
 from .store import Store
 
@@ -75,6 +75,8 @@ class ControlTarget:
                 return ""
             if not isinstance(value, str):
                 raise ControlError(f"'{name}' must be text")
+            if name == "key":  # S3 keys may begin or end with spaces: a key is matched exactly
+                return value if value.strip() else ""
             return value.strip()
 
         target = ControlTarget(text("job"), text("key"), text("version"), text("flow"))
@@ -108,9 +110,9 @@ class ControlTarget:
 
 
 def clean_reason(text: Any, default: str) -> str:
-    """An operator's reason fit for the job item and the report: one line, bounded, any run of
-    7+ digits (a phone number) masked to its last 3 digits."""
-    text = mask_digit_runs(" ".join(str(text or "").split()))[:MAX_REASON_CHARS]
+    """An operator's reason fit for the job item and the report: one line, bounded, any phone-like
+    number (however it is written) masked to its last 3 digits."""
+    text = mask_numbers(" ".join(str(text or "").split()))[:MAX_REASON_CHARS]
     return text or default
 
 
@@ -193,7 +195,9 @@ class ControlService:
         """Carry out `action` on `target`. `per_minute`: a `limit`'s value (`parse_cap`)."""
         action = str(action or "").strip().lower()
         if action not in ACTIONS:
-            raise ControlError(f"unknown action {action!r}: pause, resume, cancel or limit")
+            # the value only when it is short: an event may carry up to 256 KB of it
+            shown = f" {action!r}" if 0 < len(action) <= 32 else ""
+            raise ControlError(f"unknown action{shown}: pause, resume, cancel or limit")
         # Every target passes ControlTarget.of's checks, however it was built.
         target = ControlTarget.of(target if isinstance(target, dict) else asdict(target))
         cap = parse_cap(per_minute, self.max_per_minute) if action == "limit" else None
@@ -233,13 +237,15 @@ class ControlService:
         return job
 
     # ------------------------------------------------------------------ job actions
-    @staticmethod
-    def _state(meta: Job) -> str:
+    def _state(self, meta: Job) -> str:
+        """What the job does now, as dispatch obeys it: held by its own pause or by its flow's."""
         if meta.cancelled_reason:
             return "cancelled"
         if meta.completed:
             return "completed"
-        return "paused" if meta.paused_reason else "running"
+        if meta.paused_reason or (meta.flow and self.store.jobs.flow_paused(meta.flow)):
+            return "paused"
+        return "running"
 
     def _pause(self, job: str, meta: Job, reason: str) -> dict[str, Any]:
         if meta.cancelled_reason or meta.completed:  # nothing left to hold

@@ -55,7 +55,7 @@ from .api.client import PhononClient
 from .flows import FlowSecrets, UnknownFlow
 from .jobs import ReportTrigger
 from .limiter import CircuitBreaker, RateLimiter
-from .observability import count, logger, mask_digit_runs
+from .observability import count, logger, mask_numbers
 from .outcomes import ChunkOutcome, Decision, Done, Fate, HandBack, Poison, RetryAfter, RowOutcome
 from .records import ChunkMessage, ChunkRef, Job, PoisonMessage, parse_row_ref, row_ref
 from .settings import Settings
@@ -127,9 +127,9 @@ def backoff_s(attempt: int, base: float, cap: float) -> float:
 
 
 def safe_reason(text: str) -> str:
-    """An error's text fit for a report reason: one line, bounded, and any run of 7+ digits (a
-    phone number could hide in a library's message) masked to its last 3 digits."""
-    text = mask_digit_runs(redact(" ".join(str(text).split())))
+    """An error's text fit for a report reason: one line, bounded, and any phone-like number (one
+    could hide in a library's message) masked to its last 3 digits (observability.mask_numbers)."""
+    text = mask_numbers(redact(" ".join(str(text).split())))
     return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "…"
 
 

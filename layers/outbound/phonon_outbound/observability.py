@@ -68,15 +68,22 @@ def register_secret(value: str | None) -> None:
             _secrets = tuple(sorted({*_secrets, value}, key=len, reverse=True))
 
 
-_DIGIT_RUN = re.compile(r"\d{7,}")
+_PHONE_LIKE = re.compile(PHONE_PATTERN)
 
 
-def mask_digit_runs(text: str) -> str:
-    """Every run of 7+ digits (a phone number could hide in it) masked to its last 3 digits:
-    for short texts written into a job item or a report (a reason, a source), where a log's
-    full masking (`mask_text`) is not needed. A regex, not a masking library: the text is ours
-    or a library's message, not a structured record."""
-    return _DIGIT_RUN.sub(lambda m: "•" * (len(m.group()) - 3) + m.group()[-3:], text)
+def _keep_last_three(match: re.Match[str]) -> str:
+    digits = [ch for ch in match.group() if ch.isdigit()]
+    return "•" * (len(digits) - 3) + "".join(digits[-3:])
+
+
+def mask_numbers(text: str) -> str:
+    """Every phone-like number (PHONE_PATTERN: 7+ digits, also written with spaces, dashes, dots
+    or brackets, as in "+91 98765 43210" or "(987) 654-3210") masked to its last 3 digits: for
+    short texts written into a job item or a report (an operator's reason, an API error, a
+    source), where a log's full masking (`mask_text`) is not needed and the last digits help a
+    person tell two numbers apart. A regex, not a masking library: the text is free text, not a
+    structured record."""
+    return _PHONE_LIKE.sub(_keep_last_three, text)
 
 
 def mask_text(text: str) -> str:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .dtmf import keys_by_attempt
-from .observability import count, logger, mask_digit_runs, register_secret
+from .observability import count, logger, mask_numbers, register_secret
 from .records import row_ref
 from .status import Status
 from .store.common import (
@@ -199,9 +199,9 @@ def entries_of(item: dict) -> list[Entry]:
 
 
 def clean_source(text: str) -> str:
-    """A source fit for a reason: one line, bounded, long digit runs masked (a file name could
-    carry a number)."""
-    return mask_digit_runs(" ".join(str(text).split()))[:_SOURCE_MAX]
+    """A source fit for a reason: one line, bounded, phone-like numbers masked (a file name could
+    carry one)."""
+    return mask_numbers(" ".join(str(text).split()))[:_SOURCE_MAX]
 
 
 # ---------------------------------------------------------------------------------- storage
