@@ -792,3 +792,43 @@ def test_a_cancel_marker_for_a_key_ending_in_a_space_cancels_it_when_it_has_no_n
     out = ingest_event(notification(h.bucket, "cancel/b.csv ", put.get("VersionId")))
     assert out["files"][0]["status"] == "controlled", out
     assert h.job(spaced).get("cancelled_reason")
+
+
+def test_a_cancel_marker_whose_event_came_before_its_files_job_still_stops_that_file(make_harness):
+    from datetime import UTC, datetime
+
+    h = make_harness(batch_size=10)
+    # Given a file uploaded, then its cancel/ marker, whose event is handled first (no job yet)
+    data = csv_rows(10, prefix="E")
+    put = h.s3.put_object(Bucket=h.bucket, Key="incoming/early.csv", Body=data)
+    uploaded = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    marker = h.s3.put_object(Bucket=h.bucket, Key="cancel/early.csv", Body=b"")
+    out = ingest_event(notification(h.bucket, "cancel/early.csv", marker.get("VersionId")))
+    assert out["files"][0]["status"] == "not found"
+    # When the file's own event comes
+    event = notification(h.bucket, "incoming/early.csv", put.get("VersionId"), len(data))
+    event["Records"][0]["eventTime"] = uploaded
+    out = ingest_event(event)
+    # Then nothing of it is sent: every row CANCELLED, with the marker named as the reason
+    obj = ObjectRef(h.bucket, "incoming/early.csv", put.get("VersionId"), put.get("ETag"), len(data))
+    Pump(h).run_for(10, until=lambda: bool(h.job(obj).get("completed")))
+    rows = h.report(obj)
+    assert statuses(rows) == {"CANCELLED": 10} and h.sim.stats()["requests"] == 0
+    assert "cancel/early.csv" in rows[0]["reason"]
+
+
+def test_a_cancel_marker_older_than_an_upload_does_not_stop_it(make_harness):
+    from datetime import UTC, datetime, timedelta
+
+    h = make_harness(batch_size=10)
+    # Given yesterday's marker for a key (its job was cancelled then), and today a new upload of it
+    h.s3.put_object(Bucket=h.bucket, Key="cancel/daily.csv", Body=b"")
+    data = csv_rows(10, prefix="D")
+    put = h.s3.put_object(Bucket=h.bucket, Key="incoming/daily.csv", Body=data)
+    event = notification(h.bucket, "incoming/daily.csv", put.get("VersionId"), len(data))
+    event["Records"][0]["eventTime"] = (datetime.now(UTC) + timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
+    ingest_event(event)
+    obj = ObjectRef(h.bucket, "incoming/daily.csv", put.get("VersionId"), put.get("ETag"), len(data))
+    Pump(h).run_for(20, until=lambda: bool(h.job(obj).get("completed")))
+    # Then it is sent as usual
+    assert statuses(h.report(obj)) == {"ACCEPTED": 10}

@@ -213,7 +213,8 @@ def test_intake_writes_only_request_files_and_decrypts_only_through_sqs(cfn):
 def test_ingest_reads_contact_and_suppression_files_and_writes_only_suppression_file_reports(cfn):
     grants = _grants(cfn, "IngestFunction")
     for action in ("s3:GetObject", "s3:GetObjectVersion"):  # contact files, and suppression files
-        assert sorted(grants[action]) == ['{"Fn::Sub": "${ContactsBucket.Arn}/incoming/*"}',
+        assert sorted(grants[action]) == ['{"Fn::Sub": "${ContactsBucket.Arn}/cancel/*"}',
+                                          '{"Fn::Sub": "${ContactsBucket.Arn}/incoming/*"}',
                                           '{"Fn::Sub": "${ContactsBucket.Arn}/suppress/*"}'], grants[action]
     # suppress_intake.import_object's one PutObject (reports/<suppress/ key>.<time>.suppress.json);
     # a contact file's results report is the report function's (no multipart upload here)

@@ -42,6 +42,8 @@ LEASE_SLACK_S = 5.0
 MAX_PREPASS_PAUSES = 2  # a pre-pass that runs out of time in a fresh invocation too: reject
 # S3 answers for an object (version) that is not there: GetObject's NoSuchKey / NoSuchVersion,
 # HeadObject's bare 404, and 405 for a version that is a delete marker.
+INPUT_PREFIX = "incoming/"  # the contact files ingest reads (template: the bucket's notification filter)
+CANCEL_PREFIX = "cancel/"  # cancel/<key> (or cancel/<key without incoming/>): the emergency brake
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound", "405", "MethodNotAllowed"})
 _EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -280,6 +282,23 @@ class IngestService:
             return _error_code(err) in MISSING_CODES and str(headers.get("x-amz-delete-marker")).lower() == "true"
         return False
 
+    def _cancel_marker_since(self, obj: ObjectRef, head: dict | None) -> str:
+        """The key of a `cancel/` marker for this file uploaded after it (or within the same
+        second: S3 keeps LastModified to the second), or "". Two HEADs per new job."""
+        uploaded = self._upload_time(obj, head).replace(microsecond=0)
+        short = obj.key[len(INPUT_PREFIX):] if obj.key.startswith(INPUT_PREFIX) else obj.key
+        for marker in dict.fromkeys((CANCEL_PREFIX + short, CANCEL_PREFIX + obj.key)):
+            try:
+                got = self.s3.head_object(Bucket=obj.bucket, Key=marker)
+            except ClientError as err:
+                if _error_code(err) in MISSING_CODES:
+                    continue
+                raise
+            when = got.get("LastModified")
+            if isinstance(when, datetime) and when >= uploaded:
+                return marker
+        return ""
+
     def _missing_reason(self, obj: ObjectRef, code: str) -> str:
         if code in ("405", "MethodNotAllowed"):
             what = "the version is a delete marker"
@@ -343,7 +362,13 @@ class IngestService:
             # The delete's event may have come first (EventBridge does not keep order), when
             # there was no job to cancel yet: the file must not be sent anyway.
             return self._end_early(job, meta, "the input file was deleted before it was read")
-        if meta.cancelled_reason:
+        if new and (marker := self._cancel_marker_since(obj, head)):
+            # The marker's event may have come first, when there was no job to cancel yet (its
+            # answer was "not found"): the file it names must not be sent anyway.
+            self.store.jobs.cancel_job(job, f"cancelled by a file under {CANCEL_PREFIX}: {marker}")
+            meta = self._job(job) or meta
+        if meta.cancelled_reason and (meta.next_chunk or meta.row_count):
+            # the rows are counted already: no need to read the file again to report them
             return self._end_early(job, meta, meta.cancelled_reason)
         try:
             body, got = self._open(obj)
@@ -385,6 +410,11 @@ class IngestService:
                 job, flow=flow, flow_source=flow_source, status=JobStatus.INGESTING.value,
                 row_count=row_count, lane=lane_for(row_count, self.settings)))  # fixed before any chunk is queued
         try:
+            if meta.cancelled_reason:
+                # Cancelled before any row was queued (a cancel/ marker or a control request that
+                # came first, a deleted file): nothing is sent, and with the rows counted by the
+                # validation pass every row of the report says CANCELLED, with the reason.
+                return self._end_early(job, meta, meta.cancelled_reason)
             return self._stream(obj, job, meta, flow, contacts, remaining_s)
         except FileRejected as err:  # detected before any row was yielded
             return self._reject_file(job, meta, err.reason)

@@ -32,13 +32,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event, SQSEvent
 
 from . import suppress_intake
-from .ingest import IngestService, ObjectRef
+from .ingest import CANCEL_PREFIX, INPUT_PREFIX, IngestService, ObjectRef
 from .observability import logger
 from .records import Job
 
 RESUME = "phonon-outbound/resume-ingest"
-PREFIX = "incoming/"
-CANCEL_PREFIX = "cancel/"
+PREFIX = INPUT_PREFIX
 CONTROL_DETAIL_TYPE = "Outbound Control"
 
 
