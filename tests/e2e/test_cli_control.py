@@ -38,10 +38,10 @@ def wait_for(check, timeout: float, child: subprocess.Popen | None = None) -> No
         time.sleep(0.1)
 
 
-def start_run(tmp_path: Path, sim: PhononSimulator, rows: int) -> tuple[subprocess.Popen, Path]:
+def start_run(tmp_path: Path, sim: PhononSimulator, rows: int, name: str = "slow.csv") -> tuple[subprocess.Popen, Path]:
     """`phonon-outbound run` of a `rows`-row file at 600 calls a minute, in its own process
     (its own session, so a Ctrl-C reaches it as a group), with its state dir."""
-    data = write_csv(tmp_path / "slow.csv", rows)
+    data = write_csv(tmp_path / name, rows)
     state = tmp_path / "state"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")]),
            "PHONON_SECURITY_ID": SID}
@@ -209,33 +209,43 @@ def test_a_flow_id_no_flow_can_have_is_a_usage_error_not_a_pause():
 
 
 # ------------------------------------------------------------------ a deployed stack
+class FakeStack:
+    """A stack as the CLI finds it (CloudFormation outputs, on moto in server mode) whose state
+    table holds one unfinished job, j1, of incoming/a.csv (version v1)."""
+
+    def __init__(self, tmp_path: Path, endpoint: str, name: str, **job: object):
+        kw = {"region_name": "eu-west-1", "endpoint_url": endpoint, "aws_access_key_id": "testing",
+              "aws_secret_access_key": "testing"}
+        self.table = boto3.resource("dynamodb", **kw).create_table(
+            TableName=f"{name}-state", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        self.table.put_item(Item={"pk": "JOB#j1", "sk": "META", "key": "incoming/a.csv", "version": "v1",
+                                  "bucket": "contacts", "completed": False, "ingest_done": False, "updated_at": 1,
+                                  **job})
+        self.table.put_item(Item={"pk": "KEY#contacts/incoming/a.csv", "sk": "JOB#j1", "job": "j1", "version": "v1",
+                                  "uploaded_at": "2026-11-30T10:00:00Z"})
+        template = {"Resources": {"Chunks": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": f"{name}-chunks"}}},
+                    "Outputs": {"ContactsBucketName": {"Value": "contacts"},
+                                "StateTableName": {"Value": f"{name}-state"}, "ResultsTableName": {"Value": "results"},
+                                "ChunkQueueUrl": {"Value": {"Ref": "Chunks"}}}}
+        self.stack = f"phonon-{name}"
+        boto3.client("cloudformation", **kw).create_stack(StackName=self.stack, TemplateBody=json.dumps(template))
+        self.env = clean_env(tmp_path, **CREDS, AWS_ENDPOINT_URL=endpoint)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*CLI, *args, "--stack", self.stack, "--region", "eu-west-1"], cwd=ROOT,
+                              env=self.env, capture_output=True, text=True, timeout=120)
+
+    def item(self, pk: str, sk: str = "META") -> dict:
+        return self.table.get_item(Key={"pk": pk, "sk": sk}, ConsistentRead=True).get("Item") or {}
+
+
 def test_pause_resume_cancel_against_a_stack(tmp_path, moto_server):  # noqa: F811 (the fixture)
     # Given a stack (its outputs), its state table with one job of incoming/a.csv, not finished
-    # (names of their own: moto's servers in one process share one backend with test_cli_stack)
-    kw = {"region_name": "eu-west-1", "endpoint_url": moto_server, "aws_access_key_id": "testing",
-          "aws_secret_access_key": "testing"}
-    ddb = boto3.resource("dynamodb", **kw)
-    table = ddb.create_table(TableName="control-state", BillingMode="PAY_PER_REQUEST",
-                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                        {"AttributeName": "sk", "KeyType": "RANGE"}],
-                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                                   {"AttributeName": "sk", "AttributeType": "S"}])
-    table.put_item(Item={"pk": "JOB#j1", "sk": "META", "key": "incoming/a.csv", "version": "v1", "bucket": "contacts",
-                         "completed": False, "ingest_done": False, "updated_at": 1})
-    table.put_item(Item={"pk": "KEY#contacts/incoming/a.csv", "sk": "JOB#j1", "job": "j1", "version": "v1",
-                         "uploaded_at": "2026-11-30T10:00:00Z"})
-    template = {"Resources": {"Chunks": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "control-chunks"}}},
-                "Outputs": {"ContactsBucketName": {"Value": "contacts"}, "StateTableName": {"Value": "control-state"},
-                            "ResultsTableName": {"Value": "results"}, "ChunkQueueUrl": {"Value": {"Ref": "Chunks"}}}}
-    boto3.client("cloudformation", **kw).create_stack(StackName="phonon-control", TemplateBody=json.dumps(template))
-    env = {**CREDS, "AWS_ENDPOINT_URL": moto_server}
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*CLI, *args, "--stack", "phonon-control", "--region", "eu-west-1"], cwd=ROOT,
-                              env=clean_env(tmp_path, **env), capture_output=True, text=True, timeout=120)
-
-    def item(pk: str, sk: str = "META") -> dict:
-        return table.get_item(Key={"pk": pk, "sk": sk}, ConsistentRead=True).get("Item") or {}
+    stack = FakeStack(tmp_path, moto_server, "control")
+    run, item = stack.run, stack.item
 
     # When the operator pauses it by its file's name
     proc = run("pause", "--key", "a.csv", "--reason", "hold", "--json")
@@ -263,29 +273,8 @@ def test_pause_resume_cancel_against_a_stack(tmp_path, moto_server):  # noqa: F8
 
 def test_limit_against_a_stack(tmp_path, moto_server):  # noqa: F811 (the fixture)
     # Given a stack (its outputs) and its state table with one unfinished job of incoming/a.csv
-    kw = {"region_name": "eu-west-1", "endpoint_url": moto_server, "aws_access_key_id": "testing",
-          "aws_secret_access_key": "testing"}
-    table = boto3.resource("dynamodb", **kw).create_table(
-        TableName="limit-state", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}])
-    table.put_item(Item={"pk": "JOB#j1", "sk": "META", "key": "incoming/a.csv", "version": "v1", "bucket": "contacts",
-                         "flow": FLOW, "completed": False, "ingest_done": False, "updated_at": 1})
-    table.put_item(Item={"pk": "KEY#contacts/incoming/a.csv", "sk": "JOB#j1", "job": "j1", "version": "v1",
-                         "uploaded_at": "2026-11-30T10:00:00Z"})
-    template = {"Resources": {"Chunks": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "limit-chunks"}}},
-                "Outputs": {"ContactsBucketName": {"Value": "contacts"}, "StateTableName": {"Value": "limit-state"},
-                            "ResultsTableName": {"Value": "results"}, "ChunkQueueUrl": {"Value": {"Ref": "Chunks"}}}}
-    boto3.client("cloudformation", **kw).create_stack(StackName="phonon-limit", TemplateBody=json.dumps(template))
-    env = {**CREDS, "AWS_ENDPOINT_URL": moto_server}
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*CLI, *args, "--stack", "phonon-limit", "--region", "eu-west-1"], cwd=ROOT,
-                              env=clean_env(tmp_path, **env), capture_output=True, text=True, timeout=120)
-
-    def item(pk: str, sk: str = "META") -> dict:
-        return table.get_item(Key={"pk": pk, "sk": sk}, ConsistentRead=True).get("Item") or {}
+    stack = FakeStack(tmp_path, moto_server, "limit", flow=FLOW)
+    run, item = stack.run, stack.item
 
     # When the operator caps the job by its file's name
     proc = run("limit", "--key", "a.csv", "--per-minute", "100", "--json")

@@ -96,23 +96,14 @@ def test_unknown_odd_targets_are_one_line_and_exit_2(odd_stack):
 
 # ------------------------------------------------------------------ the live local run, a file with an odd name
 def test_a_live_local_run_of_an_oddly_named_file_is_seen_and_cancelled_by_its_name(tmp_path):
-    import os
 
     from phonon_outbound_dev.simulator import PhononSimulator
-    from tests.e2e.test_cli import read_report, write_csv
-    from tests.e2e.test_cli_control import FLOW, SID, cli, wait_for
+    from tests.e2e.test_cli import read_report
+    from tests.e2e.test_cli_control import FLOW, SID, cli, start_run, wait_for
 
     name = "my leads+1 é.csv"
     with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
-        data = write_csv(tmp_path / name, 200)
-        state = tmp_path / "state"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")]),
-               "PHONON_SECURITY_ID": SID}
-        env.pop("AWS_ENDPOINT_URL", None)
-        child = subprocess.Popen([*CLI, "run", "--json", "--rate", "600", "--api-url", sim.url, "--flow-id", FLOW,
-                                  "--out", str(tmp_path / "out"), "--state-dir", str(state), str(data)],
-                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True)
+        child, state = start_run(tmp_path, sim, 200, name)
         try:
             wait_for(lambda: sim.stats()["calls_accepted"] >= 20, 120, child)
             seen = cli("status", "--key", name, "--state-dir", str(state), "--json")

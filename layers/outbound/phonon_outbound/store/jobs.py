@@ -300,37 +300,25 @@ class DynamoJobs:
         return str(item.get("paused_reason") or "")
 
     def set_job_cap(self, job: str, per_minute: int | None) -> bool:
-        if per_minute is None:
-            return conditional(
-                self.table.update_item,
-                Key={"pk": job_pk(job), "sk": "META"},
-                UpdateExpression="REMOVE rate_cap SET updated_at = :u",
-                ConditionExpression="attribute_exists(pk) AND attribute_exists(rate_cap)",
-                ExpressionAttributeValues={":u": int(self.retention.now())},
-            )
-        return conditional(
-            self.table.update_item,
-            Key={"pk": job_pk(job), "sk": "META"},
-            UpdateExpression="SET rate_cap = :c, updated_at = :u",
-            ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(rate_cap) OR rate_cap <> :c)",
-            ExpressionAttributeValues={":c": int(per_minute), ":u": int(self.retention.now())},
-        )
+        return self._set_cap({"pk": job_pk(job), "sk": "META"}, per_minute, job_item=True)
 
     def set_flow_cap(self, flow: str, per_minute: int | None) -> bool:
+        return self._set_cap({"pk": flow_control_pk(flow), "sk": "-"}, per_minute, job_item=False)
+
+    def _set_cap(self, key: dict, per_minute: int | None, job_item: bool) -> bool:
+        """Set (or with None remove) `rate_cap` on a job item (which must exist; its `updated_at`
+        moves) or a flow's control item (created when needed). False when nothing changed."""
+        values: dict[str, Any] = {":u": int(self.retention.now())} if job_item else {}
+        exists = "attribute_exists(pk) AND " if job_item else ""
         if per_minute is None:
-            return conditional(
-                self.table.update_item,
-                Key={"pk": flow_control_pk(flow), "sk": "-"},
-                UpdateExpression="REMOVE rate_cap",
-                ConditionExpression="attribute_exists(rate_cap)",
-            )
-        return conditional(
-            self.table.update_item,
-            Key={"pk": flow_control_pk(flow), "sk": "-"},
-            UpdateExpression="SET rate_cap = :c",
-            ConditionExpression="attribute_not_exists(rate_cap) OR rate_cap <> :c",
-            ExpressionAttributeValues={":c": int(per_minute)},
-        )
+            update = "REMOVE rate_cap" + (" SET updated_at = :u" if job_item else "")
+            condition = exists + "attribute_exists(rate_cap)"
+        else:
+            update = "SET rate_cap = :c" + (", updated_at = :u" if job_item else "")
+            condition = exists + "(attribute_not_exists(rate_cap) OR rate_cap <> :c)"
+            values[":c"] = int(per_minute)
+        return conditional(self.table.update_item, Key=key, UpdateExpression=update, ConditionExpression=condition,
+                           **({"ExpressionAttributeValues": values} if values else {}))
 
     def _flow_control(self, flow: str) -> dict:
         if not flow:
