@@ -69,6 +69,25 @@ def test_a_chunk_with_one_bad_record_is_bisected_and_each_row_gets_its_own_outco
     assert out.counters() == {"accepted": 3, "failed": 1, "duplicate": 0, "cancelled": 0}
 
 
+def test_a_capped_chunk_with_one_bad_record_is_bisected_to_the_end_on_its_first_receive(make_harness):
+    # Given a job capped at 30 calls a minute whose only chunk holds a number Phonon refuses
+    from phonon_outbound.control import ControlService
+
+    h = make_harness(shape="200")
+    h.sim.set_faults(FaultPlan(record_error_numbers=["919800000002"]))
+    body = one_chunk(h, "capped-bisect.csv", 4)
+    job = json.loads(body)["job"]
+    ControlService(wiring.store(), h.bucket, lambda j: None).apply("limit", {"job": job}, per_minute=30)
+    # When it is handled once
+    decision = wiring.dispatch_service().handle(body, 1, lambda: 60.0)
+    # Then the halves are not charged to the cap again (the whole chunk paid for its calls):
+    # every row has its own outcome on this receive, nothing waits for a retry
+    assert isinstance(decision, Done), decision
+    assert {row: o.status for row, o in decision.outcome.rows.items()} == {
+        1: Status.ACCEPTED, 2: Status.ACCEPTED, 3: Status.FAILED, 4: Status.ACCEPTED}
+    assert h.sim.stats()["requests"] == 5
+
+
 def test_too_little_time_left_is_a_hand_back_and_nothing_is_queued_by_the_service(make_harness):
     h = make_harness()
     body = one_chunk(h, "handback.csv", 2)

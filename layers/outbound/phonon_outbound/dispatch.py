@@ -270,6 +270,15 @@ class DispatchService:
         cancelled, paused = ctl.cancelled, ctl.paused
         if paused and not cancelled:  # wait unsent, nothing taken (a cancel wins: it settles the chunk)
             return HandBack(self.s.pause_poll_s, _paused(paused, msg.flow))
+        if not cancelled:
+            # A capped chunk whose slot is far: handed back before its lease and dedupe claims
+            # are taken (a look: one read per cap, nothing written; `_ready` takes the slot), and
+            # before the breaker's check, which may hand this chunk the flow's one probe.
+            for limiter, reason in self._caps(msg, ctl):
+                far = limiter.next_slot(len(calls))
+                if far > CAP_HORIZON_S:
+                    count("ChunksHeldAtCap", 1)
+                    return HandBack(far, reason)
         breaker = CircuitBreaker(self.store, msg.flow, self.s.breaker_open_s, self.clock)
         probe = False
         if not cancelled:  # a cancelled chunk is settled at once, whatever the flow's breaker says
@@ -280,14 +289,6 @@ class DispatchService:
         wait = None if cancelled else windows.chunk_wait(self.s, self.store.jobs, msg.job, msg.flow, calls, self.clock())
         if wait is not None:  # the calling window is closed: hand back unsent (docs/calling-windows.md)
             return HandBack(wait.seconds, wait.reason)
-        if not cancelled:
-            # A capped chunk whose slot is far: handed back before its lease and dedupe claims
-            # are taken (a look: one read per cap, nothing written). `_ready` takes the slot.
-            for limiter, reason in self._caps(msg, ctl):
-                far = limiter.next_slot(len(calls))
-                if far > CAP_HORIZON_S:
-                    count("ChunksHeldAtCap", 1)
-                    return HandBack(far, reason)
 
         claim = self.store.ledger.claim_chunk(msg.job, msg.chunk, self.s.chunk_lease_s, self.clock())
         if claim.state == "done":
@@ -465,14 +466,20 @@ class DispatchService:
         if left < self.request_time_s:
             return self._out_of_time(attempts, left)
         max_wait = max(0.0, min(self.s.dispatch_max_wait_s, left - self.request_time_s - WAKE_SLACK_S))
-        caps = self._caps(msg, ctl)
+        # Caps are taken for a chunk's first, whole body only: the halves of a body split to find
+        # a refused record are calls the whole body paid for already (charging them again held
+        # every half past the cap's horizon, and the split never finished). And only when the
+        # global limit would grant the body now: a cap slot taken and then refused globally is
+        # lost, which would slow the capped job below its cap (the limiter cannot give one back).
+        caps = self._caps(msg, ctl) if top and not attempts else []
         if caps:
+            far = self.records_limiter.next_slot(len(calls))
+            if far > max_wait:  # come back when the global slot is near (`_reserve`'s convention)
+                return _Step(stop=HandBack(max(0.0, far - max_wait / 2), "waiting for the rate limit"))
             held = self._reserve_caps(caps, len(calls), max_wait)
             if isinstance(held, HandBack):  # nothing taken from the global limit
                 count("ChunksHeldAtCap", 1)
-                if top and not attempts:
-                    return _Step(stop=held)
-                return _Step(stop=RetryAfter(held.seconds, held.reason + " while splitting a chunk"))
+                return _Step(stop=held)
             if held:  # slept until the cap's slot: what is left to wait for the global one
                 left = remaining_s()
                 if left < self.request_time_s:

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from . import suppression, windows
 from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker, lane_for, queue_for
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
+from .control import MAX_KEY_BYTES, clean_reason
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
 from .intake import request_origin
 from .jobs import ReportTrigger, report_keys, upload_stamp
@@ -288,6 +289,8 @@ class IngestService:
         uploaded = self._upload_time(obj, head).replace(microsecond=0)
         short = obj.key[len(INPUT_PREFIX):] if obj.key.startswith(INPUT_PREFIX) else obj.key
         for marker in dict.fromkeys((CANCEL_PREFIX + short, CANCEL_PREFIX + obj.key)):
+            if len(marker.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:  # no such object can exist
+                continue  # (S3 would answer 400 KeyTooLong, not 404)
             try:
                 got = self.s3.head_object(Bucket=obj.bucket, Key=marker)
             except ClientError as err:
@@ -365,7 +368,7 @@ class IngestService:
         if new and (marker := self._cancel_marker_since(obj, head)):
             # The marker's event may have come first, when there was no job to cancel yet (its
             # answer was "not found"): the file it names must not be sent anyway.
-            self.store.jobs.cancel_job(job, f"cancelled by a file under {CANCEL_PREFIX}: {marker}")
+            self.store.jobs.cancel_job(job, clean_reason(f"cancelled by a file under {CANCEL_PREFIX}: {marker}", ""))
             meta = self._job(job) or meta
         if meta.cancelled_reason and (meta.next_chunk or meta.row_count):
             # the rows are counted already: no need to read the file again to report them
