@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -38,9 +40,11 @@ def wait_for(check, timeout: float, child: subprocess.Popen | None = None) -> No
         time.sleep(0.1)
 
 
-def start_run(tmp_path: Path, sim: PhononSimulator, rows: int, name: str = "slow.csv") -> tuple[subprocess.Popen, Path]:
+@contextmanager
+def live_run(tmp_path: Path, sim: PhononSimulator, rows: int, name: str = "slow.csv") -> Iterator[tuple[subprocess.Popen, Path]]:
     """`phonon-outbound run` of a `rows`-row file at 600 calls a minute, in its own process
-    (its own session, so a Ctrl-C reaches it as a group), with its state dir."""
+    (its own session, so a Ctrl-C reaches it as a group), with its state dir; killed on the way
+    out if it is still running (a failed assertion must not leave it behind)."""
     data = write_csv(tmp_path / name, rows)
     state = tmp_path / "state"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "outbound"), str(ROOT / "devkit")]),
@@ -50,7 +54,12 @@ def start_run(tmp_path: Path, sim: PhononSimulator, rows: int, name: str = "slow
                               "--out", str(tmp_path / "out"), "--state-dir", str(state), str(data)],
                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
-    return child, state
+    try:
+        yield child, state
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
 
 
 def quiet_requests(sim: PhononSimulator, quiet_s: float = 2.0, cap_s: float = 30.0) -> int:
@@ -71,8 +80,7 @@ def quiet_requests(sim: PhononSimulator, quiet_s: float = 2.0, cap_s: float = 30
 def test_pause_resume_a_live_local_run_from_another_terminal(tmp_path):
     # Given a local run of 300 rows at 600 calls a minute (30 s of sending), in its own process
     with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
-        child, state = start_run(tmp_path, sim, 300)
-        try:
+        with live_run(tmp_path, sim, 300) as (child, state):
             wait_for(lambda: sim.stats()["calls_accepted"] >= 30, 120, child)
             assert (state / "live.json").exists()
             # When the operator pauses the file from another terminal
@@ -90,9 +98,6 @@ def test_pause_resume_a_live_local_run_from_another_terminal(tmp_path):
             assert resumed.returncode == 0, resumed.stderr
             assert f"job {answer['job']}: running" in resumed.stdout
             stdout, stderr = child.communicate(timeout=180)
-        finally:
-            if child.poll() is None:
-                child.kill()
         stats = sim.stats()
     # Then the run completes, everybody called once, nobody twice, and it said it was paused
     assert child.returncode == 0, stderr[-3000:]
@@ -109,8 +114,7 @@ def test_pause_resume_a_live_local_run_from_another_terminal(tmp_path):
 def test_a_cap_set_on_a_live_local_run_holds_there_until_removed(tmp_path):
     # Given a local run of 200 rows at 600 calls a minute (10-call chunks, one a second)
     with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
-        child, state = start_run(tmp_path, sim, 200)
-        try:
+        with live_run(tmp_path, sim, 200) as (child, state):
             wait_for(lambda: sim.stats()["calls_accepted"] >= 20, 120, child)
             # When the operator caps the file at 60 calls a minute (one chunk every 10 s)
             capped = cli("limit", "--key", "slow.csv", "--per-minute", "60", "--state-dir", str(state), "--json")
@@ -126,9 +130,6 @@ def test_a_cap_set_on_a_live_local_run_holds_there_until_removed(tmp_path):
             freed = cli("limit", "--job", answer["job"], "--none", "--state-dir", str(state))
             assert freed.returncode == 0 and f"job {answer['job']}: no cap (running)" in freed.stdout, freed.stderr
             stdout, stderr = child.communicate(timeout=180)
-        finally:
-            if child.poll() is None:
-                child.kill()
         stats = sim.stats()
     assert child.returncode == 0, stderr[-3000:]
     assert stats["called_twice"] == [] and len(stats["calls_by_client_identifier"]) == 200
@@ -141,17 +142,13 @@ def test_a_cap_set_on_a_live_local_run_holds_there_until_removed(tmp_path):
 def test_cancel_of_a_live_local_run_ends_its_job_through_the_runs_report_worker(tmp_path):
     # Given a local run of 300 rows at 600 calls a minute, part-sent
     with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
-        child, state = start_run(tmp_path, sim, 300)
-        try:
+        with live_run(tmp_path, sim, 300) as (child, state):
             wait_for(lambda: sim.stats()["calls_accepted"] >= 30, 120, child)
             # When the operator cancels the file from another terminal
             cancelled = cli("cancel", "--key", "slow.csv", "--reason", "wrong list", "--state-dir", str(state))
             assert cancelled.returncode == 0, cancelled.stderr
             assert "cancelled" in cancelled.stdout
             stdout, stderr = child.communicate(timeout=180)
-        finally:
-            if child.poll() is None:
-                child.kill()
         stats = sim.stats()
     # Then the run ends by itself (its report worker wrote the cancelled job's report, as it
     # writes every report of the run), with every row: what was sent ACCEPTED, the rest
@@ -167,17 +164,13 @@ def test_cancel_of_a_live_local_run_ends_its_job_through_the_runs_report_worker(
 def test_ctrl_c_still_stops_a_paused_local_run(tmp_path):
     # Given a local run paused from another terminal
     with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
-        child, state = start_run(tmp_path, sim, 200)
-        try:
+        with live_run(tmp_path, sim, 200) as (child, state):
             wait_for(lambda: sim.stats()["calls_accepted"] >= 20, 120, child)
             assert cli("pause", "--key", "slow.csv", "--state-dir", str(state)).returncode == 0
             quiet_requests(sim)  # it is paused: nothing more goes out
             # When the person presses Ctrl-C while it waits
             os.killpg(child.pid, signal.SIGINT)
             stdout, stderr = child.communicate(timeout=120)
-        finally:
-            if child.poll() is None:
-                child.kill()
         stats = sim.stats()
     # Then it stops as any run does: exit 130, every row in the report, the unsent ones CANCELLED
     assert child.returncode == 130, stderr[-3000:]

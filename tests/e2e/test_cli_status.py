@@ -70,42 +70,36 @@ def test_status_of_a_live_local_run_from_another_terminal(tmp_path):
     import phonon_outbound_dev.stack  # noqa: F401 - connect(): the live run's live.json
     from phonon_outbound_dev.simulator import PhononSimulator
 
-    from .test_cli_control import FLOW, SID, cli, start_run, wait_for
+    from .test_cli_control import FLOW, SID, cli, live_run, wait_for
 
     # Given a local run of 300 rows at 600 calls a minute (30 s of sending) in another process
-    with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
-        child, state = start_run(tmp_path, sim, 300)
-        try:
-            wait_for(lambda: sim.stats()["calls_accepted"] >= 60, 120, child)
-            # When the operator asks for the active jobs, then for the file's job
-            active = cli("status", "--state-dir", str(state), "--json")
-            assert active.returncode == 0, active.stderr
-            doc = json.loads(active.stdout)
-            assert doc["active_total"] == 1 and doc["limit"] == 600 and "ChunkQueue" in doc["queues"]
-            one = cli("status", "--key", "slow.csv", "--state-dir", str(state), "--json")
-            assert one.returncode == 0, one.stderr
-            job = json.loads(one.stdout)
-            # Then it shows the job sending, with calls settled and a rate near the limit's
-            assert job["state"] in ("ingesting", "sending") and job["rows"] == 300
-            assert 0 < job["sent"] < 300 and job["counts"]["accepted"] == job["sent"]
-            assert 0 < job["calls_per_minute"] <= 600 * 1.1 and job["eta_s"] is not None
-            # and one call can be found by its client-identifier in the job's rows
-            found = cli("status", "--key", "slow.csv", "--client-id", "E-00000", "--state-dir", str(state), "--json")
-            assert found.returncode == 0, found.stderr
-            [call] = json.loads(found.stdout)["calls"]
-            assert call["row"] == 1 and call["status"] == "ACCEPTED" and call["request_id"]
-            # a paused job says so, with its reason
-            assert cli("pause", "--key", "slow.csv", "--reason", "check the script", "--state-dir", str(state)
-                       ).returncode == 0
-            text = cli("status", "--key", "slow.csv", "--state-dir", str(state))
-            assert "paused: check the script" in text.stdout
-            assert cli("resume", "--key", "slow.csv", "--state-dir", str(state)).returncode == 0
-            out, err = child.communicate(timeout=180)
-            assert child.returncode == 0, err[-3000:]
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
+    with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim, live_run(tmp_path, sim, 300) as (child, state):
+        wait_for(lambda: sim.stats()["calls_accepted"] >= 60, 120, child)
+        # When the operator asks for the active jobs, then for the file's job
+        active = cli("status", "--state-dir", str(state), "--json")
+        assert active.returncode == 0, active.stderr
+        doc = json.loads(active.stdout)
+        assert doc["active_total"] == 1 and doc["limit"] == 600 and "ChunkQueue" in doc["queues"]
+        one = cli("status", "--key", "slow.csv", "--state-dir", str(state), "--json")
+        assert one.returncode == 0, one.stderr
+        job = json.loads(one.stdout)
+        # Then it shows the job sending, with calls settled and a rate near the limit's
+        assert job["state"] in ("ingesting", "sending") and job["rows"] == 300
+        assert 0 < job["sent"] < 300 and job["counts"]["accepted"] == job["sent"]
+        assert 0 < job["calls_per_minute"] <= 600 * 1.1 and job["eta_s"] is not None
+        # and one call can be found by its client-identifier in the job's rows
+        found = cli("status", "--key", "slow.csv", "--client-id", "E-00000", "--state-dir", str(state), "--json")
+        assert found.returncode == 0, found.stderr
+        [call] = json.loads(found.stdout)["calls"]
+        assert call["row"] == 1 and call["status"] == "ACCEPTED" and call["request_id"]
+        # a paused job says so, with its reason
+        assert cli("pause", "--key", "slow.csv", "--reason", "check the script", "--state-dir", str(state)
+                   ).returncode == 0
+        text = cli("status", "--key", "slow.csv", "--state-dir", str(state))
+        assert "paused: check the script" in text.stdout
+        assert cli("resume", "--key", "slow.csv", "--state-dir", str(state)).returncode == 0
+        out, err = child.communicate(timeout=180)
+        assert child.returncode == 0, err[-3000:]
     # Once the run has ended, status shows what the run kept: the job as it ended
     ended = cli("status", "--key", "slow.csv", "--state-dir", str(state), "--json")
     assert ended.returncode == 0, ended.stderr

@@ -99,12 +99,11 @@ def test_a_live_local_run_of_an_oddly_named_file_is_seen_and_cancelled_by_its_na
 
     from phonon_outbound_dev.simulator import PhononSimulator
     from tests.e2e.test_cli import read_report
-    from tests.e2e.test_cli_control import FLOW, SID, cli, start_run, wait_for
+    from tests.e2e.test_cli_control import FLOW, SID, cli, live_run, wait_for
 
     name = "my leads+1 é.csv"
     with PhononSimulator(flows={FLOW: SID}, rate_per_minute=600) as sim:
-        child, state = start_run(tmp_path, sim, 200, name)
-        try:
+        with live_run(tmp_path, sim, 200, name) as (child, state):
             wait_for(lambda: sim.stats()["calls_accepted"] >= 20, 120, child)
             seen = cli("status", "--key", name, "--state-dir", str(state), "--json")
             assert seen.returncode == 0, seen.stderr
@@ -115,9 +114,6 @@ def test_a_live_local_run_of_an_oddly_named_file_is_seen_and_cancelled_by_its_na
             answer = json.loads(cancelled.stdout)
             assert answer["key"] == f"incoming/{name}" and answer["job"] == pic["job"]
             stdout, stderr = child.communicate(timeout=180)
-        finally:
-            if child.poll() is None:
-                child.kill()
         stats = sim.stats()
     assert child.returncode == 1, stderr[-3000:]
     report = read_report(json.loads(stdout)["files"][0]["report"])
