@@ -31,7 +31,7 @@ def three_readers(push: dict) -> tuple[str | None, str | None, str | None]:
     column = row_outcome(parsed, body, "webhook", 0).get("dtmf")
     events = Events()
     attrs = {**outcome_of(parsed), "job": "J1", "row": 1, "flow-id": "DemoFlw1"}
-    eo.EventsOut(events).call_completed(body, parsed, attrs, Job())
+    eo.EventsOut(events).call_completed(parsed, attrs, Job(), dtmf=column)  # as the webhook passes it
     event = events.details[0]["outcome"].get("dtmf")
     return column, event, opted_out(Settings(opt_out_dtmf="9"), body, [])
 

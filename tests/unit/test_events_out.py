@@ -22,7 +22,7 @@ from phonon_outbound import events_out as eo
 from phonon_outbound.dtmf import keys_pressed
 from phonon_outbound.records import Job, JobStatus
 from phonon_outbound.status import Status
-from phonon_outbound.webhook import outcome_of, parse_push
+from phonon_outbound.webhook import outcome_of, parse_push, row_outcome
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 TOKEN_LIKE = "AQCEAAAAKgAAAAMAAAAAAAAAAe-secret-token-value"
@@ -150,7 +150,8 @@ def test_the_call_event_carries_the_read_attempts_outcome_and_no_phone_number():
     item = job_item(origin="stepfunctions", reference="wf-1")
     push = parse_push(json.dumps(PUSH))
     cap = Capture()
-    eo.EventsOut(cap).call_completed(json.dumps(PUSH), push, call_attrs(PUSH), Job.from_item(item))
+    dtmf = row_outcome(push, json.dumps(PUSH), "webhook", 0)["dtmf"]  # as the webhook passes it
+    eo.EventsOut(cap).call_completed(push, call_attrs(PUSH), Job.from_item(item), dtmf=dtmf)
     [[entry]] = cap.calls
     assert (entry["Source"], entry["DetailType"], entry["EventBusName"]) == ("phonon-outbound", eo.CALL_COMPLETED,
                                                                             "default")
@@ -170,7 +171,7 @@ def test_an_unanswered_call_without_dtmf_and_a_wrapped_body():
     push = {"phonon-uuid": "u-1", "callDetails": [{"duration": "0", "hangupCause": "USER_BUSY"}]}
     body = json.dumps({"body": json.dumps(push)})
     cap = Capture()
-    eo.EventsOut(cap).call_completed(body, parse_push(body), call_attrs(push), Job.from_item(job_item()))
+    eo.EventsOut(cap).call_completed(parse_push(body), call_attrs(push), Job.from_item(job_item()))
     detail = json.loads(cap.calls[0][0]["Detail"])
     assert detail["outcome"] == {"answered": False, "attempts": 1, "duration": 0, "hangup-cause": "USER_BUSY"}
     assert detail["origin"] == "s3" and "reference" not in detail
@@ -187,8 +188,8 @@ def test_dtmf_is_bounded_and_only_keys_of_a_keypad():
 
 def test_call_events_off_publish_nothing():
     cap = Capture()
-    eo.EventsOut(cap, call_events=False).call_completed(json.dumps(PUSH), parse_push(json.dumps(PUSH)),
-                                                        call_attrs(PUSH), Job())
+    eo.EventsOut(cap, call_events=False).call_completed(parse_push(json.dumps(PUSH)), call_attrs(PUSH), Job(),
+                                                        dtmf="1#9")
     assert cap.calls == []
 
 
@@ -335,5 +336,5 @@ def test_any_other_answer_failure_is_counted_and_never_raised(counted, our_log):
 def test_a_call_event_that_cannot_be_built_is_counted_not_raised(counted):
     cap = Capture()
     attrs = {k: v for k, v in call_attrs(PUSH).items() if k != "job"}  # a bug upstream: no job
-    eo.EventsOut(cap).call_completed(json.dumps(PUSH), parse_push(json.dumps(PUSH)), attrs, Job())
+    eo.EventsOut(cap).call_completed(parse_push(json.dumps(PUSH)), attrs, Job())
     assert cap.calls == [] and counted == [("EventsNotPublished", 1)]

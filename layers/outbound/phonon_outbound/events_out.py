@@ -34,7 +34,6 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .dtmf import keys_pressed
 from .observability import count, logger
 from .records import Job, JobStatus, Origin
 from .status import Status
@@ -250,13 +249,13 @@ class EventsOut:
         self.answer_task(task_token, detail)
         return detail
 
-    def call_completed(self, body: str | bytes | None, push: Any, attrs: Mapping[str, Any], meta: Job) -> None:
-        """The webhook's one call once a matched push's outcome is recorded. Never raises."""
+    def call_completed(self, push: Any, attrs: Mapping[str, Any], meta: Job, dtmf: str | None = None) -> None:
+        """The webhook's one call once a matched push's outcome is recorded (`dtmf`: the keys of
+        the chosen attempt, as the row's outcome holds them: dtmf.py). Never raises."""
         if not self.call_events:
             return
         try:
-            detail = call_completed({**attrs, "phonon-uuid": push.phonon_uuid}, meta,
-                                    dtmf=keys_pressed(body, _chosen_attempt(push), MAX_DTMF_CHARS))
+            detail = call_completed({**attrs, "phonon-uuid": push.phonon_uuid}, meta, dtmf=dtmf)
         except Exception:  # noqa: BLE001 - an event must never fail the push: it is stored already
             self._lost(CALL_COMPLETED, str(attrs.get("job", "")), "BuildFailed", 1)
             return

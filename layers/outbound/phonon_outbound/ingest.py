@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from . import suppression, windows
 from .chunking import SECURITY_ID_LEN, CallTooLarge, Chunk, Chunker, lane_for, queue_for
 from .contacts import FileRejected, ParseOptions, RejectedRow, ValidRow, open_contacts
-from .control import MAX_KEY_BYTES, clean_reason
+from .control import INCOMING, MAX_KEY_BYTES, clean_reason
 from .flows import FlowSecrets, UnknownFlow, resolve_flow
 from .intake import request_origin
 from .jobs import ReportTrigger, report_keys, upload_stamp
@@ -41,10 +41,16 @@ MAX_BATCH_ENTRIES = 10
 # by Lambda's retry (a minute later at the earliest).
 LEASE_SLACK_S = 5.0
 MAX_PREPASS_PAUSES = 2  # a pre-pass that runs out of time in a fresh invocation too: reject
+CANCEL_PREFIX = "cancel/"  # cancel/<key> (or cancel/<key without incoming/>): the emergency brake
+
+
+def marker_reason(marker_key: str) -> str:
+    """Why a `cancel/` marker cancels a job (its control request, or a new job that finds it)."""
+    return f"cancelled by a file under {CANCEL_PREFIX}: {marker_key}"
+
+
 # S3 answers for an object (version) that is not there: GetObject's NoSuchKey / NoSuchVersion,
 # HeadObject's bare 404, and 405 for a version that is a delete marker.
-INPUT_PREFIX = "incoming/"  # the contact files ingest reads (template: the bucket's notification filter)
-CANCEL_PREFIX = "cancel/"  # cancel/<key> (or cancel/<key without incoming/>): the emergency brake
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound", "405", "MethodNotAllowed"})
 _EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -287,7 +293,7 @@ class IngestService:
         """The key of a `cancel/` marker for this file uploaded after it (or within the same
         second: S3 keeps LastModified to the second), or "". Two HEADs per new job."""
         uploaded = self._upload_time(obj, head).replace(microsecond=0)
-        short = obj.key[len(INPUT_PREFIX):] if obj.key.startswith(INPUT_PREFIX) else obj.key
+        short = obj.key[len(INCOMING):] if obj.key.startswith(INCOMING) else obj.key
         for marker in dict.fromkeys((CANCEL_PREFIX + short, CANCEL_PREFIX + obj.key)):
             if len(marker.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:  # no such object can exist
                 continue  # (S3 would answer 400 KeyTooLong, not 404)
@@ -368,7 +374,7 @@ class IngestService:
         if new and (marker := self._cancel_marker_since(obj, head)):
             # The marker's event may have come first, when there was no job to cancel yet (its
             # answer was "not found"): the file it names must not be sent anyway.
-            self.store.jobs.cancel_job(job, clean_reason(f"cancelled by a file under {CANCEL_PREFIX}: {marker}", ""))
+            self.store.jobs.cancel_job(job, clean_reason(marker_reason(marker), ""))
             meta = self._job(job) or meta
         if meta.cancelled_reason and (meta.next_chunk or meta.row_count):
             # the rows are counted already: no need to read the file again to report them

@@ -32,12 +32,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event, SQSEvent
 
 from . import suppress_intake
-from .ingest import CANCEL_PREFIX, INPUT_PREFIX, IngestService, ObjectRef
+from .control import INCOMING as PREFIX
+from .ingest import CANCEL_PREFIX, IngestService, ObjectRef, marker_reason
 from .observability import logger
 from .records import Job
 
 RESUME = "phonon-outbound/resume-ingest"
-PREFIX = INPUT_PREFIX
 CONTROL_DETAIL_TYPE = "Outbound Control"
 
 
@@ -200,7 +200,7 @@ def control_requests(event: dict, service: IngestService) -> list[dict[str, Any]
                          service.settings.bucket_name, detail.get("per_minute")))
     for marker, key in cancel_markers(event):
         requests.append(({"key": marker.key, "cancels": key}, "cancel", {"key": key},
-                         f"cancelled by a file under {CANCEL_PREFIX}: {marker.key}", marker.bucket, None))
+                         marker_reason(marker.key), marker.bucket, None))
     if not requests:
         return []
     from botocore.exceptions import ClientError

@@ -642,7 +642,7 @@ class WebhookService:
                 self.reports.outcome(job, item)
         suppression.opt_out(body, push, info, meta.flow, ref)  # "press 9 to stop" (docs/suppression.md)
         if self.events is not None:  # docs/events-out.md; never raises
-            self.events.call_completed(body, push, attrs, meta)
+            self.events.call_completed(push, attrs, meta, dtmf=fields.get("dtmf"))
         count("WebhooksReceived", 1)
         return {"phonon-uuid": uuid, "matched": True}
 
