@@ -47,6 +47,7 @@ from phonon_outbound.control import job_of_key
 from phonon_outbound.records import Job, JobStatus
 from phonon_outbound.reports import GROUP_METRICS, PENDING, neutralize, outcome_group
 from phonon_outbound.store import decode_outcomes, job_pk
+from phonon_outbound.store.common import Control, FlowControl
 from phonon_outbound.watchdog import active_jobs  # every job not completed: the watchdog's ActiveJobs
 
 OUTCOME_ROWS_MAX = 20_000  # above this the outcome mix is read only on request (--outcomes)
@@ -142,14 +143,6 @@ def job_state(job: Job, paused: str = "") -> str:
     return "sending"
 
 
-def _paused_flow(store: Any, job: Job) -> str:
-    """The pause of the job's flow ("" when there is none), read only when the job's own item
-    (already read) says neither paused nor cancelled: what else `store.jobs.control` would add."""
-    if not job.flow or job.paused_reason or job.cancelled_reason:
-        return ""
-    return store.jobs.flow_paused(job.flow)
-
-
 @dataclass
 class JobPicture:
     """What `status --job` shows (and the HTML report draws)."""
@@ -185,8 +178,7 @@ class JobPicture:
     @property
     def cap(self) -> int | None:
         """The cap that binds the job: the smaller of its own and its flow's (None: none)."""
-        caps = [c for c in (self.job_cap, self.flow_cap) if c is not None]
-        return min(caps) if caps else None
+        return Control(job_cap=self.job_cap, flow_cap=self.flow_cap).cap
 
     def cap_text(self) -> str:
         """"60 calls/min (the job's)", "100 calls/min (flow Flow1234's; the job's own is 200)", or ""."""
@@ -236,7 +228,9 @@ def picture(store: Any, job_id: str, limit: int, now: float | None = None, outco
         eta = 0
     elif rows and rate_rows:
         eta = int(max(0, rows - settled_rows - counts.get("rejected", 0)) / rate_rows * 60)
-    state = job_state(job, _paused_flow(store, job))
+    # the flow's control item (its pause and cap), read once while the job can still be held by it
+    flow = store.jobs.flow_control(job.flow) if not (job.completed or job.cancelled_reason) else FlowControl()
+    state = job_state(job, flow.paused)
     reason = {"paused": job.paused_reason, "cancelled": job.cancelled_reason, "rejected": job.error,
               "failed": job.failure}.get(state, "") or ""
     if state == "paused" and not reason:
@@ -250,7 +244,7 @@ def picture(store: Any, job_id: str, limit: int, now: float | None = None, outco
         created_at=job.created_at, updated_at=job.updated_at, bin_s=bin_seconds(chunks),
         achieved_per_minute=achieved_rate(chunks), job_cap=job.rate_cap,
         # the flow's cap matters (and is read) only while the job still sends
-        flow_cap=store.jobs.flow_cap(job.flow) if job.flow and not (job.completed or job.cancelled_reason) else None)
+        flow_cap=flow.cap)
     pic.timeline = per_minute(chunks, bin_s=pic.bin_s)
     read_mix = outcomes if outcomes is not None else (rows or 0) <= OUTCOME_ROWS_MAX
     if read_mix:

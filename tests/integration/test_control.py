@@ -344,7 +344,7 @@ def test_caps_on_both_stores(any_store):
     jobs = any_store.jobs
     # Given a job and its flow, neither capped
     jobs.create_job("j1", {"key": "incoming/a.csv"})
-    assert jobs.control("j1", "Flow1234") == Control() and jobs.flow_cap("Flow1234") is None
+    assert jobs.control("j1", "Flow1234") == Control() and jobs.flow_control("Flow1234").cap is None
     # When the job is capped (and capped again at the same value)
     assert jobs.set_job_cap("j1", 100) is True and jobs.set_job_cap("j1", 100) is False
     # Then control() carries the cap, and the job item holds it
@@ -352,13 +352,13 @@ def test_caps_on_both_stores(any_store):
     assert jobs.get_job("j1")["rate_cap"] == 100
     # When the flow is capped too: both come with the same reads, the smaller one binds
     assert jobs.set_flow_cap("Flow1234", 60) is True and jobs.set_flow_cap("Flow1234", 60) is False
-    assert jobs.flow_cap("Flow1234") == 60 and jobs.flow_cap("Other123") is None
+    assert jobs.flow_control("Flow1234").cap == 60 and jobs.flow_control("Other123").cap is None
     ctl = jobs.control("j1", "Flow1234")
     assert (ctl.job_cap, ctl.flow_cap, ctl.cap) == (100, 60, 60)
     assert jobs.set_job_cap("j1", 30) is True and jobs.control("j1", "Flow1234").cap == 30
     # A flow's pause and its cap live side by side in its control item
-    assert jobs.pause_flow("Flow1234", "hold") is True and jobs.flow_cap("Flow1234") == 60
-    assert jobs.resume_flow("Flow1234") is True and jobs.flow_cap("Flow1234") == 60
+    assert jobs.pause_flow("Flow1234", "hold") is True and jobs.flow_control("Flow1234").cap == 60
+    assert jobs.resume_flow("Flow1234") is True and jobs.flow_control("Flow1234").cap == 60
     # When the caps are removed (twice: the second changes nothing)
     assert jobs.set_job_cap("j1", None) is True and jobs.set_job_cap("j1", None) is False
     assert jobs.set_flow_cap("Flow1234", None) is True and jobs.set_flow_cap("Flow1234", None) is False

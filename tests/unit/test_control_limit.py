@@ -88,7 +88,7 @@ def test_capping_a_flow_answers_with_the_flows_state_and_cap(service):
     assert service.apply("limit", {"flow": FLOW}, per_minute=300) == {
         "action": "limit", "flow": FLOW, "state": "paused", "already": True, "rate_cap": 300}
     assert service.apply("limit", {"flow": FLOW}, per_minute=0)["rate_cap"] is None
-    assert service.store.jobs.flow_cap(FLOW) is None
+    assert service.store.jobs.flow_control(FLOW).cap is None
 
 
 def test_an_unknown_action_names_limit_among_the_actions(service):

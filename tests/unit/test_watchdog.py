@@ -133,7 +133,8 @@ def test_a_capped_job_is_stale_only_once_a_chunk_at_its_cap_is_overdue(jobs):
         # (the cap is a write: the job is idle from now) idle 61 minutes, past the threshold but
         # within the cap's 100 minutes a chunk: not stale; the uncapped jobs are
         assert sorted(watchdog.check(jobs, 60, now + 61 * 60)["jobs"]) == ["busy-5m", "stuck-61m"]
-        assert watchdog.cap_allowance_s(jobs, watchdog.Job.from_item(jobs.jobs.get_job("stuck-2h"))) == 6000.0
+        assert watchdog.cap_allowance_s(watchdog.Job.from_item(jobs.jobs.get_job("stuck-2h")),
+                                        jobs.jobs.flow_control("FlowC123").cap) == 6000.0
         # at 161 minutes it is stale
         assert "stuck-2h" in watchdog.check(jobs, 60, now + 161 * 60)["jobs"]
         # the cap moved to the flow (60/min: 500 rows take ~8 minutes): stale after 68 minutes

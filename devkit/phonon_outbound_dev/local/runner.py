@@ -29,7 +29,7 @@ import urllib.request
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,7 +48,7 @@ from phonon_outbound.jobs import WEBHOOK_ONLY_REASON, job_report_keys, upload_st
 from phonon_outbound.records import parse_row_ref
 from phonon_outbound.reports import ReportWriter, outcome_cells, placed_anyway, summary_dict
 from phonon_outbound.status import STATUSES, Status
-from phonon_outbound.store.common import BREAKER
+from phonon_outbound.store.common import BREAKER, Control, FlowControl, flow_pause_text, read_cap
 from phonon_outbound.suppression import _dynamo
 
 from ..job_status import duration as _duration
@@ -1132,14 +1132,15 @@ class LocalPipeline:
                     progress.end()
                     self._say(waiting)
                     self._window_said = waiting
-            paused = self._paused(files, metas)
+            flows = self._flow_controls(files, metas)
+            paused = self._paused(files, metas, flows)
             if paused:  # a paused job or flow: waiting for `phonon-outbound resume`, not stalled
                 last_change = time.monotonic()
             if paused != self._paused_said:
                 progress.end()
                 self._say(paused or "resumed: sending again")
                 self._paused_said = paused
-            capped, allowance = self._capped(files, metas)
+            capped, allowance = self._capped(files, metas, flows)
             if capped != self._capped_said:  # `phonon-outbound limit` set, changed or removed a cap
                 progress.end()
                 self._say(capped or "no cap: sending at the global rate")
@@ -1158,41 +1159,35 @@ class LocalPipeline:
     _paused_said = ""
     _capped_said = ""
 
-    def _capped(self, files: list[FileRun], metas: list[dict]) -> tuple[str, float]:
-        """("capped: <file> at N calls/min; …", the seconds one chunk takes at the lowest cap)
-        while a job of the run (or its flow) is capped and not finished; ("", 0) else. The
-        job items are read already; each flow's cap once per look."""
-        from phonon_outbound.store.common import read_cap
-
-        store = wiring.store()
-        held, flows, allowance = [], {}, 0.0
+    @staticmethod
+    def _steered(files: list[FileRun], metas: list[dict]) -> Iterator[tuple[FileRun, dict, str]]:
+        """(file, its job item, its flow) of each job of the run a pause or a cap can still hold."""
         for f, m in zip(files, metas, strict=True):
-            if f.obj is None or m.get("completed") or m.get("cancelled_reason"):
-                continue
-            flow = str(m.get("flow") or "")
-            if flow not in flows:
-                flows[flow] = store.jobs.flow_cap(flow) if flow else None
-            caps = [c for c in (read_cap(m.get("rate_cap")), flows[flow]) if c is not None]
-            if caps:
-                cap = min(caps)
+            if f.obj is not None and not m.get("completed") and not m.get("cancelled_reason"):
+                yield f, m, str(m.get("flow") or "")
+
+    def _flow_controls(self, files: list[FileRun], metas: list[dict]) -> dict[str, FlowControl]:
+        """Each flow's control item (its pause and its cap), read once per look."""
+        store = wiring.store()
+        return {flow: store.jobs.flow_control(flow) for flow in {flow for _, _, flow in self._steered(files, metas)}}
+
+    def _capped(self, files: list[FileRun], metas: list[dict], flows: dict[str, FlowControl]) -> tuple[str, float]:
+        """("capped: <file> at N calls/min; …", the seconds one chunk takes at the lowest cap)
+        while a job of the run (or its flow) is capped and not finished; ("", 0) else."""
+        held, allowance = [], 0.0
+        for f, m, flow in self._steered(files, metas):
+            cap = Control(job_cap=read_cap(m.get("rate_cap")), flow_cap=flows[flow].cap).cap
+            if cap is not None:
                 held.append(f"{f.key} at {cap:,} calls/min")
                 allowance = max(allowance, 60.0 * self.settings.batch_size / cap)
         return ("capped: " + "; ".join(held)) if held else "", allowance
 
-    @staticmethod
-    def _paused(files: list[FileRun], metas: list[dict]) -> str:
+    @classmethod
+    def _paused(cls, files: list[FileRun], metas: list[dict], flows: dict[str, FlowControl]) -> str:
         """"paused: …" while a job of the run (or its flow) is paused and not finished; "" else."""
-        from phonon_outbound.store.common import flow_pause_text
-
-        store = wiring.store()
-        held, flows = [], {}  # the job items are read already; each flow's pause once per look
-        for f, m in zip(files, metas, strict=True):
-            if f.obj is None or m.get("completed") or m.get("cancelled_reason"):
-                continue
-            flow = str(m.get("flow") or "")
-            if flow not in flows:
-                flows[flow] = flow_pause_text(flow, store.jobs.flow_paused(flow))
-            paused = str(m.get("paused_reason") or "") or flows[flow]
+        held = []
+        for f, m, flow in cls._steered(files, metas):
+            paused = str(m.get("paused_reason") or "") or flow_pause_text(flow, flows[flow].paused)
             if paused:
                 held.append(f"{f.key} ({paused})")
         return ("paused: " + "; ".join(held) + " — waiting for 'phonon-outbound resume'") if held else ""

@@ -282,10 +282,10 @@ class ControlService:
     # ------------------------------------------------------------------ flows
     def _flow_limit(self, flow: str, cap: int | None) -> dict[str, Any]:
         done = self.store.jobs.set_flow_cap(flow, cap)
-        paused = bool(self.store.jobs.flow_paused(flow))
+        paused, now_cap = self.store.jobs.flow_control(flow)
         logger.info("flow control", extra={"flow": flow, "action": "limit", "already": not done, "rate_cap": cap})
         return {"action": "limit", "flow": flow, "state": "paused" if paused else "running", "already": not done,
-                "rate_cap": self.store.jobs.flow_cap(flow)}
+                "rate_cap": now_cap}
 
     def _flow(self, action: str, flow: str, reason: str) -> dict[str, Any]:
         if action == "cancel":

@@ -31,7 +31,7 @@ from .observability import count, logger
 from .records import Job
 from .settings import DEFAULT_BATCH_SIZE
 from .store import Store
-from .store.common import ACTIVE_INDEX
+from .store.common import ACTIVE_INDEX, Control, FlowControl
 
 MAX_LOGGED_JOBS = 100
 
@@ -73,22 +73,21 @@ def recover_reports(reports: Any, metas: dict[str, Job], now: float) -> list[str
     return requested
 
 
-def _paused(store: Store, meta: Job) -> bool:
+def _paused(meta: Job, flow: FlowControl) -> bool:
     """Whether the job or its flow is paused, as `store.jobs.control` says, from the job's item
-    already read (a cancelled job's flow pause does not hold it)."""
-    return bool(meta.paused_reason) or (not meta.cancelled_reason and bool(store.jobs.flow_paused(meta.flow)))
+    and its flow's control item already read (a cancelled job's flow pause does not hold it)."""
+    return bool(meta.paused_reason) or (not meta.cancelled_reason and bool(flow.paused))
 
 
-def cap_allowance_s(store: Store, meta: Job) -> float:
+def cap_allowance_s(meta: Job, flow_cap: int | None) -> float:
     """How long one chunk of a capped job may take at its cap (its own or its flow's, the
-    smaller; control.py, `limit`): a job an operator slowed down is still by choice that long
-    between chunks. 0 for a job without a cap (the flow's read only for a job still sending)."""
-    flow_cap = store.jobs.flow_cap(meta.flow) if meta.flow and not meta.cancelled_reason else None
-    caps = [c for c in (meta.rate_cap, flow_cap) if c is not None]
-    if not caps:
+    smaller: `Control.cap`; control.py, `limit`): a job an operator slowed down is still by
+    choice that long between chunks. 0 for a job without a cap."""
+    cap = Control(job_cap=meta.rate_cap, flow_cap=None if meta.cancelled_reason else flow_cap).cap
+    if cap is None:
         return 0.0
     chunk = -(-meta.rows_queued // meta.next_chunk) if meta.next_chunk else DEFAULT_BATCH_SIZE  # its mean chunk
-    return 60.0 * chunk / min(caps)
+    return 60.0 * chunk / cap
 
 
 def check(store: Store, stale_minutes: float, now: float | None = None, reports: Any = None) -> dict[str, Any]:
@@ -105,12 +104,16 @@ def check(store: Store, stale_minutes: float, now: float | None = None, reports:
         jobs = [j for j in jobs if j["job"] not in set(requested)]
     # A job an operator paused (or whose flow is paused) is still by choice: no alarm for it
     # (docs/operating.md, "Pause, resume, cancel"); it is stale again once resumed and idle.
-    paused = [j["job"] for j in jobs if _paused(store, metas[j["job"]])]
+    # each stale job's flow control item (its pause and cap), once; none for a cancelled job
+    flows = {j["job"]: store.jobs.flow_control(metas[j["job"]].flow) if not metas[j["job"]].cancelled_reason
+             else FlowControl() for j in jobs}
+    paused = [j["job"] for j in jobs if _paused(metas[j["job"]], flows[j["job"]])]
     if paused:
         logger.info("paused jobs are not counted as stale", extra={"jobs": paused[:MAX_LOGGED_JOBS]})
         jobs = [j for j in jobs if j["job"] not in set(paused)]
     # A capped job sends a chunk per chunk / cap minutes: not stale until that long past the threshold.
-    capped = [j["job"] for j in jobs if j["idle_s"] <= stale_minutes * 60 + cap_allowance_s(store, metas[j["job"]])]
+    capped = [j["job"] for j in jobs
+              if j["idle_s"] <= stale_minutes * 60 + cap_allowance_s(metas[j["job"]], flows[j["job"]].cap)]
     if capped:
         logger.info("capped jobs are not counted as stale yet", extra={"jobs": capped[:MAX_LOGGED_JOBS]})
         jobs = [j for j in jobs if j["job"] not in set(capped)]

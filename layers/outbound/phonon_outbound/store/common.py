@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -138,6 +138,15 @@ class Control:
         """The cap that binds: the smaller of the job's and the flow's (None: neither is set)."""
         caps = [c for c in (self.job_cap, self.flow_cap) if c is not None]
         return min(caps) if caps else None
+
+
+class FlowControl(NamedTuple):
+    """A flow's control item (`FLOWCTL#<flow>`) in one read: its pause reason ("" = not
+    paused; the operator's text, without the "flow <id> paused: " of `Control.paused`) and its
+    rate cap (None = no cap)."""
+
+    paused: str = ""
+    cap: int | None = None
 
 
 def read_cap(value: Any) -> int | None:

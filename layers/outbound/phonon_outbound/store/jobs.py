@@ -22,6 +22,7 @@ from .common import (
     MAX_TEXT_CHARS,
     OBJECT,
     Control,
+    FlowControl,
     Retention,
     bound_job_attrs,
     clip,
@@ -113,8 +114,8 @@ class JobsRepository(Protocol):
         that changed it, False when it was so already."""
         ...
 
-    def flow_cap(self, flow: str) -> int | None:
-        """The flow's rate cap in calls per minute (None = none)."""
+    def flow_control(self, flow: str) -> FlowControl:
+        """The flow's pause reason and rate cap, in one consistent read (none for "")."""
         ...
 
     def control(self, job: str, flow: str = "") -> Control:
@@ -320,14 +321,12 @@ class DynamoJobs:
         return conditional(self.table.update_item, Key=key, UpdateExpression=update, ConditionExpression=condition,
                            **({"ExpressionAttributeValues": values} if values else {}))
 
-    def _flow_control(self, flow: str) -> dict:
+    def flow_control(self, flow: str) -> FlowControl:
         if not flow:
-            return {}
-        return self.table.get_item(Key={"pk": flow_control_pk(flow), "sk": "-"}, ConsistentRead=True,
+            return FlowControl()
+        item = self.table.get_item(Key={"pk": flow_control_pk(flow), "sk": "-"}, ConsistentRead=True,
                                    ProjectionExpression="paused_reason, rate_cap").get("Item") or {}
-
-    def flow_cap(self, flow: str) -> int | None:
-        return read_cap(self._flow_control(flow).get("rate_cap"))
+        return FlowControl(str(item.get("paused_reason") or ""), read_cap(item.get("rate_cap")))
 
     def control(self, job: str, flow: str = "") -> Control:
         item = self.table.get_item(Key={"pk": job_pk(job), "sk": "META"}, ConsistentRead=True,
@@ -336,9 +335,8 @@ class DynamoJobs:
         job_cap = read_cap(item.get("rate_cap"))
         if cancelled or paused:
             return Control(cancelled, paused, job_cap)
-        flow_item = self._flow_control(flow)
-        return Control("", flow_pause_text(flow, str(flow_item.get("paused_reason") or "")), job_cap,
-                       read_cap(flow_item.get("rate_cap")))
+        flow_paused, flow_cap = self.flow_control(flow)
+        return Control("", flow_pause_text(flow, flow_paused), job_cap, flow_cap)
 
     # ---------------------------------------------------------------- key index
     def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None:

@@ -39,6 +39,7 @@ from .common import (
     ChunkClaim,
     Clock,
     Control,
+    FlowControl,
     Retention,
     RowUuidConflict,
     bound_job_attrs,
@@ -231,10 +232,10 @@ class MemoryJobs(_Fake):
                 self.t.update(flow_control_pk(flow), "-", {"rate_cap": int(per_minute)})
             return True
 
-    def flow_cap(self, flow: str) -> int | None:
+    def flow_control(self, flow: str) -> FlowControl:
         with self.t.lock:
             item = (self.t.state.get((flow_control_pk(flow), "-")) or {}) if flow else {}
-            return read_cap(item.get("rate_cap"))
+            return FlowControl(str(item.get("paused_reason") or ""), read_cap(item.get("rate_cap")))
 
     def control(self, job: str, flow: str = "") -> Control:
         with self.t.lock:
@@ -243,9 +244,8 @@ class MemoryJobs(_Fake):
             job_cap = read_cap(item.get("rate_cap"))
             if cancelled or paused:
                 return Control(cancelled, paused, job_cap)
-            flow_item = (self.t.state.get((flow_control_pk(flow), "-")) or {}) if flow else {}
-            return Control("", flow_pause_text(flow, str(flow_item.get("paused_reason") or "")), job_cap,
-                           read_cap(flow_item.get("rate_cap")))
+        flow_paused, flow_cap = self.flow_control(flow)
+        return Control("", flow_pause_text(flow, flow_paused), job_cap, flow_cap)
 
     def index_job(self, bucket: str, key: str, job: str, attrs: dict) -> None:
         with self.t.lock:
